@@ -1,0 +1,29 @@
+"""mutualnet: one ConvNet, any width x resolution (Yang et al., MutualNet, ECCV 2020).
+
+Where to look:
+    layers/slimmable.py   slimmable Conv2d / Linear / BatchNorm2d and width switching
+    models/               the slimmable model zoo behind one registry
+    profiling/            MACs (torch.utils.flop_counter) and latency of a configuration
+"""
+
+from .errors import MutualNetError
+from .layers import get_width, make_divisible, materialize, set_width, slim_channels, use_width
+from .models import create_model, list_models, model_info
+from .profiling import measure_latency, profile
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MutualNetError",
+    "create_model",
+    "list_models",
+    "model_info",
+    "set_width",
+    "get_width",
+    "use_width",
+    "materialize",
+    "make_divisible",
+    "slim_channels",
+    "profile",
+    "measure_latency",
+]

@@ -1,0 +1,441 @@
+"""Slimmable layers: one set of weights, runnable at any width.
+
+A slimmable layer allocates its widest shape and, at active width ``w``, computes with the *first*
+channels of its weights (``slim_channels`` decides how many). Weights are shared across widths, which
+is what lets the sub-networks of MutualNet teach each other.
+
+All slimmable layers of a model share one :class:`SlimState` (the active width and input resolution),
+so switching width is O(1) per layer and BatchNorm can look up statistics for the active
+(width, resolution) configuration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import MutualNetError
+from .helpers import slim_channels, width_key
+
+__all__ = [
+    "SlimState",
+    "SlimmableConv2d",
+    "SlimmableLinear",
+    "SlimmableBatchNorm2d",
+    "is_slimmable",
+    "set_width",
+    "get_width",
+    "use_width",
+    "bind_state",
+    "config_key",
+    "materialize",
+]
+
+
+@dataclass
+class SlimState:
+    """Active configuration shared by every slimmable layer of one model."""
+
+    width: float = 1.0
+    resolution: int | tuple[int, int] | None = None  # set by the model's forward from the input
+
+
+def config_key(width: float, resolution: int | tuple[int, int] | None) -> str:
+    """Key of one (width, resolution) configuration, e.g. ``w0.350_r224``."""
+    if resolution is None:
+        res = "any"
+    elif isinstance(resolution, tuple):
+        res = str(resolution[0]) if resolution[0] == resolution[1] else f"{resolution[0]}x{resolution[1]}"
+    else:
+        res = str(int(resolution))
+    return f"w{width_key(width)}_r{res}"
+
+
+class _Slimmable:
+    """Mixin: the shared state and the channel arithmetic."""
+
+    slim_state: SlimState
+    max_width: float
+
+    def _init_slim(self, max_width: float) -> None:
+        self.slim_state = SlimState(width=max_width)
+        self.max_width = float(max_width)
+
+    @property
+    def width(self) -> float:
+        return self.slim_state.width
+
+
+def _check_channels(x: Tensor, expected: int, layer: nn.Module) -> None:
+    if x.dim() < 2 or x.shape[1] != expected:
+        got = x.shape[1] if x.dim() >= 2 else "no channel dim"
+        raise MutualNetError(
+            f"{type(layer).__name__} expected {expected} input channels at width {layer.slim_state.width:g}, "
+            f"got {got}"
+        )
+
+
+class SlimmableConv2d(nn.Conv2d, _Slimmable):
+    """A ``Conv2d`` whose input and output channels follow the active width.
+
+    Args:
+        in_channels: Input channels at width 1.0 (ignored slicing if ``slim_in`` is False).
+        out_channels: Output channels at width 1.0.
+        depthwise: One group per channel; input and output channels are slimmed together.
+        groups: Fixed number of groups for a grouped (non-depthwise) convolution; the sub-network
+            uses the leading ``in/groups`` kernel channels of its leading output filters.
+        max_width: Widest width the layer must support (allocated shape).
+        slim_in: Slim the input channels (False for the stem, which sees the image).
+        slim_out: Slim the output channels (False for a fixed-width head).
+        ratio: ``(in_ratio, out_ratio)`` multipliers for :func:`slim_channels`.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int = 1,
+        padding: int = 0,
+        dilation: int = 1,
+        groups: int = 1,
+        bias: bool = False,
+        *,
+        depthwise: bool = False,
+        max_width: float = 1.0,
+        slim_in: bool = True,
+        slim_out: bool = True,
+        ratio: tuple[int, int] = (1, 1),
+    ) -> None:
+        if depthwise and in_channels != out_channels:
+            raise ValueError("a depthwise convolution needs in_channels == out_channels")
+        self.base_in, self.base_out = in_channels, out_channels
+        self.slim_in, self.slim_out, self.ratio, self.depthwise = slim_in, slim_out, tuple(ratio), depthwise
+        in_max = slim_channels(in_channels, max_width, ratio[0]) if slim_in else in_channels
+        out_max = slim_channels(out_channels, max_width, ratio[1]) if slim_out else out_channels
+        if depthwise:
+            in_max = out_max = max(in_max, out_max)
+            groups = in_max
+        super().__init__(in_max, out_max, kernel_size, stride, padding, dilation, groups, bias)
+        self.fixed_groups = groups
+        self._init_slim(max_width)
+
+    def active_channels(self) -> tuple[int, int]:
+        """``(in, out)`` channels at the active width."""
+        w = self.slim_state.width
+        cout = slim_channels(self.base_out, w, self.ratio[1]) if self.slim_out else self.out_channels
+        if self.depthwise:
+            return cout, cout
+        cin = slim_channels(self.base_in, w, self.ratio[0]) if self.slim_in else self.in_channels
+        return cin, cout
+
+    def _active(self) -> tuple[Tensor, Tensor | None, int, int]:
+        cin, cout = self.active_channels()
+        if self.depthwise:
+            return self.weight[:cout], None if self.bias is None else self.bias[:cout], cout, cin
+        if cin % self.fixed_groups:
+            raise MutualNetError(f"width {self.width:g} gives {cin} channels, not divisible by {self.fixed_groups} groups")
+        weight = self.weight[:cout, : cin // self.fixed_groups]
+        return weight, None if self.bias is None else self.bias[:cout], self.fixed_groups, cin
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight, bias, groups, cin = self._active()
+        _check_channels(x, cin, self)
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, groups)
+
+    def active_num_params(self) -> int:
+        weight, bias, _, _ = self._active()
+        return weight.numel() + (0 if bias is None else bias.numel())
+
+    def to_dense(self) -> nn.Conv2d:
+        """A plain ``nn.Conv2d`` holding only the active slice."""
+        weight, bias, groups, cin = self._active()
+        conv = nn.Conv2d(cin, weight.shape[0], self.kernel_size, self.stride, self.padding, self.dilation, groups,
+                         bias is not None, device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            conv.weight.copy_(weight)
+            if bias is not None:
+                conv.bias.copy_(bias)
+        return conv
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", max_width={self.max_width:g}, slim_in={self.slim_in}, slim_out={self.slim_out}"
+
+
+class SlimmableLinear(nn.Linear, _Slimmable):
+    """A ``Linear`` layer; by default only its input follows the width (classifier outputs are fixed)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        max_width: float = 1.0,
+        slim_in: bool = True,
+        slim_out: bool = False,
+        ratio: tuple[int, int] = (1, 1),
+    ) -> None:
+        self.base_in, self.base_out = in_features, out_features
+        self.slim_in, self.slim_out, self.ratio = slim_in, slim_out, tuple(ratio)
+        in_max = slim_channels(in_features, max_width, ratio[0]) if slim_in else in_features
+        out_max = slim_channels(out_features, max_width, ratio[1]) if slim_out else out_features
+        super().__init__(in_max, out_max, bias)
+        self._init_slim(max_width)
+
+    def active_channels(self) -> tuple[int, int]:
+        w = self.slim_state.width
+        cin = slim_channels(self.base_in, w, self.ratio[0]) if self.slim_in else self.in_features
+        cout = slim_channels(self.base_out, w, self.ratio[1]) if self.slim_out else self.out_features
+        return cin, cout
+
+    def forward(self, x: Tensor) -> Tensor:
+        cin, cout = self.active_channels()
+        if x.shape[-1] != cin:
+            raise MutualNetError(f"SlimmableLinear expected {cin} input features at width {self.width:g}, "
+                                 f"got {x.shape[-1]}")
+        return F.linear(x, self.weight[:cout, :cin], None if self.bias is None else self.bias[:cout])
+
+    def active_num_params(self) -> int:
+        cin, cout = self.active_channels()
+        return cin * cout + (0 if self.bias is None else cout)
+
+    def to_dense(self) -> nn.Linear:
+        cin, cout = self.active_channels()
+        lin = nn.Linear(cin, cout, self.bias is not None, device=self.weight.device, dtype=self.weight.dtype)
+        with torch.no_grad():
+            lin.weight.copy_(self.weight[:cout, :cin])
+            if self.bias is not None:
+                lin.bias.copy_(self.bias[:cout])
+        return lin
+
+
+_CALIB_PREFIX = "calib_stats."
+
+
+class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
+    """BatchNorm whose affine parameters are shared and sliced across widths.
+
+    * Training mode normalises with batch statistics. The shared running statistics are updated only
+      when every channel is active (the widest sub-network), so at the top width they stay
+      interchangeable with torchvision's.
+    * Statistics of any (width, resolution) configuration are re-estimated after training
+      (:meth:`begin_calibration` / :meth:`end_calibration`) and stored under that configuration's key,
+      so *any* width in range can hold statistics, not only widths listed in advance. They are saved in
+      the state dict as ``calib_stats.<key>.mean`` / ``.var``.
+    * Eval mode uses the calibrated statistics of the active configuration when present, else the
+      shared running statistics sliced to the active width.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        *,
+        max_width: float = 1.0,
+        slim: bool = True,
+        ratio: int = 1,
+    ) -> None:
+        self.base_features, self.slim, self.ratio = num_features, slim, ratio
+        n_max = slim_channels(num_features, max_width, ratio) if slim else num_features
+        super().__init__(n_max, eps, momentum)
+        self._init_slim(max_width)
+        self.calibrated: dict[str, tuple[Tensor, Tensor]] = {}
+        self._calib: list | None = None
+
+    def active_channels(self) -> int:
+        if not self.slim:
+            return self.num_features
+        return slim_channels(self.base_features, self.slim_state.width, self.ratio)
+
+    def calibration_key(self) -> str:
+        return config_key(self.slim_state.width, self.slim_state.resolution)
+
+    def active_stats(self) -> tuple[Tensor, Tensor]:
+        """(mean, var) that eval mode uses at the active configuration."""
+        c = self.active_channels()
+        stats = self.calibrated.get(self.calibration_key())
+        if stats is not None:
+            return stats
+        return self.running_mean[:c], self.running_var[:c]
+
+    def forward(self, x: Tensor) -> Tensor:
+        c = self.active_channels()
+        _check_channels(x, c, self)
+        weight, bias = self.weight[:c], self.bias[:c]
+        if self._calib is not None:
+            xs = x.detach().transpose(0, 1).reshape(c, -1).double()
+            acc = self._calib
+            acc[0] = acc[0] + xs.sum(1) if acc[0] is not None else xs.sum(1)
+            acc[1] = acc[1] + (xs * xs).sum(1) if acc[1] is not None else (xs * xs).sum(1)
+            acc[2] += xs.shape[1]
+            return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
+        if self.training:
+            full = c == self.num_features and self.track_running_stats
+            momentum = 0.0 if self.momentum is None else self.momentum
+            if full:
+                self.num_batches_tracked.add_(1)
+                if self.momentum is None:
+                    momentum = 1.0 / float(self.num_batches_tracked)
+            return F.batch_norm(x, self.running_mean if full else None, self.running_var if full else None,
+                                weight, bias, True, momentum, self.eps)
+        mean, var = self.active_stats()
+        return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
+
+    # -- calibration (post-statistics) -------------------------------------------------------------
+    def begin_calibration(self) -> None:
+        """Start accumulating the exact mean and variance of this layer's inputs."""
+        self._calib = [None, None, 0]
+
+    def end_calibration(self) -> str | None:
+        """Store the accumulated statistics under the active configuration's key and return the key."""
+        acc, self._calib = self._calib, None
+        if acc is None or acc[2] == 0:
+            return None
+        n = acc[2]
+        mean = acc[0] / n
+        var = (acc[1] / n - mean * mean).clamp_min(0.0) * (n / max(n - 1, 1))  # unbiased, like torch BN
+        key = self.calibration_key()
+        self.calibrated[key] = (mean.to(self.weight.dtype), var.to(self.weight.dtype))
+        return key
+
+    def clear_calibration(self) -> None:
+        self.calibrated.clear()
+
+    # -- state dict: calibrated statistics travel with the weights ----------------------------------
+    def _save_to_state_dict(self, destination, prefix, keep_vars):  # noqa: ANN001
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        for key, (mean, var) in self.calibrated.items():
+            destination[f"{prefix}{_CALIB_PREFIX}{key}.mean"] = mean if keep_vars else mean.detach()
+            destination[f"{prefix}{_CALIB_PREFIX}{key}.var"] = var if keep_vars else var.detach()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):  # noqa: ANN001
+        head = prefix + _CALIB_PREFIX
+        found: dict[str, dict[str, Tensor]] = {}
+        for name in [k for k in state_dict if k.startswith(head)]:
+            key, _, kind = name[len(head):].rpartition(".")
+            found.setdefault(key, {})[kind] = state_dict.pop(name)
+        self.calibrated = {}
+        for key, d in found.items():
+            if "mean" in d and "var" in d:
+                dev = self.weight.device
+                self.calibrated[key] = (d["mean"].to(dev), d["var"].to(dev))
+            else:
+                error_msgs.append(f"calibrated statistics {key!r} of {prefix!r} lack mean or var")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def _apply(self, fn, recurse=True):  # noqa: ANN001 - keep calibrated stats on the module's device/dtype
+        out = super()._apply(fn, recurse)
+        self.calibrated = {k: (fn(m), fn(v)) for k, (m, v) in self.calibrated.items()}
+        return out
+
+    def active_num_params(self) -> int:
+        return 2 * self.active_channels()
+
+    def to_dense(self) -> nn.BatchNorm2d:
+        """A plain ``nn.BatchNorm2d`` with the active slice and the statistics eval mode would use."""
+        c = self.active_channels()
+        bn = nn.BatchNorm2d(c, self.eps, self.momentum, device=self.weight.device, dtype=self.weight.dtype)
+        mean, var = self.active_stats()
+        with torch.no_grad():
+            bn.weight.copy_(self.weight[:c])
+            bn.bias.copy_(self.bias[:c])
+            bn.running_mean.copy_(mean)
+            bn.running_var.copy_(var)
+            bn.num_batches_tracked.copy_(self.num_batches_tracked)
+        return bn
+
+
+_SLIMMABLE = (SlimmableConv2d, SlimmableLinear, SlimmableBatchNorm2d)
+
+
+def is_slimmable(module: nn.Module) -> bool:
+    return isinstance(module, _SLIMMABLE)
+
+
+def bind_state(model: nn.Module, state: SlimState | None = None) -> SlimState:
+    """Make every slimmable layer in ``model`` share one state (the model's, or a new one)."""
+    state = state if state is not None else getattr(model, "slim_state", None) or SlimState()
+    for m in model.modules():
+        if is_slimmable(m):
+            m.slim_state = state
+    if not is_slimmable(model):
+        model.slim_state = state
+    return state
+
+
+def _check_range(model: nn.Module, width: float) -> None:
+    rng = getattr(model, "width_range", None)
+    if rng is not None:
+        lo, hi = rng
+        if not (lo - 1e-6 <= width <= hi + 1e-6):
+            raise MutualNetError(f"width {width:g} is outside this model's trained range [{lo:g}, {hi:g}]")
+    else:
+        for m in model.modules():
+            if is_slimmable(m) and width > m.max_width + 1e-6:
+                raise MutualNetError(f"width {width:g} exceeds the widest width the layers hold ({m.max_width:g})")
+
+
+def set_width(model: nn.Module, width: float) -> None:
+    """Switch ``model`` to ``width``; raises :class:`MutualNetError` outside its trained range."""
+    width = float(width)
+    _check_range(model, width)
+    for m in model.modules():
+        if is_slimmable(m):
+            m.slim_state.width = width
+    if hasattr(model, "slim_state"):
+        model.slim_state.width = width
+
+
+def get_width(model: nn.Module) -> float:
+    state = getattr(model, "slim_state", None)
+    if state is not None:
+        return state.width
+    for m in model.modules():
+        if is_slimmable(m):
+            return m.slim_state.width
+    raise MutualNetError("model has no slimmable layers")
+
+
+@contextlib.contextmanager
+def use_width(model: nn.Module, width: float) -> Iterator[nn.Module]:
+    """Run ``model`` at ``width`` inside the block and restore the previous width after it."""
+    previous = get_width(model)
+    set_width(model, width)
+    try:
+        yield model
+    finally:
+        set_width(model, previous)
+
+
+def materialize(model: nn.Module, width: float | None = None) -> nn.Module:
+    """A copy of ``model`` at ``width`` built only of standard PyTorch layers.
+
+    Every slimmable layer is replaced by the plain layer holding its active slice (BatchNorm with the
+    statistics eval mode would use at the active configuration). The copy computes what ``model``
+    computes at that configuration and holds only that sub-network's parameters.
+    """
+    if width is not None:
+        set_width(model, width)
+    dense = copy.deepcopy(model)
+
+    def swap(parent: nn.Module) -> None:
+        for name, child in parent.named_children():
+            if is_slimmable(child):
+                setattr(parent, name, child.to_dense())
+            else:
+                swap(child)
+
+    if is_slimmable(dense):
+        return dense.to_dense()
+    swap(dense)
+    return dense

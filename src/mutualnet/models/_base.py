@@ -1,0 +1,117 @@
+"""The surface every slimmable model shares."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ..errors import MutualNetError
+from ..layers import SlimmableLinear, SlimState, bind_state, get_width, is_slimmable, set_width
+
+__all__ = ["SlimmableNet"]
+
+
+class SlimmableNet(nn.Module):
+    """Base class: width switching, input checks and the timm-like model surface.
+
+    Subclasses build their layers in ``__init__``, call :meth:`_finish` at its end, and implement
+    :meth:`forward_stages` (the stage outputs, for detection necks) and ``forward_features``.
+
+    Attributes:
+        width_range: ``(lo, hi)`` widths the model was built (and trained) for.
+        in_chans: Image channels the stem expects.
+        min_resolution: Smallest input side the network accepts (its total stride).
+        num_features: Channels of the pooled features at the widest width.
+        stage_specs: ``(name, base_channels, ratio, stride)`` per stage, for :attr:`feature_info`.
+    """
+
+    width_range: tuple[float, float]
+    in_chans: int
+    min_resolution: int
+    num_features: int
+    num_classes: int
+    stage_specs: list[tuple[str, int, int, int]]
+    head_fixed_channels: int | None = None  # a head conv that is never slimmed (MobileNet v2's 1280)
+
+    def _finish(self) -> None:
+        self.slim_state = SlimState(width=self.width_range[1])
+        bind_state(self, self.slim_state)
+
+    # -- width -----------------------------------------------------------------------------------
+    @property
+    def width(self) -> float:
+        return get_width(self)
+
+    def set_width(self, width: float) -> SlimmableNet:
+        set_width(self, width)
+        return self
+
+    # -- input checks ----------------------------------------------------------------------------
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() != 4:
+            raise MutualNetError(f"expected a batch of images (N, C, H, W), got a tensor of shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_chans:
+            raise MutualNetError(f"model expects {self.in_chans} input channels, got {x.shape[1]}")
+        h, w = x.shape[-2:]
+        if min(h, w) < self.min_resolution:
+            raise MutualNetError(
+                f"resolution {h}x{w} is too small for this network (needs at least {self.min_resolution})"
+            )
+        self.slim_state.resolution = int(h) if h == w else (int(h), int(w))
+
+    # -- model surface ---------------------------------------------------------------------------
+    def forward_stages(self, x: Tensor) -> list[Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward_features(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.global_pool(x).flatten(1)
+        if pre_logits:
+            return x
+        return self.classifier(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        return self.forward_head(self.forward_features(x))
+
+    @property
+    def feature_info(self) -> list[dict]:
+        """Channels and stride (``reduction``) of each stage at the active width."""
+        from ..layers import slim_channels
+
+        w = self.width
+        return [
+            {"module": name, "num_chs": slim_channels(c, w, r), "reduction": s}
+            for name, c, r, s in self.stage_specs
+        ]
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier with a fresh one (transfer learning)."""
+        old = self.get_classifier()
+        lin = old if isinstance(old, nn.Linear) else next(m for m in old.modules() if isinstance(m, nn.Linear))
+        new = SlimmableLinear(lin.base_in, num_classes, max_width=lin.max_width, slim_in=lin.slim_in,
+                              ratio=lin.ratio).to(lin.weight.device)
+        new.slim_state = self.slim_state
+        if isinstance(old, nn.Sequential):
+            idx = [i for i, m in enumerate(old) if m is lin][0]
+            old[idx] = new
+        else:
+            self.classifier = new
+        self.num_classes = num_classes
+        if hasattr(self, "model_args"):
+            self.model_args["num_classes"] = num_classes
+
+    def active_num_params(self) -> int:
+        """Parameters the sub-network at the active width uses."""
+        total = 0
+        seen: set[int] = set()
+        for m in self.modules():
+            if is_slimmable(m):
+                total += m.active_num_params()
+                seen.update(id(p) for p in m.parameters(recurse=False))
+        total += sum(p.numel() for p in self.parameters() if id(p) not in seen)
+        return total

@@ -1,0 +1,122 @@
+"""One registry, one factory: ``@register_model`` keys on the function name."""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from ..errors import MutualNetError
+
+__all__ = ["register_model", "create_model", "list_models", "model_info", "ModelInfo"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a user needs to know about a registered model before building it."""
+
+    name: str
+    family: str
+    input_size: int  # the highest training resolution of its default recipe
+    resolutions: tuple[int, ...]  # the default resolution set, highest first
+    width_range: tuple[float, float]
+    in_chans: int = 3
+    num_classes: int = 1000
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+_INFO: dict[str, ModelInfo] = {}
+
+
+def register_model(
+    *,
+    resolutions: tuple[int, ...],
+    width_range: tuple[float, float] = (0.25, 1.0),
+    num_classes: int = 1000,
+    in_chans: int = 3,
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a model factory under its function name, with its default recipe."""
+
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = fn.__name__
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} registered twice")
+        _MODELS[name] = fn
+        doc = inspect.getdoc(fn) or ""
+        _INFO[name] = ModelInfo(
+            name=name,
+            family=fn.__module__.rsplit(".", 1)[-1],
+            input_size=max(resolutions),
+            resolutions=tuple(sorted(resolutions, reverse=True)),
+            width_range=width_range,
+            in_chans=in_chans,
+            num_classes=num_classes,
+            description=doc.splitlines()[0] if doc else "",
+        )
+        return fn
+
+    return wrap
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Names of registered models matching a shell-style ``pattern``, sorted."""
+    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+
+
+def model_info(name: str) -> ModelInfo:
+    if name not in _INFO:
+        raise MutualNetError(_unknown(name))
+    return _INFO[name]
+
+
+def _unknown(name: str) -> str:
+    close = [n for n in _MODELS if name.split("_")[0] in n][:5]
+    hint = f" (did you mean: {', '.join(close)}?)" if close else ""
+    return f"unknown model {name!r}{hint}; `mutualnet models` lists them"
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int | None = None,
+    width_range: tuple[float, float] | None = None,
+    in_chans: int | None = None,
+    **kwargs,
+) -> nn.Module:
+    """Build a registered slimmable model.
+
+    Args:
+        name: A name from :func:`list_models`.
+        num_classes: Classifier outputs (never slimmed); the model's default when None.
+        width_range: ``(lo, hi)`` widths the model must run at; ``hi`` may exceed 1.0.
+        in_chans: Image channels (the stem's input, never slimmed).
+        **kwargs: Family-specific arguments; ``None`` values are dropped so CLI flags can default to None.
+
+    The returned model records ``model_name`` and ``model_args`` so checkpoints can rebuild it.
+    """
+    if name not in _MODELS:
+        raise MutualNetError(_unknown(name))
+    info = _INFO[name]
+    args = {k: v for k, v in kwargs.items() if v is not None}
+    args["num_classes"] = info.num_classes if num_classes is None else int(num_classes)
+    args["in_chans"] = info.in_chans if in_chans is None else int(in_chans)
+    lo, hi = info.width_range if width_range is None else (float(width_range[0]), float(width_range[1]))
+    if not (0 < lo <= hi):
+        raise MutualNetError(f"width_range must satisfy 0 < lo <= hi, got ({lo:g}, {hi:g})")
+    if args["num_classes"] < 1:
+        raise MutualNetError(f"num_classes must be positive, got {args['num_classes']}")
+    if args["in_chans"] < 1:
+        raise MutualNetError(f"in_chans must be positive, got {args['in_chans']}")
+    args["width_range"] = (lo, hi)
+    try:
+        model = _MODELS[name](**args)
+    except TypeError as e:
+        raise MutualNetError(f"bad arguments for model {name!r}: {e}") from None
+    model.model_name = name
+    model.model_args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items()}
+    return model

@@ -1,0 +1,72 @@
+"""FLOPs (multiply-accumulates) and active parameters of one configuration.
+
+Counted with ``torch.utils.flop_counter.FlopCounterMode``, which sees the sliced tensors the slimmable
+layers actually compute with. As in the paper, "FLOPs" means multiply-accumulates of convolutions and
+linear layers (the counter's FLOPs / 2); BatchNorm, activations and additions are not counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..errors import MutualNetError
+from ..layers import get_width, set_width
+
+__all__ = ["Profile", "profile", "count_macs"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    width: float
+    resolution: int
+    macs: int
+    params: int
+
+    @property
+    def mflops(self) -> float:
+        return self.macs / 1e6
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"mflops": self.mflops}
+
+
+def count_macs(model: nn.Module, x: torch.Tensor) -> int:
+    """Multiply-accumulates of one forward pass of ``model`` on ``x``."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+def _active_params(model: nn.Module) -> int:
+    if hasattr(model, "active_num_params"):
+        return int(model.active_num_params())
+    return sum(p.numel() for p in model.parameters())
+
+
+def profile(model: nn.Module, width: float, resolution: int, *, batch_size: int = 1) -> Profile:
+    """MACs per image and active parameters of ``model`` at (``width``, ``resolution``).
+
+    The model's width is restored afterwards.
+    """
+    if resolution < 1:
+        raise MutualNetError(f"resolution must be positive, got {resolution}")
+    previous = get_width(model)
+    set_width(model, width)
+    try:
+        p = next(model.parameters())
+        x = torch.zeros(batch_size, getattr(model, "in_chans", 3), resolution, resolution, device=p.device,
+                        dtype=p.dtype)
+        macs = count_macs(model, x) // batch_size
+        params = _active_params(model)
+    finally:
+        set_width(model, previous)
+    return Profile(width=float(width), resolution=int(resolution), macs=int(macs), params=int(params))

@@ -1,0 +1,74 @@
+"""Measured forward latency of one configuration on a real device."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from ..errors import MutualNetError
+from ..layers import get_width, set_width
+
+__all__ = ["Latency", "measure_latency", "resolve_device"]
+
+
+@dataclass(frozen=True)
+class Latency:
+    median_ms: float
+    device: str
+    batch_size: int
+    threads: int
+    repeats: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:1``; a clear error when the device is not there."""
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise MutualNetError(f"unknown device {name!r} (use cpu or cuda)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise MutualNetError("device cuda requested but no CUDA GPU is available")
+    if dev.type not in ("cpu", "cuda"):
+        raise MutualNetError(f"unsupported device {name!r} (use cpu or cuda)")
+    return dev
+
+
+def measure_latency(model: nn.Module, width: float, resolution: int, *, device: str = "cpu", batch_size: int = 1,
+                    threads: int | None = None, warmup: int = 5, repeats: int = 20) -> Latency:
+    """Median wall-clock forward latency (ms) after ``warmup`` untimed runs.
+
+    The model is moved to ``device`` for the measurement and returned to its original device.
+    """
+    dev = resolve_device(device)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    threads_used = torch.get_num_threads()
+    orig = next(model.parameters()).device
+    previous = get_width(model)
+    was_training = model.training
+    set_width(model, width)
+    model.eval().to(dev)
+    x = torch.randn(batch_size, getattr(model, "in_chans", 3), resolution, resolution, device=dev)
+    times = []
+    try:
+        with torch.inference_mode():
+            for i in range(warmup + repeats):
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                t0 = time.perf_counter()
+                model(x)
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                if i >= warmup:
+                    times.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        model.to(orig).train(was_training)
+        set_width(model, previous)
+    return Latency(statistics.median(times), str(dev), batch_size, threads_used, repeats)
