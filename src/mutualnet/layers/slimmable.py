@@ -431,11 +431,11 @@ def materialize(model: nn.Module, width: float | None = None) -> nn.Module:
     def swap(parent: nn.Module) -> None:
         for name, child in parent.named_children():
             if is_slimmable(child):
-                setattr(parent, name, child.to_dense())
+                setattr(parent, name, child.to_dense().train(child.training))
             else:
                 swap(child)
 
     if is_slimmable(dense):
-        return dense.to_dense()
+        return dense.to_dense().train(dense.training)
     swap(dense)
     return dense
