@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for w, r in configs:
         if r < model.min_resolution:
-            raise MutualNetError(f"resolution {r} is too small for {args.model} (needs at least {model.min_resolution})")
+            raise MutualNetError(
+                f"resolution {r} is too small for {args.model} (needs at least {model.min_resolution})")
         row = profile(model, w, r).to_dict()
         if args.latency:
             lat = measure_latency(model, w, r, device=args.device, batch_size=args.batch_size, threads=args.threads)

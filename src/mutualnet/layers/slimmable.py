@@ -140,7 +140,8 @@ class SlimmableConv2d(nn.Conv2d, _Slimmable):
         if self.depthwise:
             return self.weight[:cout], None if self.bias is None else self.bias[:cout], cout, cin
         if cin % self.fixed_groups:
-            raise MutualNetError(f"width {self.width:g} gives {cin} channels, not divisible by {self.fixed_groups} groups")
+            raise MutualNetError(
+                f"width {self.width:g} gives {cin} channels, not divisible by {self.fixed_groups} groups")
         weight = self.weight[:cout, : cin // self.fixed_groups]
         return weight, None if self.bias is None else self.bias[:cout], self.fixed_groups, cin
 
@@ -165,7 +166,8 @@ class SlimmableConv2d(nn.Conv2d, _Slimmable):
         return conv
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", max_width={self.max_width:g}, slim_in={self.slim_in}, slim_out={self.slim_out}"
+        extra = f", max_width={self.max_width:g}, slim_in={self.slim_in}, slim_out={self.slim_out}"
+        return super().extra_repr() + extra
 
 
 class SlimmableLinear(nn.Linear, _Slimmable):
