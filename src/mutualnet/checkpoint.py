@@ -1,0 +1,125 @@
+"""Self-describing checkpoints: atomic writes, safe loads, and rebuilding the model.
+
+A checkpoint is a plain dict (loadable with ``torch.load(..., weights_only=True)``, so loading never
+runs code)::
+
+    {
+      "format": "mutualnet", "version": 1,
+      "model_name": "mobilenet_v2", "model_args": {...create_model kwargs, incl. width_range...},
+      "model": <state dict, calibrated BN statistics included as calib_stats.* entries>,
+      "meta": {"resolutions": [...], "mode": "mutual", ...},   # how it was trained, for humans and tools
+      ... training state (optimizer, scheduler, scaler, rng, epoch, step) added by the trainer ...
+      "query_table": {...}                                     # optional, added by `mutualnet search`
+    }
+
+Writes go to a temporary file in the same folder, are fsynced, then renamed over the target, so a
+crash while saving never corrupts the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import MutualNetError
+from .models import create_model
+
+__all__ = ["FORMAT", "VERSION", "atomic_save", "save_checkpoint", "load_checkpoint", "model_from_checkpoint",
+           "checkpoint_dict"]
+
+FORMAT = "mutualnet"
+VERSION = 1
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to ``path`` atomically (temp file + fsync + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+    return path
+
+
+def checkpoint_dict(model: nn.Module, meta: dict | None = None, **extra: Any) -> dict:
+    """The dict :func:`save_checkpoint` writes for ``model`` (built by :func:`mutualnet.create_model`)."""
+    name = getattr(model, "model_name", None)
+    if name is None:
+        raise MutualNetError("model was not built by mutualnet.create_model; cannot describe it in a checkpoint")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return {"format": FORMAT, "version": VERSION, "model_name": name, "model_args": dict(model.model_args),
+            "model": state, "meta": dict(meta or {}), **extra}
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict | None = None, **extra: Any) -> Path:
+    return atomic_save(checkpoint_dict(model, meta, **extra), path)
+
+
+def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict:
+    """Load and validate a mutualnet checkpoint; anything else is refused with a clear error."""
+    path = Path(path)
+    if not path.exists():
+        raise MutualNetError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise MutualNetError(f"checkpoint path is a folder, not a file: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MutualNetError(f"cannot read checkpoint {path}: corrupt or not a PyTorch file ({first[:200]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise MutualNetError(
+            f"{path} is not a mutualnet checkpoint (no 'format': 'mutualnet' entry); "
+            "released MutualNet / US-Net weights are loaded with `mutualnet.deploy.interop`")
+    if int(ckpt.get("version", 0)) > VERSION:
+        raise MutualNetError(f"{path} was written by a newer mutualnet (format version {ckpt['version']})")
+    for key in ("model_name", "model_args", "model"):
+        if key not in ckpt:
+            raise MutualNetError(f"checkpoint {path} is incomplete: missing {key!r}")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict | str | os.PathLike, *, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model a checkpoint describes and load its weights (and calibrated statistics)."""
+    if not isinstance(ckpt, dict):
+        ckpt = load_checkpoint(ckpt, map_location=map_location)
+    args = dict(ckpt["model_args"])
+    if "width_range" in args:
+        args["width_range"] = tuple(args["width_range"])
+    model = create_model(ckpt["model_name"], **args)
+    try:
+        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    except RuntimeError as e:  # shape mismatches
+        lines = [ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln]
+        detail = lines[0] if lines else str(e).splitlines()[0]
+        raise MutualNetError(f"checkpoint weights do not match {ckpt['model_name']}: {detail[:300]}") from None
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} keys (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} keys (e.g. {unexpected[0]})")
+        raise MutualNetError(f"checkpoint weights do not match {ckpt['model_name']}: " + "; ".join(parts))
+    return model
