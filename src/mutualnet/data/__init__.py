@@ -1,5 +1,8 @@
 """Datasets and transforms: ImageNet-style folders, CIFAR-10/100, Fashion-MNIST, synthetic."""
 
+from .datasets import DATASETS, FASHION_MNIST_ROOT, DatasetInfo, build_dataset, dataset_info
 from .synthetic import SyntheticImages
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, TensorImages, eval_transform, train_transform
 
-__all__ = ["SyntheticImages"]
+__all__ = ["DATASETS", "FASHION_MNIST_ROOT", "DatasetInfo", "build_dataset", "dataset_info", "SyntheticImages",
+           "TensorImages", "IMAGENET_MEAN", "IMAGENET_STD", "eval_transform", "train_transform"]

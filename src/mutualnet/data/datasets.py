@@ -1,0 +1,246 @@
+"""``build_dataset``: one entry point for every dataset the recipes name, with clear errors for bad data.
+
+Names: ``imagefolder`` (``root/train`` and ``root/val`` in torchvision ``ImageFolder`` layout),
+``cifar10`` / ``cifar100`` (the python pickle batches, never downloaded), ``fashion_mnist`` (the idx
+files, gzipped or not; default: the Debian package's ``/usr/share/datasets/fashion-mnist``) and
+``synthetic``. Every dataset yields ``(normalised float tensor C x H x W at input_size, int label)``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import datasets as tvd
+
+from ..errors import MutualNetError
+from .synthetic import SyntheticImages
+from .transforms import TensorImages, eval_transform, resize_uint8, train_transform
+
+__all__ = ["DatasetInfo", "DATASETS", "FASHION_MNIST_ROOT", "build_dataset", "dataset_info"]
+
+FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
+DATASETS = ("imagefolder", "cifar10", "cifar100", "fashion_mnist", "synthetic")
+
+# per-channel statistics of the training sets (uint8 / 255)
+_STATS = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+}
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model needs to know about a dataset before seeing it."""
+
+    name: str
+    num_classes: int
+    in_chans: int
+    input_size: int  # native / recommended training resolution
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check_name(name: str) -> str:
+    key = name.lower().replace("-", "_")
+    key = {"fashionmnist": "fashion_mnist", "imagenet": "imagefolder"}.get(key, key)
+    if key not in DATASETS:
+        raise MutualNetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return key
+
+
+def _check_split(split: str) -> str:
+    if split not in ("train", "val"):
+        raise MutualNetError(f"unknown split {split!r}; use 'train' or 'val'")
+    return split
+
+
+def _imagefolder_dir(root: str | os.PathLike | None, split: str) -> Path:
+    if root is None:
+        raise MutualNetError("dataset 'imagefolder' needs a root directory holding train/ and val/ (--data-root)")
+    path = Path(root) / split
+    if not path.is_dir():
+        raise MutualNetError(f"image folder {path} not found; expected {root}/train/<class>/*.jpg and "
+                             f"{root}/val/<class>/*.jpg")
+    return path
+
+
+def _imagefolder_classes(root) -> list[str]:
+    classes = sorted(e.name for e in os.scandir(_imagefolder_dir(root, "train")) if e.is_dir())
+    if not classes:
+        raise MutualNetError(f"no class folders in {Path(root) / 'train'}; expected train/<class>/*.jpg")
+    return classes
+
+
+def dataset_info(name: str, root: str | os.PathLike | None = None) -> DatasetInfo:
+    """Number of classes, image channels and native input size of a dataset (reads no images)."""
+    key = _check_name(name)
+    if key == "imagefolder":
+        return DatasetInfo(key, len(_imagefolder_classes(root)), 3, 224)
+    return {
+        "cifar10": DatasetInfo(key, 10, 3, 32),
+        "cifar100": DatasetInfo(key, 100, 3, 32),
+        "fashion_mnist": DatasetInfo(key, 10, 1, 28),
+        "synthetic": DatasetInfo(key, 10, 3, 32),
+    }[key]
+
+
+def _load_rgb(path: str) -> Image.Image:
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except OSError as e:
+        raise MutualNetError(f"cannot read image {path}: {e}; remove or replace the file") from None
+
+
+def _build_imagefolder(root, split, input_size, augment, crop_scale, hflip, color_jitter, val_resize_ratio):
+    classes = _imagefolder_classes(root)
+    tf = (train_transform(input_size, crop_scale=crop_scale, hflip=hflip, color_jitter=color_jitter) if augment
+          else eval_transform(input_size, resize_ratio=val_resize_ratio))
+    try:
+        ds = tvd.ImageFolder(str(_imagefolder_dir(root, split)), transform=tf, loader=_load_rgb)
+    except (FileNotFoundError, OSError) as e:
+        raise MutualNetError(f"bad image folder {Path(root) / split}: {e}") from None
+    if ds.classes != classes:
+        raise MutualNetError(f"{Path(root) / split} has classes {ds.classes[:5]}... but train/ has "
+                             f"{classes[:5]}...; train and val must hold the same class folders")
+    return ds
+
+
+def _cifar_class(base: type) -> type:
+    """torchvision's CIFAR reader without the md5 check: the batches are read and validated anyway, and
+    hashing 170 MB on every start is slow; a truncated or foreign file still fails, with a clear error."""
+    no_md5 = {"train_list": [[f, None] for f, _ in base.train_list],
+              "test_list": [[f, None] for f, _ in base.test_list],
+              "meta": {**base.meta, "md5": None}}
+    return type(f"_{base.__name__}", (base,), no_md5)
+
+
+_CIFAR = {"cifar10": _cifar_class(tvd.CIFAR10), "cifar100": _cifar_class(tvd.CIFAR100)}
+
+
+def _load_cifar(key: str, root, split: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    cls = _CIFAR[key]
+    if root is None:
+        raise MutualNetError(f"dataset {key!r} needs --data-root: the directory holding {cls.base_folder}/")
+    root = Path(root)
+    if root.name == cls.base_folder:  # accept the batches folder itself
+        root = root.parent
+    folder = root / cls.base_folder
+    files = [f for f, _ in (cls.train_list if split == "train" else cls.test_list)] + [cls.meta["filename"]]
+    missing = [f for f in files if not (folder / f).is_file()]
+    if missing:
+        raise MutualNetError(f"{key} files missing in {folder}: {', '.join(missing)} (unpack the python version "
+                             f"of the dataset there; mutualnet never downloads)")
+    try:
+        ds = cls(str(root), train=split == "train", download=False)
+        data = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # N x 32 x 32 x 3 -> N x 3 x 32 x 32
+        labels = torch.as_tensor(ds.targets, dtype=torch.int64)
+    except Exception as e:  # pickle / reshape / key errors all mean the same thing to a user
+        raise MutualNetError(f"malformed {key} batch in {folder}: {type(e).__name__}: {e}") from None
+    n_cls = 10 if key == "cifar10" else 100
+    if len(labels) != len(data) or (len(labels) and not (0 <= int(labels.min()) and int(labels.max()) < n_cls)):
+        raise MutualNetError(f"malformed {key} labels in {folder}: {len(labels)} labels for {len(data)} images")
+    return data, labels, list(ds.classes)
+
+
+_IDX_DTYPES = {0x08: torch.uint8}
+
+
+def _read_idx(path: Path) -> torch.Tensor:
+    """Read an idx file (the MNIST format: magic, big-endian dims, raw bytes), gzipped or not."""
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    try:
+        zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
+        dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    except struct.error:
+        raise MutualNetError(f"{path} is not an idx file (too short)") from None
+    if zero != 0 or dtype not in _IDX_DTYPES:
+        raise MutualNetError(f"{path} is not a uint8 idx file (magic {raw[:4].hex()})")
+    body = raw[4 + 4 * ndim:]
+    count = 1
+    for d in dims:
+        count *= d
+    if len(body) != count:
+        raise MutualNetError(f"{path} is truncated or malformed: header says {dims}, found {len(body)} bytes")
+    return torch.frombuffer(bytearray(body), dtype=torch.uint8).view(*dims)
+
+
+def _find_idx(root: Path, stem: str) -> Path:
+    for folder in (root, root / "raw", root / "FashionMNIST" / "raw"):
+        for name in (f"{stem}.gz", stem):
+            if (folder / name).is_file():
+                return folder / name
+    raise MutualNetError(f"Fashion-MNIST file {stem}[.gz] not found in {root}; install the Debian package "
+                         f"fashion-mnist or pass --data-root to a folder holding the idx files")
+
+
+def _load_fashion_mnist(root, split: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    root = Path(root or FASHION_MNIST_ROOT)
+    if not root.is_dir():
+        raise MutualNetError(f"Fashion-MNIST directory {root} not found; install the Debian package fashion-mnist "
+                             f"or pass --data-root")
+    prefix = "train" if split == "train" else "t10k"
+    images = _read_idx(_find_idx(root, f"{prefix}-images-idx3-ubyte"))
+    labels = _read_idx(_find_idx(root, f"{prefix}-labels-idx1-ubyte")).to(torch.int64)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise MutualNetError(f"Fashion-MNIST files in {root} disagree: images {tuple(images.shape)}, "
+                             f"labels {tuple(labels.shape)}")
+    if len(labels) and int(labels.max()) > 9:
+        raise MutualNetError(f"Fashion-MNIST labels in {root} are out of range (max {int(labels.max())})")
+    return images.unsqueeze(1), labels, list(tvd.FashionMNIST.classes)
+
+
+def build_dataset(name: str, split: str, *, root: str | os.PathLike | None = None, input_size: int | None = None,
+                  augment: bool | None = None, crop_scale: tuple[float, float] = (0.08, 1.0), hflip: bool = True,
+                  color_jitter: float = 0.0, val_resize_ratio: float = 0.875, synthetic_length: int = 512,
+                  seed: int = 0, crop_padding: int = 4, num_classes: int | None = None,
+                  in_chans: int | None = None) -> Dataset:
+    """Build a dataset split yielding ``(normalised float C x H x W tensor, int label)``.
+
+    Args:
+        name: ``imagefolder``, ``cifar10``, ``cifar100``, ``fashion_mnist`` or ``synthetic``.
+        split: ``train`` or ``val`` (CIFAR's and Fashion-MNIST's test sets serve as ``val``).
+        root: data directory (``imagefolder``/``cifar*`` need one; Fashion-MNIST defaults to the Debian path).
+        input_size: output side in pixels (default: the dataset's native size). MutualNet trains at the
+            highest resolution and makes the others by resizing batches on the device.
+        augment: training augmentation; defaults to True for ``train`` and False for ``val``. False gives the
+            evaluation transform: Resize(input_size / val_resize_ratio) + CenterCrop for photos, the whole
+            image resized to ``input_size`` for the small in-memory datasets.
+        crop_scale, hflip, color_jitter: RandomResizedCrop area range, horizontal flip, jitter strength.
+        crop_padding: zero padding of the random crop used for the small datasets (CIFAR, Fashion-MNIST).
+        synthetic_length, seed, num_classes, in_chans: the synthetic dataset's size, seed and shape (the
+            ``val`` split holds different samples of the same classes).
+    """
+    key, split = _check_name(name), _check_split(split)
+    augment = split == "train" if augment is None else augment
+    if key != "synthetic" and (num_classes is not None or in_chans is not None):
+        info = dataset_info(key, root)
+        if num_classes not in (None, info.num_classes) or in_chans not in (None, info.in_chans):
+            raise MutualNetError(f"{key} has {info.num_classes} classes and {info.in_chans} channels; "
+                                 f"got num_classes={num_classes}, in_chans={in_chans}")
+    if input_size is not None and input_size < 8:
+        raise MutualNetError(f"input size {input_size} is too small (at least 8 pixels)")
+    if key == "synthetic":
+        info = dataset_info(key)
+        return SyntheticImages(synthetic_length, num_classes or info.num_classes, input_size or info.input_size,
+                               in_chans or info.in_chans, seed=seed,
+                               offset=0 if split == "train" else synthetic_length)
+    if key == "imagefolder":
+        return _build_imagefolder(root, split, input_size or 224, augment, crop_scale, hflip, color_jitter,
+                                  val_resize_ratio)
+    images, labels, classes = (_load_fashion_mnist(root, split) if key == "fashion_mnist"
+                               else _load_cifar(key, root, split))
+    if input_size is not None:
+        images = resize_uint8(images, input_size)
+    mean, std = _STATS[key]
+    return TensorImages(images, labels, mean=mean, std=std, train=augment, padding=crop_padding, hflip=hflip,
+                        color_jitter=color_jitter, classes=classes)

@@ -1,0 +1,95 @@
+"""Transforms: torchvision pipelines for decoded photos, and a tensor path for small in-memory datasets.
+
+ImageNet-style folders decode a JPEG per sample, so they use the usual torchvision recipe
+(RandomResizedCrop + flip + optional colour jitter for training; Resize + CenterCrop for evaluation).
+CIFAR and Fashion-MNIST fit in memory as one uint8 tensor; decoding them into PIL images per sample
+would cost more than the network's forward pass on a small CPU, so :class:`TensorImages` augments
+tensor slices directly (random crop with zero padding + flip), which is the standard small-image recipe.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "train_transform", "eval_transform", "TensorImages", "resize_uint8"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def train_transform(input_size: int, *, crop_scale: tuple[float, float] = (0.08, 1.0), hflip: bool = True,
+                    color_jitter: float = 0.0, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> v2.Compose:
+    """Training pipeline for decoded photos (PIL): random-resized crop, flip, jitter, normalise."""
+    ops = [v2.RandomResizedCrop(input_size, scale=tuple(crop_scale), antialias=True)]
+    if hflip:
+        ops.append(v2.RandomHorizontalFlip())
+    if color_jitter > 0:
+        ops.append(v2.ColorJitter(color_jitter, color_jitter, color_jitter))
+    ops += [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    return v2.Compose(ops)
+
+
+def eval_transform(input_size: int, *, resize_ratio: float = 0.875, mean=IMAGENET_MEAN,
+                   std=IMAGENET_STD) -> v2.Compose:
+    """Evaluation pipeline: resize the short side to ``input_size / ratio``, then centre-crop ``input_size``."""
+    return v2.Compose([
+        v2.Resize(int(round(input_size / resize_ratio)), antialias=True),
+        v2.CenterCrop(input_size),
+        v2.PILToTensor(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean, std),
+    ])
+
+
+def resize_uint8(images: Tensor, size: int, chunk: int = 4096) -> Tensor:
+    """Resize a whole ``N x C x H x W`` uint8 tensor once (antialiased bilinear), chunked to bound memory."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    out = [F.interpolate(images[i:i + chunk].float(), size=(size, size), mode="bilinear", antialias=True,
+                         align_corners=False).round_().clamp_(0, 255).to(torch.uint8)
+           for i in range(0, len(images), chunk)]
+    return torch.cat(out)
+
+
+class TensorImages(Dataset):
+    """Images held as one uint8 ``N x C x H x W`` tensor; per-sample work is a slice, a flip and an affine.
+
+    Training samples are random ``H x W`` crops of the image zero-padded by ``padding`` pixels, flipped
+    with probability 0.5 (``hflip``), optionally colour-jittered; evaluation samples are the whole image.
+    Randomness comes from torch's global generator, which DataLoader seeds per worker.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, *, mean, std, train: bool = False, padding: int = 4,
+                 hflip: bool = True, color_jitter: float = 0.0, classes: list[str] | None = None) -> None:
+        assert images.dtype == torch.uint8 and images.ndim == 4, "images must be uint8 N x C x H x W"
+        self.train, self.hflip = train, hflip
+        self.size = tuple(images.shape[-2:])
+        self.padding = padding if train else 0
+        self.images = F.pad(images, [self.padding] * 4) if self.padding else images
+        self.labels = labels.to(torch.int64)
+        self.targets = self.labels.tolist()
+        self.classes = classes
+        std_t = torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self.scale = 1.0 / (255.0 * std_t)
+        self.shift = -torch.as_tensor(mean, dtype=torch.float32).view(-1, 1, 1) / std_t
+        self.jitter = v2.ColorJitter(color_jitter, color_jitter, color_jitter) if train and color_jitter > 0 else None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        img = self.images[i]
+        if self.train:
+            h, w = self.size
+            if self.padding:
+                y0, x0 = torch.randint(2 * self.padding + 1, (2,)).tolist()
+                img = img[:, y0:y0 + h, x0:x0 + w]
+            if self.hflip and torch.rand(()) < 0.5:
+                img = img.flip(-1)
+            if self.jitter is not None:
+                img = self.jitter(img)
+        return img.float().mul_(self.scale).add_(self.shift), self.targets[i]
