@@ -1,0 +1,13 @@
+"""Training: the sandwich step (``step.py``), the loop (``loop.py``), its config, optimizer and distribution.
+
+Start with :func:`mutualnet.train.step.train_step`, the one function that is MutualNet's training.
+"""
+
+from .config import MODES, TrainConfig, apply_overrides, config_from_dict, config_to_dict, load_config, resolve
+from .loop import evaluate, resume_config, train
+from .optim import build_optimizer, build_scheduler, param_groups
+from .step import SubNet, distill_loss, resize, sample_subnets, train_step
+
+__all__ = ["MODES", "TrainConfig", "load_config", "apply_overrides", "config_from_dict", "config_to_dict", "resolve",
+           "train", "evaluate", "resume_config", "build_optimizer", "build_scheduler", "param_groups", "SubNet",
+           "sample_subnets", "train_step", "distill_loss", "resize"]

@@ -1,0 +1,290 @@
+"""Typed training configuration: dataclasses, YAML recipes and ``--set a.b=c`` overrides.
+
+A recipe is a YAML file with up to five sections (``model``, ``data``, ``train``, ``optim``, ``run``) whose
+keys are the fields below; anything left out keeps its default. ``None`` defaults are resolved from the
+model's registry entry and the dataset (:func:`resolve`), and the resolved config is written beside the
+run as ``config.yaml``, so every run records exactly what it did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import MutualNetError
+
+__all__ = ["MODES", "ModelConfig", "DataConfig", "MethodConfig", "OptimConfig", "RunConfig", "TrainConfig",
+           "load_config", "apply_overrides", "config_from_dict", "config_to_dict", "resolve", "save_config"]
+
+# mutual: the paper. usnet: sandwich + inplace distillation at the highest resolution. usnet_msaug: usnet
+# with one random resolution per iteration shared by all sub-networks. mutual_gt: mutual's sampling with
+# ground-truth labels for every sub-network (no distillation; detection uses it). msaug: one full network,
+# a random resolution per iteration. single: one fixed width and resolution (an independent network).
+MODES = ("mutual", "usnet", "usnet_msaug", "mutual_gt", "msaug", "single")
+SINGLE_NETWORK_MODES = ("msaug", "single")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mobilenet_v1"
+    width_range: list[float] | None = None  # [lo, hi]; None: the model's default
+    num_classes: int | None = None  # None: the dataset's
+    args: dict[str, Any] = field(default_factory=dict)  # extra create_model keyword arguments
+
+
+@dataclass
+class DataConfig:
+    name: str = "imagefolder"  # imagefolder | cifar10 | cifar100 | fashion_mnist | synthetic
+    root: str | None = None
+    input_size: int | None = None  # None: the highest training resolution
+    batch_size: int = 256  # global batch size, split evenly across processes
+    val_batch_size: int | None = None  # None: batch_size
+    workers: int = 8  # data-loading processes per training process
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop area range
+    hflip: bool = True
+    color_jitter: float = 0.0
+    val_resize_ratio: float = 0.875  # validation: Resize(input_size / ratio) + CenterCrop(input_size)
+    synthetic_length: int = 512  # samples in the synthetic dataset (tests and smoke runs)
+
+
+@dataclass
+class MethodConfig:
+    mode: str = "mutual"  # one of MODES
+    num_subnets: int = 4  # sub-networks per iteration (sandwich modes): widest, narrowest and n-2 random
+    resolutions: list[int] | None = None  # training resolutions, highest first; None: the model's default
+    width: float | None = None  # single/msaug: the network's width; None: the top of the width range
+    resolution: int | None = None  # single: its resolution; None: the highest resolution
+    epochs: int = 250
+    label_smoothing: float = 0.0  # on the widest sub-network's cross-entropy
+    temperature: float = 1.0  # of the distillation KL divergence
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.5  # for the global batch size
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 4e-5
+    decay_all: bool = False  # False: decay only conv/linear weights (not BN, biases or depthwise kernels)
+    warmup_epochs: float = 0.0  # linear warm-up from ~0, then cosine decay, stepped every iteration
+    min_lr: float = 0.0  # learning rate at the end of the cosine
+
+
+@dataclass
+class RunConfig:
+    out: str = "runs/train"  # run folder: config.yaml, metrics.jsonl, last.pt, best.pt, tb/
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (distributed runs use cuda:LOCAL_RANK)
+    amp: str = "none"  # none | bf16 | fp16 (fp16 uses a GradScaler)
+    channels_last: bool = False
+    save_every: int = 500  # also save last.pt every this many iterations (0: only at epoch end)
+    val_every: int = 1  # validate every this many epochs (0: never)
+    val_batches: int | None = None  # limit validation to this many batches (None: the whole split)
+    calib_batches: int = 8  # training batches to re-estimate BN statistics of the narrowest config
+    log_every: int = 1  # write a metrics row every this many iterations
+    csv: bool = False  # also write metrics as train.csv / val.csv
+    tensorboard: bool = True
+    progress: bool = True  # tqdm progress bar
+    max_steps: int | None = None  # stop after this many iterations (the schedule still spans all epochs)
+    sync_bn: bool = False  # distributed: batch statistics over all processes
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+# -- dict <-> dataclass with type checks ---------------------------------------------------------------
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (int -> float is allowed), with a clear error."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except MutualNetError as e:
+                errors.append(str(e))
+        raise MutualNetError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise MutualNetError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise MutualNetError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise MutualNetError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise MutualNetError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise MutualNetError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise MutualNetError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config annotation {tp!r}")  # pragma: no cover - a bug, not a user error
+
+
+def _build(cls: type, data: dict, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise MutualNetError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise MutualNetError(f"unknown config key {(where + '.' if where else '') + unknown[0]!s}; "
+                             f"{where or 'the config'} has: {', '.join(sorted(names))}")
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{where}.{name}" if where else name
+        tp = hints[name]
+        kwargs[name] = _build(tp, value, key) if dataclasses.is_dataclass(tp) else _coerce(value, tp, key)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict) -> TrainConfig:
+    """A :class:`TrainConfig` from a (possibly partial) nested dict; unknown keys and bad types are errors."""
+    return _build(TrainConfig, data or {}, "")
+
+
+def config_to_dict(cfg: TrainConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _set(data: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise MutualNetError(f"cannot set {dotted}: {p} is not a section")
+    node[parts[-1]] = value
+
+
+def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
+    """Apply ``key.sub=value`` strings to a config dict; values are parsed as YAML (``[0.25,1.0]``, ``null``)."""
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise MutualNetError(f"override {item!r} is not of the form section.key=value (e.g. train.mode=usnet)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        _set(data, key.strip(), value)
+    return data
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML recipe (or start from the defaults when ``path`` is None) and apply overrides."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise MutualNetError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise MutualNetError(f"cannot parse {path}: {str(e).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise MutualNetError(f"{path} must hold a mapping of sections (model, data, train, optim, run)")
+    return config_from_dict(apply_overrides(data, overrides))
+
+
+def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+# -- resolution of defaults and checks --------------------------------------------------------------
+def resolve(cfg: TrainConfig, dataset: dict | None = None) -> TrainConfig:
+    """Fill the ``None`` defaults from the model registry (and ``dataset`` info) and check consistency.
+
+    Args:
+        cfg: The config as loaded.
+        dataset: ``{"num_classes", "in_chans"}`` of the dataset, when known (``dataset_info``).
+
+    Returns:
+        A new config; single-network modes get ``width_range == [width, width]`` and one resolution.
+    """
+    from ..models import model_info
+
+    cfg = config_from_dict(config_to_dict(cfg))  # a copy
+    info = model_info(cfg.model.name)
+    m, d, t, o, r = cfg.model, cfg.data, cfg.train, cfg.optim, cfg.run
+    if t.mode not in MODES:
+        raise MutualNetError(f"unknown train.mode {t.mode!r}; choose one of {', '.join(MODES)}")
+    wr = list(m.width_range if m.width_range is not None else info.width_range)
+    if len(wr) != 2 or not 0 < wr[0] <= wr[1]:
+        raise MutualNetError(f"model.width_range must be [lo, hi] with 0 < lo <= hi, got {m.width_range}")
+    lo, hi = wr
+    res = sorted(t.resolutions if t.resolutions is not None else info.resolutions, reverse=True)
+    if not res or min(res) < 1:
+        raise MutualNetError(f"train.resolutions must be positive pixel sizes, got {t.resolutions}")
+    if t.mode in SINGLE_NETWORK_MODES:
+        w = hi if t.width is None else t.width
+        if not lo - 1e-9 <= w <= hi + 1e-9:
+            raise MutualNetError(f"train.width {w:g} is outside model.width_range [{lo:g}, {hi:g}]")
+        t.width, lo, hi = float(w), float(w), float(w)
+        if t.mode == "single":
+            res = [res[0] if t.resolution is None else t.resolution]
+    m.width_range, t.resolutions = [float(lo), float(hi)], [int(x) for x in res]
+    if dataset is not None:
+        if m.num_classes is None:
+            m.num_classes = int(dataset["num_classes"])
+        m.args.setdefault("in_chans", int(dataset["in_chans"]))
+    if d.input_size is None:
+        d.input_size = t.resolutions[0]
+    if d.input_size < t.resolutions[0]:
+        raise MutualNetError(f"data.input_size {d.input_size} is below the highest resolution {t.resolutions[0]}")
+    checks = [
+        (t.num_subnets >= 2 or t.mode in SINGLE_NETWORK_MODES, "train.num_subnets must be at least 2"),
+        (t.epochs >= 1, "train.epochs must be at least 1"),
+        (t.temperature > 0, "train.temperature must be positive"),
+        (0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
+        (d.batch_size >= 1, "data.batch_size must be positive"),
+        (len(d.crop_scale) == 2 and 0 < d.crop_scale[0] <= d.crop_scale[1] <= 1,
+         "data.crop_scale must be [lo, hi] within (0, 1]"),
+        (o.lr > 0 and o.weight_decay >= 0 and 0 <= o.min_lr <= o.lr, "optim: need lr > 0, weight_decay >= 0, "
+                                                                      "0 <= min_lr <= lr"),
+        (o.warmup_epochs >= 0, "optim.warmup_epochs must be >= 0"),
+        (r.amp in ("none", "bf16", "fp16"), f"run.amp must be none, bf16 or fp16, got {r.amp!r}"),
+        (r.save_every >= 0 and r.val_every >= 0 and r.log_every >= 1, "run: save_every/val_every >= 0, "
+                                                                      "log_every >= 1"),
+        (r.max_steps is None or r.max_steps >= 1, "run.max_steps must be positive"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise MutualNetError(msg)
+    return cfg

@@ -1,0 +1,234 @@
+"""Data-parallel training with ``torchrun``: one all-reduce per optimizer step, resumable sampling, sync BN.
+
+Why not wrap the model in ``DistributedDataParallel``? DDP all-reduces from autograd hooks during
+``backward``. The sandwich step runs ``backward`` once per sub-network, so DDP would either all-reduce
+every sub-network's gradients (4x the traffic), or, with ``no_sync()`` on all but the last, reduce
+when the *last* sub-network backpropagates. That last one is a narrow sub-network that leaves most
+weights untouched, so DDP's reducer waits for gradients that never come (a hang, or an "unused
+parameters" error; ``find_unused_parameters`` would reduce only a subset and silently drop the rest).
+And under ``no_sync()`` throughout, DDP offers no call to reduce the accumulated gradients afterwards.
+
+So we keep the plain module and do what DDP does, once per iteration: parameters and buffers are
+broadcast from rank 0 at the start, every process accumulates its sub-networks' gradients locally,
+and :func:`all_reduce_gradients` averages them in a few flat buckets right before ``optimizer.step()``.
+Every process draws the same sub-network plan (same seed), so all of them hold gradients for the same
+parameters. We lose DDP's overlap of communication with the backward pass, once per four backwards.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
+from torch import Tensor, nn
+from torch.utils.data import Dataset, Sampler
+
+from ..errors import MutualNetError
+from ..layers import SlimmableBatchNorm2d
+
+__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "broadcast_model", "all_reduce_gradients",
+           "all_reduce_mean", "EpochSampler", "ShardSampler", "SeededSamples", "SyncSlimmableBatchNorm2d",
+           "convert_sync_batchnorm"]
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_type: str = "cpu") -> DistInfo:
+    """Join the process group ``torchrun`` describes in the environment (a no-op for a single process).
+
+    Multi-node works as usual: ``torchrun --nnodes N --node_rank i --rdzv_endpoint host:port ...``.
+    NCCL is used for CUDA, gloo for CPU.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        if device_type == "cuda":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    return DistInfo(rank, world, local_rank)
+
+
+def cleanup_distributed(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@torch.no_grad()
+def broadcast_model(model: nn.Module) -> None:
+    """Make every process start from rank 0's parameters and buffers."""
+    for t in list(model.parameters()) + list(model.buffers()):
+        dist.broadcast(t.data, 0)
+
+
+@torch.no_grad()
+def all_reduce_gradients(params: list[Tensor], world_size: int, bucket_mb: float = 25.0) -> None:
+    """Average the accumulated gradients over all processes, in flat buckets of about ``bucket_mb`` MB."""
+    grads = [p.grad for p in params if p.grad is not None]
+    buckets: dict[tuple, list[list[Tensor]]] = {}
+    limit = int(bucket_mb * 2**20)
+    for g in grads:
+        groups = buckets.setdefault((g.device, g.dtype), [[]])
+        if groups[-1] and sum(t.numel() for t in groups[-1]) * g.element_size() + g.numel() * g.element_size() > limit:
+            groups.append([])
+        groups[-1].append(g)
+    for groups in buckets.values():
+        for bucket in groups:
+            flat = torch.cat([g.reshape(-1) for g in bucket])
+            dist.all_reduce(flat)
+            flat.div_(world_size)
+            for g, chunk in zip(bucket, flat.split([g.numel() for g in bucket])):
+                g.copy_(chunk.view_as(g))
+
+
+def all_reduce_mean(x: Tensor, info: DistInfo) -> Tensor:
+    """Mean of ``x`` over processes (a copy; ``x`` itself is left alone)."""
+    if not info.enabled:
+        return x
+    y = x.detach().clone()
+    dist.all_reduce(y)
+    return y / info.world_size
+
+
+class EpochSampler(Sampler):
+    """A shuffled order per ``(seed, epoch)``, split across processes, that can start mid-epoch.
+
+    Process ``r`` takes positions ``r, r + W, r + 2W, ...`` of the epoch's permutation (padded to a
+    multiple of ``W``), so local batch ``k`` of all processes together is global batch ``k`` of a
+    single process with the same global batch size: the data order does not depend on the number
+    of processes, and resuming at batch ``k`` continues it whatever that number is.
+
+    Yields ``(index, sample_seed)`` pairs for :class:`SeededSamples`, which makes every sample's
+    augmentation a function of ``(seed, epoch, index)`` alone, independent of workers and resumes.
+    """
+
+    def __init__(self, length: int, *, num_replicas: int = 1, rank: int = 0, seed: int = 0,
+                 shuffle: bool = True) -> None:
+        self.length, self.num_replicas, self.rank, self.seed, self.shuffle = length, num_replicas, rank, seed, shuffle
+        self.per_rank = math.ceil(length / num_replicas)
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Use ``epoch``'s order, skipping this process's first ``start`` samples."""
+        self.epoch, self.start = epoch, start
+
+    def __len__(self) -> int:
+        return self.per_rank - self.start
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.length, generator=g).tolist()
+        else:
+            order = list(range(self.length))
+        total = self.per_rank * self.num_replicas
+        order += order[: total - len(order)]
+        mine = order[self.rank::self.num_replicas][self.start:]
+        base = (self.seed * 100_003 + self.epoch) * 1_000_003
+        return iter([(i, (base + i) % 2**63) for i in mine])
+
+
+class ShardSampler(Sampler):
+    """Process ``r`` of ``W`` gets indices ``r, r + W, ...`` without padding (exact distributed evaluation)."""
+
+    def __init__(self, length: int, num_replicas: int = 1, rank: int = 0) -> None:
+        self.indices = list(range(rank, length, num_replicas))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+
+class SeededSamples(Dataset):
+    """Wraps a dataset so that item ``(index, seed)`` is drawn with torch's RNG seeded by ``seed``.
+
+    The global RNG is restored afterwards, so the training process's random state is untouched.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]):
+        index, seed = item
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
+
+class SyncSlimmableBatchNorm2d(SlimmableBatchNorm2d):
+    """:class:`SlimmableBatchNorm2d` whose training statistics are computed over all processes.
+
+    ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` would replace our layers with fixed-width ones and
+    break slimming; this subclass keeps the slicing and only changes how batch statistics are formed:
+    each process computes its per-channel count, mean and sum of squared deviations, one differentiable
+    all-reduce exchanges them, and the global mean and variance are combined exactly (Chan et al.).
+    Gradients flow through the exchange, so the result equals BatchNorm over the global batch.
+    """
+
+    process_group = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (self.training and self._calib is None and dist.is_initialized()
+                and dist.get_world_size(self.process_group) > 1):
+            return super().forward(x)
+        c = self.active_channels()
+        if x.shape[1] != c:
+            return super().forward(x)  # raises the usual channel error
+        world, rank = dist.get_world_size(self.process_group), dist.get_rank(self.process_group)
+        xf = x.float()
+        n = xf.numel() // c
+        mean = xf.mean((0, 2, 3))
+        m2 = (xf - mean.view(1, -1, 1, 1)).square().sum((0, 2, 3))
+        rows = xf.new_zeros(world, 2 * c + 1)
+        rows = rows.index_put((torch.tensor([rank], device=x.device),), torch.cat([mean, m2, mean.new_tensor([n])]))
+        rows = dist_fn.all_reduce(rows, group=self.process_group)  # an all-gather that autograd can see
+        counts = rows[:, -1:]
+        total = counts.sum()
+        g_mean = (rows[:, :c] * counts).sum(0) / total
+        g_m2 = (rows[:, c:2 * c] + counts * (rows[:, :c] - g_mean).square()).sum(0)
+        var = g_m2 / total
+        if c == self.num_features and self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                mom = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                unbiased = g_m2 / (total - 1).clamp_min(1)
+                self.running_mean.lerp_(g_mean.to(self.running_mean.dtype), mom)
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), mom)
+        scale = self.weight[:c] * torch.rsqrt(var + self.eps)
+        y = (xf - g_mean.view(1, -1, 1, 1)) * scale.view(1, -1, 1, 1) + self.bias[:c].view(1, -1, 1, 1)
+        return y.to(x.dtype)
+
+
+def convert_sync_batchnorm(model: nn.Module, process_group=None) -> nn.Module:  # noqa: ANN001
+    """Switch every :class:`SlimmableBatchNorm2d` of ``model`` to sync mode in place (same weights, same keys)."""
+    for m in model.modules():
+        if type(m) is SlimmableBatchNorm2d:
+            m.__class__ = SyncSlimmableBatchNorm2d
+            m.process_group = process_group
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, SlimmableBatchNorm2d):
+            raise MutualNetError(f"sync BN supports slimmable BatchNorm only, found {type(m).__name__}")
+    return model

@@ -1,0 +1,467 @@
+"""The training loop: data, optimizer, schedule, validation, metrics and exact, crash-safe resume.
+
+Plain functions in the torchvision reference style: :func:`train` sets everything up and runs the
+epochs, :func:`train_one_epoch` runs the iterations (each one :func:`~mutualnet.train.step.train_step`),
+:func:`evaluate` measures a configuration.
+
+Resume is exact: the checkpoint holds the model, optimizer, schedule, grad scaler, every random state
+(the sub-network sampler, torch, CUDA, python, numpy, per process) and the position in the epoch; the
+data order and every sample's augmentation are functions of ``(seed, epoch, index)``
+(:class:`~mutualnet.train.distributed.EpochSampler`). A resumed run therefore draws the same batches
+and sub-networks and follows the same loss trajectory as one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..checkpoint import atomic_save, checkpoint_dict, load_checkpoint
+from ..errors import MutualNetError
+from ..layers import SlimmableBatchNorm2d, config_key
+from ..models import create_model
+from .config import TrainConfig, apply_overrides, config_from_dict, config_to_dict, resolve, save_config
+from .distributed import (
+    DistInfo,
+    EpochSampler,
+    SeededSamples,
+    ShardSampler,
+    all_reduce_gradients,
+    all_reduce_mean,
+    broadcast_model,
+    cleanup_distributed,
+    convert_sync_batchnorm,
+    init_distributed,
+)
+from .optim import build_optimizer, build_scheduler
+from .step import resize, sample_subnets, train_step
+
+__all__ = ["train", "train_one_epoch", "evaluate", "resume_config", "MetricsLog"]
+
+
+# -- metrics ----------------------------------------------------------------------------------------
+class MetricsLog:
+    """Rows to ``metrics.jsonl`` (and ``train.csv`` / ``val.csv``) plus TensorBoard scalars.
+
+    On resume, rows after the checkpoint's iteration are dropped, so the files describe one run.
+    """
+
+    def __init__(self, run_dir: Path, *, csv_files: bool, tensorboard: bool, resume_step: int | None) -> None:
+        self.path, self.run_dir, self.csv_files = run_dir / "metrics.jsonl", run_dir, csv_files
+        rows = []
+        if resume_step is not None and self.path.exists():
+            rows = [json.loads(ln) for ln in self.path.read_text().splitlines() if ln.strip()]
+            rows = [r for r in rows if r.get("step", 0) <= resume_step]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        for kind in ("train", "val"):
+            (run_dir / f"{kind}.csv").unlink(missing_ok=True)
+        if csv_files:
+            for r in rows:
+                self._csv(r)
+        self.tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=None if resume_step is None else resume_step + 1)
+
+    def _csv(self, row: dict) -> None:
+        scalars = {k: v for k, v in row.items() if isinstance(v, int | float | str) and k != "kind"}
+        path = self.run_dir / f"{row['kind']}.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(scalars), extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(scalars)
+
+    def write(self, row: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.csv_files:
+            self._csv(row)
+        if self.tb is not None:
+            for k, v in row.items():
+                if isinstance(v, int | float) and k not in ("epoch", "step"):
+                    self.tb.add_scalar(f"{row['kind']}/{k}", v, row["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+# -- random state -----------------------------------------------------------------------------------
+def _rng_state(sampler_gen: torch.Generator) -> dict:
+    """Every random state of this process, as tensors and lists (loadable with ``weights_only=True``)."""
+    py = random.getstate()
+    npy = np.random.get_state()
+    state = {"sampler": sampler_gen.get_state(), "torch": torch.get_rng_state(),
+             "python": [py[0], list(py[1]), py[2]],
+             "numpy": [npy[0], torch.from_numpy(npy[1].astype(np.int64)), int(npy[2]), int(npy[3]), float(npy[4])]}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict, sampler_gen: torch.Generator) -> None:
+    sampler_gen.set_state(state["sampler"])
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    npy = state["numpy"]
+    np.random.set_state((npy[0], npy[1].numpy().astype(np.uint32), npy[2], npy[3], npy[4]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _gather(obj: Any, info: DistInfo) -> list:
+    if not info.enabled:
+        return [obj]
+    out = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+# -- evaluation -------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, width: float, resolution: int, device: torch.device, *,
+             autocast: contextlib.AbstractContextManager | None = None, max_batches: int | None = None,
+             info: DistInfo | None = None, channels_last: bool = False) -> dict:
+    """Top-1 / top-5 accuracy (%) and mean loss of ``model`` at ``(width, resolution)``, over all processes."""
+    info = info or DistInfo()
+    model.eval()
+    model.set_width(width)
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # correct1, correct5, loss, count
+    for i, (images, labels) in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast or contextlib.nullcontext():
+            logits = model(resize(images, resolution)).float()
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        hit = top == labels[:, None]
+        sums += torch.stack([hit[:, :1].sum(), hit.sum(), F.cross_entropy(logits, labels, reduction="sum"),
+                             torch.tensor(len(labels), device=device)]).double()
+    if info.enabled:
+        dist.all_reduce(sums)
+    c1, c5, loss, n = sums.tolist()
+    n = max(n, 1.0)
+    return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": loss / n}
+
+
+@contextlib.contextmanager
+def _calibrated(model: nn.Module, batches: list, width: float, resolution: int):
+    """Re-estimate BN statistics at ``(width, resolution)`` for the block, then drop them again.
+
+    Shared running statistics are only right for the widest sub-network; any other configuration needs
+    its own (the paper's post-statistics). They are removed afterwards so training checkpoints never
+    hold statistics that go stale.
+    """
+    bns = [m for m in model.modules() if isinstance(m, SlimmableBatchNorm2d)]
+    model.eval()
+    model.set_width(width)
+    with torch.no_grad():
+        for bn in bns:
+            bn.begin_calibration()
+        try:
+            for images in batches:
+                model(resize(images, resolution))
+        finally:
+            keys = [bn.end_calibration() for bn in bns]
+    try:
+        yield
+    finally:
+        for bn, key in zip(bns, keys):
+            bn.calibrated.pop(key, None)
+
+
+# -- one epoch ---------------------------------------------------------------------------------------
+def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler | None,
+                    state: dict, ctx: dict) -> bool:
+    """Run the rest of epoch ``state["epoch"]``; returns False when ``run.max_steps`` stopped it early.
+
+    ``state`` (epoch, epoch_step, step) is updated in place after every iteration, so a checkpoint
+    saved at any point records exactly where the data order and the schedule stand.
+    """
+    cfg: TrainConfig = ctx["cfg"]
+    t, r, info, device = cfg.train, cfg.run, ctx["info"], ctx["device"]
+    params = [p for p in model.parameters() if p.requires_grad]
+    bar = tqdm(total=ctx["steps_per_epoch"], initial=state["epoch_step"], desc=f"epoch {state['epoch'] + 1}/{t.epochs}",
+               disable=not (info.is_main and r.progress), dynamic_ncols=True, leave=False)
+    tick, seen = time.perf_counter(), 0
+    model.train()
+    for images, labels in loader:
+        if r.max_steps is not None and state["step"] >= r.max_steps:
+            bar.close()
+            return False
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        if r.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        subnets = sample_subnets(t.mode, cfg.model.width_range, t.resolutions, t.num_subnets, ctx["sampler_gen"])
+        optimizer.zero_grad(set_to_none=True)
+        losses = train_step(model, images, labels, subnets, label_smoothing=t.label_smoothing,
+                            temperature=t.temperature, autocast=ctx["autocast"], scaler=scaler)
+        losses = all_reduce_mean(losses, info)
+        total = float(losses.sum())
+        if not math.isfinite(total):
+            bar.close()
+            last = ctx["run_dir"] / "last.pt"
+            where = f"the last good checkpoint {last} is untouched" if last.exists() else "no checkpoint was saved"
+            raise MutualNetError(
+                f"loss became {total} at iteration {state['step'] + 1} (epoch {state['epoch'] + 1}); training "
+                f"stopped and {where}. Lower optim.lr, add optim.warmup_epochs or use run.amp=none/bf16, then "
+                "resume with --resume")
+        if info.enabled:
+            all_reduce_gradients(params, info.world_size)
+        lr = optimizer.param_groups[0]["lr"]
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        scheduler.step()
+        state["step"] += 1
+        state["epoch_step"] += 1
+        seen += images.shape[0] * info.world_size
+        bar.update(1)
+        if state["step"] % r.log_every == 0 or state["epoch_step"] == ctx["steps_per_epoch"]:
+            elapsed = time.perf_counter() - tick
+            img_s = seen / elapsed if elapsed > 0 else 0.0
+            tick, seen = time.perf_counter(), 0
+            if info.is_main:
+                ctx["log"].write({"kind": "train", "epoch": state["epoch"], "step": state["step"], "loss": total,
+                                  "losses": losses.tolist(), "lr": lr, "img_s": img_s})
+            bar.set_postfix(loss=f"{total:.4f}", lr=f"{lr:.4g}", img_s=f"{img_s:.0f}")
+        if r.save_every and state["step"] % r.save_every == 0 and state["epoch_step"] < ctx["steps_per_epoch"]:
+            ctx["save"](("last.pt",))
+    bar.close()
+    return True
+
+
+# -- setup ------------------------------------------------------------------------------------------
+def _device(name: str, info: DistInfo) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise MutualNetError(f"run.device={name} but CUDA is not available; use run.device=cpu")
+        return torch.device("cuda", info.local_rank) if info.enabled else torch.device(name)
+    if name != "cpu":
+        raise MutualNetError(f"unknown run.device {name!r}; use auto, cpu, cuda or cuda:N")
+    return torch.device("cpu")
+
+
+def _autocast(amp: str, device: torch.device):
+    if amp == "none":
+        return None
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def resume_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """The config stored in a training checkpoint, with ``--set`` overrides applied.
+
+    Only ``run.*`` settings (logging, saving, progress, max_steps) can change without changing the
+    trajectory; changing anything else continues the run under the new setting.
+    """
+    ckpt = _load_train_checkpoint(path)
+    data = apply_overrides(ckpt["config"], overrides)
+    data["run"]["out"] = str(Path(path).parent)
+    return config_from_dict(data)
+
+
+def _load_train_checkpoint(path: str | Path) -> dict:
+    ckpt = load_checkpoint(path)
+    if "train_state" not in ckpt or "config" not in ckpt:
+        raise MutualNetError(f"{path} holds model weights but no training state (was it written by "
+                             "`mutualnet train`?); it cannot be resumed")
+    return ckpt
+
+
+def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
+    """Train a network as ``cfg`` describes and return its run folder.
+
+    Args:
+        cfg: The configuration (see :mod:`mutualnet.train.config`); ``None`` fields are resolved.
+        resume: A ``last.pt`` (or ``best.pt``) written by an earlier run to continue exactly.
+
+    The run folder holds ``config.yaml`` (resolved), ``metrics.jsonl``, ``last.pt``, ``best.pt`` and
+    ``tb/`` (TensorBoard). Under ``torchrun`` every process calls this; rank 0 writes the files.
+    """
+    from ..data import build_dataset, dataset_info
+
+    ckpt = _load_train_checkpoint(resume) if resume is not None else None
+    data_info = dataset_info(cfg.data.name, cfg.data.root)
+    cfg = resolve(cfg, data_info.to_dict())
+    d, t, o, r = cfg.data, cfg.train, cfg.optim, cfg.run
+    run_dir = Path(r.out)
+    if ckpt is None and (run_dir / "last.pt").exists():
+        raise MutualNetError(f"{run_dir} already holds a run (last.pt); resume it with --resume {run_dir / 'last.pt'} "
+                             "or choose another run.out")
+    info = init_distributed("cuda" if r.device.startswith("cuda") or (
+        r.device == "auto" and torch.cuda.is_available()) else "cpu")
+    log = None
+    try:
+        device = _device(r.device, info)
+        if r.threads:
+            torch.set_num_threads(r.threads)
+        if d.batch_size % info.world_size:
+            raise MutualNetError(f"data.batch_size {d.batch_size} is not divisible by {info.world_size} processes")
+        local_batch = d.batch_size // info.world_size
+        torch.manual_seed(r.seed)
+        random.seed(r.seed)
+        np.random.seed(r.seed)
+
+        # data: augmentation per sample is seeded by (seed, epoch, index), see EpochSampler
+        synth = {}
+        if data_info.name == "synthetic":
+            synth = {"num_classes": cfg.model.num_classes, "in_chans": cfg.model.args.get("in_chans")}
+        common = {"root": d.root, "input_size": d.input_size, "synthetic_length": d.synthetic_length,
+                  "seed": r.seed, **synth}
+        train_ds = build_dataset(d.name, "train", crop_scale=tuple(d.crop_scale), hflip=d.hflip,
+                                 color_jitter=d.color_jitter, **common)
+        val_ds = build_dataset(d.name, "val", val_resize_ratio=d.val_resize_ratio, **common)
+        if len(train_ds) < d.batch_size:
+            raise MutualNetError(f"the training set has {len(train_ds)} images, fewer than data.batch_size "
+                                 f"{d.batch_size}")
+        sampler = EpochSampler(len(train_ds), num_replicas=info.world_size, rank=info.rank, seed=r.seed)
+        pin = device.type == "cuda"
+        loader_args = {"num_workers": d.workers, "pin_memory": pin, "persistent_workers": d.workers > 0}
+        # loaders get their own generators so they never draw from the global RNG (exact resume)
+        train_loader = DataLoader(SeededSamples(train_ds), batch_size=local_batch, sampler=sampler, drop_last=True,
+                                  generator=torch.Generator().manual_seed(r.seed), **loader_args)
+        val_loader = DataLoader(val_ds, batch_size=(d.val_batch_size or d.batch_size) // info.world_size or 1,
+                                sampler=ShardSampler(len(val_ds), info.world_size, info.rank),
+                                generator=torch.Generator().manual_seed(r.seed), **loader_args)
+        steps_per_epoch = sampler.per_rank // local_batch
+
+        # model, optimizer, schedule
+        m = cfg.model
+        model = create_model(m.name, num_classes=m.num_classes, width_range=tuple(m.width_range), **m.args)
+        if min(t.resolutions) < model.min_resolution:
+            raise MutualNetError(f"resolution {min(t.resolutions)} is too small for {m.name} "
+                                 f"(needs at least {model.min_resolution})")
+        if r.sync_bn and info.enabled:
+            convert_sync_batchnorm(model)
+        model.to(device)
+        if r.channels_last:
+            model.to(memory_format=torch.channels_last)
+        optimizer = build_optimizer(model, o.lr, o.momentum, o.nesterov, o.weight_decay, o.decay_all)
+        scheduler = build_scheduler(optimizer, t.epochs * steps_per_epoch, round(o.warmup_epochs * steps_per_epoch),
+                                    o.min_lr)
+        scaler = torch.amp.GradScaler(device.type) if r.amp == "fp16" else None
+        sampler_gen = torch.Generator().manual_seed(r.seed + 1)
+        state = {"epoch": 0, "epoch_step": 0, "step": 0, "best_top1": None}
+
+        if ckpt is not None:
+            try:
+                model.load_state_dict(ckpt["model"])
+                ts = ckpt["train_state"]
+                optimizer.load_state_dict(ts["optimizer"])
+                scheduler.load_state_dict(ts["scheduler"])
+            except (RuntimeError, ValueError, KeyError) as e:
+                raise MutualNetError(f"cannot resume from {resume}: it does not match this config "
+                                     f"({str(e).splitlines()[0][:200]})") from None
+            if scaler is not None and ts.get("scaler"):
+                scaler.load_state_dict(ts["scaler"])
+            state.update({k: ts[k] for k in ("epoch", "epoch_step", "step", "best_top1")})
+            rngs = ts["rng"]
+            _set_rng_state(rngs[info.rank] if info.rank < len(rngs) else rngs[0], sampler_gen)
+            if state["epoch_step"] >= steps_per_epoch:
+                state["epoch"], state["epoch_step"] = state["epoch"] + 1, 0
+        elif info.enabled:
+            broadcast_model(model)
+
+        if info.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, run_dir / "config.yaml")
+            log = MetricsLog(run_dir, csv_files=r.csv, tensorboard=r.tensorboard,
+                             resume_step=state["step"] if ckpt is not None else None)
+        meta = {"mode": t.mode, "width_range": list(m.width_range), "resolutions": list(t.resolutions),
+                "num_subnets": t.num_subnets if t.mode not in ("single", "msaug") else 1,
+                "dataset": {"name": data_info.name, "root": d.root, "num_classes": m.num_classes,
+                            "in_chans": model.in_chans, "input_size": d.input_size}, "epochs": t.epochs}
+        last_val: dict = {}
+
+        def save(names: tuple[str, ...]) -> None:
+            rngs = _gather(_rng_state(sampler_gen), info)
+            if not info.is_main:
+                return
+            train_state = {**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                           "scaler": scaler.state_dict() if scaler is not None else None, "rng": rngs,
+                           "world_size": info.world_size, "steps_per_epoch": steps_per_epoch}
+            obj = checkpoint_dict(model, {**meta, "epoch": state["epoch"], "step": state["step"], **last_val},
+                                  config=config_to_dict(cfg), train_state=train_state)
+            for name in names:
+                atomic_save(obj, run_dir / name)
+
+        ctx = {"cfg": cfg, "info": info, "device": device, "autocast": _autocast(r.amp, device),
+               "sampler_gen": sampler_gen, "steps_per_epoch": steps_per_epoch, "run_dir": run_dir, "log": log,
+               "save": save}
+        calib_sampler = EpochSampler(len(train_ds), num_replicas=info.world_size, rank=info.rank, seed=r.seed + 7)
+        calib_loader = DataLoader(SeededSamples(train_ds), batch_size=local_batch, sampler=calib_sampler,
+                                  num_workers=min(d.workers, 2), generator=torch.Generator().manual_seed(r.seed))
+        lo, hi = m.width_range
+        configs = {"widest": (hi, t.resolutions[0])}
+        if (lo, t.resolutions[-1]) != (hi, t.resolutions[0]):
+            configs["narrowest"] = (lo, t.resolutions[-1])
+
+        while state["epoch"] < t.epochs:
+            sampler.set_epoch(state["epoch"], state["epoch_step"] * local_batch)
+            finished = train_one_epoch(model, train_loader, optimizer, scheduler, scaler, state, ctx)
+            if not finished:
+                save(("last.pt",))
+                break
+            epoch = state["epoch"]
+            names = ("last.pt",)
+            if r.val_every and (epoch + 1) % r.val_every == 0:
+                row = {"kind": "val", "epoch": epoch, "step": state["step"]}
+                for tag, (w, res) in configs.items():
+                    autocast = ctx["autocast"]
+                    if tag == "widest":
+                        out = evaluate(model, val_loader, w, res, device, autocast=autocast, max_batches=r.val_batches,
+                                       info=info, channels_last=r.channels_last)
+                    else:
+                        batches = [x.to(device) for x, _ in _take(calib_loader, r.calib_batches)]
+                        with _calibrated(model, batches, w, res):
+                            out = evaluate(model, val_loader, w, res, device, autocast=autocast,
+                                           max_batches=r.val_batches, info=info, channels_last=r.channels_last)
+                    row |= {f"{k}_{tag}": v for k, v in out.items()} | {f"config_{tag}": config_key(w, res)}
+                last_val = {"top1": {tag: row[f"top1_{tag}"] for tag in configs}}
+                if log is not None:
+                    log.write(row)
+                if state["best_top1"] is None or row["top1_widest"] > state["best_top1"]:
+                    state["best_top1"] = row["top1_widest"]
+                    names = ("last.pt", "best.pt")
+                model.train()
+            state["epoch"], state["epoch_step"] = epoch + 1, 0
+            save(names)
+    finally:
+        if log is not None:
+            log.close()
+        cleanup_distributed(info)
+    return run_dir
+
+
+def _take(loader: DataLoader, n: int) -> list:
+    out = []
+    for i, batch in enumerate(loader):
+        if i >= n:
+            break
+        out.append(batch)
+    return out

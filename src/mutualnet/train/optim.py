@@ -1,0 +1,65 @@
+"""SGD with selective weight decay, and a per-iteration cosine schedule with linear warm-up."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..layers import SlimmableConv2d
+
+__all__ = ["param_groups", "build_optimizer", "cosine_lambda", "build_scheduler"]
+
+
+def _is_depthwise(m: nn.Module) -> bool:
+    if isinstance(m, SlimmableConv2d):
+        return m.depthwise
+    return isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
+
+
+def param_groups(model: nn.Module, weight_decay: float, decay_all: bool = False) -> list[dict]:
+    """Two groups: decayed conv/linear weights and everything else (BN, biases, depthwise kernels).
+
+    Decaying BN scales and biases only pulls them toward zero without regularising capacity, and
+    depthwise kernels are so small that decay hurts (the MobileNet papers' advice).
+
+    Args:
+        model: The network.
+        weight_decay: Decay of the first group.
+        decay_all: Decay every parameter instead (the plain PyTorch behaviour).
+    """
+    if decay_all:
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+    decay: dict[int, nn.Parameter] = {}
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d | nn.Linear) and not _is_depthwise(m) and m.weight.requires_grad:
+            decay[id(m.weight)] = m.weight
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in decay]
+    return [{"params": list(decay.values()), "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, lr: float, momentum: float = 0.9, nesterov: bool = True,
+                    weight_decay: float = 4e-5, decay_all: bool = False) -> torch.optim.SGD:
+    groups = [g for g in param_groups(model, weight_decay, decay_all) if g["params"]]
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
+
+
+def cosine_lambda(total_steps: int, warmup_steps: int = 0, min_ratio: float = 0.0):
+    """Multiplier of the base LR at iteration ``step``: linear warm-up, then cosine decay to ``min_ratio``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        span = max(1, total_steps - warmup_steps)
+        progress = min(1.0, (step - warmup_steps) / span)
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0,
+                    min_lr: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+    """A ``LambdaLR`` stepped once per iteration; its ``last_epoch`` is the iteration, so resume continues it."""
+    base = optimizer.param_groups[0]["lr"]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(total_steps, warmup_steps, min_lr / base))

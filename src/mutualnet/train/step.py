@@ -1,0 +1,111 @@
+"""The training step of MutualNet: width-resolution mutual learning (Yang et al., ECCV 2020, Sec. 3.3).
+
+Each iteration trains a few sub-networks of one weight-shared network (the *sandwich rule*): the widest
+at the highest resolution on the labels, and the narrowest plus ``n - 2`` random widths, each at its own
+random resolution, distilled from the widest's prediction. Because the sub-networks share weights, the
+accumulated gradient mixes what every width learns at every resolution.
+
+:func:`sample_subnets` decides *what* runs (one list per training mode, so the paper's baselines share
+this code); :func:`train_step` runs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["SubNet", "sample_subnets", "train_step", "distill_loss", "resize"]
+
+
+@dataclass(frozen=True)
+class SubNet:
+    """One sub-network of an iteration: its width, its input side and its target."""
+
+    width: float
+    resolution: int
+    target: str  # "labels" (cross-entropy) or "teacher" (KL to the first sub-network's detached prediction)
+
+
+def sample_subnets(mode: str, width_range: tuple[float, float], resolutions: list[int], n: int,
+                   generator: torch.Generator) -> list[SubNet]:
+    """The sub-networks one iteration trains, widest first (its prediction is the teacher).
+
+    Args:
+        mode: ``mutual``, ``usnet``, ``usnet_msaug``, ``mutual_gt``, ``msaug`` or ``single``
+            (see :data:`mutualnet.train.config.MODES`).
+        width_range: ``(lo, hi)``; single-network modes have ``lo == hi``.
+        resolutions: Training resolutions, highest first (``single``: the one resolution).
+        n: Sub-networks per iteration in the sandwich modes.
+        generator: The source of randomness; every process uses the same seed, so all draw the same plan.
+    """
+    lo, hi = width_range
+
+    def rand_res() -> int:
+        return resolutions[int(torch.randint(len(resolutions), (1,), generator=generator))]
+
+    if mode == "single":
+        return [SubNet(hi, resolutions[0], "labels")]
+    if mode == "msaug":
+        return [SubNet(hi, rand_res(), "labels")]
+    widths = [lo] + [lo + (hi - lo) * float(torch.rand((), generator=generator)) for _ in range(n - 2)]
+    if mode == "mutual":
+        return [SubNet(hi, resolutions[0], "labels")] + [SubNet(w, rand_res(), "teacher") for w in widths]
+    if mode == "mutual_gt":
+        return [SubNet(hi, resolutions[0], "labels")] + [SubNet(w, rand_res(), "labels") for w in widths]
+    if mode == "usnet":
+        return [SubNet(hi, resolutions[0], "labels")] + [SubNet(w, resolutions[0], "teacher") for w in widths]
+    if mode == "usnet_msaug":
+        r = rand_res()
+        return [SubNet(hi, r, "labels")] + [SubNet(w, r, "teacher") for w in widths]
+    raise ValueError(f"unknown mode {mode!r}")
+
+
+def resize(images: Tensor, resolution: int) -> Tensor:
+    """The batch at ``resolution`` (bilinear, antialiased), made on the device instead of in the data loader."""
+    if images.shape[-1] == resolution and images.shape[-2] == resolution:
+        return images
+    return F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=False,
+                         antialias=True)
+
+
+def distill_loss(logits: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
+    """KL(teacher || student), batch mean, on softened distributions (scaled by T^2 to keep gradient size)."""
+    t = temperature
+    student = F.log_softmax(logits.float() / t, dim=1)
+    target = F.log_softmax(teacher.float() / t, dim=1)
+    return F.kl_div(student, target, reduction="batchmean", log_target=True) * (t * t)
+
+
+def train_step(model: nn.Module, images: Tensor, labels: Tensor, subnets: list[SubNet], *,
+               label_smoothing: float = 0.0, temperature: float = 1.0,
+               autocast: contextlib.AbstractContextManager | None = None,
+               scaler: torch.amp.GradScaler | None = None) -> Tensor:
+    """Forward and backward every sub-network; their gradients accumulate in ``.grad``.
+
+    The caller zeroes the gradients before and takes one optimizer step after. Each sub-network is
+    backpropagated right after its forward pass, so only one graph is alive at a time and peak memory
+    stays near that of one full-network step. The first sub-network (the widest) runs first: its
+    detached prediction is the teacher of the others.
+
+    Returns:
+        The detached loss of each sub-network, in ``subnets`` order.
+    """
+    teacher, losses = None, []
+    for net in subnets:
+        model.set_width(net.width)
+        x = resize(images, net.resolution)
+        with autocast or contextlib.nullcontext():
+            logits = model(x)
+        if net.target == "labels":
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+        else:
+            loss = distill_loss(logits, teacher, temperature)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        if teacher is None:
+            teacher = logits.detach()
+        losses.append(loss.detach())
+    return torch.stack(losses)
