@@ -18,6 +18,7 @@ __all__ = ["main", "build_parser"]
 COMMANDS = [
     "models",
     "profile",
+    "detect",
     "train",
 ]
 

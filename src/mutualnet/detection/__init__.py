@@ -1,0 +1,28 @@
+"""Detection and instance segmentation: Mask R-CNN + FPN on a slimmable backbone (MutualNet, Sec. 4.4).
+
+    backbone.py   slimmable backbone + torchvision FPN with slimmable lateral convolutions
+    model.py      SlimmableMaskRCNN (torchvision's MaskRCNN), build / rebuild from a checkpoint
+    data.py       COCO-format dataset (annotation JSON + image folder)
+    train.py      sandwich-rule training, one input scale per sub-network
+    evaluate.py   BN calibration, COCO box / mask AP per (width, scale), MACs, AP-MFLOPs table and plot
+"""
+
+from .backbone import SlimmableBackboneWithFPN
+from .data import CocoDetection, collate, load_coco
+from .evaluate import (
+    calibrate_detector,
+    coco_eval,
+    coco_results,
+    detector_macs,
+    evaluate_coco,
+    evaluate_grid,
+    plot_table,
+    save_table,
+)
+from .model import SlimmableMaskRCNN, build_detector, detector_from_checkpoint, load_backbone_weights
+from .train import DetectionConfig, detection_step, load_config, sample_subnets, train_detector
+
+__all__ = ["SlimmableBackboneWithFPN", "CocoDetection", "collate", "load_coco", "calibrate_detector", "coco_eval",
+           "coco_results", "detector_macs", "evaluate_coco", "evaluate_grid", "plot_table", "save_table",
+           "SlimmableMaskRCNN", "build_detector", "detector_from_checkpoint", "load_backbone_weights",
+           "DetectionConfig", "detection_step", "load_config", "sample_subnets", "train_detector"]
