@@ -23,9 +23,9 @@ from mutualnet.detection import (
     evaluate_coco,
     load_backbone_weights,
     load_config,
-    sample_subnets,
     train_detector,
 )
+from mutualnet.train.step import SubNet
 
 CATS = {3: "box", 7: "blob"}  # non-contiguous COCO ids on purpose
 SMALL = dict(width_range=(0.125, 0.25), scales=(96, 64), max_size=128, fpn_channels=32, representation_size=64,
@@ -188,17 +188,6 @@ def test_macs_follow_width_and_scale():
     assert m[(0.25, 64)]["backbone_macs"] == fc.get_total_flops() // 2
 
 
-def test_sandwich_sampling():
-    import random
-
-    rng = random.Random(0)
-    subnets = sample_subnets((0.25, 1.0), [600, 480, 360, 240], 4, rng)
-    assert subnets[0] == (1.0, 600) and subnets[1][0] == 0.25 and len(subnets) == 4
-    assert all(0.25 <= w <= 1.0 and s in (600, 480, 360, 240) for w, s in subnets)
-    scales = {s for _ in range(50) for _, s in sample_subnets((0.25, 1.0), [600, 480, 360, 240], 4, rng)[1:]}
-    assert scales == {600, 480, 360, 240}
-
-
 def test_calibration_is_keyed_by_width_and_scale(coco):
     model = build_detector("vgg16_bn", 3, **SMALL)
     ds = CocoDetection(*coco)
@@ -276,11 +265,11 @@ def test_detection_step_accumulates_over_subnets(coco):
     images, targets = zip(*(ds[i] for i in range(2)))
     lateral = model.backbone.fpn.inner_blocks[0][0]
     narrow_in = (mn.set_width(model, 0.125), lateral.active_channels()[0])[1]
-    logs = detection_step(model, list(images), list(targets), [(0.125, 64)])
+    logs = detection_step(model, list(images), list(targets), [SubNet(0.125, 64, "labels")])
     assert set(logs) == {"loss", "loss_w0.125_s64"}
     assert lateral.weight.grad[:, :narrow_in].abs().sum() > 0 and lateral.weight.grad[:, narrow_in:].abs().sum() == 0
     narrow_grad = lateral.weight.grad.clone()
-    logs = detection_step(model, list(images), list(targets), [(0.25, 96)])  # no zero_grad: accumulates
+    logs = detection_step(model, list(images), list(targets), [SubNet(0.25, 96, "labels")])  # no zero_grad: accumulates
     assert lateral.weight.grad[:, narrow_in:].abs().sum() > 0
     assert not torch.equal(lateral.weight.grad[:, :narrow_in], narrow_grad[:, :narrow_in])
     assert logs["loss"] == pytest.approx(logs["loss_w0.250_s96"])

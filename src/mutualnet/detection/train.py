@@ -3,9 +3,11 @@
 Each iteration runs the widest, the narrowest and ``num_subnets - 2`` random widths (the sandwich rule) on
 the same images; every sub-network gets its own input scale (the widest the largest, as in MutualNet's
 classification training; the others a random one of ``scales``) and is trained on the ground truth -- the sum
-of Mask R-CNN's losses, no inplace distillation, as in the paper. Gradients of all sub-networks accumulate
-and the optimiser steps once. The loop follows torchvision's detection reference: SGD with momentum, linear
-warm-up, step decay, ``config.yaml`` + ``metrics.jsonl`` + ``last.pt`` in the run folder.
+of Mask R-CNN's losses, no inplace distillation, as in the paper. The plan comes from the classification
+trainer's :func:`mutualnet.train.step.sample_subnets` in its ``mutual_gt`` mode, so both tasks sample alike.
+Gradients of all sub-networks accumulate and the optimiser steps once. The loop follows torchvision's
+detection reference: SGD with momentum, linear warm-up, step decay; ``config.yaml`` + ``metrics.jsonl`` +
+``last.pt`` in the run folder.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +28,11 @@ from tqdm import tqdm
 from ..checkpoint import FORMAT, VERSION, atomic_save
 from ..errors import MutualNetError
 from ..profiling import resolve_device
+from ..train.step import SubNet, sample_subnets
 from .data import CocoDetection, collate
 from .model import TASK, SlimmableMaskRCNN, build_detector, load_backbone_weights
 
-__all__ = ["DetectionConfig", "sample_subnets", "detection_step", "train_detector", "load_config",
+__all__ = ["DetectionConfig", "detection_step", "train_detector", "load_config",
            "detector_checkpoint"]
 
 
@@ -47,7 +49,6 @@ class DetectionConfig:
     num_subnets: int = 4  # sandwich: widest + narrowest + (n - 2) random
     scales: list[int] = field(default_factory=lambda: [600, 480, 360, 240])  # short sides
     max_size: int = 1000  # long-side cap
-    widest_largest_scale: bool = True  # the widest sub-network always gets the largest scale
     epochs: int = 24  # 2x schedule
     max_iterations: int | None = None  # stop early (smoke tests)
     batch_size: int = 8
@@ -90,8 +91,8 @@ class DetectionConfig:
         lo, hi = self.width_range
         if not 0 < lo <= hi:
             raise MutualNetError(f"width_range must be 0 < lo <= hi, got {list(self.width_range)}")
-        if self.num_subnets < 1:
-            raise MutualNetError("num_subnets must be >= 1")
+        if self.num_subnets < 2:
+            raise MutualNetError("num_subnets must be >= 2 (the sandwich rule runs the widest and the narrowest)")
         if not self.scales or min(self.scales) < 32:
             raise MutualNetError(f"scales must be input short sides >= 32, got {self.scales}")
         if self.batch_size < 1 or self.epochs < 1:
@@ -128,24 +129,15 @@ def load_config(path: str | None = None, overrides: list[str] | None = None, **v
     return cfg
 
 
-def sample_subnets(width_range: tuple[float, float], scales: list[int], n: int, rng: random.Random, *,
-                   widest_largest_scale: bool = True) -> list[tuple[float, int]]:
-    """The sandwich rule: [(widest, scale), (narrowest, scale), (random width, scale)...]."""
-    lo, hi = width_range
-    widths = [hi, lo][:n] + [rng.uniform(lo, hi) for _ in range(n - 2)]
-    largest = max(scales)
-    return [(w, largest if (i == 0 and widest_largest_scale) else rng.choice(scales)) for i, w in enumerate(widths)]
-
-
-def detection_step(model: SlimmableMaskRCNN, images: list, targets: list, subnets: list[tuple[float, int]],
-                   ) -> dict[str, float]:
+def detection_step(model: SlimmableMaskRCNN, images: list, targets: list, subnets: list[SubNet]) -> dict[str, float]:
     """Forward + backward every sub-network on the batch; gradients accumulate (the caller steps once).
 
     Returns the summed loss of each sub-network (``loss_w<width>_s<scale>``) and their mean (``loss``).
     """
     logs: dict[str, float] = {}
     total = 0.0
-    for width, scale in subnets:
+    for net in subnets:
+        width, scale = net.width, net.resolution
         model.set_config(width, scale)
         losses = model(images, targets)
         loss = sum(losses.values())
@@ -183,7 +175,7 @@ def train_detector(cfg: DetectionConfig, *, progress: bool = True) -> Path:
     """Train, writing ``config.yaml``, ``metrics.jsonl`` and ``last.pt`` to ``cfg.out``; returns the run folder."""
     cfg.validate()
     torch.manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
     device = resolve_device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                             "cpu" if cfg.device == "auto" else cfg.device)
     dataset = CocoDetection(cfg.annotations, cfg.images, train=True, skip_empty=True)
@@ -214,8 +206,8 @@ def train_detector(cfg: DetectionConfig, *, progress: bool = True) -> Path:
                 images = [im.to(device) for im in images]
                 targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
                 optimizer.zero_grad(set_to_none=True)
-                subnets = sample_subnets(cfg.width_range, cfg.scales, cfg.num_subnets, rng,
-                                         widest_largest_scale=cfg.widest_largest_scale)
+                subnets = sample_subnets("mutual_gt", cfg.width_range, sorted(cfg.scales, reverse=True),
+                                         cfg.num_subnets, generator)
                 logs = detection_step(model, images, targets, subnets)
                 if cfg.clip_grad_norm:
                     torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
