@@ -2,6 +2,7 @@
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,6 +127,9 @@ def test_bad_annotations_are_one_line_errors(tmp_path, coco, capsys):
     rc = main(["detect", "train", "--annotations", str(tmp_path / "nope.json"), "--images", str(coco[1]),
                "--out", str(tmp_path / "run"), "--set", "device=cpu"])
     assert rc == 2 and "annotation file not found" in capsys.readouterr().err
+    recipe_path = Path(__file__).parents[1] / "configs" / "maskrcnn_vgg16_coco.yaml"
+    recipe = load_config(recipe_path, ["batch_size=2"], annotations="a", images="b")
+    assert recipe.scales == [600, 480, 360, 240] and recipe.width_range == (0.25, 1.0) and recipe.batch_size == 2
     with pytest.raises(mn.MutualNetError, match="unknown detection setting"):
         load_config(None, ["lerning_rate=0.1"], annotations="a", images="b")
     assert not (tmp_path / "ev").exists() and not (tmp_path / "run" / "last.pt").exists()
