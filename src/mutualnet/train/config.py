@@ -38,6 +38,7 @@ class ModelConfig:
     width_range: list[float] | None = None  # [lo, hi]; None: the model's default
     num_classes: int | None = None  # None: the dataset's
     args: dict[str, Any] = field(default_factory=dict)  # extra create_model keyword arguments
+    init: str | None = None  # transfer: pretrained weights (mutualnet checkpoint / torchvision state dict)
 
 
 @dataclass

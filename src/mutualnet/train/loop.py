@@ -49,6 +49,7 @@ from .distributed import (
 )
 from .optim import build_optimizer, build_scheduler
 from .step import resize, sample_subnets, train_step
+from .transfer import load_pretrained
 
 __all__ = ["train", "train_one_epoch", "evaluate", "resume_config", "MetricsLog"]
 
@@ -353,6 +354,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         # model, optimizer, schedule
         m = cfg.model
         model = create_model(m.name, num_classes=m.num_classes, width_range=tuple(m.width_range), **m.args)
+        if m.init and ckpt is None:  # transfer learning: all but the new classifier (see train/transfer.py)
+            load_pretrained(model, m.init)
         if min(t.resolutions) < model.min_resolution:
             raise MutualNetError(f"resolution {min(t.resolutions)} is too small for {m.name} "
                                  f"(needs at least {model.min_resolution})")
@@ -399,6 +402,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         last_val: dict = {}
 
         def save(names: tuple[str, ...]) -> None:
+            if not all(bool(p.isfinite().all()) for p in model.parameters()):
+                raise MutualNetError(f"weights became non-finite by iteration {state['step']}; training stopped "
+                                     f"without overwriting {run_dir / 'last.pt'}. Lower optim.lr or add "
+                                     "optim.warmup_epochs, then resume with --resume")
             rngs = _gather(_rng_state(sampler_gen), info)
             if not info.is_main:
                 return
