@@ -231,8 +231,9 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
       (:meth:`begin_calibration` / :meth:`end_calibration`) and stored under that configuration's key,
       so *any* width in range can hold statistics, not only widths listed in advance. They are saved in
       the state dict as ``calib_stats.<key>.mean`` / ``.var``.
-    * Eval mode uses the calibrated statistics of the active configuration when present, else the
-      shared running statistics sliced to the active width.
+    * Eval mode uses the calibrated statistics of the active configuration when present, else those
+      stored for the active width at any resolution (key ``w<width>_rany``, as released MutualNet /
+      US-Net weights carry them), else the shared running statistics sliced to the active width.
     """
 
     def __init__(
@@ -264,6 +265,8 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
         """(mean, var) that eval mode uses at the active configuration."""
         c = self.active_channels()
         stats = self.calibrated.get(self.calibration_key())
+        if stats is None and self.calibrated:  # statistics of this width at any resolution (released weights)
+            stats = self.calibrated.get(config_key(self.slim_state.width, None))
         if stats is not None:
             return stats
         return self.running_mean[:c], self.running_var[:c]

@@ -20,15 +20,23 @@ _BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1
 
 
 class MobileNetV1(SlimmableNet):
-    """Depthwise-separable stack; ``small_input`` keeps 28-32 px images at stride 8 instead of 32."""
+    """Depthwise-separable stack; ``small_input`` keeps 28-32 px images at stride 8 instead of 32.
+
+    ``act_layer="relu6"`` uses ReLU6 after every BN, as the released MutualNet / US-Net weights do.
+    """
 
     def __init__(self, num_classes: int = 1000, *, width_range: tuple[float, float] = (0.25, 1.0),
-                 in_chans: int = 3, small_input: bool = False, dropout: float = 0.0) -> None:
+                 in_chans: int = 3, small_input: bool = False, dropout: float = 0.0,
+                 act_layer: str = "relu") -> None:
         super().__init__()
+        acts = {"relu": nn.ReLU, "relu6": nn.ReLU6}
+        if act_layer not in acts:
+            raise ValueError(f"act_layer must be one of {sorted(acts)}, got {act_layer!r}")
+        act = acts[act_layer]
         self.width_range, self.in_chans, self.num_classes = tuple(width_range), in_chans, num_classes
         mw = self.width_range[1]
         stem_stride = 1 if small_input else 2
-        self.stem = ConvBNAct(in_chans, 32, 3, stem_stride, max_width=mw, slim_in=False)
+        self.stem = ConvBNAct(in_chans, 32, 3, stem_stride, max_width=mw, slim_in=False, act=act)
         blocks, stages = [], []
         c_in, reduction = 32, stem_stride
         for i, (c, s) in enumerate(_BLOCKS):
@@ -36,8 +44,8 @@ class MobileNetV1(SlimmableNet):
                 s = 1
             reduction *= s
             blocks.append(nn.Sequential(
-                ConvBNAct(c_in, c_in, 3, s, depthwise=True, max_width=mw),
-                ConvBNAct(c_in, c, 1, max_width=mw),
+                ConvBNAct(c_in, c_in, 3, s, depthwise=True, max_width=mw, act=act),
+                ConvBNAct(c_in, c, 1, max_width=mw, act=act),
             ))
             if i + 1 == len(_BLOCKS) or _BLOCKS[i + 1][1] == 2:
                 stages.append((f"blocks.{i}", c, 1, reduction))

@@ -1,0 +1,91 @@
+"""``mutualnet export``: one configuration as a plain network (state dict, TorchScript or ONNX).
+
+Pick the configuration by ``--width``/``--resolution``, or by a budget (``--max-mflops`` /
+``--max-latency-ms``) looked up in a query table (``--table``, else the one ``mutualnet search`` embeds
+in its ``calibrated.pt``). The configuration must hold calibrated BatchNorm statistics, except the top
+width (whose shared running statistics are its own); ``--allow-uncalibrated`` overrides this with a
+warning. The file is checked against the slimmable model and written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..checkpoint import load_checkpoint, model_from_checkpoint
+from ..deploy.adaptive import load_query_table
+from ..deploy.export import FORMATS, export_subnet, is_calibrated, save_exported
+from ..errors import MutualNetError
+from ..layers import config_key
+from ..profiling import profile
+
+_SUFFIX = {".onnx": "onnx", ".ts": "torchscript", ".torchscript": "torchscript", ".jit": "torchscript"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export one width x resolution as a plain PyTorch / TorchScript / ONNX model",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="mutualnet checkpoint (calibrated.pt from `mutualnet search`)")
+    p.add_argument("--width", type=float, help="width multiplier (default: the top of the trained range)")
+    p.add_argument("--resolution", type=int, help="input side in pixels (default: the highest trained resolution)")
+    p.add_argument("--max-mflops", type=float, help="pick the best configuration within this many MFLOPs")
+    p.add_argument("--max-latency-ms", type=float, help="pick the best configuration within this latency")
+    p.add_argument("--table", help="query table JSON for budgets (default: the checkpoint's embedded table)")
+    p.add_argument("--format", choices=FORMATS, help="output format (default: from --out's suffix, else pt)")
+    p.add_argument("--out", required=True, help="output file (written atomically)")
+    p.add_argument("--no-fold-bn", action="store_true", help="keep BatchNorm layers instead of folding them")
+    p.add_argument("--allow-uncalibrated", action="store_true",
+                   help="export a configuration without calibrated BN statistics (shared running statistics)")
+    p.set_defaults(func=run)
+
+
+def choose_config(args: argparse.Namespace, ckpt: dict, model) -> tuple[float, int, dict | None]:
+    """(width, resolution, table row or None) from explicit flags or a budget."""
+    budget = args.max_mflops is not None or args.max_latency_ms is not None
+    if budget and (args.width is not None or args.resolution is not None):
+        raise MutualNetError("give either --width/--resolution or a budget (--max-mflops/--max-latency-ms), not both")
+    if budget:
+        row = load_query_table(ckpt, args.table).select(max_mflops=args.max_mflops, max_latency_ms=args.max_latency_ms)
+        return float(row["width"]), int(row["resolution"]), row
+    if args.table is not None:
+        raise MutualNetError("--table is used with a budget (--max-mflops / --max-latency-ms)")
+    meta = ckpt.get("meta") or {}
+    width = model.width_range[1] if args.width is None else args.width
+    res = args.resolution
+    if res is None:
+        res = int(max(meta["resolutions"])) if meta.get("resolutions") else None
+    if res is None:
+        raise MutualNetError("the checkpoint records no resolutions; pass --resolution")
+    if res < 1:
+        raise MutualNetError(f"resolution must be positive, got {res}")
+    return float(width), int(res), None
+
+
+def run(args: argparse.Namespace) -> int:
+    fmt = args.format or _SUFFIX.get("." + args.out.rsplit(".", 1)[-1].lower() if "." in args.out else "", "pt")
+    ckpt = load_checkpoint(args.checkpoint)
+    model = model_from_checkpoint(ckpt).eval()
+    width, res, row = choose_config(args, ckpt, model)
+    lo, hi = model.width_range
+    if not lo - 1e-6 <= width <= hi + 1e-6:
+        raise MutualNetError(f"width {width:g} is outside this model's trained range [{lo:g}, {hi:g}]")
+    if not is_calibrated(model, width, res):
+        if args.allow_uncalibrated:
+            print(f"warning: {config_key(width, res)} has no calibrated BN statistics; using the shared running "
+                  "statistics", file=sys.stderr)
+        elif abs(width - hi) > 1e-6:
+            raise MutualNetError(f"configuration {config_key(width, res)} has no calibrated BatchNorm statistics in "
+                                 f"{args.checkpoint}; calibrate it (`mutualnet search`) or pass --allow-uncalibrated")
+    net, check = export_subnet(model, width, res, fold_bn=not args.no_fold_bn)
+    meta = ckpt.get("meta") or {}
+    info = {k: meta[k] for k in ("class_names", "dataset", "mode") if k in meta}
+    info |= {"checkpoint": str(args.checkpoint), "table_row": row}
+    checks = save_exported(net, args.out, fmt, meta=info)
+    prof = profile(model, width, res)
+    print(f"exported width {width:g} at {res} px ({prof.mflops:.2f} MFLOPs, {prof.params / 1e6:.3f}M params, "
+          f"{check['folded']} BN folded) to {args.out} [{fmt}]")
+    line = f"max |logits - slimmable| = {check['max_abs_diff']:.3g}"
+    for k, v in checks.items():
+        line += f"; {k.replace('_max_abs_diff', '')} vs PyTorch = {v:.3g}"
+    print(line)
+    return 0

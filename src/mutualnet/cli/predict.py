@@ -1,0 +1,49 @@
+"""``mutualnet predict``: classify images at the best configuration for a budget.
+
+Builds the runtime-adaptive model (shared weights + calibrated statistics + query table) from a
+checkpoint, switches to the most accurate configuration within ``--budget-mflops`` (or
+``--budget-latency-ms``), reads each image with the evaluation transform and prints its class and
+confidence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..deploy.adaptive import AdaptiveNet
+from ..profiling import resolve_device
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="classify images at the best configuration for a budget", description=__doc__)
+    p.add_argument("--checkpoint", required=True, help="calibrated.pt from `mutualnet search` (or any checkpoint "
+                   "with --table)")
+    p.add_argument("--table", help="query table JSON (default: the checkpoint's embedded table)")
+    p.add_argument("--budget-mflops", type=float, help="compute budget in MFLOPs")
+    p.add_argument("--budget-latency-ms", type=float, help="latency budget (needs a table with latency)")
+    p.add_argument("--topk", type=int, default=1, help="classes to print per image")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("images", nargs="+", help="image files")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    resolve_device(args.device)
+    net = AdaptiveNet.from_checkpoint(args.checkpoint, args.table, device=args.device)
+    if args.budget_mflops is not None or args.budget_latency_ms is not None:
+        row = net.set_budget(mflops=args.budget_mflops, latency_ms=args.budget_latency_ms)
+    else:
+        row = net.config
+    preds = net.predict(net.load_images(args.images), topk=max(1, args.topk))
+    if args.json:
+        print(json.dumps({"config": {k: row.get(k) for k in ("width", "resolution", "mflops", "top1", "latency_ms")},
+                          "predictions": [{"image": str(img), "top": [p.__dict__ for p in ps]}
+                                          for img, ps in zip(args.images, preds)]}, indent=1))
+        return 0
+    print(f"configuration: width {row['width']:g} at {row['resolution']} px ({row['mflops']:.2f} MFLOPs, "
+          f"table top-1 {row['top1']:.2f}%)")
+    for img, ps in zip(args.images, preds):
+        print(f"{img}\t" + "\t".join(f"{p.label} ({p.confidence:.3f})" for p in ps))
+    return 0

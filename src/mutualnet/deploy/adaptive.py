@@ -1,0 +1,188 @@
+"""A runtime-adaptive model: one set of weights, every calibrated configuration, and the query table.
+
+This is MutualNet's deployment story in one object. The shared weights hold every sub-network; the
+calibrated BatchNorm statistics hold each (width, resolution) configuration; the query table says which
+configuration is the most accurate for a budget. :meth:`AdaptiveNet.set_budget` picks it and switches:
+all slimmable layers of a model share one state object, so a switch is one attribute write and costs
+microseconds, with nothing reloaded. :meth:`AdaptiveNet.predict` resizes inputs to the active resolution.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..checkpoint import load_checkpoint, model_from_checkpoint
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, resize_batch
+from ..errors import MutualNetError
+from .export import is_calibrated
+
+__all__ = ["AdaptiveNet", "Prediction", "normalisation", "load_query_table", "measure_switch_us"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    index: int
+    label: str
+    confidence: float
+
+
+def normalisation(meta: dict) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) the checkpoint's images were normalised with: its dataset meta, else the dataset's known
+    statistics, else ImageNet's."""
+    ds = meta.get("dataset") or {}
+    if isinstance(ds, dict) and ds.get("mean") is not None and ds.get("std") is not None:
+        return tuple(ds["mean"]), tuple(ds["std"])
+    try:
+        from ..data.datasets import _STATS
+    except ImportError:  # pragma: no cover
+        _STATS = {}
+    name = ds.get("name") if isinstance(ds, dict) else None
+    if name in _STATS:
+        return _STATS[name]
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+def load_query_table(ckpt: dict, table: str | os.PathLike | None = None):
+    """The query table at ``table`` (JSON), else the one embedded in the checkpoint by ``mutualnet search``."""
+    from ..search.table import QueryTable
+
+    if table is not None:
+        return QueryTable.load(table)
+    if isinstance(ckpt.get("query_table"), dict):
+        return QueryTable.from_dict(ckpt["query_table"], source="the checkpoint's query table")
+    raise MutualNetError("no query table: pass --table query_table.json, or use the calibrated.pt that "
+                         "`mutualnet search` writes (it embeds the table)")
+
+
+class AdaptiveNet:
+    """Shared weights + calibrated statistics + query table; switch configuration at run time.
+
+    Args:
+        model: A slimmable model holding calibrated statistics.
+        table: A :class:`mutualnet.search.QueryTable` of its configurations.
+        meta: Checkpoint meta (class names, dataset normalisation, resolutions).
+        device: Where to run.
+    """
+
+    def __init__(self, model: nn.Module, table, meta: dict | None = None, device: str | torch.device = "cpu") -> None:
+        self.model = model.eval().to(device)
+        self.table = table
+        self.meta = dict(meta or {})
+        self.device = torch.device(device)
+        self.mean, self.std = normalisation(self.meta)
+        names = self.meta.get("class_names") or (self.meta.get("dataset") or {}).get("classes")
+        self.class_names = list(names) if names else None
+        res = self.meta.get("resolutions") or [max(r["resolution"] for r in table.rows)]
+        self.input_size = int(max(res))  # images are cropped here, then resized (the paper's test-time recipe)
+        self.config: dict | None = None
+        self._lo, self._hi = model.width_range
+        top = max(table.rows, key=lambda r: (r["width"], r["resolution"]))
+        self.set_config(top["width"], top["resolution"])
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike | dict, table: str | os.PathLike | None = None,
+                        device: str | torch.device = "cpu") -> AdaptiveNet:
+        """Build from a checkpoint with calibrated statistics (``calibrated.pt`` from ``mutualnet search``)."""
+        ckpt = path if isinstance(path, dict) else load_checkpoint(path)
+        qt = load_query_table(ckpt, table)
+        if not qt.rows:
+            raise MutualNetError("the query table is empty")
+        return cls(model_from_checkpoint(ckpt), qt, ckpt.get("meta") or {}, device)
+
+    # -- switching ---------------------------------------------------------------------------------
+    @property
+    def width(self) -> float:
+        return self.model.slim_state.width
+
+    @property
+    def resolution(self) -> int:
+        return int(self.config["resolution"])
+
+    def set_config(self, width: float, resolution: int) -> dict:
+        """Switch to one configuration of the table (it must be in it: only those are calibrated)."""
+        row = self.table.find(width, resolution)
+        if row is None:
+            raise MutualNetError(f"width {width:g} at {resolution} px is not in the query table")
+        self._switch(row)
+        return row
+
+    def set_budget(self, mflops: float | None = None, latency_ms: float | None = None) -> dict:
+        """Switch to the most accurate configuration within the budget; returns its table row.
+
+        A budget below the cheapest configuration raises :class:`MutualNetError` (never a silent fallback).
+        """
+        row = self.table.select(max_mflops=mflops, max_latency_ms=latency_ms)
+        self._switch(row)
+        return row
+
+    def _switch(self, row: dict) -> None:
+        w = float(row["width"])
+        if not self._lo - 1e-6 <= w <= self._hi + 1e-6:
+            raise MutualNetError(f"table width {w:g} is outside the model's range [{self._lo:g}, {self._hi:g}]")
+        # every slimmable layer reads this one shared state object: the switch is one write
+        self.model.slim_state.width = w
+        self.config = row
+
+    def is_calibrated(self) -> bool:
+        return is_calibrated(self.model, self.width, self.resolution)
+
+    # -- inference ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def logits(self, images: Tensor) -> Tensor:
+        """Logits of a batch of normalised images (any size: resized to the active resolution)."""
+        if images.dim() == 3:
+            images = images.unsqueeze(0)
+        x = resize_batch(images.to(self.device, torch.float32), self.resolution)
+        return self.model(x)
+
+    @torch.no_grad()
+    def predict(self, images: Tensor, topk: int = 1) -> list[list[Prediction]]:
+        """Top-``topk`` (class, confidence) per image of a normalised batch, at the active configuration."""
+        probs = self.logits(images).softmax(-1)
+        conf, idx = probs.topk(min(topk, probs.shape[-1]), dim=-1)
+        return [[Prediction(int(i), self.label(int(i)), float(c)) for c, i in zip(cs, ids)]
+                for cs, ids in zip(conf.tolist(), idx.tolist())]
+
+    def label(self, index: int) -> str:
+        if self.class_names and 0 <= index < len(self.class_names):
+            return str(self.class_names[index])
+        return str(index)
+
+    def load_images(self, paths: list[str | os.PathLike]) -> Tensor:
+        """Read image files (torchvision.io, PIL fallback) with the evaluation transform at ``input_size``."""
+        from PIL import Image, UnidentifiedImageError
+
+        tf = eval_transform(self.input_size, mean=self.mean, std=self.std)
+        in_chans = getattr(self.model, "in_chans", 3)
+        out = []
+        for p in paths:
+            path = Path(p)
+            if not path.is_file():
+                raise MutualNetError(f"image not found: {path}")
+            try:
+                with Image.open(path) as im:
+                    img = im.convert("L" if in_chans == 1 else "RGB")
+            except (UnidentifiedImageError, OSError) as e:
+                raise MutualNetError(f"cannot read image {path}: {e}") from None
+            out.append(tf(img))
+        return torch.stack(out)
+
+
+def measure_switch_us(net: AdaptiveNet, rows: list[dict] | None = None, repeats: int = 1000) -> float:
+    """Median microseconds of one :meth:`AdaptiveNet.set_budget` call (selection + switch)."""
+    rows = rows or [r for r in net.table.rows if r.get("pareto")] or net.table.rows
+    times = []
+    for i in range(repeats):
+        r = rows[i % len(rows)]
+        t0 = time.perf_counter()
+        net.set_budget(mflops=r["mflops"])
+        times.append((time.perf_counter() - t0) * 1e6)
+    times.sort()
+    return times[len(times) // 2]
+

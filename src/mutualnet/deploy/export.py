@@ -1,0 +1,356 @@
+"""Export one (width, resolution) configuration as a plain network: state dict, TorchScript or ONNX.
+
+The slimmable model is materialised at the chosen width (:func:`mutualnet.layers.materialize`: plain
+``nn.Conv2d`` / ``nn.BatchNorm2d`` / ``nn.Linear`` holding only the active slices, BatchNorm carrying
+the statistics calibrated for that configuration), optionally with every BatchNorm folded into the
+convolution before it (``torch.nn.utils.fusion.fuse_conv_bn_eval``). Every export is checked against
+the slimmable model on random inputs before anything is written, and files are written to a temporary
+name and renamed, so a failed export never damages an existing file.
+
+Formats:
+
+* ``pt``: ``{"format": "mutualnet-export", "state_dict", "model_name", "model_args", "width",
+  "resolution", "folded", "meta"}``, loadable with ``torch.load(weights_only=True)``. Rebuilding it needs
+  mutualnet (:func:`load_exported`): the architecture is the registered model at ``model_args``,
+  materialised at ``width``, with the ``folded`` (conv, bn) pairs fused.
+* ``torchscript``: ``torch.jit.trace`` of the plain network; loads with ``torch.jit.load`` alone. The
+  export description is stored as the extra file ``mutualnet.json``.
+* ``onnx``: ``torch.onnx.export`` (input ``images`` N x C x R x R, output ``logits``, dynamic batch),
+  compared with onnxruntime at export time; the description is in the model's metadata properties.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from ..errors import MutualNetError
+from ..layers import SlimmableBatchNorm2d, config_key, get_width, materialize, set_width
+from ..models import create_model
+
+__all__ = ["EXPORT_FORMAT", "FORMATS", "ExportCheck", "calibrated_configs", "is_calibrated", "export_subnet",
+           "fold_batchnorm", "max_abs_diff", "save_exported", "load_exported", "check_onnx"]
+
+EXPORT_FORMAT = "mutualnet-export"
+FORMATS = ("pt", "torchscript", "onnx")
+ATOL = 1e-4  # max |logit difference| an export may have against the slimmable model (fp32)
+
+
+# -- calibration status ----------------------------------------------------------------------------
+def _bns(model: nn.Module) -> list[SlimmableBatchNorm2d]:
+    return [m for m in model.modules() if isinstance(m, SlimmableBatchNorm2d)]
+
+
+def calibrated_configs(model: nn.Module) -> list[str]:
+    """Configuration keys (``w0.350_r224``) for which *every* BatchNorm holds calibrated statistics."""
+    bns = _bns(model)
+    if not bns:
+        return []
+    keys = set(bns[0].calibrated)
+    for bn in bns[1:]:
+        keys &= set(bn.calibrated)
+    return sorted(keys)
+
+
+def is_calibrated(model: nn.Module, width: float, resolution: int) -> bool:
+    """Whether eval mode at (width, resolution) uses calibrated statistics in every BatchNorm.
+
+    Statistics stored for the width at any resolution (released weights, key ``w<width>_rany``) count.
+    """
+    keys = set(calibrated_configs(model))
+    return config_key(width, resolution) in keys or config_key(width, None) in keys
+
+
+# -- the plain network -----------------------------------------------------------------------------
+def _leaf_calls(model: nn.Module, x: Tensor) -> list[tuple[str, nn.Module, tuple, Any]]:
+    """``(name, module, inputs, output)`` of every leaf module call of one forward, in order."""
+    calls: list[tuple[str, nn.Module, tuple, Any]] = []
+    hooks = []
+    for name, m in model.named_modules():
+        if not list(m.children()):
+            hooks.append(m.register_forward_hook(
+                lambda mod, inp, out, name=name: calls.append((name, mod, inp, out))))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return calls
+
+
+def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, attr, module)
+
+
+def _fold_pairs(model: nn.Module, x: Tensor) -> list[tuple[str, str]]:
+    """(conv, bn) pairs where the BN is the only consumer of the conv's output, found by running ``x``.
+
+    Found from what the forward pass does, not from the module tree, so it covers every architecture
+    (a ResNet's ``conv1``/``bn1`` attributes as well as a ``Sequential``'s neighbours). A conv whose
+    output another module also reads (a pre-activation shortcut) is left alone.
+    """
+    calls = _leaf_calls(model, x)
+    readers: dict[int, int] = {}
+    for _, _, inp, _ in calls:
+        for t in inp:
+            if isinstance(t, Tensor):
+                readers[id(t)] = readers.get(id(t), 0) + 1
+    pairs = []
+    for (cname, conv, _, out), (bname, bn, inp, _) in zip(calls, calls[1:]):
+        if (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and inp and inp[0] is out
+                and readers.get(id(out)) == 1 and bn.track_running_stats):
+            pairs.append((cname, bname))
+    return pairs
+
+
+def _apply_fold(model: nn.Module, pairs: list[tuple[str, str]], *, structure_only: bool = False) -> None:
+    for cname, bname in pairs:
+        conv, bn = model.get_submodule(cname), model.get_submodule(bname)
+        if structure_only:  # rebuild the folded shapes; weights come from a state dict
+            fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                              conv.dilation, conv.groups, True)
+        else:
+            fused = fuse_conv_bn_eval(conv, bn)
+        _set_module(model, cname, fused)
+        _set_module(model, bname, nn.Identity())
+
+
+def fold_batchnorm(model: nn.Module, example: Tensor) -> list[tuple[str, str]]:
+    """Fold, in place, every BatchNorm that directly follows a convolution into it; returns the pairs.
+
+    ``model`` must be a plain (materialised) network in eval mode; ``example`` is one input it accepts.
+    """
+    if model.training:
+        raise MutualNetError("fold BatchNorm only in eval mode (it folds the running statistics)")
+    pairs = _fold_pairs(model, example)
+    _apply_fold(model, pairs)
+    return pairs
+
+
+def max_abs_diff(a: Tensor, b: Tensor) -> float:
+    return float((a.float() - b.float()).abs().max())
+
+
+def _example(model: nn.Module, resolution: int, batch: int = 2, seed: int = 0) -> Tensor:
+    g = torch.Generator().manual_seed(seed)
+    p = next(model.parameters())
+    return torch.randn(batch, getattr(model, "in_chans", 3), resolution, resolution, generator=g).to(p.device)
+
+
+class ExportCheck(dict):
+    """Numbers measured while exporting (max abs logit differences)."""
+
+
+def export_subnet(model: nn.Module, width: float, resolution: int, *, fold_bn: bool = True,
+                  require_calibrated: bool = False, atol: float = ATOL) -> tuple[nn.Module, ExportCheck]:
+    """The sub-network of ``model`` at (``width``, ``resolution``) as a standalone plain network.
+
+    Args:
+        model: A slimmable model (from :func:`mutualnet.create_model` or a checkpoint).
+        width: Width in the model's trained range.
+        resolution: Input side the network will be run at; selects the calibrated BN statistics.
+        fold_bn: Fold each BatchNorm into the convolution before it (fewer ops at inference).
+        require_calibrated: Refuse a configuration without calibrated BN statistics.
+        atol: Largest allowed max-abs logit difference against the slimmable model.
+
+    Returns:
+        ``(net, check)``: the plain network in eval mode (same class as ``model``, every layer a standard
+        ``torch.nn`` one) and ``check`` with ``max_abs_diff`` and ``folded`` (number of BN folded).
+        The model's width is restored.
+    """
+    resolution = int(resolution)
+    min_res = getattr(model, "min_resolution", 1)
+    if resolution < min_res:
+        raise MutualNetError(f"resolution {resolution} is too small for this network (needs at least {min_res})")
+    previous, was_training = get_width(model), model.training
+    set_width(model, width)  # range check first: a clear error for a width outside the trained range
+    try:
+        if require_calibrated and not is_calibrated(model, width, resolution):
+            raise MutualNetError(_uncalibrated_message(model, width, resolution))
+        model.eval()
+        x = _example(model, resolution)
+        with torch.no_grad():
+            ref = model(x)  # also sets slim_state.resolution, which selects the calibrated statistics
+            net = materialize(model).eval()
+            pairs = fold_batchnorm(net, x) if fold_bn else []
+            out = net(x)
+    finally:
+        set_width(model, previous)
+        model.train(was_training)
+    diff = max_abs_diff(out, ref)
+    if not diff <= atol:
+        raise MutualNetError(f"exported network differs from the slimmable model by {diff:.3g} (> {atol:g}); "
+                             "this is a bug in mutualnet, please report it")
+    net.export_info = {"width": float(width), "resolution": resolution, "folded": [list(p) for p in pairs]}
+    return net, ExportCheck(max_abs_diff=diff, folded=len(pairs))
+
+
+def _uncalibrated_message(model: nn.Module, width: float, resolution: int) -> str:
+    keys = calibrated_configs(model)
+    have = f"{len(keys)} calibrated configurations, e.g. {', '.join(keys[:3])}" if keys else "none calibrated"
+    return (f"configuration {config_key(width, resolution)} has no calibrated BatchNorm statistics ({have}); "
+            "calibrate it first (`mutualnet search`, or mutualnet.calibrate) or pass --allow-uncalibrated "
+            "to use the shared running statistics")
+
+
+# -- writing ---------------------------------------------------------------------------------------
+def _atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    if path.is_dir():
+        raise MutualNetError(f"output path is a folder: {path}")
+    if not path.parent.exists():
+        raise MutualNetError(f"output folder does not exist: {path.parent}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _describe(net: nn.Module, meta: dict | None) -> dict:
+    info = dict(getattr(net, "export_info", {}))
+    info |= {"format": EXPORT_FORMAT, "version": 1, "model_name": getattr(net, "model_name", None),
+             "model_args": dict(getattr(net, "model_args", {}) or {}), "in_chans": getattr(net, "in_chans", 3),
+             "num_classes": getattr(net, "num_classes", None), "meta": dict(meta or {})}
+    return info
+
+
+def check_onnx(path: str | os.PathLike, net: nn.Module, x: Tensor) -> float:
+    """Max abs difference between onnxruntime's and PyTorch's outputs on ``x``."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    got = torch.from_numpy(sess.run(None, {name: x.detach().cpu().numpy()})[0])
+    with torch.no_grad():
+        ref = net(x).cpu()
+    return max_abs_diff(got, ref)
+
+
+def save_exported(net: nn.Module, path: str | os.PathLike, fmt: str = "pt", *, meta: dict | None = None,
+                  atol: float = ATOL) -> dict:
+    """Write a network from :func:`export_subnet` as ``pt``, ``torchscript`` or ``onnx``; returns its checks.
+
+    TorchScript and ONNX files are compared with the network on random inputs (ONNX through
+    onnxruntime) before they replace ``path``; the returned dict holds those differences.
+    """
+    if fmt not in FORMATS:
+        raise MutualNetError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    info = _describe(net, meta)
+    if "resolution" not in info:
+        raise MutualNetError("save_exported needs a network from export_subnet (it records width and resolution)")
+    net = net.eval()
+    x = _example(net, info["resolution"], batch=2, seed=1)
+    checks: dict[str, float] = {}
+    if fmt == "pt":
+        state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+        _atomic_write(path, lambda tmp: torch.save(info | {"state_dict": state}, tmp))
+    elif fmt == "torchscript":
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TracerWarnings about the input checks, which trace to constants
+            traced = torch.jit.trace(net, x[:1], check_trace=False)
+            checks["torchscript_max_abs_diff"] = max_abs_diff(traced(x), net(x))
+
+        def write_ts(tmp: Path) -> None:
+            torch.jit.save(traced, str(tmp), _extra_files={"mutualnet.json": json.dumps(info)})
+            back = torch.jit.load(str(tmp))
+            with torch.no_grad():
+                checks["torchscript_max_abs_diff"] = max(checks["torchscript_max_abs_diff"],
+                                                         max_abs_diff(back(x), net(x)))
+            _check_tol("TorchScript", checks["torchscript_max_abs_diff"], atol)
+
+        _atomic_write(path, write_ts)
+    else:
+        def write_onnx(tmp: Path) -> None:
+            import onnx
+
+            _onnx_export(net, x[:1], tmp)
+            proto = onnx.load(str(tmp))
+            onnx.checker.check_model(proto)
+            for k, v in {"mutualnet": json.dumps(info)}.items():
+                proto.metadata_props.add(key=k, value=v)
+            onnx.save(proto, str(tmp))
+            checks["onnx_max_abs_diff"] = check_onnx(tmp, net, x)
+            _check_tol("ONNX (onnxruntime)", checks["onnx_max_abs_diff"], atol)
+
+        _atomic_write(path, write_onnx)
+    return checks
+
+
+def _legacy_onnx_ok(net: nn.Module, x: Tensor) -> bool:
+    """The TorchScript-based ONNX exporter cannot pool adaptively to a size that does not divide the input."""
+    for _, m, inp, _ in _leaf_calls(net, x):
+        if isinstance(m, nn.AdaptiveAvgPool2d):
+            size = m.output_size if isinstance(m.output_size, tuple) else (m.output_size, m.output_size)
+            if any(o is not None and i % o for i, o in zip(inp[0].shape[-2:], size)):
+                return False
+    return True
+
+
+def _onnx_export(net: nn.Module, x: Tensor, path: Path) -> None:
+    """The TorchScript-based exporter (dynamic batch) where it supports every op, else the dynamo exporter."""
+    kw = dict(input_names=["images"], output_names=["logits"])
+    try:
+        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            if _legacy_onnx_ok(net, x):
+                torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=17,
+                                  dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, **kw)
+            else:
+                batch = torch.export.Dim("batch", min=1)
+                xb = x.expand(2, *x.shape[1:]).contiguous()  # a batch of 1 would be specialised to 1
+                torch.onnx.export(net, (xb,), str(path), dynamo=True, dynamic_shapes=({0: batch},), **kw)
+    except MutualNetError:
+        raise
+    except Exception as e:  # noqa: BLE001 - report the exporter's reason in one line
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise MutualNetError(f"ONNX export failed: {first}") from None
+
+
+def _check_tol(what: str, diff: float, atol: float) -> None:
+    if not diff <= atol:
+        raise MutualNetError(f"{what} output differs from PyTorch by {diff:.3g} (> {atol:g}); nothing was written")
+
+
+def load_exported(path: str | os.PathLike) -> nn.Module:
+    """Rebuild the plain network of a ``pt`` export (needs mutualnet: the registered model + width)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MutualNetError(f"exported model not found: {path}")
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is a user error here
+        raise MutualNetError(f"cannot read {path}: not a PyTorch file ({type(e).__name__})") from None
+    if not isinstance(d, dict) or d.get("format") != EXPORT_FORMAT:
+        raise MutualNetError(f"{path} is not a mutualnet export (no 'format': '{EXPORT_FORMAT}')")
+    args = dict(d["model_args"])
+    if "width_range" in args:
+        args["width_range"] = tuple(args["width_range"])
+    model = create_model(d["model_name"], **args)
+    net = materialize(model, d["width"]).eval()
+    _apply_fold(net, [tuple(p) for p in d["folded"]], structure_only=True)
+    try:
+        net.load_state_dict(d["state_dict"])
+    except RuntimeError as e:
+        raise MutualNetError(f"{path}: weights do not match the described network ({str(e).splitlines()[0]})") from None
+    net.export_info = {k: d[k] for k in ("width", "resolution", "folded")}
+    return net
