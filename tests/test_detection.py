@@ -11,6 +11,7 @@ from PIL import Image
 from pycocotools import mask as mask_util
 
 import mutualnet as mn
+from mutualnet.checkpoint import load_checkpoint
 from mutualnet.cli import main
 from mutualnet.detection import (
     CocoDetection,
@@ -127,7 +128,7 @@ def test_bad_annotations_are_one_line_errors(tmp_path, coco, capsys):
     rc = main(["detect", "train", "--annotations", str(tmp_path / "nope.json"), "--images", str(coco[1]),
                "--out", str(tmp_path / "run"), "--set", "device=cpu"])
     assert rc == 2 and "annotation file not found" in capsys.readouterr().err
-    recipe_path = Path(__file__).parents[1] / "configs" / "maskrcnn_vgg16_coco.yaml"
+    recipe_path = Path(__file__).parents[1] / "configs" / "detection" / "maskrcnn_vgg16_coco.yaml"
     recipe = load_config(recipe_path, ["batch_size=2"], annotations="a", images="b")
     assert recipe.scales == [600, 480, 360, 240] and recipe.width_range == (0.25, 1.0) and recipe.batch_size == 2
     with pytest.raises(mn.MutualNetError, match="unknown detection setting"):
@@ -277,3 +278,30 @@ def test_detection_step_accumulates_over_subnets(coco):
     assert lateral.weight.grad[:, narrow_in:].abs().sum() > 0
     assert not torch.equal(lateral.weight.grad[:, :narrow_in], narrow_grad[:, :narrow_in])
     assert logs["loss"] == pytest.approx(logs["loss_w0.250_s96"])
+
+
+def test_resume_continues_exactly_and_runs_are_never_overwritten(coco, tmp_path, capsys):
+    ann, images = coco
+    sets = [f"{k}={json.dumps(list(v) if isinstance(v, tuple) else v)}" for k, v in SMALL.items()]
+    sets += ["batch_size=4", "lr=0.01", "warmup_iters=2", "clip_grad_norm=10", "num_subnets=2", "num_workers=0",
+             "log_every=1", "device=cpu"]
+    straight = train_detector(load_config(None, [*sets, "epochs=2"], annotations=str(ann), images=str(images),
+                                          out=str(tmp_path / "a")), progress=False)
+    half = train_detector(load_config(None, [*sets, "epochs=1"], annotations=str(ann), images=str(images),
+                                      out=str(tmp_path / "b")), progress=False)
+    before = (half / "last.pt").read_bytes()
+    rc = main(["detect", "train", "--annotations", str(ann), "--images", str(images), "--out", str(half),
+               "--set", "device=cpu", *sum((["--set", s] for s in sets), [])])
+    assert rc == 2 and "already holds a run" in capsys.readouterr().err
+    assert (half / "last.pt").read_bytes() == before
+    assert main(["detect", "train", "--resume", str(half / "last.pt"), "--set", "epochs=2"]) == 0
+    a, b = detector_from_checkpoint(straight / "last.pt"), detector_from_checkpoint(half / "last.pt")
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(pa, pb, msg=name)
+    rows = [json.loads(r) for r in (half / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [1, 2, 3, 4]
+    assert load_checkpoint(half / "last.pt")["iteration"] == 4
+    from mutualnet.checkpoint import model_from_checkpoint
+
+    with pytest.raises(mn.MutualNetError, match="holds a detection model"):
+        model_from_checkpoint(half / "last.pt")

@@ -105,6 +105,9 @@ def model_from_checkpoint(ckpt: dict | str | os.PathLike, *, map_location: str |
     """Rebuild the model a checkpoint describes and load its weights (and calibrated statistics)."""
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt, map_location=map_location)
+    if ckpt.get("task", "classification") != "classification":
+        raise MutualNetError(f"this checkpoint holds a {ckpt['task']} model ({ckpt['model_name']}); rebuild it with "
+                             "mutualnet.detection.detector_from_checkpoint / `mutualnet detect eval`")
     args = dict(ckpt["model_args"])
     if "width_range" in args:
         args["width_range"] = tuple(args["width_range"])

@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     dsub.required = True
 
     t = dsub.add_parser("train", help="sandwich-rule training, one input scale per sub-network")
-    t.add_argument("--config", help="YAML recipe (e.g. configs/maskrcnn_vgg16_coco.yaml)")
+    t.add_argument("--config", help="YAML recipe (e.g. configs/detection/maskrcnn_vgg16_coco.yaml)")
     t.add_argument("--annotations", help="COCO instances JSON of the training set")
     t.add_argument("--images", help="training image folder")
     t.add_argument("--backbone", help="vgg16_bn (paper) or resnet50")
@@ -55,6 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
     t.add_argument("--device", help="auto, cpu or cuda")
+    t.add_argument("--resume", metavar="LAST_PT", help="continue a run from its last.pt (its config; --set may "
+                   "change e.g. epochs)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any setting (repeatable), e.g. --set scales=[600,480]")
     t.set_defaults(func=run_train)
@@ -85,8 +87,13 @@ def _device(name: str) -> str:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ..detection import load_config, train_detector
+    from ..detection import load_config, resume_config, train_detector
 
+    if args.resume:
+        cfg = resume_config(args.resume, args.set)
+        run = train_detector(cfg, resume=args.resume)
+        print(f"resumed and trained to {run / 'last.pt'}")
+        return 0
     cfg = load_config(args.config, args.set, annotations=args.annotations, images=args.images, backbone=args.backbone,
                       out=args.out, init=args.init, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       device=args.device)

@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 import yaml
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
 
-from ..checkpoint import FORMAT, VERSION, atomic_save
+from ..checkpoint import FORMAT, VERSION, atomic_save, load_checkpoint
 from ..errors import MutualNetError
 from ..profiling import resolve_device
 from ..train.step import SubNet, sample_subnets
@@ -33,7 +33,7 @@ from .data import CocoDetection, collate
 from .model import TASK, SlimmableMaskRCNN, build_detector, load_backbone_weights
 
 __all__ = ["DetectionConfig", "detection_step", "train_detector", "load_config",
-           "detector_checkpoint"]
+           "detector_checkpoint", "resume_config"]
 
 
 @dataclass
@@ -171,32 +171,77 @@ def _lr_factor(it: int, epoch: int, cfg: DetectionConfig) -> float:
     return warm * 0.1 ** sum(epoch >= s for s in cfg.lr_steps)
 
 
-def train_detector(cfg: DetectionConfig, *, progress: bool = True) -> Path:
-    """Train, writing ``config.yaml``, ``metrics.jsonl`` and ``last.pt`` to ``cfg.out``; returns the run folder."""
+def _resume_state(path: str | Path) -> dict:
+    ckpt = load_checkpoint(path)
+    if ckpt.get("task") != TASK or not {"optimizer", "subnet_rng", "torch_rng", "epoch", "iteration"} <= set(ckpt):
+        raise MutualNetError(f"{path} is not a detection training checkpoint (written by `mutualnet detect train`)")
+    return ckpt
+
+
+def resume_config(path: str | Path, overrides: list[str] | None = None) -> DetectionConfig:
+    """The config a detection checkpoint was trained with, with ``key=value`` overrides (e.g. ``epochs=36``)."""
+    ckpt = load_checkpoint(path)
+    if ckpt.get("task") != TASK or not isinstance(ckpt.get("config"), dict):
+        raise MutualNetError(f"{path} is not a detection training checkpoint (written by `mutualnet detect train`)")
+    return load_config(None, overrides, **ckpt["config"])
+
+
+def train_detector(cfg: DetectionConfig, *, resume: str | Path | None = None, progress: bool = True) -> Path:
+    """Train, writing ``config.yaml``, ``metrics.jsonl`` and ``last.pt`` to ``cfg.out``; returns the run folder.
+
+    ``last.pt`` is written atomically at the end of every epoch and holds the optimizer and sampling state;
+    ``resume`` continues from such a checkpoint at the next epoch. A run folder that already holds a
+    ``last.pt`` is never overwritten by a fresh run.
+    """
     cfg.validate()
+    out = Path(cfg.out)
+    if resume is None and (out / "last.pt").exists():
+        raise MutualNetError(f"{out} already holds a run (last.pt); resume it with --resume {out / 'last.pt'} or "
+                             "choose another --out")
+    ckpt = _resume_state(resume) if resume is not None else None
     torch.manual_seed(cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)  # the sub-network plan
+    sampler_gen = torch.Generator()  # the image order, reseeded per epoch so a resumed run sees the same order
     device = resolve_device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                             "cpu" if cfg.device == "auto" else cfg.device)
     dataset = CocoDetection(cfg.annotations, cfg.images, train=True, skip_empty=True)
     model = build_detector(cfg.backbone, dataset.num_classes, **cfg.model_kwargs())
-    if cfg.init:
-        load_backbone_weights(model, cfg.init)
-    model.to(device).train()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(_plain(dataclasses.asdict(cfg)), sort_keys=False))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
-                        collate_fn=collate, drop_last=len(dataset) >= cfg.batch_size,
-                        generator=torch.Generator().manual_seed(cfg.seed), persistent_workers=cfg.num_workers > 0)
+    start_epoch, it = 0, 0
+    if ckpt is not None:
+        try:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise MutualNetError(f"cannot resume from {resume}: it does not match this config "
+                                 f"({str(e).strip().splitlines()[0][:200]})") from None
+        generator.set_state(ckpt["subnet_rng"])
+        torch.set_rng_state(ckpt["torch_rng"])  # RPN / RoI sampling draws from the global generator
+        start_epoch, it = int(ckpt["epoch"]) + 1, int(ckpt["iteration"])
+    elif cfg.init:
+        load_backbone_weights(model, cfg.init)
+    model.to(device).train()
+    for state in optimizer.state.values():  # after a resume, the momentum buffers follow the model's device
+        for k, v in state.items():
+            if torch.is_tensor(v):
+                state[k] = v.to(device)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(_plain(dataclasses.asdict(cfg)), sort_keys=False))
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=RandomSampler(dataset, generator=sampler_gen),
+                        num_workers=cfg.num_workers, collate_fn=collate, drop_last=len(dataset) >= cfg.batch_size,
+                        persistent_workers=cfg.num_workers > 0)
     total = cfg.epochs * len(loader) if cfg.max_iterations is None else min(cfg.max_iterations,
                                                                             cfg.epochs * len(loader))
-    it, t0 = 0, time.time()
-    bar = tqdm(total=total, desc="detect train", disable=not progress)
-    with open(out / "metrics.jsonl", "a") as log:
-        for epoch in range(math.ceil(total / len(loader))):
+    metrics = out / "metrics.jsonl"
+    if ckpt is not None and metrics.exists():  # rows written after the checkpoint are not part of this run
+        rows = [r for r in metrics.read_text().splitlines() if r.strip() and json.loads(r)["iteration"] <= it]
+        metrics.write_text("".join(r + "\n" for r in rows))
+    t0 = time.time()
+    bar = tqdm(total=total, initial=it, desc="detect train", disable=not progress)
+    with open(metrics, "a") as log:
+        for epoch in range(start_epoch, math.ceil(total / len(loader))):
+            sampler_gen.manual_seed(cfg.seed * 100003 + epoch)
             for images, targets in loader:
                 if it >= total:
                     break
@@ -220,7 +265,7 @@ def train_detector(cfg: DetectionConfig, *, progress: bool = True) -> Path:
                                           "time_s": round(time.time() - t0, 2), **logs}) + "\n")
                     log.flush()
             atomic_save(detector_checkpoint(model, cfg, dataset, optimizer=optimizer.state_dict(), epoch=epoch,
-                                            iteration=it), out / "last.pt")
+                                            iteration=it, subnet_rng=generator.get_state(),
+                                            torch_rng=torch.get_rng_state()), out / "last.pt")
     bar.close()
     return out
-
