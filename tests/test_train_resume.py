@@ -1,0 +1,81 @@
+"""Exact resume: a run killed with SIGKILL and resumed follows the uninterrupted run's loss trajectory."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from mutualnet.checkpoint import load_checkpoint
+from mutualnet.train import config_from_dict, train
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def recipe(out):
+    return {
+        "model": {"name": "resnet20_cifar", "width_range": [0.25, 1.0]},
+        "data": {"name": "synthetic", "synthetic_length": 40, "batch_size": 8, "workers": 0},
+        "train": {"mode": "mutual", "resolutions": [16, 12, 8], "epochs": 4},  # 5 iterations per epoch
+        "optim": {"lr": 0.1, "warmup_epochs": 0.5},
+        "run": {"out": str(out), "device": "cpu", "threads": 1, "progress": False, "tensorboard": False,
+                "save_every": 3, "calib_batches": 1},
+    }
+
+
+def train_rows(run_dir):
+    rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["kind"] == "train"], [r for r in rows if r["kind"] == "val"]
+
+
+def cli(*args):
+    return [sys.executable, "-c", "import sys; from mutualnet.cli import main; sys.exit(main())", "train", *args]
+
+
+def test_sigkill_and_resume_follow_the_uninterrupted_trajectory(tmp_path):
+    reference = train(config_from_dict(recipe(tmp_path / "reference")))
+    ref_train, ref_val = train_rows(reference)
+    assert len(ref_train) == 20
+
+    path = tmp_path / "killed.yaml"
+    path.write_text(yaml.safe_dump(recipe(tmp_path / "killed")))
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    proc = subprocess.Popen(cli("--config", str(path)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and sum('"train"' in ln for ln in metrics.read_text().splitlines()) >= 7:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    killed_at = len(train_rows(tmp_path / "killed")[0])
+    ckpt = load_checkpoint(tmp_path / "killed" / "last.pt")
+    resumed_from = ckpt["train_state"]["step"]
+    assert 3 <= resumed_from <= killed_at < 20
+    assert ckpt["train_state"]["epoch_step"] > 0  # checkpoints at 6 and 9 are mid-epoch: resume mid-epoch
+    print(f"killed after iteration {killed_at}, resumed from iteration {resumed_from}")
+
+    done = subprocess.run(cli("--resume", str(tmp_path / "killed" / "last.pt")), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got_train, got_val = train_rows(tmp_path / "killed")
+    assert [r["step"] for r in got_train] == list(range(1, 21))  # rows after the checkpoint were replaced
+    for got, ref in zip(got_train, ref_train):
+        assert got["losses"] == pytest.approx(ref["losses"], rel=1e-6, abs=1e-7), got["step"]
+        assert got["lr"] == pytest.approx(ref["lr"], rel=1e-12)  # the schedule continued, it did not restart
+    for got, ref in zip(got_val, ref_val, strict=True):
+        assert got["top1_widest"] == ref["top1_widest"] and got["loss_narrowest"] == pytest.approx(
+            ref["loss_narrowest"], rel=1e-5)
+    final, ref_final = load_checkpoint(tmp_path / "killed" / "last.pt"), load_checkpoint(reference / "last.pt")
+    for k, v in ref_final["model"].items():
+        torch.testing.assert_close(final["model"][k], v, rtol=1e-5, atol=1e-6, msg=k)
