@@ -41,6 +41,7 @@ def cli(*args):
     return [sys.executable, "-c", "import sys; from mutualnet.cli import main; sys.exit(main())", "train", *args]
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_follow_the_uninterrupted_trajectory(tmp_path):
     reference = train(config_from_dict(recipe(tmp_path / "reference")))
     ref_train, ref_val = train_rows(reference)

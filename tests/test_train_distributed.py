@@ -1,0 +1,130 @@
+"""Distributed training: one gradient all-reduce per step, sync slimmable BN, 2 processes == 1 process."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+import yaml
+
+from mutualnet import create_model
+from mutualnet.checkpoint import load_checkpoint
+from mutualnet.layers import SlimmableBatchNorm2d
+from mutualnet.train import SubNet, config_from_dict, train, train_step
+from mutualnet.train.distributed import (
+    EpochSampler,
+    SyncSlimmableBatchNorm2d,
+    all_reduce_gradients,
+    convert_sync_batchnorm,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def one_process_group(tmp_path):
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def test_gradients_are_all_reduced_once_per_step(one_process_group, monkeypatch):
+    model = create_model("resnet20_cifar", width_range=(0.25, 1.0))
+    x, y = torch.randn(4, 3, 16, 16), torch.randint(10, (4,))
+    plan = [SubNet(1.0, 16, "labels"), SubNet(0.25, 8, "teacher"), SubNet(0.5, 12, "teacher"),
+            SubNet(0.75, 16, "teacher")]
+    train_step(model, x, y, plan)  # four backward passes accumulate locally
+    before = [p.grad.clone() for p in model.parameters()]
+    calls = []
+    real = dist.all_reduce
+    monkeypatch.setattr(dist, "all_reduce", lambda t, *a, **k: (calls.append(t.numel()), real(t, *a, **k))[1])
+    all_reduce_gradients(list(model.parameters()), world_size=1)
+    assert len(calls) == 1 and calls[0] == sum(p.numel() for p in model.parameters())  # one flat bucket
+    for g, p in zip(before, model.parameters()):
+        torch.testing.assert_close(p.grad, g)
+
+
+def test_sync_bn_matches_plain_bn_and_keeps_slimming(one_process_group):
+    torch.manual_seed(0)
+    plain = SlimmableBatchNorm2d(16, max_width=1.0)
+    with torch.no_grad():
+        plain.weight.uniform_(0.5, 1.5)
+        plain.bias.uniform_(-0.5, 0.5)
+    synced = SlimmableBatchNorm2d(16, max_width=1.0)
+    synced.load_state_dict(plain.state_dict())
+    convert_sync_batchnorm(synced)
+    assert isinstance(synced, SyncSlimmableBatchNorm2d) and set(synced.state_dict()) == set(plain.state_dict())
+    for width in (1.0, 0.5):
+        plain.slim_state.width = synced.slim_state.width = width
+        c = int(16 * width)
+        x = torch.randn(4, c, 5, 5, requires_grad=True)
+        x2 = x.detach().clone().requires_grad_()
+        out, out2 = plain(x), synced(x2)
+        torch.testing.assert_close(out2, out, rtol=1e-5, atol=1e-5)
+        (out * torch.arange(c).view(1, -1, 1, 1)).square().sum().backward()
+        (out2 * torch.arange(c).view(1, -1, 1, 1)).square().sum().backward()
+        torch.testing.assert_close(x2.grad, x.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(synced.running_mean, plain.running_mean)
+    torch.testing.assert_close(synced.running_var, plain.running_var)
+
+
+def test_data_order_does_not_depend_on_the_number_of_processes():
+    one = [i for i, _ in EpochSampler(40, seed=3)]
+    s0, s1 = EpochSampler(40, num_replicas=2, rank=0, seed=3), EpochSampler(40, num_replicas=2, rank=1, seed=3)
+    a, b = [i for i, _ in s0], [i for i, _ in s1]
+    for k in range(5):  # global batch 8 = local batches of 4 on each process
+        assert sorted(a[4 * k:4 * k + 4] + b[4 * k:4 * k + 4]) == sorted(one[8 * k:8 * k + 8])
+    s0.set_epoch(0, start=8)
+    assert [i for i, _ in s0] == a[8:]
+    s0.set_epoch(1)
+    assert [i for i, _ in s0] != a
+
+
+def recipe(out, sync_bn):
+    return {
+        "model": {"name": "resnet20_cifar", "width_range": [0.25, 1.0]},
+        "data": {"name": "synthetic", "synthetic_length": 32, "batch_size": 8, "workers": 0},
+        "train": {"mode": "mutual", "resolutions": [16, 12, 8], "epochs": 2},
+        "optim": {"lr": 0.02},  # a stable regime: float summation-order noise is not amplified
+        "run": {"out": str(out), "device": "cpu", "threads": 1, "progress": False, "tensorboard": False,
+                "val_every": 0, "sync_bn": sync_bn},
+    }
+
+
+def losses(run_dir):
+    rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["losses"] for r in rows if r["kind"] == "train"]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    """With sync BN, 2 processes x 4 images compute exactly what 1 process x 8 images does.
+
+    Same data order (EpochSampler), same sub-networks (same seed), BN statistics over the global batch,
+    and gradients averaged once per step; only floating-point summation order differs.
+    """
+    one = train(config_from_dict(recipe(tmp_path / "one", sync_bn=False)))
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(recipe(tmp_path / "two", sync_bn=True)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "mutualnet", "train", "--config", str(path)], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got, ref = losses(tmp_path / "two"), losses(one)
+    assert len(got) == len(ref) == 8
+    for g, r in zip(got, ref):
+        assert g == pytest.approx(r, rel=1e-3, abs=1e-5)
+    a, b = load_checkpoint(tmp_path / "two" / "last.pt")["model"], load_checkpoint(one / "last.pt")["model"]
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4, msg=k)
