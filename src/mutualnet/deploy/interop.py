@@ -169,10 +169,8 @@ def load_released(obj: dict | str | os.PathLike, *, arch: str | None = None,
         raise MutualNetError(f"BatchNorm layers hold statistics for different numbers of widths: {sorted(n_widths)}")
     n = n_widths.pop() if n_widths else 0
     candidates = [list(widths)] if widths is not None else [w for w in RELEASED_WIDTHS[arch] if len(w) == n]
-    if not candidates:
-        raise MutualNetError(f"checkpoint has per-width statistics for {n} widths, which no released {arch} run "
-                             "has; pass widths=[...] (the run's width_mult_list)")
-    lo, hi = min(min(c) for c in candidates), max(max(c) for c in candidates)
+    known = candidates or RELEASED_WIDTHS[arch]  # the architecture is checked first, the widths after
+    lo, hi = min(min(c) for c in known), max(max(c) for c in known)
     model = create_model(arch, num_classes=linears[-1].params["weight"].shape[0], width_range=(lo, hi),
                          **_ARCH_ARGS[arch])
     ours = _our_layers(model)
@@ -191,6 +189,9 @@ def load_released(obj: dict | str | os.PathLike, *, arch: str | None = None,
                 raise MutualNetError(f"layer {i}: {theirs.prefix}.{pname} has shape {tuple(value.shape)}, our {name} "
                                      f"has {tuple(mine.shape)} (different channel counts or classes)")
         pairs.append((theirs, name, m))
+    if not candidates:
+        raise MutualNetError(f"checkpoint has per-width statistics for {n} widths, which no released {arch} run "
+                             "has; pass widths=[...] (the run's width_mult_list)")
     errors = [(c, _check_widths(pairs, model, c)) for c in candidates]
     fitting = [c for c, err in errors if err is None]
     if not fitting:
