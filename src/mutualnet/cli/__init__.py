@@ -18,6 +18,10 @@ __all__ = ["main", "build_parser"]
 COMMANDS = [
     "models",
     "profile",
+    "calibrate",
+    "search",
+    "select",
+    "plot",
     "export",
     "predict",
     "latency",

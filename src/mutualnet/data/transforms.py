@@ -15,7 +15,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "train_transform", "eval_transform", "TensorImages", "resize_uint8"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "train_transform", "eval_transform", "TensorImages", "resize_uint8",
+           "resize_batch"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -93,3 +94,15 @@ class TensorImages(Dataset):
             if self.jitter is not None:
                 img = self.jitter(img)
         return img.float().mul_(self.scale).add_(self.shift), self.targets[i]
+
+
+def resize_batch(images: Tensor, resolution: int) -> Tensor:
+    """A batch at ``resolution`` x ``resolution`` (bilinear, antialiased), made on the batch's device.
+
+    MutualNet makes every lower resolution from the same crop by resizing tensors (as the training step
+    does), so test-time resolutions match training-time ones.
+    """
+    if images.shape[-1] == resolution and images.shape[-2] == resolution:
+        return images
+    return F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=False,
+                         antialias=True)

@@ -275,13 +275,10 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
         c = self.active_channels()
         _check_channels(x, c, self)
         weight, bias = self.weight[:c], self.bias[:c]
-        if self._calib is not None:
-            xs = x.detach().transpose(0, 1).reshape(c, -1).double()
-            acc = self._calib
-            acc[0] = acc[0] + xs.sum(1) if acc[0] is not None else xs.sum(1)
-            acc[1] = acc[1] + (xs * xs).sum(1) if acc[1] is not None else (xs * xs).sum(1)
-            acc[2] += xs.shape[1]
-            return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
+        if self._calib is not None:  # normalise with this batch's statistics and merge them (exactly) into the total
+            var, mean = torch.var_mean(x.detach(), dim=(0, 2, 3), correction=0)
+            self._merge_calibration(x.numel() // c, mean.double(), var.double())
+            return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
         if self.training:
             full = c == self.num_features and self.track_running_stats
             momentum = 0.0 if self.momentum is None else self.momentum
@@ -297,16 +294,27 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
     # -- calibration (post-statistics) -------------------------------------------------------------
     def begin_calibration(self) -> None:
         """Start accumulating the exact mean and variance of this layer's inputs."""
-        self._calib = [None, None, 0]
+        self._calib = [0, None, None]  # count, mean, sum of squared deviations (float64)
+
+    def _merge_calibration(self, n_b: int, mean_b: Tensor, var_b: Tensor) -> None:
+        # Chan et al.'s pairwise update: exact for any batch sizes, and one fused var_mean pass per batch
+        # instead of float64 copies of the activations (calibration stays dominated by the convolutions)
+        acc = self._calib
+        n_a, m2_b = acc[0], var_b * n_b
+        if n_a == 0:
+            acc[:] = [n_b, mean_b, m2_b]
+            return
+        n = n_a + n_b
+        delta = mean_b - acc[1]
+        acc[:] = [n, acc[1] + delta * (n_b / n), acc[2] + m2_b + delta * delta * (n_a * n_b / n)]
 
     def end_calibration(self) -> str | None:
         """Store the accumulated statistics under the active configuration's key and return the key."""
         acc, self._calib = self._calib, None
-        if acc is None or acc[2] == 0:
+        if acc is None or acc[0] == 0:
             return None
-        n = acc[2]
-        mean = acc[0] / n
-        var = (acc[1] / n - mean * mean).clamp_min(0.0) * (n / max(n - 1, 1))  # unbiased, like torch BN
+        n, mean = acc[0], acc[1]
+        var = acc[2] / max(n - 1, 1)  # unbiased, like torch BN
         key = self.calibration_key()
         self.calibrated[key] = (mean.to(self.weight.dtype), var.to(self.weight.dtype))
         return key

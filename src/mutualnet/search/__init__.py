@@ -1,5 +1,8 @@
 """The query table: every width x resolution, its accuracy and cost, and budget selection."""
 
+from .build import build_query_table, clear_search_state, evaluate, model_fingerprint
 from .grid import width_grid
+from .table import ROW_KEYS, QueryTable, pareto_frontier
 
-__all__ = ["width_grid"]
+__all__ = ["width_grid", "QueryTable", "ROW_KEYS", "pareto_frontier", "build_query_table", "evaluate",
+           "model_fingerprint", "clear_search_state"]

@@ -1,0 +1,153 @@
+"""Post-statistics of BatchNorm: re-estimate BN mean/variance for one (width, resolution) configuration.
+
+A slimmable network trained with the sandwich rule cannot use one set of BN running statistics for all
+its sub-networks: each width sees differently sized activations and each resolution different activation
+statistics. Following US-Net and MutualNet, after training we run ``num_images`` training images (the
+evaluation transform, no augmentation) through the network at that configuration and store the exact
+mean and unbiased variance of every BN input under the configuration's key. Eval mode at that
+(width, resolution) then uses them, and they travel in the state dict, so it is calibrated once.
+
+The images are decoded once (:func:`load_images`) and reused for every configuration; each batch is
+resized to the target resolution on the device, so calibration cost is the forward passes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from .data.transforms import resize_batch
+from .errors import MutualNetError
+from .layers import SlimmableBatchNorm2d, config_key, get_width, set_width
+
+__all__ = ["CalibrationResult", "calibrate", "load_images", "check_resolution"]
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    key: str
+    width: float
+    resolution: int
+    num_images: int
+    seconds: float
+
+    @property
+    def images_per_s(self) -> float:
+        return self.num_images / max(self.seconds, 1e-9)
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"images_per_s": self.images_per_s}
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def load_images(dataset: Dataset, num_images: int | None = None, *, seed: int = 0, batch_size: int = 256,
+                num_workers: int = 0, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+    """Decode ``num_images`` samples (a seeded random subset; all when None) into one tensor, once.
+
+    Returns ``(images, labels)``. Images are kept in float32 when they fit in 512 MB, else float16 (its
+    precision, ~1e-3 on normalised values, is finer than the uint8 pixels they were decoded from).
+    """
+    n_total = len(dataset)
+    if n_total == 0:
+        raise MutualNetError("the dataset is empty")
+    n = n_total if num_images is None else min(int(num_images), n_total)
+    if n <= 0:
+        raise MutualNetError(f"number of images must be positive, got {num_images}")
+    if n < n_total:
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(n_total, generator=g)[:n].sort().values.tolist()
+        dataset = Subset(dataset, idx)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    images, labels, pos = None, torch.empty(n, dtype=torch.int64), 0
+    for x, y in loader:
+        if images is None:
+            if dtype is None:
+                dtype = torch.float32 if n * x[0].numel() * 4 <= 512 * 2**20 else torch.float16
+            images = torch.empty(n, *x.shape[1:], dtype=dtype)
+        images[pos:pos + len(x)] = x
+        labels[pos:pos + len(x)] = torch.as_tensor(y)
+        pos += len(x)
+    return images, labels
+
+
+def check_resolution(model: nn.Module, resolution: int) -> int:
+    resolution = int(resolution)
+    lo = getattr(model, "min_resolution", 1)
+    if resolution < lo:
+        raise MutualNetError(f"resolution {resolution} is too small for {getattr(model, 'model_name', 'this model')} "
+                             f"(needs at least {lo})")
+    return resolution
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, dataset: Dataset | Tensor, width: float, resolution: int, num_images: int = 2000,
+              batch_size: int = 200, device: str | torch.device | None = None, resize_from: int | None = None,
+              seed: int = 0, num_workers: int = 0) -> CalibrationResult:
+    """Re-estimate every BN's statistics at (``width``, ``resolution``) and store them under its key.
+
+    Args:
+        model: a slimmable model (its width and train/eval mode are restored afterwards).
+        dataset: training images with the evaluation transform, or an image tensor from :func:`load_images`
+            (decode once, calibrate many configurations).
+        width: any width in the model's range.
+        resolution: input side; batches of another size are resized to it on the device.
+        num_images: images to use (the first ``num_images`` of a tensor; a seeded random subset of a dataset).
+        batch_size: calibration batch size; BN layers normalise each batch with its own statistics during
+            calibration (as in training), while the stored statistics are exact over all images.
+        device: where to run (default: the model's device).
+        resize_from: if given, the side the images must have before the on-device resize (the evaluation crop
+            at the highest resolution); a mismatch means the data was prepared for another resolution.
+        seed, num_workers: subset seed and loader workers when ``dataset`` is a Dataset.
+
+    Returns:
+        A :class:`CalibrationResult` with the key, image count and time taken.
+    """
+    resolution = check_resolution(model, resolution)
+    bns = [m for m in model.modules() if isinstance(m, SlimmableBatchNorm2d)]
+    if not bns:
+        raise MutualNetError("model has no slimmable BatchNorm layers to calibrate")
+    if num_images is None or num_images <= 0:
+        raise MutualNetError(f"number of calibration images must be positive, got {num_images}")
+    if isinstance(dataset, Tensor):
+        images = dataset[:num_images]
+    else:
+        images, _ = load_images(dataset, num_images, seed=seed, batch_size=batch_size, num_workers=num_workers)
+    if resize_from is not None and tuple(images.shape[-2:]) != (resize_from, resize_from):
+        raise MutualNetError(f"calibration images are {tuple(images.shape[-2:])}, expected {resize_from}x{resize_from}")
+    dev = torch.device(device) if device is not None else _device_of(model)
+    model.to(dev)
+    previous, was_training = get_width(model), model.training
+    set_width(model, width)
+    model.eval()
+    start = time.perf_counter()
+    for bn in bns:
+        bn.begin_calibration()
+    done = False
+    try:
+        for i in range(0, len(images), batch_size):
+            x = images[i:i + batch_size].to(dev, non_blocking=True).float()
+            model(resize_batch(x, resolution))
+        done = True
+    finally:
+        if done:
+            keys = {bn.end_calibration() for bn in bns}
+        else:  # interrupted: store nothing rather than statistics of part of the images
+            for bn in bns:
+                bn._calib = None
+        set_width(model, previous)
+        model.train(was_training)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    seconds = time.perf_counter() - start
+    key = config_key(width, resolution)
+    keys.discard(None)
+    if keys and keys != {key}:  # pragma: no cover - a layer outside the model's shared state
+        raise RuntimeError(f"BN layers calibrated under different keys: {sorted(keys)}")
+    return CalibrationResult(key, float(width), resolution, len(images), seconds)

@@ -1,0 +1,100 @@
+"""``mutualnet plot``: accuracy vs MFLOPs of one or more query tables.
+
+One table: every configuration in grey and the Pareto frontier coloured by the resolution it picks
+(the paper's Fig. 6). Several tables: one frontier curve each (e.g. MutualNet vs US-Net vs independently
+trained networks), labelled from ``--labels`` or the training mode recorded in each table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+from ..errors import MutualNetError
+from ..search import QueryTable
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plot", help="accuracy vs MFLOPs of query tables (PNG/PDF/SVG)", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("tables", nargs="+", metavar="TABLE", help="query_table.json files (or search output folders)")
+    p.add_argument("--labels", nargs="+", help="one legend label per table (default: mode or file name)")
+    p.add_argument("--out", required=True, help="image file to write (.png, .pdf, .svg)")
+    p.add_argument("--cost", choices=["macs", "latency_ms"], default="macs", help="x axis (default MFLOPs)")
+    p.add_argument("--title", help="figure title")
+    p.set_defaults(func=run)
+
+
+def _label(table: QueryTable, path: str) -> str:
+    m = table.meta
+    if m.get("mode"):
+        return f"{m.get('model', '')} {m['mode']}".strip()
+    return Path(path).parent.name if Path(path).name == "query_table.json" else Path(path).stem
+
+
+def plot_tables(tables: list[QueryTable], labels: list[str], out: str | Path, *, cost: str = "macs",
+                title: str | None = None) -> Path:
+    """Draw accuracy vs cost and save to ``out`` (matplotlib, Agg backend: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xkey, xlabel = ("mflops", "MFLOPs") if cost == "macs" else ("latency_ms", "latency (ms)")
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=150)
+    if len(tables) == 1:
+        t = tables[0]
+        front = t.frontier(cost)
+        ax.scatter([r[xkey] for r in t.rows], [r["top1"] for r in t.rows], s=10, c="0.8",
+                   label="all configurations", zorder=1)
+        ax.plot([r[xkey] for r in front], [r["top1"] for r in front], c="0.3", lw=1, zorder=2)
+        resolutions = sorted({r["resolution"] for r in t.rows}, reverse=True)
+        cmap = plt.get_cmap("viridis", max(len(resolutions), 2))
+        for i, res in enumerate(resolutions):
+            pts = [r for r in front if r["resolution"] == res]
+            if pts:
+                ax.scatter([r[xkey] for r in pts], [r["top1"] for r in pts], s=28, color=cmap(i),
+                           label=f"{res} px", zorder=3, edgecolors="k", linewidths=0.4)
+        ax.legend(title="frontier resolution", fontsize=8)
+    else:
+        for t, label in zip(tables, labels):
+            front = t.frontier(cost)
+            ax.plot([r[xkey] for r in front], [r["top1"] for r in front], marker="o", ms=3, lw=1.2, label=label)
+        ax.legend(fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("top-1 accuracy (%)")
+    if title is None and len(tables) == 1:
+        m = tables[0].meta
+        title = " ".join(str(v) for v in (m.get("model"), (m.get("dataset") or {}).get("name")) if v)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent)
+    os.close(fd)
+    try:  # write beside the target, then rename: a failure never leaves half an image over an old one
+        fig.savefig(tmp, format=out.suffix.lstrip(".") or None)
+        os.replace(tmp, out)
+    except ValueError as e:  # unknown image format
+        raise MutualNetError(f"cannot write {out}: {e}") from None
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.labels is not None and len(args.labels) != len(args.tables):
+        raise MutualNetError(f"{len(args.labels)} labels for {len(args.tables)} tables; give one label per table")
+    tables = [QueryTable.load(p) for p in args.tables]
+    for t, p in zip(tables, args.tables):
+        if not t.rows:
+            raise MutualNetError(f"query table {p} is empty")
+    labels = args.labels or [_label(t, p) for t, p in zip(tables, args.tables)]
+    out = plot_tables(tables, labels, args.out, cost=args.cost, title=args.title)
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,37 @@
+"""``mutualnet select``: the most accurate configuration of a query table within a budget."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..errors import MutualNetError
+from ..search import QueryTable
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("select", help="best configuration of a query table for a FLOPs / latency budget",
+                       description=__doc__)
+    p.add_argument("--table", required=True, help="query_table.json (or the search output folder)")
+    p.add_argument("--max-mflops", type=float, help="budget in MFLOPs (multiply-accumulates / 1e6)")
+    p.add_argument("--max-latency-ms", type=float, help="budget in measured milliseconds (table needs latency)")
+    p.add_argument("--json", action="store_true", help="print the selected row as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.max_mflops is None and args.max_latency_ms is None:
+        raise MutualNetError("give a budget: --max-mflops X and/or --max-latency-ms Y")
+    for name in ("max_mflops", "max_latency_ms"):
+        v = getattr(args, name)
+        if v is not None and not v > 0:
+            raise MutualNetError(f"--{name.replace('_', '-')} must be positive, got {v:g}")
+    table = QueryTable.load(args.table)
+    row = table.select(max_mflops=args.max_mflops, max_latency_ms=args.max_latency_ms)
+    if args.json:
+        print(json.dumps(row, indent=2))
+        return 0
+    lat = f", {row['latency_ms']:.3f} ms" if row.get("latency_ms") is not None else ""
+    print(f"width {row['width']:g} at {row['resolution']} px: top-1 {row['top1']:.2f}%, top-5 {row['top5']:.2f}%, "
+          f"{row['mflops']:.2f} MFLOPs, {row['params'] / 1e6:.3f}M params{lat}")
+    return 0

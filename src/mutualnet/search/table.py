@@ -1,0 +1,204 @@
+"""The query table: accuracy and cost of every (width, resolution) configuration, and budget selection.
+
+MutualNet's deployment story (paper, Sec. 3.4): evaluate the trained network at every width x resolution,
+keep the table, and at deployment pick the most accurate configuration whose cost fits the budget. The
+table is a JSON file a person can read (plus a CSV beside it); rows are plain dicts::
+
+    {"width": 0.35, "resolution": 192, "top1": 61.2, "top5": 83.0, "macs": 59_812_352, "params": 1_113_000,
+     "mflops": 59.8, "latency_ms": 3.1 or None, "pareto": true}
+
+``pareto`` marks the frontier by MACs: no cheaper-or-equal configuration is at least as accurate.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import MutualNetError
+
+__all__ = ["QueryTable", "ROW_KEYS", "TABLE_FORMAT", "pareto_frontier", "atomic_write_text"]
+
+TABLE_FORMAT = "mutualnet-query-table"
+ROW_KEYS = ("width", "resolution", "top1", "top5", "macs", "params", "mflops", "latency_ms", "pareto")
+_COSTS = {"macs": "macs", "mflops": "macs", "latency_ms": "latency_ms", "latency": "latency_ms"}
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` via a temporary file and a rename (a crash never leaves half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def pareto_frontier(rows: list[dict], cost: str = "macs") -> list[dict]:
+    """Rows that no cheaper-or-equal row matches in top-1, sorted by increasing cost (and accuracy)."""
+    key = _COSTS.get(cost)
+    if key is None:
+        raise MutualNetError(f"unknown cost {cost!r}; use 'macs' or 'latency_ms'")
+    usable = [r for r in rows if r.get(key) is not None]
+    usable.sort(key=lambda r: (r[key], -r["top1"], r["width"], r["resolution"]))
+    front, best = [], float("-inf")
+    for r in usable:
+        if r["top1"] > best:
+            front.append(r)
+            best = r["top1"]
+    return front
+
+
+def _describe(row: dict) -> str:
+    lat = f", {row['latency_ms']:.3g} ms" if row.get("latency_ms") is not None else ""
+    return (f"width {row['width']:g} at {row['resolution']} px ({row['mflops']:.4g} MFLOPs{lat}, "
+            f"top-1 {row['top1']:.2f}%)")
+
+
+@dataclass
+class QueryTable:
+    """Rows of (width, resolution) -> accuracy and cost, with table-level metadata.
+
+    ``meta`` records what the numbers mean: model, checkpoint, dataset, number of validation and
+    calibration images, latency device / batch size / threads, calibration cost.
+    """
+
+    rows: list[dict] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.rows = [self._normalise(r) for r in self.rows]
+        self.mark_pareto()
+
+    @staticmethod
+    def _normalise(row: dict) -> dict:
+        try:
+            r = dict(row)
+            r["width"], r["resolution"] = float(r["width"]), int(r["resolution"])
+            r["top1"], r["top5"] = float(r["top1"]), float(r["top5"])
+            r["macs"], r["params"] = int(r["macs"]), int(r["params"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise MutualNetError(f"malformed query table row {row!r}: {e}") from None
+        r["mflops"] = r["macs"] / 1e6
+        lat = r.get("latency_ms")
+        r["latency_ms"] = None if lat is None or lat == "" else float(lat)
+        r.setdefault("pareto", False)
+        return r
+
+    # -- building -----------------------------------------------------------------------------------
+    def add(self, row: dict) -> dict:
+        """Add (or replace) the row of one configuration and re-mark the frontier."""
+        row = self._normalise(row)
+        self.rows = [r for r in self.rows if (r["width"], r["resolution"]) != (row["width"], row["resolution"])]
+        self.rows.append(row)
+        self.rows.sort(key=lambda r: (-r["resolution"], r["width"]))
+        self.mark_pareto()
+        return row
+
+    def mark_pareto(self) -> None:
+        front = {id(r) for r in pareto_frontier(self.rows, "macs")}
+        for r in self.rows:
+            r["pareto"] = id(r) in front
+
+    def find(self, width: float, resolution: int) -> dict | None:
+        for r in self.rows:
+            if abs(r["width"] - width) < 1e-6 and r["resolution"] == int(resolution):
+                return r
+        return None
+
+    @property
+    def has_latency(self) -> bool:
+        return bool(self.rows) and all(r.get("latency_ms") is not None for r in self.rows)
+
+    # -- using --------------------------------------------------------------------------------------
+    def frontier(self, cost: str = "macs") -> list[dict]:
+        """The Pareto frontier by ``cost`` (``macs`` or ``latency_ms``), cheapest first."""
+        if _COSTS.get(cost) == "latency_ms" and not self.has_latency:
+            raise MutualNetError("this query table has no latency measurements; rebuild it with "
+                                 "`mutualnet search --latency`")
+        return pareto_frontier(self.rows, cost)
+
+    def select(self, max_mflops: float | None = None, max_latency_ms: float | None = None) -> dict:
+        """The most accurate configuration within every given budget (ties: the cheaper one).
+
+        Raises:
+            MutualNetError: no budget given, latency asked of a table without it, or a budget below the
+                cheapest configuration (never a silent fallback).
+        """
+        if max_mflops is None and max_latency_ms is None:
+            raise MutualNetError("give a budget: max_mflops and/or max_latency_ms")
+        if not self.rows:
+            raise MutualNetError("the query table is empty")
+        if max_latency_ms is not None and not self.has_latency:
+            raise MutualNetError("this query table has no latency measurements; select by --max-mflops or rebuild "
+                                 "it with `mutualnet search --latency`")
+        fits = self.rows
+        if max_mflops is not None:
+            fits = [r for r in fits if r["mflops"] <= max_mflops]
+            if not fits:
+                cheapest = min(self.rows, key=lambda r: r["macs"])
+                raise MutualNetError(f"no configuration fits {max_mflops:g} MFLOPs; the cheapest is "
+                                     f"{_describe(cheapest)}")
+        if max_latency_ms is not None:
+            fits = [r for r in fits if r["latency_ms"] <= max_latency_ms]
+            if not fits:
+                pool = self.rows if max_mflops is None else [r for r in self.rows if r["mflops"] <= max_mflops]
+                cheapest = min(pool, key=lambda r: r["latency_ms"])
+                raise MutualNetError(f"no configuration fits {max_latency_ms:g} ms"
+                                     f"{'' if max_mflops is None else f' within {max_mflops:g} MFLOPs'}; "
+                                     f"the fastest is {_describe(cheapest)}")
+        cost = "macs" if max_latency_ms is None else "latency_ms"
+        return dict(max(fits, key=lambda r: (r["top1"], -r[cost], -r["macs"])))
+
+    # -- files --------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"format": TABLE_FORMAT, "version": 1, "meta": dict(self.meta),
+                "rows": [{k: r.get(k) for k in ROW_KEYS} for r in self.rows]}
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "query table") -> QueryTable:
+        if not isinstance(d, dict) or d.get("format") != TABLE_FORMAT or not isinstance(d.get("rows"), list):
+            raise MutualNetError(f"{source} is not a mutualnet query table (make one with `mutualnet search`)")
+        return cls(rows=d["rows"], meta=dict(d.get("meta") or {}))
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(ROW_KEYS), lineterminator="\n")
+        w.writeheader()
+        for r in self.rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in ROW_KEYS})
+        return buf.getvalue()
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the table as JSON at ``path`` and as CSV beside it (same name, ``.csv``), atomically."""
+        path = Path(path)
+        atomic_write_text(path.with_suffix(".csv"), self.to_csv())
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> QueryTable:
+        path = Path(path)
+        if path.is_dir() and (path / "query_table.json").is_file():
+            path = path / "query_table.json"
+        if not path.is_file():
+            raise MutualNetError(f"query table not found: {path} (make one with `mutualnet search`)")
+        try:
+            d = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise MutualNetError(f"cannot read query table {path}: not valid JSON ({e})") from None
+        return cls.from_dict(d, source=str(path))
+
+    def __len__(self) -> int:
+        return len(self.rows)

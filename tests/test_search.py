@@ -1,0 +1,262 @@
+import functools
+import json
+
+import pytest
+import torch
+
+import mutualnet as mn
+from mutualnet.calibrate import calibrate, load_images
+from mutualnet.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from mutualnet.cli import main
+from mutualnet.data import build_dataset
+from mutualnet.layers import SlimmableBatchNorm2d, config_key
+from mutualnet.search import QueryTable, build_query_table, evaluate
+
+DS_META = {"name": "synthetic", "root": None, "num_classes": 4, "in_chans": 3, "input_size": 16,
+           "synthetic_length": 64}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # on a shared 2-core machine, intra-op threads spin against other processes (50-100x slower convs)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _tiny(num_classes=4):
+    return mn.create_model("resnet20_cifar", num_classes=num_classes, width_range=(0.25, 0.5))
+
+
+@functools.cache
+def _trained_state(steps=30):
+    """Weights of a briefly hand-trained tiny model (so accuracies differ across configurations)."""
+    torch.manual_seed(0)
+    model = _tiny()
+    data = build_dataset("synthetic", "train", input_size=16, synthetic_length=64, num_classes=4)
+    x, y = load_images(data)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model.train()
+    for _ in range(steps):
+        for w in (0.5, 0.25):
+            model.set_width(w)
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _trained_tiny():
+    model = _tiny()
+    model.load_state_dict(_trained_state())
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def ckpt_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    save_checkpoint(path, _trained_tiny(), meta={"resolutions": [16, 12], "mode": "mutual",
+                                                 "width_range": [0.25, 0.5], "dataset": DS_META})
+    return path
+
+
+def test_calibrated_stats_are_exact_mean_and_var_of_bn_inputs():
+    model = _tiny()
+    images = torch.randn(70, 3, 20, 20) * 2 + 0.5  # 70 = 3 uneven batches of 32
+    width, res = 0.4, 16  # not on any grid: any width in range works
+    inputs: dict[str, list[torch.Tensor]] = {}
+    bns = {n: m for n, m in model.named_modules() if isinstance(m, SlimmableBatchNorm2d)}
+    hooks = [m.register_forward_pre_hook(lambda mod, a, n=n: inputs.setdefault(n, []).append(a[0].detach()))
+             for n, m in bns.items()]
+    result = calibrate(model, images, width, res, num_images=70, batch_size=32)
+    for h in hooks:
+        h.remove()
+    key = config_key(width, res)
+    assert result.key == key and result.num_images == 70 and result.images_per_s > 0
+    assert inputs["bn1"][0].shape[-1] == 16  # the stem's BN: images resized 20 -> 16 on the device
+    for name, bn in bns.items():
+        x = torch.cat(inputs[name]).double()
+        assert x.shape[0] == 70
+        xs = x.transpose(0, 1).reshape(x.shape[1], -1)
+        mean, var = bn.calibrated[key]
+        torch.testing.assert_close(mean.double(), xs.mean(1), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(var.double(), xs.var(1, unbiased=True), rtol=1e-5, atol=1e-6)
+    # eval at that configuration now uses them; other configurations are untouched
+    bn = next(iter(bns.values()))
+    model.set_width(width)
+    model(torch.randn(2, 3, res, res))
+    assert bn.calibration_key() == key and bn.active_stats()[0] is bn.calibrated[key][0]
+    assert list(bn.calibrated) == [key]
+    with pytest.raises(mn.MutualNetError, match="outside"):
+        calibrate(model, images, 0.6, res)
+
+
+def test_calibration_fixes_a_narrow_subnetwork():
+    model = _trained_tiny()
+    val = load_images(build_dataset("synthetic", "val", input_size=16, synthetic_length=64, num_classes=4))
+    calib, _ = load_images(build_dataset("synthetic", "train", input_size=16, synthetic_length=64, num_classes=4))
+    model.eval()
+    # running statistics were only tracked at the widest width; they are wrong for the narrow one at 12 px
+    before, _, _ = evaluate(model, val, 0.25, 12)
+    calibrate(model, calib, 0.25, 12, num_images=64)
+    after, _, n = evaluate(model, val, 0.25, 12)
+    assert n == 64 and after > before
+
+
+def _search(model, tmp_path, **kw):
+    tr = build_dataset("synthetic", "train", input_size=16, synthetic_length=64, num_classes=4)
+    va = build_dataset("synthetic", "val", input_size=16, synthetic_length=64, num_classes=4)
+    return build_query_table(model, va, tr, resolutions=[12, 16], width_step=0.125, calib_images=48,
+                             batch_size=32, state_dir=tmp_path, progress=False, **kw)
+
+
+def test_query_table_rows_frontier_and_selection(tmp_path):
+    model = _trained_tiny()
+    table = _search(model, tmp_path, meta={"model": "resnet20_cifar"}, latency=True)
+    assert len(table) == 3 * 2 and [r["resolution"] for r in table.rows] == [16, 16, 16, 12, 12, 12]
+    for r in table.rows:
+        prof = mn.profile(model, r["width"], r["resolution"])
+        assert (r["macs"], r["params"]) == (prof.macs, prof.params)
+        assert 0 <= r["top1"] <= r["top5"] <= 100 and r["latency_ms"] > 0
+        # every configuration carries its own calibrated statistics
+        assert config_key(r["width"], r["resolution"]) in model.bn1.calibrated
+    front = table.frontier("macs")
+    assert front and all(a["macs"] < b["macs"] and a["top1"] < b["top1"] for a, b in zip(front, front[1:]))
+    assert {id(r) for r in front} == {id(r) for r in table.rows if r["pareto"]}
+    for r in table.rows:  # nothing off the frontier beats a frontier row of lower-or-equal cost
+        assert r["pareto"] or any(f["macs"] <= r["macs"] and f["top1"] >= r["top1"] for f in front)
+    # selection: the most accurate row within budget, for every budget
+    for budget in sorted({r["mflops"] for r in table.rows}):
+        sel = table.select(max_mflops=budget)
+        assert sel["mflops"] <= budget
+        assert sel["top1"] == max(r["top1"] for r in table.rows if r["mflops"] <= budget)
+    cheapest = min(r["mflops"] for r in table.rows)
+    with pytest.raises(mn.MutualNetError, match=f"cheapest is .*{cheapest:.4g} MFLOPs"):
+        table.select(max_mflops=cheapest * 0.99)
+    assert table.select(max_latency_ms=1e9)["top1"] == max(r["top1"] for r in table.rows)
+    assert table.meta["latency"]["batch_size"] == 1 and table.meta["calibration"]["images"] == 48
+    assert 0 < table.meta["calibration"]["share_of_search_time"] < 1
+    # save/load round trip, CSV beside the JSON
+    table.save(tmp_path / "t.json")
+    again = QueryTable.load(tmp_path / "t.json")
+    assert again.rows == table.rows and again.meta["model"] == "resnet20_cifar"
+    csv = (tmp_path / "t.csv").read_text().splitlines()
+    assert csv[0] == "width,resolution,top1,top5,macs,params,mflops,latency_ms,pareto" and len(csv) == 7
+
+
+def test_no_latency_table_refuses_latency_selection():
+    table = QueryTable(rows=[{"width": 1.0, "resolution": 32, "top1": 50, "top5": 80, "macs": 10, "params": 5}])
+    with pytest.raises(mn.MutualNetError, match="no latency"):
+        table.select(max_latency_ms=5)
+    with pytest.raises(mn.MutualNetError, match="no latency"):
+        table.frontier("latency_ms")
+
+
+def test_killed_search_resumes_where_it_stopped(tmp_path, monkeypatch):
+    import mutualnet.search.build as build
+
+    full = _search(_trained_tiny(), tmp_path / "full")
+    model = _trained_tiny()
+    calls = []
+    real = build.calibrate
+
+    def dying(*a, **kw):  # the 4th configuration is "killed"
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(a[2:4])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(build, "calibrate", dying)
+    with pytest.raises(KeyboardInterrupt):
+        _search(model, tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / build.STATE_FILE).read_text())
+    assert len(saved["rows"]) == 3
+    monkeypatch.setattr(build, "calibrate", real)
+    fresh = _trained_tiny()  # a new process: calibrated statistics come back from disk
+    calls.clear()
+    monkeypatch.setattr(build, "calibrate", lambda *a, **kw: (calls.append(a[2:4]), real(*a, **kw))[1])
+    resumed = _search(fresh, tmp_path / "run")
+    assert len(calls) == 3 and len(resumed) == 6
+    for a, b in zip(full.rows, resumed.rows):
+        assert (a["width"], a["resolution"], a["macs"]) == (b["width"], b["resolution"], b["macs"])
+        assert a["top1"] == pytest.approx(b["top1"])
+    for r in resumed.rows:
+        assert config_key(r["width"], r["resolution"]) in fresh.bn1.calibrated
+    # another model in the same folder is refused rather than mixed in
+    with pytest.raises(mn.MutualNetError, match="unfinished search with other settings"):
+        _search(_tiny(), tmp_path / "run")
+
+
+def test_cli_search_select_plot_end_to_end(tmp_path, ckpt_path, capsys):
+    out = tmp_path / "search"
+    rc = main(["search", "--checkpoint", str(ckpt_path), "--out", str(out), "--width-step", "0.125",
+               "--calib-images", "32", "--val-images", "48", "--eval-batch-size", "16", "--no-progress"])
+    assert rc == 0
+    table = QueryTable.load(out / "query_table.json")
+    assert len(table) == 6 and {r["resolution"] for r in table.rows} == {16, 12}
+    assert table.meta["dataset"]["name"] == "synthetic" and table.meta["mode"] == "mutual"
+    assert (out / "query_table.csv").is_file() and not (out / "query_table.partial.json").exists()
+    # calibrated.pt: the statistics of every configuration, and the table; it reproduces the table's accuracy
+    ckpt = load_checkpoint(out / "calibrated.pt")
+    assert QueryTable.from_dict(ckpt["query_table"]).rows == table.rows
+    model = model_from_checkpoint(ckpt).eval()
+    assert {config_key(r["width"], r["resolution"]) for r in table.rows} <= set(model.bn1.calibrated)
+    val = build_dataset("synthetic", "val", input_size=16, synthetic_length=64, num_classes=4)
+    from torch.utils.data import Subset
+    idx = torch.randperm(64, generator=torch.Generator().manual_seed(0))[:48].sort().values.tolist()
+    row = table.rows[-1]
+    top1, _, _ = evaluate(model, load_images(Subset(val, idx)), row["width"], row["resolution"])
+    assert top1 == pytest.approx(row["top1"])
+    capsys.readouterr()
+
+    budget = sorted(r["mflops"] for r in table.rows)[2]
+    assert main(["select", "--table", str(out), "--max-mflops", str(budget), "--json"]) == 0
+    sel = json.loads(capsys.readouterr().out)
+    assert sel == table.select(max_mflops=budget)
+    assert main(["select", "--table", str(out / "query_table.json"), "--max-mflops", str(budget)]) == 0
+    assert f"width {sel['width']:g} at {sel['resolution']} px" in capsys.readouterr().out
+
+    assert main(["plot", str(out), "--out", str(tmp_path / "one.png")]) == 0
+    assert main(["plot", str(out), str(out / "query_table.json"), "--labels", "MutualNet", "US-Net",
+                 "--out", str(tmp_path / "two.png")]) == 0
+    for f in ("one.png", "two.png"):
+        assert (tmp_path / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / f).stat().st_size > 5000
+
+    # calibrate one off-grid configuration into a copy of the checkpoint
+    assert main(["calibrate", "--checkpoint", str(ckpt_path), "--width", "0.3", "--resolution", "14",
+                 "--calib-images", "16", "--out", str(tmp_path / "c.pt")]) == 0
+    assert "w0.300_r14" in model_from_checkpoint(tmp_path / "c.pt").bn1.calibrated
+
+
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, ckpt_path, capsys):
+    table = tmp_path / "t.json"
+    QueryTable(rows=[{"width": 1.0, "resolution": 32, "top1": 50, "top5": 80, "macs": 2_000_000,
+                      "params": 5}]).save(table)
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    (tmp_path / "notjson.json").write_text("{oops")
+    cases = [
+        (["select", "--table", str(tmp_path / "nope.json"), "--max-mflops", "5"], "query table not found"),
+        (["select", "--table", str(tmp_path / "notjson.json"), "--max-mflops", "5"], "not valid JSON"),
+        (["select", "--table", str(table), "--max-mflops", "1"], "cheapest is width 1 at 32 px .*2 MFLOPs"),
+        (["select", "--table", str(table), "--max-latency-ms", "3"], "no latency"),
+        (["select", "--table", str(table)], "give a budget"),
+        (["search", "--checkpoint", str(tmp_path / "bad.pt"), "--out", str(tmp_path / "o")], "corrupt"),
+        (["search", "--checkpoint", str(ckpt_path), "--out", str(tmp_path / "o"), "--widths", "0.1,0.5"],
+         "outside the trained range"),
+        (["search", "--checkpoint", str(ckpt_path), "--out", str(tmp_path / "o"), "--resolutions", "16,2"],
+         "too small"),
+        (["search", "--checkpoint", str(ckpt_path), "--out", str(tmp_path / "o"), "--dataset", "cifar10"],
+         "needs --data-root"),
+        (["calibrate", "--checkpoint", str(ckpt_path), "--width", "0.9", "--resolution", "16",
+          "--out", str(tmp_path / "c.pt")], "outside"),
+        (["plot", str(table), str(table), "--labels", "a", "--out", str(tmp_path / "p.png")], "1 labels for 2"),
+        (["plot", str(tmp_path / "nope.json"), "--out", str(tmp_path / "p.png")], "not found"),
+    ]
+    for argv, msg in cases:
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err, (argv, err)
+        assert __import__("re").search(msg, err), (argv, err)
+    assert not (tmp_path / "c.pt").exists() and not (tmp_path / "p.png").exists()
