@@ -260,3 +260,20 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, ckpt_path, capsys):
         assert err.startswith("error: ") and "\n" not in err, (argv, err)
         assert __import__("re").search(msg, err), (argv, err)
     assert not (tmp_path / "c.pt").exists() and not (tmp_path / "p.png").exists()
+
+
+def test_resize_then_crop_builds_each_resolution(tmp_path):
+    asked = []
+
+    def data(split):
+        def build(res):
+            asked.append((split, res))
+            return build_dataset("synthetic", split, input_size=res, synthetic_length=32, num_classes=4)
+        return build
+
+    table = build_query_table(_trained_tiny(), data("val"), data("train"), resolutions=[16, 12], widths=[0.5],
+                              calib_images=16, batch_size=16, resize_then_crop=True, progress=False)
+    assert sorted(asked) == [("train", 12), ("train", 16), ("val", 12), ("val", 16)]
+    assert len(table) == 2 and table.meta["resize_then_crop"] is True
+    with pytest.raises(mn.MutualNetError, match="resize_then_crop needs"):
+        build_query_table(_tiny(), data("val")(16), data("train")(16), resolutions=[16], resize_then_crop=True)

@@ -43,10 +43,13 @@ def data_builder(args: argparse.Namespace, ckpt: dict, model) -> tuple[Callable,
         raise MutualNetError(f"{args.checkpoint} does not record its dataset; pass --dataset (and --data-root)")
     root = args.data_root if args.data_root is not None else (meta_ds.get("root") if not args.dataset
                                                               or args.dataset == meta_ds.get("name") else None)
-    kw = {}
-    if name == "synthetic":
-        kw = {"num_classes": model.num_classes, "in_chans": model.in_chans,
-              "synthetic_length": int(meta_ds.get("synthetic_length", 512)), "seed": int(meta_ds.get("seed", 0))}
+    cfg = ckpt.get("config") or {}  # the trainer's resolved config, when the checkpoint carries it
+    cfg_data, cfg_run = cfg.get("data") or {}, cfg.get("run") or {}
+    kw = {"val_resize_ratio": float(cfg_data.get("val_resize_ratio") or 0.875)}
+    if name == "synthetic":  # same templates as in training: same seed
+        kw |= {"num_classes": model.num_classes, "in_chans": model.in_chans,
+               "synthetic_length": int(meta_ds.get("synthetic_length") or cfg_data.get("synthetic_length") or 512),
+               "seed": int(meta_ds.get("seed") or cfg_run.get("seed") or 0)}
     workers = args.workers if args.workers is not None else (4 if name == "imagefolder" else 0)
 
     def build(split: str, size: int):

@@ -276,9 +276,12 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
         _check_channels(x, c, self)
         weight, bias = self.weight[:c], self.bias[:c]
         if self._calib is not None:  # normalise with this batch's statistics and merge them (exactly) into the total
-            var, mean = torch.var_mean(x.detach(), dim=(0, 2, 3), correction=0)
-            self._merge_calibration(x.numel() // c, mean.double(), var.double())
-            return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
+            # momentum 1 makes the fused kernel hand back the batch mean and unbiased variance it normalised with
+            mean_b, var_b = x.new_zeros(c), x.new_ones(c)
+            out = F.batch_norm(x, mean_b, var_b, weight, bias, True, 1.0, self.eps)
+            n_b = x.numel() // c
+            self._merge_calibration(n_b, mean_b.double(), var_b.double() * (n_b - 1))
+            return out
         if self.training:
             full = c == self.num_features and self.track_running_stats
             momentum = 0.0 if self.momentum is None else self.momentum
@@ -296,11 +299,11 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
         """Start accumulating the exact mean and variance of this layer's inputs."""
         self._calib = [0, None, None]  # count, mean, sum of squared deviations (float64)
 
-    def _merge_calibration(self, n_b: int, mean_b: Tensor, var_b: Tensor) -> None:
-        # Chan et al.'s pairwise update: exact for any batch sizes, and one fused var_mean pass per batch
-        # instead of float64 copies of the activations (calibration stays dominated by the convolutions)
+    def _merge_calibration(self, n_b: int, mean_b: Tensor, m2_b: Tensor) -> None:
+        # Chan et al.'s pairwise update of (count, mean, sum of squared deviations): exact for any batch sizes,
+        # and it reuses the statistics BN computes anyway instead of float64 copies of every activation
         acc = self._calib
-        n_a, m2_b = acc[0], var_b * n_b
+        n_a = acc[0]
         if n_a == 0:
             acc[:] = [n_b, mean_b, m2_b]
             return
