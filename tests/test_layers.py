@@ -129,3 +129,14 @@ def test_module_with_calibrated_bn_loads_strictly_into_fresh_model():
     fresh = _Net()
     fresh.load_state_dict(net.state_dict(), strict=True)
     assert set(fresh.bn.calibrated) == set(net.bn.calibrated)
+
+
+def test_running_stats_only_updated_at_top_width_even_when_rounding_gives_all_channels():
+    bn = SlimmableBatchNorm2d(16).train()
+    set_width(bn, 0.9)  # 14.4 channels round to all 16
+    assert bn.active_channels() == 16
+    bn(torch.randn(4, 16, 3, 3) + 5)
+    assert int(bn.num_batches_tracked) == 0 and torch.all(bn.running_mean == 0)
+    set_width(bn, 1.0)
+    bn(torch.randn(4, 16, 3, 3) + 5)
+    assert int(bn.num_batches_tracked) == 1 and bn.running_mean.mean() > 0.3

@@ -225,8 +225,10 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
     """BatchNorm whose affine parameters are shared and sliced across widths.
 
     * Training mode normalises with batch statistics. The shared running statistics are updated only
-      when every channel is active (the widest sub-network), so at the top width they stay
-      interchangeable with torchvision's.
+      by the widest sub-network (the model at its top width), so at the top width they stay
+      interchangeable with torchvision's. Channel rounding gives narrow layers all their channels at
+      widths below the top (16 channels at 0.9 round to 16), and those sub-networks run at other
+      resolutions, so "all channels active" is not the test.
     * Statistics of any (width, resolution) configuration are re-estimated after training
       (:meth:`begin_calibration` / :meth:`end_calibration`) and stored under that configuration's key,
       so *any* width in range can hold statistics, not only widths listed in advance. They are saved in
@@ -258,6 +260,11 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
             return self.num_features
         return slim_channels(self.base_features, self.slim_state.width, self.ratio)
 
+    def tracks_running_stats_now(self) -> bool:
+        """Whether a training-mode forward updates the shared running statistics (top width only)."""
+        return (self.track_running_stats and self.active_channels() == self.num_features
+                and self.slim_state.width >= self.max_width - 1e-9)
+
     def calibration_key(self) -> str:
         return config_key(self.slim_state.width, self.slim_state.resolution)
 
@@ -283,7 +290,7 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
             self._merge_calibration(n_b, mean_b.double(), var_b.double() * (n_b - 1))
             return out
         if self.training:
-            full = c == self.num_features and self.track_running_stats
+            full = self.tracks_running_stats_now()
             momentum = 0.0 if self.momentum is None else self.momentum
             if full:
                 self.num_batches_tracked.add_(1)

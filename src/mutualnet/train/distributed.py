@@ -211,7 +211,7 @@ class SyncSlimmableBatchNorm2d(SlimmableBatchNorm2d):
         g_mean = (rows[:, :c] * counts).sum(0) / total
         g_m2 = (rows[:, c:2 * c] + counts * (rows[:, :c] - g_mean).square()).sum(0)
         var = g_m2 / total
-        if c == self.num_features and self.track_running_stats:
+        if self.tracks_running_stats_now():
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 mom = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
