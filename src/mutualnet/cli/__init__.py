@@ -16,6 +16,7 @@ __all__ = ["main", "build_parser"]
 
 # subcommand modules, in the order `mutualnet --help` lists them
 COMMANDS = [
+    "demo",
     "models",
     "profile",
     "calibrate",
