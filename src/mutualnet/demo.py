@@ -61,15 +61,16 @@ def training_finished(ckpt_path: Path) -> bool:
 
 def run_pipeline(recipe: dict, out: str | Path, *, overrides: list[str] | None = None, width_step: float = 0.05,
                  calib_images: int = 2000, val_images: int | None = None, search_resolutions: list[int] | None = None,
-                 threads: int | None = None, progress: bool = True) -> tuple[Path, Path, QueryTable]:
-    """Train (or resume, or reuse a finished run in ``out/train``), then search into ``out/search``.
+                 threads: int | None = None, progress: bool = True,
+                 search_name: str = "search") -> tuple[Path, Path, QueryTable]:
+    """Train (or resume, or reuse a finished run in ``out/train``), then search into ``out/<search_name>``.
 
     Returns ``(run_dir, search_dir, table)``.
     """
     from .cli import main as cli_main
 
     out = Path(out)
-    run_dir, search_dir = out / "train", out / "search"
+    run_dir, search_dir = out / "train", out / search_name
     data = apply_overrides(_deep_copy(recipe), [f"run.out={run_dir}", f"run.progress={str(progress).lower()}"]
                            + ([f"run.threads={threads}"] if threads else []) + list(overrides or []))
     cfg = config_from_dict(data)

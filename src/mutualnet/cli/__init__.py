@@ -17,6 +17,7 @@ __all__ = ["main", "build_parser"]
 # subcommand modules, in the order `mutualnet --help` lists them
 COMMANDS = [
     "demo",
+    "compare",
     "models",
     "profile",
     "calibrate",
