@@ -3,7 +3,14 @@
 Where to look:
     layers/slimmable.py   slimmable Conv2d / Linear / BatchNorm2d and width switching
     models/               the slimmable model zoo behind one registry
+    train/step.py         the sandwich step: width-resolution mutual learning
+    train/loop.py         the training loop (AMP, DDP, exact resume)
+    calibrate.py          BN post-statistics for any (width, resolution)
+    search/               the query table: accuracy x cost of every configuration, budget selection
+    deploy/               export one configuration, a runtime-adaptive model, released weights
+    detection/            Mask R-CNN + FPN on a slimmable backbone
     profiling/            MACs (torch.utils.flop_counter) and latency of a configuration
+    demo.py, compare.py   the Fashion-MNIST demo and the paper's comparison at small scale
 """
 
 from .errors import MutualNetError
