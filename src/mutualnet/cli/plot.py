@@ -8,11 +8,10 @@ trained networks), labelled from ``--labels`` or the training mode recorded in e
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
 from ..errors import MutualNetError
+from ..io import atomic_write
 from ..search import QueryTable
 
 
@@ -73,17 +72,12 @@ def plot_tables(tables: list[QueryTable], labels: list[str], out: str | Path, *,
     ax.grid(alpha=0.3)
     fig.tight_layout()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent)
-    os.close(fd)
-    try:  # write beside the target, then rename: a failure never leaves half an image over an old one
-        fig.savefig(tmp, format=out.suffix.lstrip(".") or None)
-        os.replace(tmp, out)
+    try:  # written beside the target, then renamed: a failure never leaves half an image over an old one
+        atomic_write(out, lambda tmp: fig.savefig(tmp, format=out.suffix.lstrip(".") or None))
     except ValueError as e:  # unknown image format
         raise MutualNetError(f"cannot write {out}: {e}") from None
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return out
 
 

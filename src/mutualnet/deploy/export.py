@@ -25,7 +25,6 @@ import contextlib
 import io
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +35,7 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..errors import MutualNetError
+from ..io import atomic_write
 from ..layers import SlimmableBatchNorm2d, config_key, get_width, materialize, set_width
 from ..models import create_model
 
@@ -209,21 +209,13 @@ def _uncalibrated_message(model: nn.Module, width: float, resolution: int) -> st
 
 # -- writing ---------------------------------------------------------------------------------------
 def _atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``."""
+    """:func:`mutualnet.io.atomic_write` with one-line errors for a bad output path."""
     path = Path(path)
     if path.is_dir():
         raise MutualNetError(f"output path is a folder: {path}")
     if not path.parent.exists():
         raise MutualNetError(f"output folder does not exist: {path.parent}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, write)
 
 
 def _describe(net: nn.Module, meta: dict | None) -> dict:
