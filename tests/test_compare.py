@@ -2,21 +2,12 @@ import copy
 import json
 
 import pytest
-import torch
 
 from mutualnet.compare import matched_budgets, run_compare, usnet_lower_width
 from mutualnet.demo import DEMO_RECIPE
 from mutualnet.models import create_model
 from mutualnet.profiling import profile
 from mutualnet.search import QueryTable
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_usnet_lower_width_reaches_mutualnet_minimum_cost_or_the_channel_floor():

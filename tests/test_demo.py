@@ -4,18 +4,9 @@ import copy
 import json
 
 import pytest
-import torch
 
 from mutualnet.cli import main
 from mutualnet.demo import DEMO_RECIPE, format_table, run_demo, training_finished
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _tiny_recipe():

@@ -71,15 +71,6 @@ def make_coco(root, n=10, seed=0):
     return root / "ann.json", root / "images"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions: one thread avoids oversubscription on a shared CPU (two threads ran ~100x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def coco(tmp_path_factory):
     return make_coco(tmp_path_factory.mktemp("coco"))

@@ -16,15 +16,6 @@ DS_META = {"name": "synthetic", "root": None, "num_classes": 4, "in_chans": 3, "
            "synthetic_length": 64}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # on a shared 2-core machine, intra-op threads spin against other processes (50-100x slower convs)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _tiny(num_classes=4):
     return mn.create_model("resnet20_cifar", num_classes=num_classes, width_range=(0.25, 0.5))
 

@@ -13,14 +13,6 @@ from mutualnet.models import create_model
 from mutualnet.train import MODES, load_config, train
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():  # tiny convolutions: threads only contend with each other (and with other test processes)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny(tmp_path, *extra, name="run"):
     """A resnet20 over [0.25, 1.0] x {16, 12, 8} on 16 px synthetic images: 2 iterations per epoch."""
     return load_config(None, [

@@ -13,14 +13,6 @@ from mutualnet.train import SubNet, distill_loss, resize, sample_subnets, train_
 RES = [32, 24, 16]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():  # tiny convolutions: threads only contend with each other (and with other test processes)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _plans(mode, n=4, draws=40, wr=(0.25, 1.0)):
     g = torch.Generator().manual_seed(0)
     return [sample_subnets(mode, wr, RES, n, g) for _ in range(draws)]

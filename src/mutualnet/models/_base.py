@@ -65,6 +65,16 @@ class SlimmableNet(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _sequential_stages(self, seq: nn.Sequential, prefix: str, x: Tensor) -> list[Tensor]:
+        """Run ``seq`` and collect the outputs of the modules named in ``stage_specs`` (``prefix.<i>``)."""
+        names = {name for name, *_ in self.stage_specs}
+        out = []
+        for i, f in enumerate(seq):
+            x = f(x)
+            if f"{prefix}.{i}" in names:
+                out.append(x)
+        return out
+
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = self.global_pool(x).flatten(1)
         if pre_logits:

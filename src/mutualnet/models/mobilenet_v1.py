@@ -61,14 +61,7 @@ class MobileNetV1(SlimmableNet):
         self._finish()
 
     def forward_stages(self, x: Tensor) -> list[Tensor]:
-        x = self.stem(x)
-        names = {name for name, *_ in self.stage_specs}
-        out = []
-        for i, block in enumerate(self.blocks):
-            x = block(x)
-            if f"blocks.{i}" in names:
-                out.append(x)
-        return out
+        return self._sequential_stages(self.blocks, "blocks", self.stem(x))
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.blocks(self.stem(x))

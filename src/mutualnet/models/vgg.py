@@ -51,13 +51,7 @@ class VGG(SlimmableNet):
         self._finish()
 
     def forward_stages(self, x: Tensor) -> list[Tensor]:
-        names = {name for name, *_ in self.stage_specs}
-        out = []
-        for i, f in enumerate(self.features):
-            x = f(x)
-            if f"features.{i}" in names:
-                out.append(x)
-        return out
+        return self._sequential_stages(self.features, "features", x)
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.features(x)
