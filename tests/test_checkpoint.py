@@ -26,6 +26,9 @@ def test_refuses_foreign_corrupt_and_missing(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"\x00garbage")
     with pytest.raises(mn.MutualNetError, match="corrupt"):
         load_checkpoint(tmp_path / "bad.pt")
+    (tmp_path / "text.pt").write_text("root:x:0:0:root:/root:/bin/bash\n")  # any text file
+    with pytest.raises(mn.MutualNetError, match="corrupt"):
+        load_checkpoint(tmp_path / "text.pt")
     with pytest.raises(mn.MutualNetError, match="not found"):
         load_checkpoint(tmp_path / "nope.pt")
 

@@ -19,8 +19,6 @@ crash while saving never corrupts the last good checkpoint.
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +59,7 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
         raise MutualNetError(f"checkpoint path is a folder, not a file: {path}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError) as e:
+    except Exception as e:  # noqa: BLE001 - any failure to unpickle means a corrupt or foreign file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise MutualNetError(f"cannot read checkpoint {path}: corrupt or not a PyTorch file ({first[:200]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:

@@ -186,8 +186,8 @@ def _find_idx(root: Path, stem: str) -> Path:
 def _load_fashion_mnist(root, split: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     root = Path(root or FASHION_MNIST_ROOT)
     if not root.is_dir():
-        raise MutualNetError(f"Fashion-MNIST directory {root} not found; install the Debian package fashion-mnist "
-                             f"or pass --data-root")
+        raise MutualNetError(f"Fashion-MNIST directory {root} not found; install the Debian package "
+                             "dataset-fashion-mnist or pass --data-root")
     prefix = "train" if split == "train" else "t10k"
     images = _read_idx(_find_idx(root, f"{prefix}-images-idx3-ubyte"))
     labels = _read_idx(_find_idx(root, f"{prefix}-labels-idx1-ubyte")).to(torch.int64)
