@@ -11,11 +11,12 @@ from mutualnet.search import QueryTable
 
 
 def test_usnet_lower_width_reaches_mutualnet_minimum_cost_or_the_channel_floor():
-    w = usnet_lower_width(DEMO_RECIPE)
+    recipe = copy.deepcopy(DEMO_RECIPE)
+    recipe["model"]["width_range"] = [0.25, 1.0]
+    w = usnet_lower_width(recipe)
     model = create_model("resnet20_cifar", in_chans=1, width_range=(0.05, 1.0))
     floor = min(profile(model, x / 100, 28).macs for x in range(5, 30, 5))
     assert profile(model, w, 28).macs == floor  # resnet20's 16-channel stem cannot go below 8 channels
-    recipe = copy.deepcopy(DEMO_RECIPE)
     recipe["train"]["resolutions"] = [28, 27]  # a target the width grid can reach
     w2 = usnet_lower_width(recipe)
     target = profile(model, 0.25, 27).macs
@@ -37,6 +38,7 @@ def test_compare_runs_every_arm_end_to_end(tmp_path):
     r = copy.deepcopy(DEMO_RECIPE)
     r["data"] = {"name": "synthetic", "batch_size": 32, "workers": 0, "synthetic_length": 64}
     r["model"]["num_classes"] = 4
+    r["model"]["width_range"] = [0.25, 1.0]
     r["run"].update({"tensorboard": False})
     r["optim"]["lr"] = 0.1
     res = run_compare(tmp_path / "cmp", recipe=r, epochs=1, singles=[(1.0, 28), (0.25, 16)], width_step=0.25,

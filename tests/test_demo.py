@@ -13,6 +13,7 @@ def _tiny_recipe():
     r = copy.deepcopy(DEMO_RECIPE)
     r["data"] = {"name": "synthetic", "batch_size": 32, "workers": 0, "synthetic_length": 128}
     r["model"]["num_classes"] = 4
+    r["model"]["width_range"] = [0.25, 1.0]
     r["run"].update({"tensorboard": False, "save_every": 2})
     r["optim"]["lr"] = 0.1
     return r

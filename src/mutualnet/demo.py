@@ -1,6 +1,6 @@
 """The main job: MutualNet on real data (Fashion-MNIST), from training to a query table and a plot.
 
-``mutualnet demo`` trains a small slimmable ResNet over widths [0.25, 1.0] x resolutions {28, 24, 20, 16}
+``mutualnet demo`` trains a small slimmable ResNet over widths [0.5, 1.0] x resolutions {28, 24, 20, 16}
 with width-resolution mutual learning, re-estimates BatchNorm statistics for every configuration, builds
 the query table (top-1 and MFLOPs of every width in steps of 0.05 x every resolution), prints it and draws
 the accuracy-MFLOPs frontier. It fits in about 15 minutes on 2 CPU cores.
@@ -28,11 +28,12 @@ __all__ = ["DEMO_RECIPE", "DemoResult", "run_demo", "run_pipeline", "format_tabl
 
 # The demo's recipe (also usable as a YAML file: `mutualnet train --config` with these sections).
 DEMO_RECIPE: dict = {
-    "model": {"name": "resnet20_cifar", "width_range": [0.25, 1.0], "num_classes": 10, "args": {"in_chans": 1}},
-    "data": {"name": "fashion_mnist", "batch_size": 256, "workers": 0},
-    "train": {"mode": "mutual", "num_subnets": 4, "resolutions": [28, 24, 20, 16], "epochs": 2},
-    "optim": {"lr": 0.4, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "warmup_epochs": 0.3},
-    "run": {"seed": 0, "device": "auto", "save_every": 50, "val_every": 1, "tensorboard": True},
+    "model": {"name": "resnet20_cifar", "width_range": [0.5, 1.0], "num_classes": 10, "args": {"in_chans": 1}},
+    "data": {"name": "fashion_mnist", "batch_size": 128, "workers": 0, "crop_padding": 0},
+    "train": {"mode": "mutual", "num_subnets": 4, "resolutions": [28, 24, 20, 16], "epochs": 3},
+    "optim": {"lr": 0.2, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "warmup_epochs": 0.2},
+    "run": {"seed": 0, "device": "auto", "save_every": 100, "val_every": 1, "tensorboard": True,
+            "channels_last": True},  # ~10% faster convolutions on CPU
 }
 
 

@@ -11,7 +11,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the main job: MutualNet on Fashion-MNIST end to end (~15 min on 2 CPU cores)",
                        description=__doc__)
     p.add_argument("--out", default="runs/demo", help="output folder (rerun with the same folder to resume)")
-    p.add_argument("--epochs", type=int, help="training epochs (default 2)")
+    p.add_argument("--epochs", type=int, help="training epochs (default 3)")
     p.add_argument("--data-root", help="Fashion-MNIST folder (default: Debian's /usr/share/datasets/fashion-mnist)")
     p.add_argument("--width-step", type=float, default=0.05, help="query-table width step (default 0.05)")
     p.add_argument("--calib-images", type=int, default=2000, help="images per BN calibration (default 2000)")

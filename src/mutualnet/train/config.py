@@ -52,6 +52,7 @@ class DataConfig:
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop area range
     hflip: bool = True
     color_jitter: float = 0.0
+    crop_padding: int = 4  # small in-memory datasets (CIFAR, Fashion-MNIST): random-crop padding (0: no crop)
     val_resize_ratio: float = 0.875  # validation: Resize(input_size / ratio) + CenterCrop(input_size)
     synthetic_length: int = 512  # samples in the synthetic dataset (tests and smoke runs)
 

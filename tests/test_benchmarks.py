@@ -1,0 +1,35 @@
+"""Every benchmark script runs end to end (tiny sizes) and prints its side-by-side ratio."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+CASES = {
+    "bench_train_step.py": (["--model", "resnet20_cifar", "--batch", "4", "--repeats", "1"],
+                            r"ratio slimmable / dense"),
+    "bench_memory.py": (["--model", "resnet20_cifar", "--batch", "8"], r"ratio mutual / full"),
+    "bench_data_path.py": (["--model", "resnet20_cifar", "--resolutions", "32,28,24,20", "--images", "16",
+                            "--batch", "4", "--workers", "0"], r"speed-up device / loader"),
+    "bench_inference.py": (["--resolution", "64", "--repeats", "2", "--threads", "1"], r"ratio ours / torchvision"),
+    "bench_search.py": (["--val-images", "100", "--calib-images", "50", "--width-step", "0.75", "--threads", "1"],
+                        r"calibration: .*% of search time"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(CASES))
+def test_benchmark_runs_and_reports_a_ratio(script):
+    if script == "bench_search.py" and not Path("/usr/share/datasets/fashion-mnist").exists():
+        pytest.skip("needs Debian's dataset-fashion-mnist (scripts/setup.sh installs it)")
+    args, pattern = CASES[script]
+    out = subprocess.run([sys.executable, str(BENCH / script), *args], cwd=BENCH, capture_output=True, text=True,
+                         timeout=600, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert re.search(pattern, out.stdout), out.stdout
+    ratios = [float(x) for x in re.findall(r"([0-9.]+)x", out.stdout)]
+    assert ratios and all(r > 0 for r in ratios)
