@@ -64,3 +64,14 @@ def test_atomic_save_keeps_old_file_when_save_fails(tmp_path):
         atomic_save({"v": Boom()}, path)
     assert torch.load(path, weights_only=True) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        path = atomic_save({"v": 1}, tmp_path / "c.pt")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
