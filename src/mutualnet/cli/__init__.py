@@ -17,9 +17,7 @@ __all__ = ["main", "build_parser"]
 # subcommand modules, in the order `mutualnet --help` lists them
 COMMANDS = [
     "demo",
-    "compare",
-    "models",
-    "profile",
+    "train",
     "calibrate",
     "search",
     "select",
@@ -28,8 +26,10 @@ COMMANDS = [
     "predict",
     "latency",
     "convert",
+    "profile",
+    "models",
+    "compare",
     "detect",
-    "train",
 ]
 
 
