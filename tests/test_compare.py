@@ -53,3 +53,10 @@ def test_compare_runs_every_arm_end_to_end(tmp_path):
     md = (tmp_path / "cmp" / "results.md").read_text()
     assert "| budget (MFLOPs) | MutualNet | US-Net | US-Net+ | Independent |" in md and "boost" in md
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 10_000
+
+
+def test_default_budgets_include_the_cheapest_and_the_full_configuration():
+    from mutualnet.compare import _default_budgets
+
+    b = _default_budgets([2.541888, 10.0, 31.021952])
+    assert b[0] >= 2.541888 and b[-1] >= 31.021952 and len(b) == 8 and b == sorted(b)

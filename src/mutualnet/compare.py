@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,7 +133,7 @@ def run_compare(out: str | Path = "runs/compare", *, recipe: dict | None = None,
             boost_result = {"boosted_top1": boosted["top1"], "plain_top1": plain["top1"],
                             "mflops": boosted["mflops"]}
 
-    all_costs = sorted({round(r["mflops"], 3) for r in tables["MutualNet"].frontier()})
+    all_costs = sorted(r["mflops"] for r in tables["MutualNet"].frontier())
     budgets = budgets or _default_budgets(all_costs)
     result = CompareResult(out, tables, boost_result, w_us, time.perf_counter() - t0)
     _write(result, base, budgets, singles)
@@ -143,8 +144,8 @@ def _default_budgets(costs: list[float]) -> list[float]:
     if not costs:
         return []
     lo, hi = costs[0], costs[-1]
-    n = 8
-    return [round(lo * (hi / lo) ** (i / (n - 1)), 2) for i in range(n)]
+    n = 8  # log-spaced, rounded *up* to 0.01 so the cheapest and the full configuration fit their budgets
+    return [math.ceil(lo * (hi / lo) ** (i / (n - 1)) * 100 - 1e-6) / 100 for i in range(n)]
 
 
 def _write(res: CompareResult, recipe: dict, budgets: list[float], singles: list[tuple[float, int]]) -> None:
