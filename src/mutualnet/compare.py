@@ -152,7 +152,8 @@ def _write(res: CompareResult, recipe: dict, budgets: list[float], singles: list
     out = res.out
     names = list(res.tables)
     plot_tables([res.tables[n] for n in names], names, out / "compare.png",
-                title=f"{recipe['model']['name']} on {recipe['data']['name']}, {recipe['train']['epochs']} epochs")
+                title=f"{recipe['model']['name']} on {recipe['data']['name']}, {recipe['train']['epochs']} "
+                      f"epoch{'s' if recipe['train']['epochs'] != 1 else ''}")
     matched = matched_budgets(res.tables, budgets)
     summary = {
         "recipe": recipe, "usnet_width_range": [res.usnet_width_lo, recipe["model"]["width_range"][1]],

@@ -58,9 +58,14 @@ def plot_tables(tables: list[QueryTable], labels: list[str], out: str | Path, *,
                            label=f"{res} px", zorder=3, edgecolors="k", linewidths=0.4)
         ax.legend(title="frontier resolution", fontsize=8)
     else:
-        for t, label in zip(tables, labels):
+        styles = ["-", "--", ":", "-."]
+        for i, (t, label) in enumerate(zip(tables, labels)):
             front = t.frontier(cost)
-            ax.plot([r[xkey] for r in front], [r["top1"] for r in front], marker="o", ms=3, lw=1.2, label=label)
+            (line,) = ax.plot([r[xkey] for r in front], [r["top1"] for r in front], marker="o", ms=3, lw=1.4,
+                              ls=styles[i % len(styles)], label=label, zorder=3)
+            rest = [r for r in t.rows if not r.get("pareto")]  # dominated configurations, faint
+            ax.scatter([r[xkey] for r in rest], [r["top1"] for r in rest], s=8, color=line.get_color(), alpha=0.3,
+                       zorder=2)
         ax.legend(fontsize=8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("top-1 accuracy (%)")

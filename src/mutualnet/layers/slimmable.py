@@ -72,6 +72,17 @@ class _Slimmable:
         return self.slim_state.width
 
 
+def _leading(t: Tensor | None, *sizes: int) -> Tensor | None:
+    """The leading ``sizes`` entries of ``t`` along its first dimensions.
+
+    Returns ``t`` itself when nothing is cut, so the widest sub-network runs the plain parameter without a
+    slice in the autograd graph (no full-shape zero gradient to allocate and copy into).
+    """
+    if t is None or all(s == d for s, d in zip(sizes, t.shape)):
+        return t
+    return t[tuple(slice(0, s) for s in sizes)]
+
+
 def _check_channels(x: Tensor, expected: int, layer: nn.Module) -> None:
     if x.dim() < 2 or x.shape[1] != expected:
         got = x.shape[1] if x.dim() >= 2 else "no channel dim"
@@ -138,12 +149,12 @@ class SlimmableConv2d(nn.Conv2d, _Slimmable):
     def _active(self) -> tuple[Tensor, Tensor | None, int, int]:
         cin, cout = self.active_channels()
         if self.depthwise:
-            return self.weight[:cout], None if self.bias is None else self.bias[:cout], cout, cin
+            return _leading(self.weight, cout), _leading(self.bias, cout), cout, cin
         if cin % self.fixed_groups:
             raise MutualNetError(
                 f"width {self.width:g} gives {cin} channels, not divisible by {self.fixed_groups} groups")
-        weight = self.weight[:cout, : cin // self.fixed_groups]
-        return weight, None if self.bias is None else self.bias[:cout], self.fixed_groups, cin
+        weight = _leading(self.weight, cout, cin // self.fixed_groups)
+        return weight, _leading(self.bias, cout), self.fixed_groups, cin
 
     def forward(self, x: Tensor) -> Tensor:
         weight, bias, groups, cin = self._active()
@@ -202,7 +213,7 @@ class SlimmableLinear(nn.Linear, _Slimmable):
         if x.shape[-1] != cin:
             raise MutualNetError(f"SlimmableLinear expected {cin} input features at width {self.width:g}, "
                                  f"got {x.shape[-1]}")
-        return F.linear(x, self.weight[:cout, :cin], None if self.bias is None else self.bias[:cout])
+        return F.linear(x, _leading(self.weight, cout, cin), _leading(self.bias, cout))
 
     def active_num_params(self) -> int:
         cin, cout = self.active_channels()
@@ -281,7 +292,7 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
     def forward(self, x: Tensor) -> Tensor:
         c = self.active_channels()
         _check_channels(x, c, self)
-        weight, bias = self.weight[:c], self.bias[:c]
+        weight, bias = _leading(self.weight, c), _leading(self.bias, c)
         if self._calib is not None:  # normalise with this batch's statistics and merge them (exactly) into the total
             # momentum 1 makes the fused kernel hand back the batch mean and unbiased variance it normalised with
             mean_b, var_b = x.new_zeros(c), x.new_ones(c)
