@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cli.plot import plot_tables
-from .demo import DEMO_RECIPE, run_pipeline
-from .errors import MutualNetError
+from .demo import make_recipe, run_pipeline
 from .models import create_model
 from .profiling import profile
 from .search import QueryTable, width_grid
@@ -89,13 +88,7 @@ def run_compare(out: str | Path = "runs/compare", *, recipe: dict | None = None,
     """Train and search every arm (see the module docstring); write the JSON, the plot and ``results.md``."""
     t0 = time.perf_counter()
     out = Path(out)
-    base = copy.deepcopy(recipe or DEMO_RECIPE)
-    if epochs is not None:
-        if epochs < 1:
-            raise MutualNetError(f"--epochs must be at least 1, got {epochs}")
-        base["train"]["epochs"] = epochs
-    if data_root is not None:
-        base["data"]["root"] = data_root
+    base = make_recipe(recipe, epochs=epochs, data_root=data_root)
     res = sorted(base["train"]["resolutions"], reverse=True)
     lo, hi = base["model"]["width_range"]
     singles = singles or [(hi, res[0]), (round((lo + hi) / 2, 2), res[len(res) // 2]), (lo, res[-1])]

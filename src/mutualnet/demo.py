@@ -24,7 +24,8 @@ from .search import QueryTable
 from .train import train
 from .train.config import apply_overrides, config_from_dict
 
-__all__ = ["DEMO_RECIPE", "DemoResult", "run_demo", "run_pipeline", "format_table", "training_finished"]
+__all__ = ["DEMO_RECIPE", "DemoResult", "run_demo", "run_pipeline", "make_recipe", "format_table",
+           "training_finished"]
 
 # The demo's recipe (also usable as a YAML file: `mutualnet train --config` with these sections).
 DEMO_RECIPE: dict = {
@@ -101,6 +102,18 @@ def run_pipeline(recipe: dict, out: str | Path, *, overrides: list[str] | None =
     return run_dir, search_dir, QueryTable.load(table_path)
 
 
+def make_recipe(recipe: dict | None = None, *, epochs: int | None = None, data_root: str | None = None) -> dict:
+    """A copy of ``recipe`` (default: the demo's) with the epochs and the data folder a user asked for."""
+    recipe = _deep_copy(recipe or DEMO_RECIPE)
+    if epochs is not None:
+        if epochs < 1:
+            raise MutualNetError(f"--epochs must be at least 1, got {epochs}")
+        recipe["train"]["epochs"] = epochs
+    if data_root is not None:
+        recipe["data"]["root"] = data_root
+    return recipe
+
+
 def _deep_copy(d: dict) -> dict:
     import copy
 
@@ -130,13 +143,7 @@ def run_demo(out: str | Path = "runs/demo", *, epochs: int | None = None, data_r
              recipe: dict | None = None) -> DemoResult:
     """Train, calibrate, search, print and plot; see the module docstring."""
     t0 = time.perf_counter()
-    recipe = _deep_copy(recipe or DEMO_RECIPE)
-    if epochs is not None:
-        if epochs < 1:
-            raise MutualNetError(f"--epochs must be at least 1, got {epochs}")
-        recipe["train"]["epochs"] = epochs
-    if data_root is not None:
-        recipe["data"]["root"] = data_root
+    recipe = make_recipe(recipe, epochs=epochs, data_root=data_root)
     if threads is None and not torch.cuda.is_available():
         threads = torch.get_num_threads()
     run_dir, search_dir, table = run_pipeline(recipe, out, overrides=overrides, width_step=width_step,
