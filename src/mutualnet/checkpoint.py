@@ -30,7 +30,7 @@ from .io import atomic_save
 from .models import create_model
 
 __all__ = ["FORMAT", "VERSION", "atomic_save", "save_checkpoint", "load_checkpoint", "model_from_checkpoint",
-           "checkpoint_dict"]
+           "checkpoint_dict", "read_torch_file", "is_checkpoint", "load_weights"]
 
 FORMAT = "mutualnet"
 VERSION = 1
@@ -50,19 +50,33 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict | None
     return atomic_save(checkpoint_dict(model, meta, **extra), path)
 
 
-def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict:
-    """Load and validate a mutualnet checkpoint; anything else is refused with a clear error."""
+def read_torch_file(path: str | os.PathLike, what: str = "checkpoint", *, hint: str = "",
+                    map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with one-line errors for a missing, folder or unreadable file.
+
+    Every file mutualnet loads goes through here, so loading never runs code and any file that does not
+    unpickle safely (corrupt, text, or pickling objects) is a :class:`MutualNetError`, not a traceback.
+    """
     path = Path(path)
     if not path.exists():
-        raise MutualNetError(f"checkpoint not found: {path}")
+        raise MutualNetError(f"{what} not found: {path}")
     if path.is_dir():
-        raise MutualNetError(f"checkpoint path is a folder, not a file: {path}")
+        raise MutualNetError(f"{what} path is a folder, not a file: {path}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to unpickle means a corrupt or foreign file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise MutualNetError(f"cannot read checkpoint {path}: corrupt or not a PyTorch file ({first[:200]})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise MutualNetError(
+            f"cannot read {what} {path}: corrupt or not a PyTorch file ({first[:200]}){hint}") from None
+
+
+def is_checkpoint(obj: Any) -> bool:
+    """Whether a loaded object is a mutualnet checkpoint (rather than, say, a plain state dict)."""
+    return isinstance(obj, dict) and obj.get("format") == FORMAT
+
+
+def _validate(ckpt: Any, path: str | os.PathLike) -> dict:
+    if not is_checkpoint(ckpt):
         raise MutualNetError(
             f"{path} is not a mutualnet checkpoint (no 'format': 'mutualnet' entry); "
             "released MutualNet / US-Net weights are loaded with `mutualnet.deploy.interop`")
@@ -74,6 +88,30 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     return ckpt
 
 
+def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict:
+    """Load and validate a mutualnet checkpoint; anything else is refused with a clear error."""
+    return _validate(read_torch_file(path, map_location=map_location), path)
+
+
+def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str | None]:
+    """Pretrained weights from a mutualnet checkpoint or a plain state dict, reading the file once.
+
+    Returns ``(state_dict, model_name)``; ``model_name`` is None for a plain state dict (which may be
+    wrapped as ``{"model": ...}`` or ``{"state_dict": ...}``, as torchvision and most trainers save them).
+    """
+    obj = read_torch_file(path)
+    if is_checkpoint(obj):
+        ckpt = _validate(obj, path)
+        return ckpt["model"], ckpt["model_name"]
+    for key in ("model", "state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise MutualNetError(f"{path} is neither a mutualnet checkpoint nor a state dict of tensors")
+    return obj, None
+
+
 def model_from_checkpoint(ckpt: dict | str | os.PathLike, *, map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the model a checkpoint describes and load its weights (and calibrated statistics)."""
     if not isinstance(ckpt, dict):
@@ -81,10 +119,7 @@ def model_from_checkpoint(ckpt: dict | str | os.PathLike, *, map_location: str |
     if ckpt.get("task", "classification") != "classification":
         raise MutualNetError(f"this checkpoint holds a {ckpt['task']} model ({ckpt['model_name']}); rebuild it with "
                              "mutualnet.detection.detector_from_checkpoint / `mutualnet detect eval`")
-    args = dict(ckpt["model_args"])
-    if "width_range" in args:
-        args["width_range"] = tuple(args["width_range"])
-    model = create_model(ckpt["model_name"], **args)
+    model = create_model(ckpt["model_name"], **ckpt["model_args"])  # width_range may be a list
     try:
         missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
     except RuntimeError as e:  # shape mismatches

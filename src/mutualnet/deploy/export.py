@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from ..checkpoint import read_torch_file
 from ..errors import MutualNetError
 from ..io import atomic_write
 from ..layers import SlimmableBatchNorm2d, config_key, get_width, materialize, set_width
@@ -325,19 +326,10 @@ def _check_tol(what: str, diff: float, atol: float) -> None:
 
 def load_exported(path: str | os.PathLike) -> nn.Module:
     """Rebuild the plain network of a ``pt`` export (needs mutualnet: the registered model + width)."""
-    path = Path(path)
-    if not path.is_file():
-        raise MutualNetError(f"exported model not found: {path}")
-    try:
-        d = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is a user error here
-        raise MutualNetError(f"cannot read {path}: not a PyTorch file ({type(e).__name__})") from None
+    d = read_torch_file(path, "exported model")
     if not isinstance(d, dict) or d.get("format") != EXPORT_FORMAT:
         raise MutualNetError(f"{path} is not a mutualnet export (no 'format': '{EXPORT_FORMAT}')")
-    args = dict(d["model_args"])
-    if "width_range" in args:
-        args["width_range"] = tuple(args["width_range"])
-    model = create_model(d["model_name"], **args)
+    model = create_model(d["model_name"], **d["model_args"])
     net = materialize(model, d["width"]).eval()
     _apply_fold(net, [tuple(p) for p in d["folded"]], structure_only=True)
     try:

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..checkpoint import read_torch_file
 from ..errors import MutualNetError
 from ..layers import SlimmableBatchNorm2d, SlimmableConv2d, SlimmableLinear, config_key, set_width, width_key
 from ..models import create_model
@@ -53,14 +54,8 @@ def read_state_dict(obj: dict | str | os.PathLike, what: str = "checkpoint") -> 
     and strips the ``module.`` prefix DataParallel adds."""
     if not isinstance(obj, dict):
         path = Path(obj)
-        if not path.is_file():
-            raise MutualNetError(f"{what} not found: {path}")
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - every unreadable file is a user error here
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-            raise MutualNetError(f"cannot read {what} {path} with weights_only=True ({first}); if it also "
-                                 "pickles training objects, re-save only its 'model' entry") from None
+        obj = read_torch_file(path, what, hint="; if it also pickles training objects (loaded with "
+                              "weights_only=True), re-save only its 'model' entry")
         if not isinstance(obj, dict):
             raise MutualNetError(f"{what} {path} does not hold a state dict")
     for key in ("model", "state_dict"):

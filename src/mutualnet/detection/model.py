@@ -22,14 +22,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import torch
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.rpn import RPNHead
 
-from ..checkpoint import load_checkpoint
+from ..checkpoint import load_checkpoint, load_weights
 from ..errors import MutualNetError
 from ..layers import set_width
 from ..models import create_model, list_models
@@ -161,21 +160,10 @@ def load_backbone_weights(model: SlimmableMaskRCNN, path: str | os.PathLike) -> 
     (``torch.save(tv_model.state_dict(), path)``) maps 1:1 onto the width-1.0 backbone.
     """
     path = os.fspath(path)
-    try:
-        ckpt = load_checkpoint(path)
-        state = ckpt["model"]
-        name = ckpt["model_name"]
-        if name != model.detector_args.get("backbone"):
-            raise MutualNetError(f"{path} holds a {name}, but the detector's backbone is "
-                                 f"{model.detector_args.get('backbone')}")
-    except MutualNetError as e:
-        if "not a mutualnet checkpoint" not in str(e):
-            raise
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise MutualNetError(f"{path} is neither a mutualnet checkpoint nor a state dict of tensors") from None
+    state, name = load_weights(path)
+    if name is not None and name != model.detector_args.get("backbone"):
+        raise MutualNetError(f"{path} holds a {name}, but the detector's backbone is "
+                             f"{model.detector_args.get('backbone')}")
     body = model.backbone.body
     own = body.state_dict()
     wanted = {k: v for k, v in state.items() if k in own}

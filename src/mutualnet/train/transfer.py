@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import os
 
-import torch
 from torch import nn
 
-from ..checkpoint import load_checkpoint
+from ..checkpoint import load_weights
 from ..errors import MutualNetError
 from ..layers import SlimmableLinear
 
@@ -31,22 +30,6 @@ def final_classifier_prefix(model: nn.Module) -> str:
     return names[-1] + "."
 
 
-def _read_state(path: str) -> tuple[dict[str, torch.Tensor], str | None]:
-    try:
-        ckpt = load_checkpoint(path)
-        return ckpt["model"], ckpt["model_name"]
-    except MutualNetError as e:
-        if "not a mutualnet checkpoint" not in str(e):
-            raise
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("model", "state_dict"):  # common wrappers of plain state dicts
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise MutualNetError(f"{path} is neither a mutualnet checkpoint nor a state dict of tensors")
-    return state, None
-
-
 def load_pretrained(model: nn.Module, path: str | os.PathLike) -> dict:
     """Load every weight of ``model`` except its final classifier from ``path``.
 
@@ -57,7 +40,7 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike) -> dict:
         MutualNetError: another architecture, another width range (shape mismatch), or missing weights.
     """
     path = os.fspath(path)
-    state, source = _read_state(path)
+    state, source = load_weights(path)
     name = getattr(model, "model_name", None)
     if source is not None and name is not None and source != name:
         raise MutualNetError(f"{path} holds a {source}, but this run trains a {name}")
