@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ..calibrate import calibrate
 from ..checkpoint import atomic_save, checkpoint_dict, load_checkpoint
 from ..errors import MutualNetError
 from ..layers import SlimmableBatchNorm2d, config_key
@@ -170,25 +171,17 @@ def _calibrated(model: nn.Module, batches: list, width: float, resolution: int):
     """Re-estimate BN statistics at ``(width, resolution)`` for the block, then drop them again.
 
     Shared running statistics are only right for the widest sub-network; any other configuration needs
-    its own (the paper's post-statistics). They are removed afterwards so training checkpoints never
-    hold statistics that go stale.
+    its own (the paper's post-statistics, :func:`mutualnet.calibrate.calibrate`). They are removed
+    afterwards so training checkpoints never hold statistics that go stale.
     """
-    bns = [m for m in model.modules() if isinstance(m, SlimmableBatchNorm2d)]
-    model.eval()
-    model.set_width(width)
-    with torch.no_grad():
-        for bn in bns:
-            bn.begin_calibration()
-        try:
-            for images in batches:
-                model(resize(images, resolution))
-        finally:
-            keys = [bn.end_calibration() for bn in bns]
+    images = torch.cat(batches)
+    key = calibrate(model, images, width, resolution, num_images=len(images), batch_size=len(batches[0])).key
     try:
         yield
     finally:
-        for bn, key in zip(bns, keys):
-            bn.calibrated.pop(key, None)
+        for bn in model.modules():
+            if isinstance(bn, SlimmableBatchNorm2d):
+                bn.calibrated.pop(key, None)
 
 
 # -- one epoch ---------------------------------------------------------------------------------------

@@ -18,6 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+# lower resolutions are made from the batch on the training device (bilinear, antialiased): one function for
+# training, calibration, search and deployment, so every stage sees the same pixels
+from ..data.transforms import resize_batch as resize
+
 __all__ = ["SubNet", "sample_subnets", "train_step", "distill_loss", "resize"]
 
 
@@ -62,14 +66,6 @@ def sample_subnets(mode: str, width_range: tuple[float, float], resolutions: lis
         r = rand_res()
         return [SubNet(hi, r, "labels")] + [SubNet(w, r, "teacher") for w in widths]
     raise ValueError(f"unknown mode {mode!r}")
-
-
-def resize(images: Tensor, resolution: int) -> Tensor:
-    """The batch at ``resolution`` (bilinear, antialiased), made on the device instead of in the data loader."""
-    if images.shape[-1] == resolution and images.shape[-2] == resolution:
-        return images
-    return F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=False,
-                         antialias=True)
 
 
 def distill_loss(logits: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
