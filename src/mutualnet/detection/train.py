@@ -28,6 +28,7 @@ from tqdm import tqdm
 from ..checkpoint import FORMAT, VERSION, atomic_save, load_checkpoint
 from ..errors import MutualNetError
 from ..profiling import resolve_device
+from ..train.config import apply_overrides, read_yaml_mapping
 from ..train.step import SubNet, sample_subnets
 from .data import CocoDetection, collate
 from .model import TASK, SlimmableMaskRCNN, build_detector, load_backbone_weights
@@ -101,23 +102,9 @@ class DetectionConfig:
 
 def load_config(path: str | None = None, overrides: list[str] | None = None, **values: Any) -> DetectionConfig:
     """A :class:`DetectionConfig` from a YAML file, then ``values`` (non-None), then ``key=value`` overrides."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise MutualNetError(f"config file not found: {p}")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise MutualNetError(f"config file {p} is not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(raw, dict):
-            raise MutualNetError(f"config file {p} must hold a mapping of settings")
+    raw = read_yaml_mapping(path) if path is not None else {}
     raw.update({k: v for k, v in values.items() if v is not None})
-    for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise MutualNetError(f"--set expects key=value, got {item!r}")
-        raw[key.strip()] = yaml.safe_load(value)
+    apply_overrides(raw, overrides)
     names = {f.name for f in dataclasses.fields(DetectionConfig)}
     unknown = sorted(set(raw) - names)
     if unknown:

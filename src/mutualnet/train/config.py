@@ -22,7 +22,8 @@ import yaml
 from ..errors import MutualNetError
 
 __all__ = ["MODES", "ModelConfig", "DataConfig", "MethodConfig", "OptimConfig", "RunConfig", "TrainConfig",
-           "load_config", "apply_overrides", "config_from_dict", "config_to_dict", "resolve", "save_config"]
+           "load_config", "read_yaml_mapping", "apply_overrides", "config_from_dict", "config_to_dict", "resolve",
+           "save_config"]
 
 # mutual: the paper. usnet: sandwich + inplace distillation at the highest resolution. usnet_msaug: usnet
 # with one random resolution per iteration shared by all sub-networks. mutual_gt: mutual's sampling with
@@ -209,19 +210,23 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
     return data
 
 
+def read_yaml_mapping(path: str | os.PathLike, what: str = "a mapping of settings") -> dict:
+    """The mapping a YAML config file holds; one-line errors for a missing, unparsable or non-mapping file."""
+    path = Path(path)
+    if not path.is_file():
+        raise MutualNetError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise MutualNetError(f"cannot parse {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise MutualNetError(f"{path} must hold {what}")
+    return data
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """Read a YAML recipe (or start from the defaults when ``path`` is None) and apply overrides."""
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise MutualNetError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise MutualNetError(f"cannot parse {path}: {str(e).splitlines()[0]}") from None
-        if not isinstance(data, dict):
-            raise MutualNetError(f"{path} must hold a mapping of sections (model, data, train, optim, run)")
+    data = read_yaml_mapping(path, "a mapping of sections (model, data, train, optim, run)") if path else {}
     return config_from_dict(apply_overrides(data, overrides))
 
 
