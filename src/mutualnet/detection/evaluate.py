@@ -33,7 +33,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from ..errors import MutualNetError
-from ..layers import SlimmableBatchNorm2d, is_slimmable
+from ..io import atomic_write, atomic_write_text
+from ..layers import SlimmableBatchNorm2d, active_num_params
 from .data import CocoDetection, collate
 from .model import SlimmableMaskRCNN
 
@@ -139,16 +140,6 @@ def evaluate_coco(model: SlimmableMaskRCNN, dataset: CocoDetection, width: float
             "mask_ap50": stats["segm"][1], "num_detections": len(results)}
 
 
-def active_num_params(model: nn.Module) -> int:
-    """Parameters used at the active width (slimmable layers count their active slice)."""
-    total, seen = 0, set()
-    for m in model.modules():
-        if is_slimmable(m):
-            total += m.active_num_params()
-            seen.update(id(p) for p in m.parameters(recurse=False))
-    return total + sum(p.numel() for p in model.parameters() if id(p) not in seen)
-
-
 def _macs(fn) -> int:  # noqa: ANN001
     with FlopCounterMode(display=False) as counter:
         fn()
@@ -237,11 +228,9 @@ _CSV_KEYS = ("width", "resolution", "box_ap", "mask_ap", "box_ap50", "mask_ap50"
 def save_table(rows: list[dict], path: str | os.PathLike, meta: dict | None = None) -> Path:
     """Write the table as JSON (``{"meta", "rows"}``) and a CSV beside it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"meta": meta or {}, "rows": rows}, indent=2))
     lines = [",".join(_CSV_KEYS)] + [",".join(str(r[k]) for k in _CSV_KEYS) for r in rows]
-    path.with_suffix(".csv").write_text("\n".join(lines) + "\n")
-    return path
+    atomic_write_text(path.with_suffix(".csv"), "\n".join(lines) + "\n")
+    return atomic_write_text(path, json.dumps({"meta": meta or {}, "rows": rows}, indent=2))
 
 
 def plot_table(rows: list[dict], path: str | os.PathLike, title: str = "") -> Path:
@@ -267,7 +256,8 @@ def plot_table(rows: list[dict], path: str | os.PathLike, title: str = "") -> Pa
     if title:
         fig.suptitle(title)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or None))
+    finally:
+        plt.close(fig)
     return path

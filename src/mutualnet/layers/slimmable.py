@@ -29,6 +29,7 @@ __all__ = [
     "SlimmableLinear",
     "SlimmableBatchNorm2d",
     "is_slimmable",
+    "active_num_params",
     "set_width",
     "get_width",
     "use_width",
@@ -394,6 +395,16 @@ _SLIMMABLE = (SlimmableConv2d, SlimmableLinear, SlimmableBatchNorm2d)
 
 def is_slimmable(module: nn.Module) -> bool:
     return isinstance(module, _SLIMMABLE)
+
+
+def active_num_params(model: nn.Module) -> int:
+    """Parameters ``model`` uses at its active width: slimmable layers count their active slice, others all."""
+    total, seen = 0, set()
+    for m in model.modules():
+        if is_slimmable(m):
+            total += m.active_num_params()
+            seen.update(id(p) for p in m.parameters(recurse=False))
+    return total + sum(p.numel() for p in model.parameters() if id(p) not in seen)
 
 
 def bind_state(model: nn.Module, state: SlimState | None = None) -> SlimState:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..errors import MutualNetError
-from ..layers import SlimmableLinear, SlimState, bind_state, get_width, is_slimmable, set_width
+from ..layers import SlimmableLinear, SlimState, active_num_params, bind_state, get_width, set_width
 
 __all__ = ["SlimmableNet"]
 
@@ -117,11 +117,4 @@ class SlimmableNet(nn.Module):
 
     def active_num_params(self) -> int:
         """Parameters the sub-network at the active width uses."""
-        total = 0
-        seen: set[int] = set()
-        for m in self.modules():
-            if is_slimmable(m):
-                total += m.active_num_params()
-                seen.update(id(p) for p in m.parameters(recurse=False))
-        total += sum(p.numel() for p in self.parameters() if id(p) not in seen)
-        return total
+        return active_num_params(self)

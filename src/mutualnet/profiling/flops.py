@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import MutualNetError
-from ..layers import get_width, set_width
+from ..layers import active_num_params, get_width, set_width
 
 __all__ = ["Profile", "profile", "count_macs"]
 
@@ -46,12 +46,6 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> int:
     return counter.get_total_flops() // 2
 
 
-def _active_params(model: nn.Module) -> int:
-    if hasattr(model, "active_num_params"):
-        return int(model.active_num_params())
-    return sum(p.numel() for p in model.parameters())
-
-
 def profile(model: nn.Module, width: float, resolution: int, *, batch_size: int = 1) -> Profile:
     """MACs per image and active parameters of ``model`` at (``width``, ``resolution``).
 
@@ -66,7 +60,7 @@ def profile(model: nn.Module, width: float, resolution: int, *, batch_size: int 
         x = torch.zeros(batch_size, getattr(model, "in_chans", 3), resolution, resolution, device=p.device,
                         dtype=p.dtype)
         macs = count_macs(model, x) // batch_size
-        params = _active_params(model)
+        params = active_num_params(model)
     finally:
         set_width(model, previous)
     return Profile(width=float(width), resolution=int(resolution), macs=int(macs), params=int(params))
