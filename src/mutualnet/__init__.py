@@ -14,7 +14,18 @@ Where to look:
 """
 
 from .errors import MutualNetError
-from .layers import get_width, make_divisible, materialize, set_width, slim_channels, use_width
+from .layers import (
+    WidthRange,
+    get_config,
+    get_width,
+    make_divisible,
+    materialize,
+    set_config,
+    set_width,
+    slim_channels,
+    use_config,
+    use_width,
+)
 from .models import create_model, list_models, model_info
 from .profiling import measure_latency, profile
 
@@ -28,6 +39,10 @@ __all__ = [
     "set_width",
     "get_width",
     "use_width",
+    "set_config",
+    "get_config",
+    "use_config",
+    "WidthRange",
     "materialize",
     "make_divisible",
     "slim_channels",

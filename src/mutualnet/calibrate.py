@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .data.transforms import resize_batch
 from .errors import MutualNetError
-from .layers import SlimmableBatchNorm2d, config_key, get_width, set_width
+from .layers import SlimmableBatchNorm2d, config_key, use_config
+from .layers import check_resolution as _check_resolution
 
 __all__ = ["CalibrationResult", "calibrate", "load_images", "check_resolution"]
 
@@ -78,12 +79,8 @@ def load_images(dataset: Dataset, num_images: int | None = None, *, seed: int = 
 
 
 def check_resolution(model: nn.Module, resolution: int) -> int:
-    resolution = int(resolution)
-    lo = getattr(model, "min_resolution", 1)
-    if resolution < lo:
-        raise MutualNetError(f"resolution {resolution} is too small for {getattr(model, 'model_name', 'this model')} "
-                             f"(needs at least {lo})")
-    return resolution
+    """``resolution`` as an int; :class:`MutualNetError` below the model's smallest input."""
+    return _check_resolution(model, int(resolution))
 
 
 @torch.no_grad()
@@ -123,26 +120,25 @@ def calibrate(model: nn.Module, dataset: Dataset | Tensor, width: float, resolut
         raise MutualNetError(f"calibration images are {tuple(images.shape[-2:])}, expected {resize_from}x{resize_from}")
     dev = torch.device(device) if device is not None else _device_of(model)
     model.to(dev)
-    previous, was_training = get_width(model), model.training
-    set_width(model, width)
+    was_training = model.training
     model.eval()
     start = time.perf_counter()
-    for bn in bns:
-        bn.begin_calibration()
     done = False
-    try:
-        for i in range(0, len(images), batch_size):
-            x = images[i:i + batch_size].to(dev, non_blocking=True).float()
-            model(resize_batch(x, resolution))
-        done = True
-    finally:
-        if done:
-            keys = {bn.end_calibration() for bn in bns}
-        else:  # interrupted: store nothing rather than statistics of part of the images
-            for bn in bns:
-                bn._calib = None
-        set_width(model, previous)
-        model.train(was_training)
+    with use_config(model, width, resolution):
+        for bn in bns:
+            bn.begin_calibration()
+        try:
+            for i in range(0, len(images), batch_size):
+                x = images[i:i + batch_size].to(dev, non_blocking=True).float()
+                model(resize_batch(x, resolution))
+            done = True
+        finally:
+            if done:
+                keys = {bn.end_calibration() for bn in bns}
+            else:  # interrupted: store nothing rather than statistics of part of the images
+                for bn in bns:
+                    bn._calib = None
+            model.train(was_training)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - start

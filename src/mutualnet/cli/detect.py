@@ -121,8 +121,7 @@ def run_eval(args: argparse.Namespace) -> int:
     widths = args.widths or sorted({round(lo + (hi - lo) * i / 3, 3) for i in range(4)})
     scales = args.scales or list(model.scales)
     for w in widths:
-        if not lo - 1e-6 <= w <= hi + 1e-6:
-            raise MutualNetError(f"width {w:g} is outside the detector's trained range [{lo:g}, {hi:g}]")
+        model.width_range.check(w)
     calib = None
     if not args.no_calibrate:
         data = ckpt.get("meta", {}).get("dataset", {})

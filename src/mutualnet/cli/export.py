@@ -66,14 +66,12 @@ def run(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     model = model_from_checkpoint(ckpt).eval()
     width, res, row = choose_config(args, ckpt, model)
-    lo, hi = model.width_range
-    if not lo - 1e-6 <= width <= hi + 1e-6:
-        raise MutualNetError(f"width {width:g} is outside this model's trained range [{lo:g}, {hi:g}]")
+    model.width_range.check(width)
     if not is_calibrated(model, width, res):
         if args.allow_uncalibrated:
             print(f"warning: {config_key(width, res)} has no calibrated BN statistics; using the shared running "
                   "statistics", file=sys.stderr)
-        elif abs(width - hi) > 1e-6:
+        elif not model.width_range.is_top(width):
             raise MutualNetError(f"configuration {config_key(width, res)} has no calibrated BatchNorm statistics in "
                                  f"{args.checkpoint}; calibrate it (`mutualnet search`) or pass --allow-uncalibrated")
     net, check = export_subnet(model, width, res, fold_bn=not args.no_fold_bn)

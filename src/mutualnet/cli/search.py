@@ -17,8 +17,9 @@ from pathlib import Path
 from ..checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from ..data import build_dataset
 from ..errors import MutualNetError
+from ..layers import WidthRange
 from ..models import model_info
-from ..search import build_query_table, clear_search_state, width_grid
+from ..search import build_query_table, clear_search_state
 from .profile import _ints, _widths
 
 
@@ -94,13 +95,13 @@ def run(args: argparse.Namespace) -> int:
             raise MutualNetError(f"--{name.replace('_', '-')} must be positive")
     if args.val_images is not None and args.val_images <= 0:
         raise MutualNetError("--val-images must be positive")
-    lo, hi = model.width_range
+    rng = model.width_range
     if args.widths:
-        if not (lo - 1e-6 <= args.widths[0] <= args.widths[1] <= hi + 1e-6):
+        if not (rng.contains(args.widths[0]) and rng.contains(args.widths[1]) and args.widths[0] <= args.widths[1]):
             raise MutualNetError(f"--widths {args.widths[0]:g},{args.widths[1]:g} is outside the trained range "
-                                 f"[{lo:g}, {hi:g}]")
-        lo, hi = args.widths
-    widths = width_grid(lo, hi, args.width_step)
+                                 f"[{rng.lo:g}, {rng.hi:g}]")
+        rng = WidthRange(*args.widths)
+    widths = rng.grid(args.width_step)
     resolutions = search_resolutions(args, ckpt)
     build, ds_info, workers = data_builder(args, ckpt, model)
     out = Path(args.out)

@@ -37,7 +37,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from ..checkpoint import read_torch_file
 from ..errors import MutualNetError
 from ..io import atomic_write
-from ..layers import SlimmableBatchNorm2d, config_key, get_width, materialize, set_width
+from ..layers import SlimmableBatchNorm2d, config_key, materialize, use_config
 from ..models import create_model
 
 __all__ = ["EXPORT_FORMAT", "FORMATS", "ExportCheck", "calibrated_configs", "is_calibrated", "export_subnet",
@@ -174,24 +174,20 @@ def export_subnet(model: nn.Module, width: float, resolution: int, *, fold_bn: b
         The model's width is restored.
     """
     resolution = int(resolution)
-    min_res = getattr(model, "min_resolution", 1)
-    if resolution < min_res:
-        raise MutualNetError(f"resolution {resolution} is too small for this network (needs at least {min_res})")
-    previous, was_training = get_width(model), model.training
-    set_width(model, width)  # range check first: a clear error for a width outside the trained range
-    try:
-        if require_calibrated and not is_calibrated(model, width, resolution):
-            raise MutualNetError(_uncalibrated_message(model, width, resolution))
-        model.eval()
-        x = _example(model, resolution)
-        with torch.no_grad():
-            ref = model(x)  # also sets slim_state.resolution, which selects the calibrated statistics
-            net = materialize(model).eval()
-            pairs = fold_batchnorm(net, x) if fold_bn else []
-            out = net(x)
-    finally:
-        set_width(model, previous)
-        model.train(was_training)
+    was_training = model.training
+    with use_config(model, width, resolution):  # checks the width range and the resolution first
+        try:
+            if require_calibrated and not is_calibrated(model, width, resolution):
+                raise MutualNetError(_uncalibrated_message(model, width, resolution))
+            model.eval()
+            x = _example(model, resolution)
+            with torch.no_grad():
+                ref = model(x)
+                net = materialize(model, width, resolution).eval()
+                pairs = fold_batchnorm(net, x) if fold_bn else []
+                out = net(x)
+        finally:
+            model.train(was_training)
     diff = max_abs_diff(out, ref)
     if not diff <= atol:
         raise MutualNetError(f"exported network differs from the slimmable model by {diff:.3g} (> {atol:g}); "

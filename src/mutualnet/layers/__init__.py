@@ -3,18 +3,25 @@
 from .blocks import ConvBNAct, init_weights
 from .helpers import make_divisible, slim_channels, width_key
 from .slimmable import (
+    Resolution,
     SlimmableBatchNorm2d,
     SlimmableConv2d,
     SlimmableLinear,
     SlimState,
+    WidthRange,
     active_num_params,
     bind_state,
+    check_resolution,
     config_key,
+    get_config,
     get_width,
     is_slimmable,
     materialize,
+    set_config,
     set_width,
+    use_config,
     use_width,
+    width_range_of,
 )
 
 __all__ = [
@@ -24,6 +31,8 @@ __all__ = [
     "slim_channels",
     "width_key",
     "SlimState",
+    "WidthRange",
+    "Resolution",
     "SlimmableConv2d",
     "SlimmableLinear",
     "SlimmableBatchNorm2d",
@@ -35,4 +44,9 @@ __all__ = [
     "materialize",
     "set_width",
     "use_width",
+    "set_config",
+    "get_config",
+    "use_config",
+    "check_resolution",
+    "width_range_of",
 ]

@@ -31,9 +31,8 @@ from ..calibrate import calibrate, check_resolution, load_images
 from ..checkpoint import atomic_save
 from ..data.transforms import resize_batch
 from ..errors import MutualNetError
-from ..layers import SlimmableBatchNorm2d, config_key, get_width, set_width
+from ..layers import SlimmableBatchNorm2d, config_key, use_config, width_range_of
 from ..profiling import measure_latency, profile, resolve_device
-from .grid import width_grid
 from .table import QueryTable, atomic_write_text
 
 __all__ = ["build_query_table", "evaluate", "model_fingerprint", "clear_search_state", "STATE_FILE"]
@@ -63,8 +62,7 @@ def evaluate(model: nn.Module, data: tuple[Tensor, Tensor] | DataLoader, width: 
     ``data`` is ``(images, labels)`` tensors or a loader yielding such batches.
     """
     dev = torch.device(device) if device is not None else next(model.parameters()).device
-    previous, was_training = get_width(model), model.training
-    set_width(model, width)
+    was_training = model.training
     model.eval()
     if isinstance(data, tuple):
         images, labels = data
@@ -73,17 +71,17 @@ def evaluate(model: nn.Module, data: tuple[Tensor, Tensor] | DataLoader, width: 
         batches = data
     c1 = c5 = n = 0
     try:
-        for x, y in batches:
-            x = resize_batch(x.to(dev, non_blocking=True).float(), resolution)
-            y = torch.as_tensor(y).to(dev)
-            logits = model(x)
-            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            hit = top == y[:, None]
-            c1 += int(hit[:, 0].sum())
-            c5 += int(hit.any(1).sum())
-            n += len(y)
+        with use_config(model, width, resolution):
+            for x, y in batches:
+                x = resize_batch(x.to(dev, non_blocking=True).float(), resolution)
+                y = torch.as_tensor(y).to(dev)
+                logits = model(x)
+                top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+                hit = top == y[:, None]
+                c1 += int(hit[:, 0].sum())
+                c5 += int(hit.any(1).sum())
+                n += len(y)
     finally:
-        set_width(model, previous)
         model.train(was_training)
     if n == 0:
         raise MutualNetError("the validation set is empty")
@@ -221,11 +219,8 @@ def build_query_table(
     if not resolutions:
         raise MutualNetError("no resolutions to search")
     resolutions = sorted({check_resolution(model, r) for r in resolutions}, reverse=True)
-    lo, hi = model.width_range
-    widths = [float(w) for w in (widths if widths is not None else width_grid(lo, hi, width_step))]
-    for w in widths:
-        if not (lo - 1e-6 <= w <= hi + 1e-6):
-            raise MutualNetError(f"width {w:g} is outside this model's trained range [{lo:g}, {hi:g}]")
+    rng = width_range_of(model)
+    widths = [rng.check(w) for w in (widths if widths is not None else rng.grid(width_step))]
     if resize_then_crop and not (callable(val_data) and callable(calib_data)
                                  and not isinstance(val_data, Dataset) and not isinstance(calib_data, Dataset)):
         raise MutualNetError("resize_then_crop needs val_data and calib_data as callables resolution -> Dataset")

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from ..calibrate import calibrate
 from ..checkpoint import atomic_save, checkpoint_dict, load_checkpoint
 from ..errors import MutualNetError
-from ..layers import SlimmableBatchNorm2d, config_key
+from ..layers import SlimmableBatchNorm2d, config_key, use_config
 from ..models import create_model
 from .config import TrainConfig, apply_overrides, config_from_dict, config_to_dict, resolve, save_config
 from .distributed import (
@@ -145,7 +145,6 @@ def evaluate(model: nn.Module, loader: DataLoader, width: float, resolution: int
     """Top-1 / top-5 accuracy (%) and mean loss of ``model`` at ``(width, resolution)``, over all processes."""
     info = info or DistInfo()
     model.eval()
-    model.set_width(width)
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # correct1, correct5, loss, count
     for i, (images, labels) in enumerate(loader):
         if max_batches is not None and i >= max_batches:
@@ -153,7 +152,7 @@ def evaluate(model: nn.Module, loader: DataLoader, width: float, resolution: int
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with autocast or contextlib.nullcontext():
+        with use_config(model, width, resolution), autocast or contextlib.nullcontext():
             logits = model(resize(images, resolution)).float()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hit = top == labels[:, None]

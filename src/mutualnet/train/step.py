@@ -21,6 +21,7 @@ from torch import Tensor, nn
 # lower resolutions are made from the batch on the training device (bilinear, antialiased): one function for
 # training, calibration, search and deployment, so every stage sees the same pixels
 from ..data.transforms import resize_batch as resize
+from ..layers import use_config
 
 __all__ = ["SubNet", "sample_subnets", "train_step", "distill_loss", "resize"]
 
@@ -92,9 +93,8 @@ def train_step(model: nn.Module, images: Tensor, labels: Tensor, subnets: list[S
     """
     teacher, losses = None, []
     for net in subnets:
-        model.set_width(net.width)
         x = resize(images, net.resolution)
-        with autocast or contextlib.nullcontext():
+        with use_config(model, net.width, net.resolution), autocast or contextlib.nullcontext():
             logits = model(x)
         if net.target == "labels":
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
