@@ -7,10 +7,13 @@ runs code)::
       "format": "mutualnet", "version": 1,
       "model_name": "mobilenet_v2", "model_args": {...create_model kwargs, incl. width_range...},
       "model": <state dict, calibrated BN statistics included as calib_stats.* entries>,
-      "meta": {"resolutions": [...], "mode": "mutual", ...},   # how it was trained, for humans and tools
+      "meta": {"resolutions": [...], "mode": "mutual", ...},   # CheckpointMeta: how it was trained
       ... training state (optimizer, scheduler, scaler, rng, epoch, step) added by the trainer ...
       "query_table": {...}                                     # optional, added by `mutualnet search`
     }
+
+The width range is stored once, in ``model_args`` (what rebuilds the model); :class:`CheckpointMeta` types
+the ``meta`` entry that training, search and detection all write.
 
 Writes go to a temporary file in the same folder, are fsynced, then renamed over the target, so a
 crash while saving never corrupts the last good checkpoint.
@@ -18,7 +21,9 @@ crash while saving never corrupts the last good checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,24 +34,72 @@ from .errors import MutualNetError
 from .io import atomic_save
 from .models import create_model
 
-__all__ = ["FORMAT", "VERSION", "atomic_save", "save_checkpoint", "load_checkpoint", "model_from_checkpoint",
+__all__ = ["FORMAT", "VERSION", "CheckpointMeta", "checkpoint_meta", "atomic_save",
+           "save_checkpoint", "load_checkpoint", "model_from_checkpoint",
            "checkpoint_dict", "read_torch_file", "is_checkpoint", "load_weights"]
 
 FORMAT = "mutualnet"
 VERSION = 1
 
 
-def checkpoint_dict(model: nn.Module, meta: dict | None = None, **extra: Any) -> dict:
+@dataclass
+class CheckpointMeta:
+    """How a checkpoint's weights were made: the ``meta`` entry, written by training, search and detection.
+
+    Stored as a plain dict (``weights_only`` loading); :meth:`from_dict` reads any older checkpoint (a
+    ``width_range`` there is dropped: ``model_args`` holds it) and keeps unknown keys in ``extra``.
+    """
+
+    task: str = "classification"  # classification | detection
+    mode: str | None = None  # training mode (mutual, usnet, ...; see mutualnet.train.config.MODES)
+    resolutions: list[int] = field(default_factory=list)  # training resolutions (detection: scales), highest first
+    num_subnets: int | None = None  # sub-networks per iteration
+    dataset: dict = field(default_factory=dict)  # name, root, num_classes, ... (detection: annotations, cat_ids)
+    epochs: int | None = None  # epochs the run was planned for
+    epoch: int | None = None  # epoch the weights are from
+    step: int | None = None  # iterations done
+    top1: dict | None = None  # the last validation's top-1 per evaluated configuration
+    max_size: int | None = None  # detection: long-side cap of the input
+    calibrated: bool = False  # holds the BN statistics of every searched configuration
+    extra: dict = field(default_factory=dict)  # anything else (class_names, released_widths, source, ...)
+
+    def to_dict(self) -> dict:
+        """The plain dict stored in the checkpoint; fields at their default are left out."""
+        default = CheckpointMeta()
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        return {k: v for k, v in d.items() if v != getattr(default, k)} | dict(self.extra)
+
+    @classmethod
+    def from_dict(cls, d: dict | CheckpointMeta | None) -> CheckpointMeta:
+        if isinstance(d, CheckpointMeta):
+            return dataclasses.replace(d)
+        d = dict(d or {})
+        d.pop("width_range", None)  # older checkpoints repeated model_args["width_range"] here
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {k: d.pop(k) for k in list(d) if k in names and d[k] is not None}
+        return cls(**known, extra=d)
+
+
+def checkpoint_meta(ckpt: dict) -> CheckpointMeta:
+    """The typed meta of a loaded checkpoint (any version)."""
+    meta = CheckpointMeta.from_dict(ckpt.get("meta"))
+    if ckpt.get("task"):
+        meta.task = ckpt["task"]
+    return meta
+
+
+def checkpoint_dict(model: nn.Module, meta: CheckpointMeta | dict | None = None, **extra: Any) -> dict:
     """The dict :func:`save_checkpoint` writes for ``model`` (built by :func:`mutualnet.create_model`)."""
     name = getattr(model, "model_name", None)
     if name is None:
         raise MutualNetError("model was not built by mutualnet.create_model; cannot describe it in a checkpoint")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return {"format": FORMAT, "version": VERSION, "model_name": name, "model_args": dict(model.model_args),
-            "model": state, "meta": dict(meta or {}), **extra}
+            "model": state, "meta": CheckpointMeta.from_dict(meta).to_dict(), **extra}
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict | None = None, **extra: Any) -> Path:
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: CheckpointMeta | dict | None = None,
+                    **extra: Any) -> Path:
     return atomic_save(checkpoint_dict(model, meta, **extra), path)
 
 

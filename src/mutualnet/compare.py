@@ -25,11 +25,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cli.plot import plot_tables
 from .demo import make_recipe, run_pipeline
 from .models import create_model
 from .profiling import profile
 from .search import QueryTable, width_grid
+from .search.plot import plot_tables
 
 __all__ = ["CompareResult", "run_compare", "usnet_lower_width", "matched_budgets"]
 

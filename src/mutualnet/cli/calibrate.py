@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 
 from ..calibrate import calibrate
-from ..checkpoint import atomic_save, checkpoint_dict
+from ..checkpoint import atomic_save, checkpoint_dict, load_checkpoint, model_from_checkpoint
+from ..data.checkpoint import data_from_checkpoint
 from ..errors import MutualNetError
 from ..profiling import resolve_device
-from .search import add_data_args, checkpoint_model, data_builder
+from ._args import add_data_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,15 +33,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    ckpt, model = checkpoint_model(args.checkpoint)
+    ckpt = load_checkpoint(args.checkpoint)
+    model = model_from_checkpoint(ckpt).eval()
     if args.calib_images <= 0 or args.batch_size <= 0:
         raise MutualNetError("--calib-images and --batch-size must be positive")
-    model.set_width(args.width)  # range check before any data is read
+    model.width_range.check(args.width)  # before any data is read
     dev = resolve_device(args.device)
-    build, _, workers = data_builder(args, ckpt, model)
+    data = data_from_checkpoint(ckpt, model, dataset=args.dataset, data_root=args.data_root, workers=args.workers)
     crop = args.crop_size or max([*ckpt.get("meta", {}).get("resolutions", []), args.resolution])
-    res = calibrate(model, build("train", crop), args.width, args.resolution, num_images=args.calib_images,
-                    batch_size=args.batch_size, device=dev, seed=args.seed, num_workers=workers)
+    res = calibrate(model, data.build("train", crop), args.width, args.resolution, num_images=args.calib_images,
+                    batch_size=args.batch_size, device=dev, seed=args.seed, num_workers=data.workers)
     model.to("cpu")
     fresh = checkpoint_dict(model, ckpt.get("meta"))
     atomic_save(ckpt | {"model": fresh["model"]}, args.out)

@@ -8,22 +8,7 @@ import json
 from ..errors import MutualNetError
 from ..models import create_model, model_info
 from ..profiling import measure_latency, profile
-from ..search import width_grid
-
-
-def _widths(s: str) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in s.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected LO,HI, e.g. 0.25,1.0") from None
-    return lo, hi
-
-
-def _ints(s: str) -> list[int]:
-    try:
-        return [int(v) for v in s.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected comma-separated integers, e.g. 224,192,160") from None
+from ._args import ints, width_pair
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,12 +16,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="registered model name (see `mutualnet models`)")
     p.add_argument("--width", type=float, help="width multiplier (default: the top of the width range)")
     p.add_argument("--resolution", type=int, help="input side in pixels (default: the model's input size)")
-    p.add_argument("--width-range", type=_widths, help="LO,HI widths the model is built for (default: model's)")
+    p.add_argument("--width-range", type=width_pair, help="LO,HI widths the model is built for (default: model's)")
     p.add_argument("--num-classes", type=int, help="classifier outputs (default: model's)")
     p.add_argument("--in-chans", type=int, help="image channels (default: model's)")
     p.add_argument("--grid", action="store_true", help="every width (step --width-step) x every resolution")
     p.add_argument("--width-step", type=float, default=0.05)
-    p.add_argument("--resolutions", type=_ints, help="resolutions for --grid (default: model's recipe)")
+    p.add_argument("--resolutions", type=ints, help="resolutions for --grid (default: model's recipe)")
     p.add_argument("--latency", action="store_true", help="also measure median forward latency")
     p.add_argument("--device", default="cpu", help="device for --latency: cpu or cuda")
     p.add_argument("--batch-size", type=int, default=1, help="batch size for --latency")
@@ -53,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     if args.grid:
         if args.width is not None or args.resolution is not None:
             raise MutualNetError("--grid profiles every configuration; drop --width/--resolution")
-        configs = [(w, r) for r in (args.resolutions or info.resolutions) for w in width_grid(lo, hi, args.width_step)]
+        grid = model.width_range.grid(args.width_step)
+        configs = [(w, r) for r in (args.resolutions or info.resolutions) for w in grid]
     else:
         configs = [(hi if args.width is None else args.width,
                     info.input_size if args.resolution is None else args.resolution)]

@@ -25,7 +25,7 @@ import yaml
 from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
 
-from ..checkpoint import FORMAT, VERSION, atomic_save, load_checkpoint
+from ..checkpoint import FORMAT, VERSION, CheckpointMeta, atomic_save, load_checkpoint
 from ..errors import MutualNetError
 from ..profiling import resolve_device
 from ..train.config import apply_overrides, read_yaml_mapping
@@ -140,13 +140,14 @@ def detection_step(model: SlimmableMaskRCNN, images: list, targets: list, subnet
 def detector_checkpoint(model: SlimmableMaskRCNN, cfg: DetectionConfig, dataset: CocoDetection, **extra: Any) -> dict:
     """Self-describing detection checkpoint (mutualnet format, ``task: detection``)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    meta = {"task": TASK, "mode": "mutual", "resolutions": sorted(cfg.scales, reverse=True),
-            "width_range": list(cfg.width_range), "max_size": cfg.max_size,
-            "dataset": {"name": "coco", "annotations": str(cfg.annotations), "images": str(cfg.images),
-                        "num_classes": dataset.num_classes, "cat_ids": dataset.cat_ids}}
+    meta = CheckpointMeta(task=TASK, mode="mutual_gt", resolutions=sorted(cfg.scales, reverse=True),
+                          num_subnets=cfg.num_subnets, epochs=cfg.epochs, max_size=cfg.max_size,
+                          dataset={"name": "coco", "annotations": str(cfg.annotations), "images": str(cfg.images),
+                                   "num_classes": dataset.num_classes, "cat_ids": dataset.cat_ids})
+    config = {k: v for k, v in _plain(dataclasses.asdict(cfg)).items() if k != "width_range"}  # in model_args
     return {"format": FORMAT, "version": VERSION, "task": TASK, "model_name": f"maskrcnn_{cfg.backbone}",
-            "model_args": dict(model.detector_args), "model": state, "meta": meta,
-            "config": _plain(dataclasses.asdict(cfg)), **extra}
+            "model_args": dict(model.detector_args), "model": state, "meta": meta.to_dict(), "config": config,
+            **extra}
 
 
 def _plain(d: dict) -> dict:
@@ -170,7 +171,8 @@ def resume_config(path: str | Path, overrides: list[str] | None = None) -> Detec
     ckpt = load_checkpoint(path)
     if ckpt.get("task") != TASK or not isinstance(ckpt.get("config"), dict):
         raise MutualNetError(f"{path} is not a detection training checkpoint (written by `mutualnet detect train`)")
-    return load_config(None, overrides, **ckpt["config"])
+    config = {"width_range": ckpt["model_args"]["width_range"], **ckpt["config"]}  # older ones repeat it
+    return load_config(None, overrides, **config)
 
 
 def train_detector(cfg: DetectionConfig, *, resume: str | Path | None = None, progress: bool = True) -> Path:

@@ -1,8 +1,9 @@
 """The training loop: data, optimizer, schedule, validation, metrics and exact, crash-safe resume.
 
-Plain functions in the torchvision reference style: :func:`train` sets everything up and runs the
-epochs, :func:`train_one_epoch` runs the iterations (each one :func:`~mutualnet.train.step.train_step`),
-:func:`evaluate` measures a configuration.
+Plain functions in the torchvision reference style, each with explicit arguments: :func:`build_data`,
+:func:`build_model`, :func:`restore` (a checkpoint into the run's objects), :func:`train_one_epoch` (the
+iterations, each one :func:`~mutualnet.train.step.train_step`), :func:`validate` / :func:`evaluate`, and
+:class:`Checkpointer` (``last.pt`` / ``best.pt``); :func:`train` strings them together.
 
 Resume is exact: the checkpoint holds the model, optimizer, schedule, grad scaler, every random state
 (the sub-network sampler, torch, CUDA, python, numpy, per process) and the position in the epoch; the
@@ -14,11 +15,14 @@ and sub-networks and follows the same loss trajectory as one that was never inte
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
+import dataclasses
 import json
 import math
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +35,20 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..calibrate import calibrate
-from ..checkpoint import atomic_save, checkpoint_dict, load_checkpoint
+from ..checkpoint import CheckpointMeta, atomic_save, checkpoint_dict, load_checkpoint
+from ..data.datasets import DatasetInfo
 from ..errors import MutualNetError
 from ..layers import SlimmableBatchNorm2d, config_key, use_config
 from ..models import create_model
-from .config import TrainConfig, apply_overrides, config_from_dict, config_to_dict, resolve, save_config
+from .config import (
+    SINGLE_NETWORK_MODES,
+    TrainConfig,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    resolve,
+    save_config,
+)
 from .distributed import (
     DistInfo,
     EpochSampler,
@@ -52,7 +65,8 @@ from .optim import build_optimizer, build_scheduler
 from .step import resize, sample_subnets, train_step
 from .transfer import load_pretrained
 
-__all__ = ["train", "train_one_epoch", "evaluate", "resume_config", "MetricsLog"]
+__all__ = ["train", "build_data", "build_model", "restore", "train_one_epoch", "validate", "evaluate", "resume_config",
+           "TrainState", "TrainData", "Checkpointer", "MetricsLog"]
 
 
 # -- metrics ----------------------------------------------------------------------------------------
@@ -183,41 +197,93 @@ def _calibrated(model: nn.Module, batches: list, width: float, resolution: int):
                 bn.calibrated.pop(key, None)
 
 
+# -- the run's position and its checkpoint writer ----------------------------------------------------
+@dataclass
+class TrainState:
+    """Where a run stands. Updated after every iteration and saved in every checkpoint, so a checkpoint
+    written at any point records exactly where the data order and the schedule stand."""
+
+    epoch: int = 0  # current epoch (0-based)
+    epoch_step: int = 0  # iterations done in it
+    step: int = 0  # iterations done in all
+    best_top1: float | None = None  # best validation top-1 of the widest configuration so far
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class Checkpointer:
+    """Writes ``last.pt`` / ``best.pt``: model, optimizer, schedule, scaler, every random state, the position.
+
+    Refuses to write non-finite weights, so the last good checkpoint survives a diverged run. Under
+    ``torchrun`` every process gathers its random state and rank 0 writes.
+    """
+
+    def __init__(self, run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler | None,
+                 sampler_gen: torch.Generator, info: DistInfo, *, meta: CheckpointMeta, config: dict,
+                 steps_per_epoch: int) -> None:
+        self.run_dir, self.model, self.optimizer, self.scheduler = run_dir, model, optimizer, scheduler
+        self.scaler = scaler
+        self.sampler_gen, self.info, self.meta, self.steps_per_epoch = sampler_gen, info, meta, steps_per_epoch
+        self.config = {**config, "model": {k: v for k, v in config["model"].items() if k != "width_range"}}
+
+    def save(self, state: TrainState, names: tuple[str, ...] = ("last.pt",), top1: dict | None = None) -> None:
+        if not all(bool(p.isfinite().all()) for p in self.model.parameters()):
+            raise MutualNetError(f"weights became non-finite by iteration {state.step}; training stopped "
+                                 f"without overwriting {self.run_dir / 'last.pt'}. Lower optim.lr or add "
+                                 "optim.warmup_epochs, then resume with --resume")
+        rngs = _gather(_rng_state(self.sampler_gen), self.info)
+        if not self.info.is_main:
+            return
+        train_state = {**state.to_dict(), "optimizer": self.optimizer.state_dict(),
+                       "scheduler": self.scheduler.state_dict(),
+                       "scaler": self.scaler.state_dict() if self.scaler is not None else None, "rng": rngs,
+                       "world_size": self.info.world_size, "steps_per_epoch": self.steps_per_epoch}
+        if top1 is not None:
+            self.meta.top1 = top1
+        self.meta.epoch, self.meta.step = state.epoch, state.step
+        obj = checkpoint_dict(self.model, self.meta, config=self.config, train_state=train_state)
+        for name in names:
+            atomic_save(obj, self.run_dir / name)
+
+
 # -- one epoch ---------------------------------------------------------------------------------------
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler | None,
-                    state: dict, ctx: dict) -> bool:
-    """Run the rest of epoch ``state["epoch"]``; returns False when ``run.max_steps`` stopped it early.
+                    state: TrainState, *, cfg: TrainConfig, device: torch.device, info: DistInfo,
+                    sampler_gen: torch.Generator, steps_per_epoch: int, log: MetricsLog | None,
+                    checkpointer: Checkpointer) -> bool:
+    """Run the rest of epoch ``state.epoch``; returns False when ``run.max_steps`` stopped it early.
 
-    ``state`` (epoch, epoch_step, step) is updated in place after every iteration, so a checkpoint
-    saved at any point records exactly where the data order and the schedule stand.
+    ``state`` is updated in place after every iteration; ``last.pt`` is written every ``run.save_every``.
     """
-    cfg: TrainConfig = ctx["cfg"]
-    t, r, info, device = cfg.train, cfg.run, ctx["info"], ctx["device"]
+    t, r = cfg.train, cfg.run
+    autocast = _autocast(r.amp, device)
     params = [p for p in model.parameters() if p.requires_grad]
-    bar = tqdm(total=ctx["steps_per_epoch"], initial=state["epoch_step"], desc=f"epoch {state['epoch'] + 1}/{t.epochs}",
+    bar = tqdm(total=steps_per_epoch, initial=state.epoch_step, desc=f"epoch {state.epoch + 1}/{t.epochs}",
                disable=not (info.is_main and r.progress), dynamic_ncols=True, leave=False)
     tick, seen = time.perf_counter(), 0
     model.train()
     for images, labels in loader:
-        if r.max_steps is not None and state["step"] >= r.max_steps:
+        if r.max_steps is not None and state.step >= r.max_steps:
             bar.close()
             return False
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         if r.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        subnets = sample_subnets(t.mode, cfg.model.width_range, t.resolutions, t.num_subnets, ctx["sampler_gen"])
+        subnets = sample_subnets(t.mode, cfg.model.width_range, t.resolutions, t.num_subnets, sampler_gen)
         optimizer.zero_grad(set_to_none=True)
         losses = train_step(model, images, labels, subnets, label_smoothing=t.label_smoothing,
-                            temperature=t.temperature, autocast=ctx["autocast"], scaler=scaler)
+                            temperature=t.temperature, autocast=autocast, scaler=scaler)
         losses = all_reduce_mean(losses, info)
         total = float(losses.sum())
         if not math.isfinite(total):
             bar.close()
-            last = ctx["run_dir"] / "last.pt"
+            last = checkpointer.run_dir / "last.pt"
             where = f"the last good checkpoint {last} is untouched" if last.exists() else "no checkpoint was saved"
             raise MutualNetError(
-                f"loss became {total} at iteration {state['step'] + 1} (epoch {state['epoch'] + 1}); training "
+                f"loss became {total} at iteration {state.step + 1} (epoch {state.epoch + 1}); training "
                 f"stopped and {where}. Lower optim.lr, add optim.warmup_epochs or use run.amp=none/bf16, then "
                 "resume with --resume")
         if info.enabled:
@@ -229,20 +295,20 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         else:
             optimizer.step()
         scheduler.step()
-        state["step"] += 1
-        state["epoch_step"] += 1
+        state.step += 1
+        state.epoch_step += 1
         seen += images.shape[0] * info.world_size
         bar.update(1)
-        if state["step"] % r.log_every == 0 or state["epoch_step"] == ctx["steps_per_epoch"]:
+        if state.step % r.log_every == 0 or state.epoch_step == steps_per_epoch:
             elapsed = time.perf_counter() - tick
             img_s = seen / elapsed if elapsed > 0 else 0.0
             tick, seen = time.perf_counter(), 0
-            if info.is_main:
-                ctx["log"].write({"kind": "train", "epoch": state["epoch"], "step": state["step"], "loss": total,
-                                  "losses": losses.tolist(), "lr": lr, "img_s": img_s})
+            if log is not None:
+                log.write({"kind": "train", "epoch": state.epoch, "step": state.step, "loss": total,
+                           "losses": losses.tolist(), "lr": lr, "img_s": img_s})
             bar.set_postfix(loss=f"{total:.4f}", lr=f"{lr:.4g}", img_s=f"{img_s:.0f}")
-        if r.save_every and state["step"] % r.save_every == 0 and state["epoch_step"] < ctx["steps_per_epoch"]:
-            ctx["save"](("last.pt",))
+        if r.save_every and state.step % r.save_every == 0 and state.epoch_step < steps_per_epoch:
+            checkpointer.save(state)
     bar.close()
     return True
 
@@ -273,7 +339,9 @@ def resume_config(path: str | Path, overrides: list[str] | None = None) -> Train
     trajectory; changing anything else continues the run under the new setting.
     """
     ckpt = _load_train_checkpoint(path)
-    data = apply_overrides(ckpt["config"], overrides)
+    data = copy.deepcopy(ckpt["config"])
+    data.setdefault("model", {}).setdefault("width_range", list(ckpt["model_args"]["width_range"]))  # stored once
+    data = apply_overrides(data, overrides)
     data["run"]["out"] = str(Path(path).parent)
     return config_from_dict(data)
 
@@ -286,6 +354,112 @@ def _load_train_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
+@dataclass
+class TrainData:
+    """The loaders of a run. Augmentation per sample is seeded by (seed, epoch, index), see EpochSampler."""
+
+    train: DataLoader
+    val: DataLoader
+    calib: DataLoader  # training images for the BN statistics of the validated non-widest configuration
+    sampler: EpochSampler
+    local_batch: int
+    steps_per_epoch: int
+
+
+def build_data(cfg: TrainConfig, data_info: DatasetInfo, info: DistInfo, device: torch.device) -> TrainData:
+    """Datasets and loaders of a run; loaders get their own generators so they never draw from the global RNG."""
+    from ..data import build_dataset
+
+    d, r = cfg.data, cfg.run
+    if d.batch_size % info.world_size:
+        raise MutualNetError(f"data.batch_size {d.batch_size} is not divisible by {info.world_size} processes")
+    local_batch = d.batch_size // info.world_size
+    synth = {}
+    if data_info.name == "synthetic":
+        synth = {"num_classes": cfg.model.num_classes, "in_chans": cfg.model.args.get("in_chans")}
+    common = {"root": d.root, "input_size": d.input_size, "synthetic_length": d.synthetic_length,
+              "seed": r.seed, **synth}
+    train_ds = build_dataset(d.name, "train", crop_scale=tuple(d.crop_scale), hflip=d.hflip,
+                             color_jitter=d.color_jitter, crop_padding=d.crop_padding, **common)
+    val_ds = build_dataset(d.name, "val", val_resize_ratio=d.val_resize_ratio, **common)
+    if len(train_ds) < d.batch_size:
+        raise MutualNetError(f"the training set has {len(train_ds)} images, fewer than data.batch_size "
+                             f"{d.batch_size}")
+    sampler = EpochSampler(len(train_ds), num_replicas=info.world_size, rank=info.rank, seed=r.seed)
+    loader_args = {"num_workers": d.workers, "pin_memory": device.type == "cuda", "persistent_workers": d.workers > 0}
+    train_loader = DataLoader(SeededSamples(train_ds), batch_size=local_batch, sampler=sampler, drop_last=True,
+                              generator=torch.Generator().manual_seed(r.seed), **loader_args)
+    val_loader = DataLoader(val_ds, batch_size=(d.val_batch_size or d.batch_size) // info.world_size or 1,
+                            sampler=ShardSampler(len(val_ds), info.world_size, info.rank),
+                            generator=torch.Generator().manual_seed(r.seed), **loader_args)
+    calib_sampler = EpochSampler(len(train_ds), num_replicas=info.world_size, rank=info.rank, seed=r.seed + 7)
+    calib_loader = DataLoader(SeededSamples(train_ds), batch_size=local_batch, sampler=calib_sampler,
+                              num_workers=min(d.workers, 2), generator=torch.Generator().manual_seed(r.seed))
+    return TrainData(train_loader, val_loader, calib_loader, sampler, local_batch, sampler.per_rank // local_batch)
+
+
+def build_model(cfg: TrainConfig, device: torch.device, info: DistInfo, *, pretrained: bool = True) -> nn.Module:
+    """The model of ``cfg.model`` on ``device`` (with ``model.init`` weights when ``pretrained``)."""
+    m, t, r = cfg.model, cfg.train, cfg.run
+    model = create_model(m.name, num_classes=m.num_classes, width_range=tuple(m.width_range), **m.args)
+    if m.init and pretrained:  # transfer learning: all but the new classifier (see train/transfer.py)
+        load_pretrained(model, m.init)
+    if min(t.resolutions) < model.min_resolution:
+        raise MutualNetError(f"resolution {min(t.resolutions)} is too small for {m.name} "
+                             f"(needs at least {model.min_resolution})")
+    if r.sync_bn and info.enabled:
+        convert_sync_batchnorm(model)
+    model.to(device)
+    if r.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def restore(ckpt: dict, source: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+            scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler | None,
+            sampler_gen: torch.Generator, info: DistInfo, steps_per_epoch: int) -> TrainState:
+    """Load a training checkpoint into the run's objects; returns where the run stands."""
+    try:
+        model.load_state_dict(ckpt["model"])
+        ts = ckpt["train_state"]
+        optimizer.load_state_dict(ts["optimizer"])
+        scheduler.load_state_dict(ts["scheduler"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise MutualNetError(f"cannot resume from {source}: it does not match this config "
+                             f"({str(e).splitlines()[0][:200]})") from None
+    if scaler is not None and ts.get("scaler"):
+        scaler.load_state_dict(ts["scaler"])
+    state = TrainState(**{k: ts[k] for k in ("epoch", "epoch_step", "step", "best_top1")})
+    rngs = ts["rng"]
+    _set_rng_state(rngs[info.rank] if info.rank < len(rngs) else rngs[0], sampler_gen)
+    if state.epoch_step >= steps_per_epoch:
+        state.epoch, state.epoch_step = state.epoch + 1, 0
+    return state
+
+
+def validate(model: nn.Module, data: TrainData, cfg: TrainConfig, state: TrainState, device: torch.device,
+             info: DistInfo) -> dict:
+    """A ``val`` metrics row: the widest configuration, and the narrowest with BN statistics re-estimated."""
+    t, r = cfg.train, cfg.run
+    lo, hi = cfg.model.width_range
+    configs = {"widest": (hi, t.resolutions[0])}
+    if (lo, t.resolutions[-1]) != (hi, t.resolutions[0]):
+        configs["narrowest"] = (lo, t.resolutions[-1])
+    kw = {"autocast": _autocast(r.amp, device), "max_batches": r.val_batches, "info": info,
+          "channels_last": r.channels_last}
+    row = {"kind": "val", "epoch": state.epoch, "step": state.step}
+    for tag, (w, res) in configs.items():
+        if tag == "widest":
+            out = evaluate(model, data.val, w, res, device, **kw)
+        else:
+            batches = [x.to(device) for x, _ in _take(data.calib, r.calib_batches)]
+            with _calibrated(model, batches, w, res):
+                out = evaluate(model, data.val, w, res, device, **kw)
+        row |= {f"{k}_{tag}": v for k, v in out.items()} | {f"config_{tag}": config_key(w, res)}
+    model.train()
+    return row
+
+
 def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     """Train a network as ``cfg`` describes and return its run folder.
 
@@ -296,12 +470,12 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     The run folder holds ``config.yaml`` (resolved), ``metrics.jsonl``, ``last.pt``, ``best.pt`` and
     ``tb/`` (TensorBoard). Under ``torchrun`` every process calls this; rank 0 writes the files.
     """
-    from ..data import build_dataset, dataset_info
+    from ..data import dataset_info
 
     ckpt = _load_train_checkpoint(resume) if resume is not None else None
     data_info = dataset_info(cfg.data.name, cfg.data.root)
     cfg = resolve(cfg, data_info.to_dict())
-    d, t, o, r = cfg.data, cfg.train, cfg.optim, cfg.run
+    t, o, r = cfg.train, cfg.optim, cfg.run
     run_dir = Path(r.out)
     if ckpt is None and (run_dir / "last.pt").exists():
         raise MutualNetError(f"{run_dir} already holds a run (last.pt); resume it with --resume {run_dir / 'last.pt'} "
@@ -313,143 +487,54 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         device = _device(r.device, info)
         if r.threads:
             torch.set_num_threads(r.threads)
-        if d.batch_size % info.world_size:
-            raise MutualNetError(f"data.batch_size {d.batch_size} is not divisible by {info.world_size} processes")
-        local_batch = d.batch_size // info.world_size
         torch.manual_seed(r.seed)
         random.seed(r.seed)
         np.random.seed(r.seed)
-
-        # data: augmentation per sample is seeded by (seed, epoch, index), see EpochSampler
-        synth = {}
-        if data_info.name == "synthetic":
-            synth = {"num_classes": cfg.model.num_classes, "in_chans": cfg.model.args.get("in_chans")}
-        common = {"root": d.root, "input_size": d.input_size, "synthetic_length": d.synthetic_length,
-                  "seed": r.seed, **synth}
-        train_ds = build_dataset(d.name, "train", crop_scale=tuple(d.crop_scale), hflip=d.hflip,
-                                 color_jitter=d.color_jitter, crop_padding=d.crop_padding, **common)
-        val_ds = build_dataset(d.name, "val", val_resize_ratio=d.val_resize_ratio, **common)
-        if len(train_ds) < d.batch_size:
-            raise MutualNetError(f"the training set has {len(train_ds)} images, fewer than data.batch_size "
-                                 f"{d.batch_size}")
-        sampler = EpochSampler(len(train_ds), num_replicas=info.world_size, rank=info.rank, seed=r.seed)
-        pin = device.type == "cuda"
-        loader_args = {"num_workers": d.workers, "pin_memory": pin, "persistent_workers": d.workers > 0}
-        # loaders get their own generators so they never draw from the global RNG (exact resume)
-        train_loader = DataLoader(SeededSamples(train_ds), batch_size=local_batch, sampler=sampler, drop_last=True,
-                                  generator=torch.Generator().manual_seed(r.seed), **loader_args)
-        val_loader = DataLoader(val_ds, batch_size=(d.val_batch_size or d.batch_size) // info.world_size or 1,
-                                sampler=ShardSampler(len(val_ds), info.world_size, info.rank),
-                                generator=torch.Generator().manual_seed(r.seed), **loader_args)
-        steps_per_epoch = sampler.per_rank // local_batch
-
-        # model, optimizer, schedule
-        m = cfg.model
-        model = create_model(m.name, num_classes=m.num_classes, width_range=tuple(m.width_range), **m.args)
-        if m.init and ckpt is None:  # transfer learning: all but the new classifier (see train/transfer.py)
-            load_pretrained(model, m.init)
-        if min(t.resolutions) < model.min_resolution:
-            raise MutualNetError(f"resolution {min(t.resolutions)} is too small for {m.name} "
-                                 f"(needs at least {model.min_resolution})")
-        if r.sync_bn and info.enabled:
-            convert_sync_batchnorm(model)
-        model.to(device)
-        if r.channels_last:
-            model.to(memory_format=torch.channels_last)
+        data = build_data(cfg, data_info, info, device)
+        model = build_model(cfg, device, info, pretrained=ckpt is None)
         optimizer = build_optimizer(model, o.lr, o.momentum, o.nesterov, o.weight_decay, o.decay_all)
-        scheduler = build_scheduler(optimizer, t.epochs * steps_per_epoch, round(o.warmup_epochs * steps_per_epoch),
-                                    o.min_lr)
+        scheduler = build_scheduler(optimizer, t.epochs * data.steps_per_epoch,
+                                    round(o.warmup_epochs * data.steps_per_epoch), o.min_lr)
         scaler = torch.amp.GradScaler(device.type) if r.amp == "fp16" else None
         sampler_gen = torch.Generator().manual_seed(r.seed + 1)
-        state = {"epoch": 0, "epoch_step": 0, "step": 0, "best_top1": None}
-
         if ckpt is not None:
-            try:
-                model.load_state_dict(ckpt["model"])
-                ts = ckpt["train_state"]
-                optimizer.load_state_dict(ts["optimizer"])
-                scheduler.load_state_dict(ts["scheduler"])
-            except (RuntimeError, ValueError, KeyError) as e:
-                raise MutualNetError(f"cannot resume from {resume}: it does not match this config "
-                                     f"({str(e).splitlines()[0][:200]})") from None
-            if scaler is not None and ts.get("scaler"):
-                scaler.load_state_dict(ts["scaler"])
-            state.update({k: ts[k] for k in ("epoch", "epoch_step", "step", "best_top1")})
-            rngs = ts["rng"]
-            _set_rng_state(rngs[info.rank] if info.rank < len(rngs) else rngs[0], sampler_gen)
-            if state["epoch_step"] >= steps_per_epoch:
-                state["epoch"], state["epoch_step"] = state["epoch"] + 1, 0
-        elif info.enabled:
-            broadcast_model(model)
-
+            state = restore(ckpt, resume, model, optimizer, scheduler, scaler, sampler_gen, info,
+                            data.steps_per_epoch)
+        else:
+            state = TrainState()
+            if info.enabled:
+                broadcast_model(model)
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, run_dir / "config.yaml")
             log = MetricsLog(run_dir, csv_files=r.csv, tensorboard=r.tensorboard,
-                             resume_step=state["step"] if ckpt is not None else None)
-        meta = {"mode": t.mode, "width_range": list(m.width_range), "resolutions": list(t.resolutions),
-                "num_subnets": t.num_subnets if t.mode not in ("single", "msaug") else 1,
-                "dataset": {"name": data_info.name, "root": d.root, "num_classes": m.num_classes,
-                            "in_chans": model.in_chans, "input_size": d.input_size}, "epochs": t.epochs}
-        last_val: dict = {}
-
-        def save(names: tuple[str, ...]) -> None:
-            if not all(bool(p.isfinite().all()) for p in model.parameters()):
-                raise MutualNetError(f"weights became non-finite by iteration {state['step']}; training stopped "
-                                     f"without overwriting {run_dir / 'last.pt'}. Lower optim.lr or add "
-                                     "optim.warmup_epochs, then resume with --resume")
-            rngs = _gather(_rng_state(sampler_gen), info)
-            if not info.is_main:
-                return
-            train_state = {**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                           "scaler": scaler.state_dict() if scaler is not None else None, "rng": rngs,
-                           "world_size": info.world_size, "steps_per_epoch": steps_per_epoch}
-            obj = checkpoint_dict(model, {**meta, "epoch": state["epoch"], "step": state["step"], **last_val},
-                                  config=config_to_dict(cfg), train_state=train_state)
-            for name in names:
-                atomic_save(obj, run_dir / name)
-
-        ctx = {"cfg": cfg, "info": info, "device": device, "autocast": _autocast(r.amp, device),
-               "sampler_gen": sampler_gen, "steps_per_epoch": steps_per_epoch, "run_dir": run_dir, "log": log,
-               "save": save}
-        calib_sampler = EpochSampler(len(train_ds), num_replicas=info.world_size, rank=info.rank, seed=r.seed + 7)
-        calib_loader = DataLoader(SeededSamples(train_ds), batch_size=local_batch, sampler=calib_sampler,
-                                  num_workers=min(d.workers, 2), generator=torch.Generator().manual_seed(r.seed))
-        lo, hi = m.width_range
-        configs = {"widest": (hi, t.resolutions[0])}
-        if (lo, t.resolutions[-1]) != (hi, t.resolutions[0]):
-            configs["narrowest"] = (lo, t.resolutions[-1])
-
-        while state["epoch"] < t.epochs:
-            sampler.set_epoch(state["epoch"], state["epoch_step"] * local_batch)
-            finished = train_one_epoch(model, train_loader, optimizer, scheduler, scaler, state, ctx)
+                             resume_step=state.step if ckpt is not None else None)
+        meta = CheckpointMeta(
+            mode=t.mode, resolutions=list(t.resolutions), epochs=t.epochs,
+            num_subnets=t.num_subnets if t.mode not in SINGLE_NETWORK_MODES else 1,
+            dataset={"name": data_info.name, "root": cfg.data.root, "num_classes": cfg.model.num_classes,
+                     "in_chans": model.in_chans, "input_size": cfg.data.input_size})
+        checkpointer = Checkpointer(run_dir, model, optimizer, scheduler, scaler, sampler_gen, info, meta=meta,
+                                    config=config_to_dict(cfg), steps_per_epoch=data.steps_per_epoch)
+        while state.epoch < t.epochs:
+            data.sampler.set_epoch(state.epoch, state.epoch_step * data.local_batch)
+            finished = train_one_epoch(model, data.train, optimizer, scheduler, scaler, state, cfg=cfg, device=device,
+                                       info=info, sampler_gen=sampler_gen, steps_per_epoch=data.steps_per_epoch,
+                                       log=log, checkpointer=checkpointer)
             if not finished:
-                save(("last.pt",))
+                checkpointer.save(state)
                 break
-            epoch = state["epoch"]
-            names = ("last.pt",)
-            if r.val_every and (epoch + 1) % r.val_every == 0:
-                row = {"kind": "val", "epoch": epoch, "step": state["step"]}
-                for tag, (w, res) in configs.items():
-                    autocast = ctx["autocast"]
-                    if tag == "widest":
-                        out = evaluate(model, val_loader, w, res, device, autocast=autocast, max_batches=r.val_batches,
-                                       info=info, channels_last=r.channels_last)
-                    else:
-                        batches = [x.to(device) for x, _ in _take(calib_loader, r.calib_batches)]
-                        with _calibrated(model, batches, w, res):
-                            out = evaluate(model, val_loader, w, res, device, autocast=autocast,
-                                           max_batches=r.val_batches, info=info, channels_last=r.channels_last)
-                    row |= {f"{k}_{tag}": v for k, v in out.items()} | {f"config_{tag}": config_key(w, res)}
-                last_val = {"top1": {tag: row[f"top1_{tag}"] for tag in configs}}
+            names, top1 = ("last.pt",), None
+            if r.val_every and (state.epoch + 1) % r.val_every == 0:
+                row = validate(model, data, cfg, state, device, info)
+                top1 = {k.removeprefix("top1_"): v for k, v in row.items() if k.startswith("top1_")}
                 if log is not None:
                     log.write(row)
-                if state["best_top1"] is None or row["top1_widest"] > state["best_top1"]:
-                    state["best_top1"] = row["top1_widest"]
+                if state.best_top1 is None or row["top1_widest"] > state.best_top1:
+                    state.best_top1 = row["top1_widest"]
                     names = ("last.pt", "best.pt")
-                model.train()
-            state["epoch"], state["epoch_step"] = epoch + 1, 0
-            save(names)
+            state.epoch, state.epoch_step = state.epoch + 1, 0
+            checkpointer.save(state, names, top1)
     finally:
         if log is not None:
             log.close()
