@@ -1,5 +1,7 @@
 """The active configuration (width, resolution) has one owner: the model's shared state."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -88,3 +90,12 @@ def test_width_range_check_contains_grid():
         rng.grid(0)
     lo, hi = mn.create_model("resnet20_cifar").width_range  # still a tuple
     assert isinstance(mn.create_model("resnet20_cifar").width_range, WidthRange) and lo < hi
+
+
+def test_readme_library_use_runs():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    code = readme.split("## Library use", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the README's own example
+    assert scope["logits"].shape == (2, 1000) and mn.get_config(scope["model"]) == (1.0, None)
+    assert not any(mn.layers.is_slimmable(m) for m in scope["dense"].modules())
