@@ -47,7 +47,7 @@ def test_set_budget_switches_without_reloading_and_matches_each_configuration(ca
         seen.add((net.width, net.resolution))
         # the same answer as the slimmable model at that configuration, with its calibrated statistics
         xr = torch.nn.functional.interpolate(x, size=(net.resolution,) * 2, mode="bilinear", antialias=True)
-        with torch.no_grad(), mn.use_width(model, net.width):
+        with torch.no_grad(), mn.use_config(model, net.width, net.resolution):
             ref = model.eval()(xr)
         assert (net.logits(x) - ref).abs().max() <= 1e-5
     assert len(seen) >= 3
