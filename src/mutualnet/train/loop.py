@@ -7,9 +7,10 @@ iterations, each one :func:`~mutualnet.train.step.train_step`), :func:`validate`
 
 Resume is exact: the checkpoint holds the model, optimizer, schedule, grad scaler, every random state
 (the sub-network sampler, torch, CUDA, python, numpy, per process) and the position in the epoch; the
-data order and every sample's augmentation are functions of ``(seed, epoch, index)``
-(:class:`~mutualnet.train.distributed.EpochSampler`). A resumed run therefore draws the same batches
-and sub-networks and follows the same loss trajectory as one that was never interrupted.
+data order and every batch's augmentation are functions of ``(seed, epoch, position)``
+(:class:`~mutualnet.train.distributed.EpochSampler`, :class:`~mutualnet.train.distributed.SeededSamples`).
+A resumed run therefore draws the same batches and sub-networks and follows the same loss trajectory as
+one that was never interrupted.
 """
 
 from __future__ import annotations
@@ -356,7 +357,7 @@ def _load_train_checkpoint(path: str | Path) -> dict:
 
 @dataclass
 class TrainData:
-    """The loaders of a run. Augmentation per sample is seeded by (seed, epoch, index), see EpochSampler."""
+    """The loaders of a run. Each batch's augmentation is seeded by (seed, epoch, position), see SeededSamples."""
 
     train: DataLoader
     val: DataLoader
