@@ -7,7 +7,7 @@ runs code)::
       "format": "mutualnet", "version": 1,
       "model_name": "mobilenet_v2", "model_args": {...create_model kwargs, incl. width_range...},
       "model": <state dict, calibrated BN statistics included as calib_stats.* entries>,
-      "meta": {"resolutions": [...], "mode": "mutual", ...},   # CheckpointMeta: how it was trained
+      "meta": {"resolutions": [...], "mode": "mutual", "resize": "antialias", ...},   # CheckpointMeta
       ... training state (optimizer, scheduler, scaler, rng, epoch, step) added by the trainer ...
       "query_table": {...}                                     # optional, added by `mutualnet search`
     }
@@ -30,13 +30,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from .data.transforms import DEFAULT_RESIZE, check_resize
 from .errors import MutualNetError
 from .io import atomic_save
 from .models import create_model
 
 __all__ = ["FORMAT", "VERSION", "CheckpointMeta", "checkpoint_meta", "atomic_save",
            "save_checkpoint", "load_checkpoint", "model_from_checkpoint",
-           "checkpoint_dict", "read_torch_file", "is_checkpoint", "load_weights"]
+           "checkpoint_dict", "read_torch_file", "is_checkpoint", "load_weights", "resize_mode"]
 
 FORMAT = "mutualnet"
 VERSION = 1
@@ -59,6 +60,7 @@ class CheckpointMeta:
     epoch: int | None = None  # epoch the weights are from
     step: int | None = None  # iterations done
     top1: dict | None = None  # the last validation's top-1 per evaluated configuration
+    resize: str | None = None  # how lower resolutions are made: antialias | official (data.transforms.resize_batch)
     max_size: int | None = None  # detection: long-side cap of the input
     calibrated: bool = False  # holds the BN statistics of every searched configuration
     extra: dict = field(default_factory=dict)  # anything else (class_names, released_widths, source, ...)
@@ -89,13 +91,28 @@ def checkpoint_meta(ckpt: dict) -> CheckpointMeta:
 
 
 def checkpoint_dict(model: nn.Module, meta: CheckpointMeta | dict | None = None, **extra: Any) -> dict:
-    """The dict :func:`save_checkpoint` writes for ``model`` (built by :func:`mutualnet.create_model`)."""
+    """The dict :func:`save_checkpoint` writes for ``model`` (built by :func:`mutualnet.create_model`).
+
+    ``meta.resize`` (how lower resolutions are made, see :func:`mutualnet.data.transforms.resize_batch`)
+    is always recorded: from ``meta`` when it has it, else the model's ``resize_mode``, else the default.
+    """
     name = getattr(model, "model_name", None)
     if name is None:
         raise MutualNetError("model was not built by mutualnet.create_model; cannot describe it in a checkpoint")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    meta = CheckpointMeta.from_dict(meta)
+    meta.resize = check_resize(meta.resize or getattr(model, "resize_mode", DEFAULT_RESIZE))
     return {"format": FORMAT, "version": VERSION, "model_name": name, "model_args": dict(model.model_args),
-            "model": state, "meta": CheckpointMeta.from_dict(meta).to_dict(), **extra}
+            "model": state, "meta": meta.to_dict(), **extra}
+
+
+def resize_mode(ckpt: dict) -> str:
+    """How the checkpoint's network makes lower resolutions (``meta["resize"]``).
+
+    Checkpoints written before the setting existed were all trained with antialiased resizing, so a
+    missing record reads as ``"antialias"``.
+    """
+    return check_resize((ckpt.get("meta") or {}).get("resize") or DEFAULT_RESIZE)
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: CheckpointMeta | dict | None = None,
@@ -173,6 +190,7 @@ def model_from_checkpoint(ckpt: dict | str | os.PathLike, *, map_location: str |
         raise MutualNetError(f"this checkpoint holds a {ckpt['task']} model ({ckpt['model_name']}); rebuild it with "
                              "mutualnet.detection.detector_from_checkpoint / `mutualnet detect eval`")
     model = create_model(ckpt["model_name"], **ckpt["model_args"])  # width_range may be a list
+    model.resize_mode = resize_mode(ckpt)  # calibration, search and deployment resize as it was trained
     try:
         missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
     except RuntimeError as e:  # shape mismatches

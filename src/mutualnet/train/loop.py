@@ -38,6 +38,7 @@ from tqdm import tqdm
 from ..calibrate import calibrate
 from ..checkpoint import CheckpointMeta, atomic_save, checkpoint_dict, load_checkpoint
 from ..data.datasets import DatasetInfo
+from ..data.transforms import model_resize, resize_batch
 from ..errors import MutualNetError
 from ..layers import SlimmableBatchNorm2d, config_key, use_config
 from ..models import create_model
@@ -63,7 +64,7 @@ from .distributed import (
     init_distributed,
 )
 from .optim import build_optimizer, build_scheduler
-from .step import resize, sample_subnets, train_step
+from .step import sample_subnets, train_step
 from .transfer import load_pretrained
 
 __all__ = ["train", "build_data", "build_model", "restore", "train_one_epoch", "validate", "evaluate", "resume_config",
@@ -156,8 +157,12 @@ def _gather(obj: Any, info: DistInfo) -> list:
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, width: float, resolution: int, device: torch.device, *,
              autocast: contextlib.AbstractContextManager | None = None, max_batches: int | None = None,
-             info: DistInfo | None = None, channels_last: bool = False) -> dict:
-    """Top-1 / top-5 accuracy (%) and mean loss of ``model`` at ``(width, resolution)``, over all processes."""
+             info: DistInfo | None = None, channels_last: bool = False, resize: str | None = None) -> dict:
+    """Top-1 / top-5 accuracy (%) and mean loss of ``model`` at ``(width, resolution)``, over all processes.
+
+    ``resize``: how batches are brought to ``resolution`` (None: the mode recorded on the model).
+    """
+    resize = model_resize(model, resize)
     info = info or DistInfo()
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # correct1, correct5, loss, count
@@ -168,7 +173,7 @@ def evaluate(model: nn.Module, loader: DataLoader, width: float, resolution: int
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with use_config(model, width, resolution), autocast or contextlib.nullcontext():
-            logits = model(resize(images, resolution)).float()
+            logits = model(resize_batch(images, resolution, resize)).float()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hit = top == labels[:, None]
         sums += torch.stack([hit[:, :1].sum(), hit.sum(), F.cross_entropy(logits, labels, reduction="sum"),
@@ -276,7 +281,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         subnets = sample_subnets(t.mode, cfg.model.width_range, t.resolutions, t.num_subnets, sampler_gen)
         optimizer.zero_grad(set_to_none=True)
         losses = train_step(model, images, labels, subnets, label_smoothing=t.label_smoothing,
-                            temperature=t.temperature, autocast=autocast, scaler=scaler)
+                            temperature=t.temperature, autocast=autocast, scaler=scaler, resize=cfg.data.resize)
         losses = all_reduce_mean(losses, info)
         total = float(losses.sum())
         if not math.isfinite(total):
@@ -403,6 +408,7 @@ def build_model(cfg: TrainConfig, device: torch.device, info: DistInfo, *, pretr
     """The model of ``cfg.model`` on ``device`` (with ``model.init`` weights when ``pretrained``)."""
     m, t, r = cfg.model, cfg.train, cfg.run
     model = create_model(m.name, num_classes=m.num_classes, width_range=tuple(m.width_range), **m.args)
+    model.resize_mode = cfg.data.resize  # calibration and evaluation resize as training does
     if m.init and pretrained:  # transfer learning: all but the new classifier (see train/transfer.py)
         load_pretrained(model, m.init)
     if min(t.resolutions) < model.min_resolution:
@@ -511,7 +517,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             log = MetricsLog(run_dir, csv_files=r.csv, tensorboard=r.tensorboard,
                              resume_step=state.step if ckpt is not None else None)
         meta = CheckpointMeta(
-            mode=t.mode, resolutions=list(t.resolutions), epochs=t.epochs,
+            mode=t.mode, resolutions=list(t.resolutions), epochs=t.epochs, resize=cfg.data.resize,
             num_subnets=t.num_subnets if t.mode not in SINGLE_NETWORK_MODES else 1,
             dataset={"name": data_info.name, "root": cfg.data.root, "num_classes": cfg.model.num_classes,
                      "in_chans": model.in_chans, "input_size": cfg.data.input_size})
