@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from .data.transforms import resize_batch
 from .errors import MutualNetError
 from .layers import SlimmableBatchNorm2d, config_key, get_width, set_width
+from .validate import MAX_RESOLUTION
 
 __all__ = ["CalibrationResult", "calibrate", "load_images", "check_resolution"]
 
@@ -83,6 +84,8 @@ def check_resolution(model: nn.Module, resolution: int) -> int:
     if resolution < lo:
         raise MutualNetError(f"resolution {resolution} is too small for {getattr(model, 'model_name', 'this model')} "
                              f"(needs at least {lo})")
+    if resolution > MAX_RESOLUTION:
+        raise MutualNetError(f"resolution {resolution} is above the limit of {MAX_RESOLUTION} pixels (memory)")
     return resolution
 
 
