@@ -135,7 +135,7 @@ def model_from_checkpoint(ckpt: dict | str | os.PathLike, *, map_location: str |
                              "mutualnet.detection.detector_from_checkpoint / `mutualnet detect eval`")
     try:
         model = create_model(ckpt["model_name"], **ckpt["model_args"])  # width_range may be a list
-    except TypeError as e:  # model_args naming an argument twice or a non-keyword
+    except (TypeError, MutualNetError) as e:  # model_args of the wrong type or range, or naming an argument twice
         raise MutualNetError(f"checkpoint model_args do not fit {ckpt['model_name']}: {e}") from None
     try:
         missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)

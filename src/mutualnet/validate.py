@@ -24,19 +24,23 @@ MAX_IN_CHANS = 64
 MAX_THREADS = 4096
 
 
+def _fmt(v: float) -> str:
+    return str(v) if isinstance(v, int) else f"{v:g}"
+
+
 def _range_text(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> str:
     if lo is not None and hi is not None:
-        return f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        return f"in {'(' if lo_open else '['}{_fmt(lo)}, {_fmt(hi)}{')' if hi_open else ']'}"
     if lo is not None:
-        return f"{'>' if lo_open else '>='} {lo:g}"
-    return f"{'<' if hi_open else '<='} {hi:g}"
+        return f"{'>' if lo_open else '>='} {_fmt(lo)}"
+    return f"{'<' if hi_open else '<='} {_fmt(hi)}"
 
 
 def _check_range(value: float, name: str, lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> None:
     bad = (lo is not None and (value <= lo if lo_open else value < lo)) or \
           (hi is not None and (value >= hi if hi_open else value > hi))
     if bad:
-        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        shown = _fmt(value)
         raise MutualNetError(f"{name} must be {_range_text(lo, hi, lo_open, hi_open)}, got {shown}")
 
 

@@ -192,7 +192,10 @@ class QueryTable:
             if isinstance(row, dict) and (unknown := sorted(set(row) - set(ROW_KEYS))):
                 raise MutualNetError(f"{source} row {i} has unknown field {unknown[0]!r}; "
                                      f"fields: {', '.join(ROW_KEYS)}")
-        return cls(rows=d["rows"], meta=dict(d.get("meta") or {}))
+        try:
+            return cls(rows=d["rows"], meta=dict(d.get("meta") or {}))
+        except MutualNetError as e:
+            raise MutualNetError(f"{source}: {e}") from None
 
     def to_csv(self) -> str:
         buf = io.StringIO()

@@ -24,8 +24,8 @@ from ..io import atomic_write_text, read_text
 from ..validate import MAX_CLASSES, MAX_IN_CHANS, MAX_RESOLUTION, MAX_THREADS, MAX_WIDTH, check_float, check_int
 
 __all__ = ["MODES", "ModelConfig", "DataConfig", "MethodConfig", "OptimConfig", "RunConfig", "TrainConfig",
-           "load_config", "read_yaml_mapping", "apply_overrides", "config_from_dict", "config_to_dict", "resolve",
-           "save_config"]
+           "load_config", "read_yaml_mapping", "apply_overrides", "config_from_dict", "build_dataclass",
+           "config_to_dict", "resolve", "save_config"]
 
 # mutual: the paper. usnet: sandwich + inplace distillation at the highest resolution. usnet_msaug: usnet
 # with one random resolution per iteration shared by all sub-networks. mutual_gt: mutual's sampling with
@@ -134,6 +134,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise MutualNetError(f"{where}: expected a list, got {value!r}")
         (item,) = typing.get_args(tp)
         return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple:
+        items = typing.get_args(tp)
+        if not isinstance(value, list | tuple) or len(value) != len(items):
+            raise MutualNetError(f"{where}: expected a list of {len(items)}, got {value!r}")
+        return tuple(_coerce(v, item, f"{where}[{i}]") for i, (v, item) in enumerate(zip(value, items)))
     if origin is dict:
         if not isinstance(value, dict):
             raise MutualNetError(f"{where}: expected a mapping, got {value!r}")
@@ -234,6 +239,12 @@ def _build(cls: type, data: dict, where: str) -> Any:
         kwargs[name] = _build(tp, value, key) if dataclasses.is_dataclass(tp) else _coerce(value, tp, key)
         _check_bounds(key, kwargs[name])
     return cls(**kwargs)
+
+
+def build_dataclass(cls: type, data: dict, where: str = "") -> Any:
+    """An instance of the dataclass ``cls`` from a dict, every value type-checked (and finite) against the
+    field annotations; errors name the key (``where.key``)."""
+    return _build(cls, data, where)
 
 
 def config_from_dict(data: dict) -> TrainConfig:
