@@ -56,7 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # a bad flag (one line printed already) or --help: a status, as for every other error
+        return e.code if isinstance(e.code, int) else 2
     try:
         rc = args.func(args)
     except MutualNetError as e:
