@@ -79,7 +79,7 @@ def load_images(dataset: Dataset, num_images: int | None = None, *, seed: int = 
 
 
 def check_resolution(model: nn.Module, resolution: int) -> int:
-    """``resolution`` as an int; :class:`MutualNetError` below the model's smallest input."""
+    """``resolution`` as an int; :class:`MutualNetError` below the model's smallest input or above the memory limit."""
     return _check_resolution(model, int(resolution))
 
 

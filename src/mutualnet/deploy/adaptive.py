@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -20,6 +19,7 @@ from torch import Tensor, nn
 from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, model_resize, resize_batch
 from ..errors import MutualNetError
+from ..io import read_image
 from .export import is_calibrated
 
 __all__ = ["AdaptiveNet", "Prediction", "normalisation", "load_query_table", "measure_switch_us"]
@@ -156,20 +156,11 @@ class AdaptiveNet:
 
     def load_images(self, paths: list[str | os.PathLike]) -> Tensor:
         """Read image files (torchvision.io, PIL fallback) with the evaluation transform at ``input_size``."""
-        from PIL import Image, UnidentifiedImageError
-
         tf = eval_transform(self.input_size, mean=self.mean, std=self.std)
         in_chans = getattr(self.model, "in_chans", 3)
         out = []
         for p in paths:
-            path = Path(p)
-            if not path.is_file():
-                raise MutualNetError(f"image not found: {path}")
-            try:
-                with Image.open(path) as im:
-                    img = im.convert("L" if in_chans == 1 else "RGB")
-            except (UnidentifiedImageError, OSError) as e:
-                raise MutualNetError(f"cannot read image {path}: {e}") from None
+            img = read_image(p, "L" if in_chans == 1 else "RGB")
             out.append(tf(img))
         return torch.stack(out)
 

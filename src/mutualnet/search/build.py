@@ -31,6 +31,7 @@ from ..calibrate import calibrate, check_resolution, load_images
 from ..checkpoint import atomic_save
 from ..data.transforms import model_resize, resize_batch
 from ..errors import MutualNetError
+from ..io import read_json, read_torch_file
 from ..layers import SlimmableBatchNorm2d, config_key, use_config, width_range_of
 from ..profiling import measure_latency, profile, resolve_device
 from .table import QueryTable, atomic_write_text
@@ -100,6 +101,17 @@ def _bn_stats(model: nn.Module, key: str) -> dict[str, Tensor]:
     return out
 
 
+def _read_stats(path: Path) -> dict[str, Tensor]:
+    """A partial search's saved statistics, through the guarded reader (a corrupt file is recomputed)."""
+    try:
+        stats = read_torch_file(path, "search statistics")
+    except MutualNetError:
+        return {}
+    ok = isinstance(stats, dict) and all(isinstance(v, Tensor) and v.is_floating_point() and bool(v.isfinite().all())
+                                         for v in stats.values())
+    return stats if ok else {}
+
+
 def _restore_bn_stats(model: nn.Module, key: str, stats: dict[str, Tensor]) -> bool:
     bns = [(name, m) for name, m in model.named_modules() if isinstance(m, SlimmableBatchNorm2d)]
     if any(f"{name}.mean" not in stats or f"{name}.var" not in stats for name, _ in bns):
@@ -134,8 +146,10 @@ class _State:
         if state_dir is None or not (state_dir / STATE_FILE).is_file():
             return
         try:
-            saved = json.loads((state_dir / STATE_FILE).read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            saved = read_json(state_dir / STATE_FILE, "search state")
+            QueryTable(rows=saved["rows"])  # the rows a finished search would write: finite, known types
+            saved["timing"] = dict(saved["timing"])
+        except (MutualNetError, KeyError, TypeError, AttributeError, ValueError):
             raise MutualNetError(f"{state_dir / STATE_FILE} is corrupt; delete it to start the search over") from None
         if saved.get("signature") != signature:
             diff = sorted(k for k in set(signature) | set(saved.get("signature", {}))
@@ -249,7 +263,7 @@ def build_query_table(
     for row in state.rows:
         key = config_key(row["width"], row["resolution"])
         stats_ok = state.dir is not None and state.stats_path(key).is_file() and _restore_bn_stats(
-            model, key, torch.load(state.stats_path(key), map_location="cpu", weights_only=True))
+            model, key, _read_stats(state.stats_path(key)))
         if stats_ok:
             table.add(row)
     state.rows = list(table.rows)
