@@ -7,7 +7,7 @@ runs code)::
       "format": "mutualnet", "version": 1,
       "model_name": "mobilenet_v2", "model_args": {...create_model kwargs, incl. width_range...},
       "model": <state dict, calibrated BN statistics included as calib_stats.* entries>,
-      "meta": {"resolutions": [...], "mode": "mutual", ...},   # how it was trained, for humans and tools
+      "meta": {"resolutions": [...], "mode": "mutual", "resize": "antialias", ...},   # how it was trained
       ... training state (optimizer, scheduler, scaler, rng, epoch, step) added by the trainer ...
       "query_table": {...}                                     # optional, added by `mutualnet search`
     }
@@ -25,26 +25,42 @@ from typing import Any
 import torch
 from torch import nn
 
+from .data.transforms import DEFAULT_RESIZE, check_resize
 from .errors import MutualNetError
 from .io import atomic_save, read_torch_file
 from .models import create_model
 from .validate import check_resolution
 
 __all__ = ["FORMAT", "VERSION", "atomic_save", "save_checkpoint", "load_checkpoint", "model_from_checkpoint",
-           "checkpoint_dict", "read_torch_file", "is_checkpoint", "load_weights"]
+           "checkpoint_dict", "read_torch_file", "is_checkpoint", "load_weights", "resize_mode"]
 
 FORMAT = "mutualnet"
 VERSION = 1
 
 
 def checkpoint_dict(model: nn.Module, meta: dict | None = None, **extra: Any) -> dict:
-    """The dict :func:`save_checkpoint` writes for ``model`` (built by :func:`mutualnet.create_model`)."""
+    """The dict :func:`save_checkpoint` writes for ``model`` (built by :func:`mutualnet.create_model`).
+
+    ``meta["resize"]`` (how lower resolutions are made, see :func:`mutualnet.data.transforms.resize_batch`)
+    is always recorded: from ``meta`` when it has it, else the model's ``resize_mode``, else the default.
+    """
     name = getattr(model, "model_name", None)
     if name is None:
         raise MutualNetError("model was not built by mutualnet.create_model; cannot describe it in a checkpoint")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    meta = dict(meta or {})
+    meta["resize"] = check_resize(meta.get("resize") or getattr(model, "resize_mode", DEFAULT_RESIZE))
     return {"format": FORMAT, "version": VERSION, "model_name": name, "model_args": dict(model.model_args),
-            "model": state, "meta": dict(meta or {}), **extra}
+            "model": state, "meta": meta, **extra}
+
+
+def resize_mode(ckpt: dict) -> str:
+    """How the checkpoint's network makes lower resolutions (``meta["resize"]``).
+
+    Checkpoints written before the setting existed were all trained with antialiased resizing, so a
+    missing record reads as ``"antialias"``.
+    """
+    return check_resize((ckpt.get("meta") or {}).get("resize") or DEFAULT_RESIZE)
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict | None = None, **extra: Any) -> Path:
@@ -137,6 +153,7 @@ def model_from_checkpoint(ckpt: dict | str | os.PathLike, *, map_location: str |
         model = create_model(ckpt["model_name"], **ckpt["model_args"])  # width_range may be a list
     except (TypeError, MutualNetError) as e:  # model_args of the wrong type or range, or naming an argument twice
         raise MutualNetError(f"checkpoint model_args do not fit {ckpt['model_name']}: {e}") from None
+    model.resize_mode = resize_mode(ckpt)  # calibration, search and deployment resize as it was trained
     try:
         missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
     except RuntimeError as e:  # shape mismatches

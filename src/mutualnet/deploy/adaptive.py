@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..checkpoint import load_checkpoint, model_from_checkpoint
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, resize_batch
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, model_resize, resize_batch
 from ..errors import MutualNetError
 from ..io import read_image
 from .export import is_calibrated
@@ -66,7 +66,8 @@ class AdaptiveNet:
     Args:
         model: A slimmable model holding calibrated statistics.
         table: A :class:`mutualnet.search.QueryTable` of its configurations.
-        meta: Checkpoint meta (class names, dataset normalisation, resolutions).
+        meta: Checkpoint meta (class names, dataset normalisation, resolutions, resize mode; a missing
+            ``resize`` falls back to the mode recorded on ``model``).
         device: Where to run.
     """
 
@@ -76,6 +77,7 @@ class AdaptiveNet:
         self.meta = dict(meta or {})
         self.device = torch.device(device)
         self.mean, self.std = normalisation(self.meta)
+        self.resize = model_resize(model, self.meta.get("resize"))  # as in training and calibration
         names = self.meta.get("class_names") or (self.meta.get("dataset") or {}).get("classes")
         self.class_names = list(names) if names else None
         res = self.meta.get("resolutions") or [max(r["resolution"] for r in table.rows)]
@@ -138,7 +140,7 @@ class AdaptiveNet:
         """Logits of a batch of normalised images (any size: resized to the active resolution)."""
         if images.dim() == 3:
             images = images.unsqueeze(0)
-        x = resize_batch(images.to(self.device, torch.float32), self.resolution)
+        x = resize_batch(images.to(self.device, torch.float32), self.resolution, self.resize)
         return self.model(x)
 
     @torch.no_grad()

@@ -10,7 +10,9 @@ name and renamed, so a failed export never damages an existing file.
 Formats:
 
 * ``pt``: ``{"format": "mutualnet-export", "state_dict", "model_name", "model_args", "width",
-  "resolution", "folded", "meta"}``, loadable with ``torch.load(weights_only=True)``. Rebuilding it needs
+  "resolution", "resize", "folded", "meta"}`` (``resize``: how inputs were brought to ``resolution`` in
+  training and calibration, ``"antialias"`` or ``"official"``), loadable with
+  ``torch.load(weights_only=True)``. Rebuilding it needs
   mutualnet (:func:`load_exported`): the architecture is the registered model at ``model_args``,
   materialised at ``width``, with the ``folded`` (conv, bn) pairs fused.
 * ``torchscript``: ``torch.jit.trace`` of the plain network; loads with ``torch.jit.load`` alone. The
@@ -34,6 +36,7 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..checkpoint import read_torch_file
+from ..data.transforms import DEFAULT_RESIZE, model_resize
 from ..errors import MutualNetError
 from ..io import atomic_write_bytes
 from ..layers import SlimmableBatchNorm2d, config_key, get_width, materialize, set_width
@@ -195,7 +198,9 @@ def export_subnet(model: nn.Module, width: float, resolution: int, *, fold_bn: b
     if not diff <= atol:
         raise MutualNetError(f"exported network differs from the slimmable model by {diff:.3g} (> {atol:g}); "
                              "this is a bug in mutualnet, please report it")
-    net.export_info = {"width": float(width), "resolution": resolution, "folded": [list(p) for p in pairs]}
+    # preprocessing a caller must reproduce: inputs at `resolution`, lower ones made with this resize mode
+    net.export_info = {"width": float(width), "resolution": resolution, "folded": [list(p) for p in pairs],
+                       "resize": model_resize(model)}
     return net, ExportCheck(max_abs_diff=diff, folded=len(pairs))
 
 
@@ -333,5 +338,5 @@ def load_exported(path: str | os.PathLike) -> nn.Module:
         net.load_state_dict(d["state_dict"])
     except RuntimeError as e:
         raise MutualNetError(f"{path}: weights do not match the described network ({str(e).splitlines()[0]})") from None
-    net.export_info = {k: d[k] for k in ("width", "resolution", "folded")}
+    net.export_info = {k: d[k] for k in ("width", "resolution", "folded")} | {"resize": d.get("resize", DEFAULT_RESIZE)}
     return net

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from ..data.transforms import RESIZE_MODES
 from ..errors import MutualNetError
 from ..io import atomic_write_text, read_text
 from ..validate import MAX_CLASSES, MAX_IN_CHANS, MAX_RESOLUTION, MAX_THREADS, MAX_WIDTH, check_float, check_int
@@ -57,6 +58,9 @@ class DataConfig:
     color_jitter: float = 0.0
     crop_padding: int = 4  # small in-memory datasets (CIFAR, Fashion-MNIST): random-crop padding (0: no crop)
     val_resize_ratio: float = 0.875  # validation: Resize(input_size / ratio) + CenterCrop(input_size)
+    # how lower resolutions are made from a batch, in training and everything after (recorded in checkpoints):
+    # antialias (bilinear, antialiased; our default) | official (bilinear, align_corners=True, as the original code)
+    resize: str = "antialias"
     synthetic_length: int = 512  # samples in the synthetic dataset (tests and smoke runs)
 
 
@@ -354,6 +358,7 @@ def resolve(cfg: TrainConfig, dataset: dict | None = None) -> TrainConfig:
         (t.temperature > 0, "train.temperature must be positive"),
         (0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
         (d.batch_size >= 1, "data.batch_size must be positive"),
+        (d.resize in RESIZE_MODES, f"data.resize must be one of {', '.join(RESIZE_MODES)}, got {d.resize!r}"),
         (len(d.crop_scale) == 2 and 0 < d.crop_scale[0] <= d.crop_scale[1] <= 1,
          "data.crop_scale must be [lo, hi] within (0, 1]"),
         (o.lr > 0 and o.weight_decay >= 0 and 0 <= o.min_lr <= o.lr, "optim: need lr > 0, weight_decay >= 0, "

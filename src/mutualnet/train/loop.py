@@ -6,8 +6,8 @@ epochs, :func:`train_one_epoch` runs the iterations (each one :func:`~mutualnet.
 
 Resume is exact: the checkpoint holds the model, optimizer, schedule, grad scaler, every random state
 (the sub-network sampler, torch, CUDA, python, numpy, per process) and the position in the epoch; the
-data order and every sample's augmentation are functions of ``(seed, epoch, index)``
-(:class:`~mutualnet.train.distributed.EpochSampler`). A resumed run therefore draws the same batches
+data order and every batch's augmentation are functions of ``(seed, epoch, position)``
+(:class:`~mutualnet.train.distributed.EpochSampler`, :class:`~mutualnet.train.distributed.SeededSamples`). A resumed run therefore draws the same batches
 and sub-networks and follows the same loss trajectory as one that was never interrupted.
 """
 
@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from ..calibrate import calibrate
 from ..checkpoint import atomic_save, checkpoint_dict, load_checkpoint
+from ..data.transforms import model_resize, resize_batch
 from ..errors import MutualNetError
 from ..io import atomic_write_text
 from ..layers import SlimmableBatchNorm2d, config_key
@@ -60,7 +61,7 @@ from .runfolder import (
     read_metrics,
     save_order,
 )
-from .step import resize, sample_subnets, train_step
+from .step import sample_subnets, train_step
 from .transfer import load_pretrained
 
 __all__ = ["train", "train_one_epoch", "evaluate", "resume_config", "MetricsLog"]
@@ -149,8 +150,12 @@ def _gather(obj: Any, info: DistInfo) -> list:
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, width: float, resolution: int, device: torch.device, *,
              autocast: contextlib.AbstractContextManager | None = None, max_batches: int | None = None,
-             info: DistInfo | None = None, channels_last: bool = False) -> dict:
-    """Top-1 / top-5 accuracy (%) and mean loss of ``model`` at ``(width, resolution)``, over all processes."""
+             info: DistInfo | None = None, channels_last: bool = False, resize: str | None = None) -> dict:
+    """Top-1 / top-5 accuracy (%) and mean loss of ``model`` at ``(width, resolution)``, over all processes.
+
+    ``resize``: how batches are brought to ``resolution`` (None: the mode recorded on the model).
+    """
+    resize = model_resize(model, resize)
     info = info or DistInfo()
     model.eval()
     model.set_width(width)
@@ -162,7 +167,7 @@ def evaluate(model: nn.Module, loader: DataLoader, width: float, resolution: int
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast or contextlib.nullcontext():
-            logits = model(resize(images, resolution)).float()
+            logits = model(resize_batch(images, resolution, resize)).float()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hit = top == labels[:, None]
         sums += torch.stack([hit[:, :1].sum(), hit.sum(), F.cross_entropy(logits, labels, reduction="sum"),
@@ -218,7 +223,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         subnets = sample_subnets(t.mode, cfg.model.width_range, t.resolutions, t.num_subnets, ctx["sampler_gen"])
         optimizer.zero_grad(set_to_none=True)
         losses = train_step(model, images, labels, subnets, label_smoothing=t.label_smoothing,
-                            temperature=t.temperature, autocast=ctx["autocast"], scaler=scaler)
+                            temperature=t.temperature, autocast=ctx["autocast"], scaler=scaler, resize=cfg.data.resize)
         losses = all_reduce_mean(losses, info)
         total = float(losses.sum())
         if not math.isfinite(total):
@@ -336,7 +341,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         random.seed(r.seed)
         np.random.seed(r.seed)
 
-        # data: augmentation per sample is seeded by (seed, epoch, index), see EpochSampler
+        # data: each batch's augmentation is seeded by (seed, epoch, position), see SeededSamples
         synth = {}
         if data_info.name == "synthetic":
             synth = {"num_classes": cfg.model.num_classes, "in_chans": cfg.model.args.get("in_chans")}
@@ -362,6 +367,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         # model, optimizer, schedule
         m = cfg.model
         model = create_model(m.name, num_classes=m.num_classes, width_range=tuple(m.width_range), **m.args)
+        model.resize_mode = d.resize  # calibration and evaluation below resize as training does
         if m.init and ckpt is None:  # transfer learning: all but the new classifier (see train/transfer.py)
             load_pretrained(model, m.init)
         if min(t.resolutions) < model.min_resolution:
@@ -407,7 +413,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             log = MetricsLog(run_dir, csv_files=r.csv, tensorboard=r.tensorboard,
                              resume_step=state["step"] if ckpt is not None else None)
         meta = {"mode": t.mode, "width_range": list(m.width_range), "resolutions": list(t.resolutions),
-                "num_subnets": t.num_subnets if t.mode not in ("single", "msaug") else 1,
+                "num_subnets": t.num_subnets if t.mode not in ("single", "msaug") else 1, "resize": d.resize,
                 "dataset": {"name": data_info.name, "root": d.root, "num_classes": m.num_classes,
                             "in_chans": model.in_chans, "input_size": d.input_size}, "epochs": t.epochs}
         last_val: dict = {}
