@@ -7,8 +7,9 @@ epochs, :func:`train_one_epoch` runs the iterations (each one :func:`~mutualnet.
 Resume is exact: the checkpoint holds the model, optimizer, schedule, grad scaler, every random state
 (the sub-network sampler, torch, CUDA, python, numpy, per process) and the position in the epoch; the
 data order and every batch's augmentation are functions of ``(seed, epoch, position)``
-(:class:`~mutualnet.train.distributed.EpochSampler`, :class:`~mutualnet.train.distributed.SeededSamples`). A resumed run therefore draws the same batches
-and sub-networks and follows the same loss trajectory as one that was never interrupted.
+(:class:`~mutualnet.train.distributed.EpochSampler`, :class:`~mutualnet.train.distributed.SeededSamples`).
+A resumed run therefore draws the same batches and sub-networks and follows the same loss trajectory as one
+that was never interrupted.
 """
 
 from __future__ import annotations
