@@ -6,8 +6,8 @@ epochs, :func:`train_one_epoch` runs the iterations (each one :func:`~mutualnet.
 
 Resume is exact: the checkpoint holds the model, optimizer, schedule, grad scaler, every random state
 (the sub-network sampler, torch, CUDA, python, numpy, per process) and the position in the epoch; the
-data order and every sample's augmentation are functions of ``(seed, epoch, index)``
-(:class:`~mutualnet.train.distributed.EpochSampler`). A resumed run therefore draws the same batches
+data order and every batch's augmentation are functions of ``(seed, epoch, position)``
+(:class:`~mutualnet.train.distributed.EpochSampler`, :class:`~mutualnet.train.distributed.SeededSamples`). A resumed run therefore draws the same batches
 and sub-networks and follows the same loss trajectory as one that was never interrupted.
 """
 
@@ -324,7 +324,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         random.seed(r.seed)
         np.random.seed(r.seed)
 
-        # data: augmentation per sample is seeded by (seed, epoch, index), see EpochSampler
+        # data: each batch's augmentation is seeded by (seed, epoch, position), see SeededSamples
         synth = {}
         if data_info.name == "synthetic":
             synth = {"num_classes": cfg.model.num_classes, "in_chans": cfg.model.args.get("in_chans")}
