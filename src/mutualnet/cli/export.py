@@ -18,6 +18,7 @@ from ..deploy.export import FORMATS, export_subnet, is_calibrated, save_exported
 from ..errors import MutualNetError
 from ..layers import config_key
 from ..profiling import profile
+from .search import artefact_fields
 
 _SUFFIX = {".onnx": "onnx", ".ts": "torchscript", ".torchscript": "torchscript", ".jit": "torchscript"}
 
@@ -79,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     net, check = export_subnet(model, width, res, fold_bn=not args.no_fold_bn)
     meta = ckpt.get("meta") or {}
     info = {k: meta[k] for k in ("class_names", "dataset", "mode") if k in meta}
+    info |= artefact_fields(meta, [res])  # preprocessing: crop at its input_size, then resize to `resolution`
     info |= {"checkpoint": str(args.checkpoint), "table_row": row}
     checks = save_exported(net, args.out, fmt, meta=info)
     prof = profile(model, width, res)
