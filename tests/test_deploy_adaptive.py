@@ -222,3 +222,12 @@ def test_eval_any_configuration_of_a_checkpoint(calibrated, tmp_path, capsys):
     line = capsys.readouterr().out.strip()
     assert re.fullmatch(r"width 0.3 at 24 px: top-1 [\d.]+%, top-5 [\d.]+% on 24 synthetic validation images "
                         r"\([\d.]+ MFLOPs; BN: re-estimated on 16 training images\)", line), line
+
+
+def test_exports_carry_preprocessing_and_class_names(calibrated, tmp_path, capsys):
+    _, path, _, _ = calibrated
+    assert main(["export", "--checkpoint", str(path), "--width", "0.5", "--resolution", "24",
+                 "--out", str(tmp_path / "m.pt")]) == 0
+    meta = torch.load(tmp_path / "m.pt", weights_only=True)["meta"]
+    assert meta["preprocessing"] == {"mean": [0.5] * 3, "std": [0.25] * 3, "input_size": 32, "resize_ratio": 0.875}
+    assert meta["class_names"][:2] == ["class0", "class1"]
