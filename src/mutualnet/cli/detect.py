@@ -20,6 +20,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import MutualNetError
+from ..extras import require
 
 
 def _floats(s: str) -> list[float]:
@@ -93,6 +94,7 @@ def _device(name: str) -> str:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    require("coco", "detection")
     from ..detection import load_config, resume_config, train_detector
 
     if args.resume:
@@ -109,6 +111,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    require("coco", "detection")
     from ..checkpoint import load_checkpoint
     from ..detection import CocoDetection, detector_from_checkpoint, evaluate_grid, plot_table, save_table
     from ..profiling import resolve_device

@@ -17,6 +17,7 @@ import contextlib
 import csv
 import json
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from tqdm import tqdm
 from ..calibrate import calibrate
 from ..checkpoint import atomic_save, checkpoint_dict, load_checkpoint
 from ..errors import MutualNetError
+from ..extras import missing
 from ..layers import SlimmableBatchNorm2d, config_key
 from ..models import create_model
 from .config import TrainConfig, apply_overrides, config_from_dict, config_to_dict, resolve, save_config
@@ -75,7 +77,10 @@ class MetricsLog:
             for r in rows:
                 self._csv(r)
         self.tb = None
-        if tensorboard:
+        if tensorboard and missing("tensorboard"):
+            print("note: tensorboard is not installed, so metrics go to metrics.jsonl only (pip install "
+                  "\"mutualnet[tensorboard]\", or --set run.tensorboard=false to silence this)", file=sys.stderr)
+        elif tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=None if resume_step is None else resume_step + 1)
