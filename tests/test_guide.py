@@ -86,7 +86,7 @@ def test_the_guide_runs_as_written(tmp_path, monkeypatch, capsys):
     for name in ("a.jpg", "b.jpg"):
         Image.open(tmp_path / "mydata" / "val" / "dog" / "0.jpg").save(name)
 
-    ran, skipped, used = [], [], set()
+    ran, skipped, used, outputs = [], [], set(), {}
     for lang, text in guide_blocks():
         for old, new in MACHINE.items():
             if old in text:
@@ -107,10 +107,17 @@ def test_the_guide_runs_as_written(tmp_path, monkeypatch, capsys):
             out = capsys.readouterr()
             assert rc == 0, f"`{cmd}` failed: {out.err.strip()}"
             ran.append(cmd)
+            outputs[argv[0]] = outputs.get(argv[0], "") + out.out
     assert used == set(MACHINE), f"the guide no longer holds {set(MACHINE) - used}: update MACHINE"
     assert len(skipped) == 3 and len(ran) >= 17, (ran, skipped)
 
     # what the guide promises of the results
+    assert re.search(r"^epoch 1/30 \(stopped by run.max_steps at iteration 2\): loss [\d.]+, top-1 widest",
+                     outputs["train"], re.M)
+    assert "model.init: loaded" in outputs["train"] and "new classifier: classifier.weight" in outputs["train"]
+    predicted = [ln.split("\t")[1].split(" ")[0] for ln in outputs["predict"].splitlines()[1:]]
+    assert len(predicted) == 2 and set(predicted) <= set(CLASSES)  # class names, not indices
+    assert "on the accuracy-latency frontier" in outputs["select"]
     best = load_checkpoint("runs/mine/best.pt")
     assert best["meta"]["class_names"] == list(CLASSES) and best["model_args"]["num_classes"] == 3
     assert best["meta"]["dataset"]["root"] == str(tmp_path / "mydata")  # absolute
