@@ -20,6 +20,7 @@ COMMANDS = [
     "train",
     "calibrate",
     "search",
+    "eval",
     "select",
     "plot",
     "export",

@@ -1,10 +1,10 @@
 """Datasets and transforms: ImageNet-style folders, CIFAR-10/100, Fashion-MNIST, synthetic."""
 
 from .datasets import DATASETS, FASHION_MNIST_ROOT, DatasetInfo, build_dataset, dataset_info
-from .preprocess import Preprocessing, artefact_meta, preprocessing_for
+from .preprocess import Preprocessing, artefact_meta, preprocessing_for, preprocessing_of
 from .synthetic import SyntheticImages
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, TensorImages, eval_transform, resize_batch, train_transform
 
 __all__ = ["DATASETS", "FASHION_MNIST_ROOT", "DatasetInfo", "build_dataset", "dataset_info", "SyntheticImages",
            "TensorImages", "IMAGENET_MEAN", "IMAGENET_STD", "eval_transform", "train_transform", "resize_batch",
-           "Preprocessing", "preprocessing_for", "artefact_meta"]
+           "Preprocessing", "preprocessing_for", "preprocessing_of", "artefact_meta"]

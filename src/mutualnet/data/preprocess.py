@@ -18,7 +18,8 @@ from torch import Tensor
 
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 
-__all__ = ["Preprocessing", "DATASET_STATS", "preprocessing_for", "artefact_meta", "class_names_of"]
+__all__ = ["Preprocessing", "DATASET_STATS", "preprocessing_for", "preprocessing_of", "artefact_meta",
+           "class_names_of"]
 
 # per-channel statistics of the training sets (uint8 / 255); ImageNet's for image folders
 DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -100,3 +101,20 @@ def artefact_meta(dataset: Any, name: str, input_size: int, resize_ratio: float 
     if names:
         meta["class_names"] = names
     return meta
+
+
+def preprocessing_of(meta: dict) -> Preprocessing:
+    """The preprocessing an artefact's ``meta`` records; for older or converted checkpoints, what it implies.
+
+    Order: ``meta["preprocessing"]``; else the statistics of ``meta["dataset"]["name"]`` at its
+    ``input_size`` (or the highest of ``meta["resolutions"]``); else ImageNet's at 224 px.
+    """
+    meta = meta or {}
+    recorded = Preprocessing.from_dict(meta.get("preprocessing"))
+    if recorded is not None:
+        return recorded
+    ds = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {}
+    size = ds.get("input_size") or max(meta.get("resolutions") or [224])
+    if ds.get("mean") is not None and ds.get("std") is not None:
+        return Preprocessing(tuple(ds["mean"]), tuple(ds["std"]), int(size))
+    return preprocessing_for(ds.get("name") or "imagefolder", int(size), in_chans=int(ds.get("in_chans") or 3))

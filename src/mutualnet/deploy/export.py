@@ -36,6 +36,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..checkpoint import read_torch_file
 from ..errors import MutualNetError
+from ..extras import require
 from ..io import atomic_write
 from ..layers import SlimmableBatchNorm2d, config_key, get_width, materialize, set_width
 from ..models import create_model
@@ -248,6 +249,8 @@ def save_exported(net: nn.Module, path: str | os.PathLike, fmt: str = "pt", *, m
     """
     if fmt not in FORMATS:
         raise MutualNetError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "onnx":
+        require("onnx", "ONNX export")
     info = _describe(net, meta)
     if "resolution" not in info:
         raise MutualNetError("save_exported needs a network from export_subnet (it records width and resolution)")

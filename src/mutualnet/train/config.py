@@ -49,7 +49,7 @@ class DataConfig:
     input_size: int | None = None  # None: the highest training resolution
     batch_size: int = 256  # global batch size, split evenly across processes
     val_batch_size: int | None = None  # None: batch_size
-    workers: int = 8  # data-loading processes per training process
+    workers: int | None = 8  # data-loading processes per training process; None: the CPU cores available
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop area range
     hflip: bool = True
     color_jitter: float = 0.0
@@ -235,6 +235,14 @@ def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
 
 
 # -- resolution of defaults and checks --------------------------------------------------------------
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's share), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def adopt_dataset(m: ModelConfig, dataset: dict) -> None:
     """Give the model the dataset's classes and channels when the recipe leaves them open; refuse a mismatch.
 
@@ -294,6 +302,8 @@ def resolve(cfg: TrainConfig, dataset: dict | None = None) -> TrainConfig:
         adopt_dataset(m, dataset)
     if d.input_size is None:
         d.input_size = t.resolutions[0]
+    if d.workers is None:
+        d.workers = available_cores()
     if d.input_size < t.resolutions[0]:
         raise MutualNetError(f"data.input_size {d.input_size} is below the highest resolution {t.resolutions[0]}")
     checks = [
@@ -302,6 +312,7 @@ def resolve(cfg: TrainConfig, dataset: dict | None = None) -> TrainConfig:
         (t.temperature > 0, "train.temperature must be positive"),
         (0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
         (d.batch_size >= 1, "data.batch_size must be positive"),
+        (d.workers >= 0, "data.workers must be >= 0 (0: load in the training process; null: one per CPU core)"),
         (len(d.crop_scale) == 2 and 0 < d.crop_scale[0] <= d.crop_scale[1] <= 1,
          "data.crop_scale must be [lo, hi] within (0, 1]"),
         (o.lr > 0 and o.weight_decay >= 0 and 0 <= o.min_lr <= o.lr, "optim: need lr > 0, weight_decay >= 0, "

@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import math
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from tqdm import tqdm
 from ..calibrate import calibrate
 from ..checkpoint import atomic_save, checkpoint_dict, load_checkpoint
 from ..errors import MutualNetError
+from ..extras import missing
 from ..layers import SlimmableBatchNorm2d, config_key
 from ..models import create_model
 from .config import TrainConfig, apply_overrides, config_from_dict, config_to_dict, resolve, save_config
@@ -48,6 +49,7 @@ from .distributed import (
     convert_sync_batchnorm,
     init_distributed,
 )
+from .guard import DivergenceGuard
 from .optim import build_optimizer, build_scheduler
 from .step import resize, sample_subnets, train_step
 from .transfer import describe_init, load_pretrained
@@ -75,7 +77,10 @@ class MetricsLog:
             for r in rows:
                 self._csv(r)
         self.tb = None
-        if tensorboard:
+        if tensorboard and missing("tensorboard"):
+            print("note: tensorboard is not installed, so metrics go to metrics.jsonl only (pip install "
+                  "\"mutualnet[tensorboard]\", or --set run.tensorboard=false to silence this)", file=sys.stderr)
+        elif tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=None if resume_step is None else resume_step + 1)
@@ -213,12 +218,13 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
                             temperature=t.temperature, autocast=ctx["autocast"], scaler=scaler)
         losses = all_reduce_mean(losses, info)
         total = float(losses.sum())
-        if not math.isfinite(total):
+        why = ctx["guard"].check(total)
+        if why:
             bar.close()
             last = ctx["run_dir"] / "last.pt"
             where = f"the last good checkpoint {last} is untouched" if last.exists() else "no checkpoint was saved"
             raise MutualNetError(
-                f"loss became {total} at iteration {state['step'] + 1} (epoch {state['epoch'] + 1}); training "
+                f"{why} at iteration {state['step'] + 1} (epoch {state['epoch'] + 1}); training "
                 f"stopped and {where}. Lower optim.lr, add optim.warmup_epochs or use run.amp=none/bf16, then "
                 "resume with --resume")
         if info.enabled:
@@ -422,7 +428,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
 
         ctx = {"cfg": cfg, "info": info, "device": device, "autocast": _autocast(r.amp, device),
                "sampler_gen": sampler_gen, "steps_per_epoch": steps_per_epoch, "run_dir": run_dir, "log": log,
-               "save": save}
+               "save": save, "guard": DivergenceGuard()}
         calib_sampler = EpochSampler(len(train_ds), num_replicas=info.world_size, rank=info.rank, seed=r.seed + 7)
         calib_loader = DataLoader(SeededSamples(train_ds), batch_size=local_batch, sampler=calib_sampler,
                                   num_workers=min(d.workers, 2), generator=torch.Generator().manual_seed(r.seed))
