@@ -104,7 +104,7 @@ def test_cifar_errors(tmp_path):
         build_dataset("cifar10", "train", root=tmp_path)
     _write_cifar(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(b"garbage")
-    with pytest.raises(mn.MutualNetError, match="malformed cifar10"):
+    with pytest.raises(mn.MutualNetError, match="not a valid cifar10 batch"):
         build_dataset("cifar10", "val", root=tmp_path)
 
 

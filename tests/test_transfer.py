@@ -99,7 +99,7 @@ def test_transfer_recipe_end_to_end(source, tmp_path, capsys, monkeypatch):
     assert ckpt["meta"]["dataset"]["num_classes"] == 3 and ckpt["meta"]["mode"] == "mutual"
     assert ckpt["meta"]["class_names"] == ["c0", "c1", "c2"]  # the artefact speaks the user's labels
     assert ckpt["meta"]["preprocessing"] == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-                                             "input_size": 16, "resize_ratio": 0.875}
+                                             "input_size": 16, "resize_ratio": 0.875, "resize": "antialias"}
     assert load_checkpoint(run0 / "last.pt")["meta"]["dataset"]["root"] == str(root.absolute())
     model = model_from_checkpoint(ckpt)
     assert model.num_classes == 3 and not torch.equal(model.layer2[0].conv1.weight, src.layer2[0].conv1.weight)

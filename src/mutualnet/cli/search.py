@@ -19,14 +19,15 @@ from ..data import build_dataset, preprocessing_of
 from ..errors import MutualNetError
 from ..models import model_info
 from ..search import build_query_table, clear_search_state, width_grid
-from .profile import _ints, _widths
+from . import _args as A
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", help="dataset name (default: the checkpoint's meta 'dataset')")
     p.add_argument("--data-root", help="dataset folder (default: the checkpoint's)")
-    p.add_argument("--workers", type=int, help="data loader workers (default: 0 for in-memory datasets, else 4)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the calibration / validation subsets")
+    p.add_argument("--workers", type=A.nonneg_int,
+                   help="data loader workers (default: 0 for in-memory datasets, else 4)")
+    p.add_argument("--seed", type=A.seed, default=0, help="seed of the calibration / validation subsets")
 
 
 def checkpoint_model(path: str):
@@ -79,16 +80,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="trained mutualnet checkpoint")
     p.add_argument("--out", required=True, help="output folder")
     add_data_args(p)
-    p.add_argument("--width-step", type=float, default=0.05, help="width grid step (default 0.05)")
-    p.add_argument("--widths", type=_widths, help="LO,HI sub-range of the trained widths to search")
-    p.add_argument("--resolutions", type=_ints, help="input sides (default: the checkpoint's training resolutions)")
-    p.add_argument("--calib-images", type=int, default=2000, help="training images per BN calibration (2000)")
-    p.add_argument("--val-images", type=int, help="validation images (default: all)")
-    p.add_argument("--eval-batch-size", type=int, default=200, help="calibration / evaluation batch size")
+    p.add_argument("--width-step", type=A.width_step, default=0.05, help="width grid step (default 0.05)")
+    p.add_argument("--widths", type=A.widths, help="LO,HI sub-range of the trained widths to search")
+    p.add_argument("--resolutions", type=A.resolutions,
+                   help="input sides (default: the checkpoint's training resolutions)")
+    p.add_argument("--calib-images", type=A.positive_int, default=2000,
+                   help="training images per BN calibration (2000)")
+    p.add_argument("--val-images", type=A.positive_int, help="validation images (default: all)")
+    p.add_argument("--eval-batch-size", type=A.positive_int, default=200, help="calibration / evaluation batch size")
     p.add_argument("--latency", action="store_true", help="also measure median forward latency")
     p.add_argument("--device", default="cpu", help="cpu or cuda (search and latency)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
-    p.add_argument("--batch-size", type=int, default=1, help="batch size for --latency (default 1)")
+    p.add_argument("--threads", type=A.threads, help="CPU threads (default: torch's)")
+    p.add_argument("--batch-size", type=A.positive_int, default=1, help="batch size for --latency (default 1)")
     p.add_argument("--resize-then-crop", action="store_true",
                    help="evaluate each resolution with its own Resize+CenterCrop (default: resize the crop of "
                         "the highest resolution on the device, as in the paper)")

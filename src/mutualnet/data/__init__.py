@@ -3,8 +3,17 @@
 from .datasets import DATASETS, FASHION_MNIST_ROOT, DatasetInfo, build_dataset, dataset_info
 from .preprocess import Preprocessing, artefact_meta, preprocessing_for, preprocessing_of
 from .synthetic import SyntheticImages
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, TensorImages, eval_transform, resize_batch, train_transform
+from .transforms import (
+    DEFAULT_RESIZE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RESIZE_MODES,
+    TensorImages,
+    eval_transform,
+    resize_batch,
+    train_transform,
+)
 
 __all__ = ["DATASETS", "FASHION_MNIST_ROOT", "DatasetInfo", "build_dataset", "dataset_info", "SyntheticImages",
            "TensorImages", "IMAGENET_MEAN", "IMAGENET_STD", "eval_transform", "train_transform", "resize_batch",
-           "Preprocessing", "preprocessing_for", "preprocessing_of", "artefact_meta"]
+           "Preprocessing", "preprocessing_for", "preprocessing_of", "artefact_meta", "RESIZE_MODES", "DEFAULT_RESIZE"]

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
+from .transforms import DEFAULT_RESIZE, IMAGENET_MEAN, IMAGENET_STD, eval_transform
 
 __all__ = ["Preprocessing", "DATASET_STATS", "preprocessing_for", "preprocessing_of", "artefact_meta",
            "class_names_of"]
@@ -35,13 +35,15 @@ class Preprocessing:
     """The evaluation preprocessing of a model: ``(x / 255 - mean) / std`` at ``input_size`` pixels.
 
     Photos are resized (short side ``input_size / resize_ratio``) and centre-cropped to ``input_size``;
-    lower test-time resolutions are made by resizing that crop, as in training.
+    lower test-time resolutions are made by resizing that crop with ``resize`` (``data.resize``), as in
+    training.
     """
 
     mean: tuple[float, ...] = IMAGENET_MEAN  # per channel, of [0, 1] images
     std: tuple[float, ...] = IMAGENET_STD
     input_size: int = 224  # side of the evaluation crop (the highest training resolution)
     resize_ratio: float = 0.875  # evaluation: Resize(input_size / ratio) + CenterCrop(input_size)
+    resize: str = DEFAULT_RESIZE  # how the crop becomes a lower resolution (RESIZE_MODES, see resize_batch)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
@@ -73,8 +75,8 @@ class Preprocessing:
         return (images - mean) / std
 
 
-def preprocessing_for(dataset: str, input_size: int, resize_ratio: float = 0.875,
-                      in_chans: int = 3) -> Preprocessing:
+def preprocessing_for(dataset: str, input_size: int, resize_ratio: float = 0.875, in_chans: int = 3,
+                      resize: str = DEFAULT_RESIZE) -> Preprocessing:
     """The preprocessing :func:`mutualnet.data.build_dataset` applies to ``dataset``.
 
     The synthetic dataset is generated already normalised (mean 0, std 1 per channel).
@@ -83,7 +85,7 @@ def preprocessing_for(dataset: str, input_size: int, resize_ratio: float = 0.875
         mean, std = (0.0,) * in_chans, (1.0,) * in_chans
     else:
         mean, std = DATASET_STATS.get(dataset, (IMAGENET_MEAN, IMAGENET_STD))
-    return Preprocessing(mean, std, int(input_size), float(resize_ratio))
+    return Preprocessing(mean, std, int(input_size), float(resize_ratio), resize)
 
 
 def class_names_of(dataset: Any) -> list[str] | None:
@@ -92,10 +94,10 @@ def class_names_of(dataset: Any) -> list[str] | None:
     return [str(n) for n in names] if names else None
 
 
-def artefact_meta(dataset: Any, name: str, input_size: int, resize_ratio: float = 0.875,
-                  in_chans: int = 3) -> dict:
+def artefact_meta(dataset: Any, name: str, input_size: int, resize_ratio: float = 0.875, in_chans: int = 3,
+                  resize: str = DEFAULT_RESIZE) -> dict:
     """``{"preprocessing": ..., "class_names": ...}`` for the meta of a checkpoint trained on ``dataset``."""
-    pp = preprocessing_for(name, input_size, resize_ratio, in_chans)
+    pp = preprocessing_for(name, input_size, resize_ratio, in_chans, resize)
     meta: dict[str, Any] = {"preprocessing": pp.to_dict()}
     names = class_names_of(dataset)
     if names:
@@ -110,11 +112,13 @@ def preprocessing_of(meta: dict) -> Preprocessing:
     ``input_size`` (or the highest of ``meta["resolutions"]``); else ImageNet's at 224 px.
     """
     meta = meta or {}
+    resize = meta.get("resize") or DEFAULT_RESIZE  # checkpoints record it beside the rest (data.resize)
     recorded = Preprocessing.from_dict(meta.get("preprocessing"))
     if recorded is not None:
-        return recorded
+        return recorded if "resize" in meta["preprocessing"] else dataclasses.replace(recorded, resize=resize)
     ds = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {}
     size = ds.get("input_size") or max(meta.get("resolutions") or [224])
     if ds.get("mean") is not None and ds.get("std") is not None:
-        return Preprocessing(tuple(ds["mean"]), tuple(ds["std"]), int(size))
-    return preprocessing_for(ds.get("name") or "imagefolder", int(size), in_chans=int(ds.get("in_chans") or 3))
+        return Preprocessing(tuple(ds["mean"]), tuple(ds["std"]), int(size), resize=resize)
+    return preprocessing_for(ds.get("name") or "imagefolder", int(size), in_chans=int(ds.get("in_chans") or 3),
+                             resize=resize)

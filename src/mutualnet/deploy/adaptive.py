@@ -12,15 +12,15 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..data.preprocess import preprocessing_of
-from ..data.transforms import resize_batch
+from ..data.transforms import model_resize, resize_batch
 from ..errors import MutualNetError
+from ..io import read_image
 from .export import is_calibrated
 
 __all__ = ["AdaptiveNet", "Prediction", "normalisation", "load_query_table", "measure_switch_us"]
@@ -57,7 +57,8 @@ class AdaptiveNet:
     Args:
         model: A slimmable model holding calibrated statistics.
         table: A :class:`mutualnet.search.QueryTable` of its configurations.
-        meta: Checkpoint meta (class names, dataset normalisation, resolutions).
+        meta: Checkpoint meta (class names, dataset normalisation, resolutions, resize mode; a missing
+            ``resize`` falls back to the mode recorded on ``model``).
         device: Where to run.
     """
 
@@ -70,6 +71,7 @@ class AdaptiveNet:
             self.meta["resolutions"] = [max(r["resolution"] for r in table.rows)]
         self.preprocessing = preprocessing_of(self.meta)
         self.mean, self.std = self.preprocessing.mean, self.preprocessing.std
+        self.resize = model_resize(model, self.meta.get("resize"))  # as in training and calibration
         names = self.meta.get("class_names") or (self.meta.get("dataset") or {}).get("classes")
         self.class_names = list(names) if names else None
         self.input_size = self.preprocessing.input_size  # images are cropped here, then resized (the paper's recipe)
@@ -138,7 +140,7 @@ class AdaptiveNet:
         """Logits of a batch of *normalised* images (any size: resized to the active resolution)."""
         if images.dim() == 3:
             images = images.unsqueeze(0)
-        x = resize_batch(images.to(self.device, torch.float32), self.resolution)
+        x = resize_batch(images.to(self.device, torch.float32), self.resolution, self.resize)
         return self.model(x)
 
     def prepare(self, images, *, normalised: bool = False) -> Tensor:
@@ -181,19 +183,10 @@ class AdaptiveNet:
         return str(index)
 
     def _transform_one(self, item) -> Tensor:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
 
         mode = "L" if getattr(self.model, "in_chans", 3) == 1 else "RGB"
-        if isinstance(item, Image.Image):
-            return self.preprocessing.transform()(item.convert(mode))
-        path = Path(item)
-        if not path.is_file():
-            raise MutualNetError(f"image not found: {path}")
-        try:
-            with Image.open(path) as im:
-                img = im.convert(mode)
-        except (UnidentifiedImageError, OSError) as e:
-            raise MutualNetError(f"cannot read image {path}: {e}") from None
+        img = item.convert(mode) if isinstance(item, Image.Image) else read_image(item, mode)
         return self.preprocessing.transform()(img)
 
     def load_images(self, paths: list[str | os.PathLike]) -> Tensor:

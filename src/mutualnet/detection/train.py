@@ -28,9 +28,10 @@ from tqdm import tqdm
 from ..checkpoint import FORMAT, VERSION, atomic_save, load_checkpoint
 from ..errors import MutualNetError
 from ..profiling import resolve_device
-from ..train.config import apply_overrides, read_yaml_mapping
+from ..train.config import apply_overrides, build_dataclass, read_yaml_mapping
 from ..train.guard import DivergenceGuard
 from ..train.step import SubNet, sample_subnets
+from ..validate import MAX_RESOLUTION, MAX_WIDTH
 from .data import CocoDetection, collate
 from .model import TASK, SlimmableMaskRCNN, build_detector, load_backbone_weights
 
@@ -101,10 +102,20 @@ class DetectionConfig:
             raise MutualNetError(f"scales must be input short sides >= 32, got {self.scales}")
         if self.batch_size < 1 or self.epochs < 1 or self.base_batch_size < 1:
             raise MutualNetError("batch_size, base_batch_size and epochs must be >= 1")
-        if not (self.lr is None or self.lr > 0) or not self.base_lr > 0:
-            raise MutualNetError(f"lr and base_lr must be positive, got lr={self.lr}, base_lr={self.base_lr}")
-        if self.max_iterations is not None and self.max_iterations < 1:
-            raise MutualNetError(f"max_iterations must be positive, got {self.max_iterations}")
+        if max(self.scales) > MAX_RESOLUTION or not 1 <= self.max_size <= MAX_RESOLUTION:
+            raise MutualNetError(f"scales and max_size must be at most {MAX_RESOLUTION} pixels")
+        checks = [(self.lr is None or self.lr > 0, "lr must be > 0 (or unset: the linear scaling rule)"),
+                  (self.base_lr > 0, "base_lr must be > 0"),
+                  (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
+                  (self.weight_decay >= 0, "weight_decay must be >= 0"), (hi <= MAX_WIDTH, "width_range too wide"),
+                  (self.num_workers >= 0 and self.warmup_iters >= 0, "num_workers and warmup_iters must be >= 0"),
+                  (self.log_every >= 1, "log_every must be >= 1"),
+                  (0 <= self.seed < 2**32, "seed must be in [0, 2^32)"),
+                  (self.max_iterations is None or self.max_iterations >= 1, "max_iterations must be >= 1"),
+                  (self.clip_grad_norm is None or self.clip_grad_norm > 0, "clip_grad_norm must be > 0")]
+        for ok, msg in checks:
+            if not ok:
+                raise MutualNetError(msg)
 
     def scaled_lr(self) -> float:
         """``lr`` if set, else the linear scaling rule (Goyal et al., 2017): ``base_lr * batch_size / base_batch_size``.
@@ -124,9 +135,7 @@ def load_config(path: str | None = None, overrides: list[str] | None = None, **v
     unknown = sorted(set(raw) - names)
     if unknown:
         raise MutualNetError(f"unknown detection setting(s): {', '.join(unknown)} (known: {', '.join(sorted(names))})")
-    if "width_range" in raw:
-        raw["width_range"] = tuple(float(v) for v in raw["width_range"])
-    cfg = DetectionConfig(**raw)
+    cfg = build_dataclass(DetectionConfig, raw)  # types checked, naming the key: `--set epochs=abc` is one line
     cfg.validate()
     return cfg
 

@@ -7,8 +7,9 @@ epochs, :func:`train_one_epoch` runs the iterations (each one :func:`~mutualnet.
 Resume is exact: the checkpoint holds the model, optimizer, schedule, grad scaler, every random state
 (the sub-network sampler, torch, CUDA, python, numpy, per process) and the position in the epoch; the
 data order and every batch's augmentation are functions of ``(seed, epoch, position)``
-(:class:`~mutualnet.train.distributed.EpochSampler`, :class:`~mutualnet.train.distributed.SeededSamples`). A resumed run therefore draws the same batches
-and sub-networks and follows the same loss trajectory as one that was never interrupted.
+(:class:`~mutualnet.train.distributed.EpochSampler`, :class:`~mutualnet.train.distributed.SeededSamples`).
+A resumed run therefore draws the same batches and sub-networks and follows the same loss trajectory as
+one that was never interrupted.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tqdm import tqdm
 
 from ..calibrate import calibrate
 from ..checkpoint import atomic_save, checkpoint_dict, load_checkpoint
+from ..data.transforms import model_resize, resize_batch
 from ..errors import MutualNetError
 from ..extras import missing
 from ..layers import SlimmableBatchNorm2d, config_key
@@ -51,7 +53,7 @@ from .distributed import (
 )
 from .guard import DivergenceGuard
 from .optim import build_optimizer, build_scheduler
-from .step import resize, sample_subnets, train_step
+from .step import sample_subnets, train_step
 from .transfer import describe_init, load_pretrained
 
 __all__ = ["train", "train_one_epoch", "evaluate", "resume_config", "MetricsLog", "RunClock", "epoch_line"]
@@ -146,8 +148,12 @@ def _gather(obj: Any, info: DistInfo) -> list:
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, width: float, resolution: int, device: torch.device, *,
              autocast: contextlib.AbstractContextManager | None = None, max_batches: int | None = None,
-             info: DistInfo | None = None, channels_last: bool = False) -> dict:
-    """Top-1 / top-5 accuracy (%) and mean loss of ``model`` at ``(width, resolution)``, over all processes."""
+             info: DistInfo | None = None, channels_last: bool = False, resize: str | None = None) -> dict:
+    """Top-1 / top-5 accuracy (%) and mean loss of ``model`` at ``(width, resolution)``, over all processes.
+
+    ``resize``: how batches are brought to ``resolution`` (None: the mode recorded on the model).
+    """
+    resize = model_resize(model, resize)
     info = info or DistInfo()
     model.eval()
     model.set_width(width)
@@ -159,7 +165,7 @@ def evaluate(model: nn.Module, loader: DataLoader, width: float, resolution: int
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast or contextlib.nullcontext():
-            logits = model(resize(images, resolution)).float()
+            logits = model(resize_batch(images, resolution, resize)).float()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hit = top == labels[:, None]
         sums += torch.stack([hit[:, :1].sum(), hit.sum(), F.cross_entropy(logits, labels, reduction="sum"),
@@ -215,7 +221,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         subnets = sample_subnets(t.mode, cfg.model.width_range, t.resolutions, t.num_subnets, ctx["sampler_gen"])
         optimizer.zero_grad(set_to_none=True)
         losses = train_step(model, images, labels, subnets, label_smoothing=t.label_smoothing,
-                            temperature=t.temperature, autocast=ctx["autocast"], scaler=scaler)
+                            temperature=t.temperature, autocast=ctx["autocast"], scaler=scaler, resize=cfg.data.resize)
         losses = all_reduce_mean(losses, info)
         total = float(losses.sum())
         why = ctx["guard"].check(total)
@@ -356,6 +362,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         # model, optimizer, schedule
         m = cfg.model
         model = create_model(m.name, num_classes=m.num_classes, width_range=tuple(m.width_range), **m.args)
+        model.resize_mode = d.resize  # calibration and evaluation below resize as training does
         if m.init and ckpt is None:  # transfer learning: all but the new classifier (see train/transfer.py)
             report = load_pretrained(model, m.init)
             if info.is_main:
@@ -403,10 +410,11 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             log = MetricsLog(run_dir, csv_files=r.csv, tensorboard=r.tensorboard,
                              resume_step=state["step"] if ckpt is not None else None)
         meta = {"mode": t.mode, "width_range": list(m.width_range), "resolutions": list(t.resolutions),
-                "num_subnets": t.num_subnets if t.mode not in ("single", "msaug") else 1,
+                "num_subnets": t.num_subnets if t.mode not in ("single", "msaug") else 1, "resize": d.resize,
                 "dataset": {"name": data_info.name, "root": d.root, "num_classes": m.num_classes,
                             "in_chans": model.in_chans, "input_size": d.input_size}, "epochs": t.epochs,
-                **artefact_meta(train_ds, data_info.name, d.input_size, d.val_resize_ratio, model.in_chans)}
+                **artefact_meta(train_ds, data_info.name, d.input_size, d.val_resize_ratio, model.in_chans,
+                                 d.resize)}
         last_val: dict = {}
 
         def save(names: tuple[str, ...]) -> None:
