@@ -104,8 +104,8 @@ def test_max_steps_leaves_a_validated_best_pt_and_every_epoch_prints_one_line(tm
     train(resume_config(run_dir / "last.pt", ["run.max_steps=null"]), resume=run_dir / "last.pt")
     after = load_checkpoint(run_dir / "last.pt")["train_state"]
     assert after["step"] == 6 and after["elapsed_s"] > before  # the resumed part adds to the first
-    out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("epoch 2/3: ") and out[-1].startswith("epoch 3/3: ")
+    out = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch ")]
+    assert out[0].startswith("epoch 2/3: ") and out[-1].startswith("epoch 3/3: ") and len(out) == 2
 
 
 def test_without_validation_the_final_weights_are_best_pt(tmp_path):
@@ -154,7 +154,7 @@ def test_nonfinite_weights_are_never_saved(tmp_path, monkeypatch):
 
     real_step = loop.train_step
     monkeypatch.setattr(loop, "train_step", overflowing_step)
-    with pytest.raises(MutualNetError, match="weights became non-finite by iteration 2.*without overwriting"):
+    with pytest.raises(MutualNetError, match="non-finite by iteration 2.*without overwriting"):
         train(tiny(tmp_path, "run.save_every=1", "run.tensorboard=false", "train.epochs=3"))
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
     assert ckpt["train_state"]["step"] == 1

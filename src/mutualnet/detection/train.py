@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from ..checkpoint import FORMAT, VERSION, atomic_save, load_checkpoint
 from ..errors import MutualNetError
+from ..io import atomic_write_text, read_jsonl
 from ..profiling import resolve_device
 from ..train.config import apply_overrides, build_dataclass, read_yaml_mapping
 from ..train.guard import DivergenceGuard
@@ -239,16 +240,17 @@ def train_detector(cfg: DetectionConfig, *, resume: str | Path | None = None, pr
             if torch.is_tensor(v):
                 state[k] = v.to(device)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(_plain(dataclasses.asdict(cfg)), sort_keys=False))
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(_plain(dataclasses.asdict(cfg)), sort_keys=False))
     loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=RandomSampler(dataset, generator=sampler_gen),
                         num_workers=cfg.num_workers, collate_fn=collate, drop_last=len(dataset) >= cfg.batch_size,
                         persistent_workers=cfg.num_workers > 0)
     total = cfg.epochs * len(loader) if cfg.max_iterations is None else min(cfg.max_iterations,
                                                                             cfg.epochs * len(loader))
     metrics = out / "metrics.jsonl"
-    if ckpt is not None and metrics.exists():  # rows written after the checkpoint are not part of this run
-        rows = [r for r in metrics.read_text().splitlines() if r.strip() and json.loads(r)["iteration"] <= it]
-        metrics.write_text("".join(r + "\n" for r in rows))
+    if ckpt is not None and metrics.exists():  # rows after the checkpoint, and a line torn by a kill, are dropped
+        rows, _ = read_jsonl(metrics, "metrics log")
+        rows = [r for r in rows if isinstance(r, dict) and isinstance(r.get("iteration"), int) and r["iteration"] <= it]
+        atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in rows))
     t0 = time.time()
     guard = DivergenceGuard()
     bar = tqdm(total=total, initial=it, desc="detect train", disable=not progress)

@@ -8,13 +8,14 @@ Resume is exact: the checkpoint holds the model, optimizer, schedule, grad scale
 (the sub-network sampler, torch, CUDA, python, numpy, per process) and the position in the epoch; the
 data order and every batch's augmentation are functions of ``(seed, epoch, position)``
 (:class:`~mutualnet.train.distributed.EpochSampler`, :class:`~mutualnet.train.distributed.SeededSamples`).
-A resumed run therefore draws the same batches and sub-networks and follows the same loss trajectory as
-one that was never interrupted.
+A resumed run therefore draws the same batches and sub-networks and follows the same loss trajectory as one
+that was never interrupted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import json
 import random
@@ -36,6 +37,7 @@ from ..checkpoint import atomic_save, checkpoint_dict, load_checkpoint
 from ..data.transforms import model_resize, resize_batch
 from ..errors import MutualNetError
 from ..extras import missing
+from ..io import atomic_write_text
 from ..layers import SlimmableBatchNorm2d, config_key
 from ..models import create_model
 from .config import TrainConfig, apply_overrides, config_from_dict, config_to_dict, resolve, save_config
@@ -53,6 +55,15 @@ from .distributed import (
 )
 from .guard import DivergenceGuard
 from .optim import build_optimizer, build_scheduler
+from .runfolder import (
+    apply_lr,
+    carry_metrics,
+    check_finite,
+    check_resume_changes,
+    open_run_folder,
+    read_metrics,
+    save_order,
+)
 from .step import sample_subnets, train_step
 from .transfer import describe_init, load_pretrained
 
@@ -68,11 +79,8 @@ class MetricsLog:
 
     def __init__(self, run_dir: Path, *, csv_files: bool, tensorboard: bool, resume_step: int | None) -> None:
         self.path, self.run_dir, self.csv_files = run_dir / "metrics.jsonl", run_dir, csv_files
-        rows = []
-        if resume_step is not None and self.path.exists():
-            rows = [json.loads(ln) for ln in self.path.read_text().splitlines() if ln.strip()]
-            rows = [r for r in rows if r.get("step", 0) <= resume_step]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        rows = read_metrics(self.path, resume_step)  # a line torn by a kill is dropped
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
         for kind in ("train", "val"):
             (run_dir / f"{kind}.csv").unlink(missing_ok=True)
         if csv_files:
@@ -283,12 +291,17 @@ def _autocast(amp: str, device: torch.device):
 def resume_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """The config stored in a training checkpoint, with ``--set`` overrides applied.
 
-    Only ``run.*`` settings (logging, saving, progress, max_steps) can change without changing the
-    trajectory; changing anything else continues the run under the new setting.
+    Only the settings in :data:`~mutualnet.train.runfolder.RESUMABLE` may change (``run.*``, the learning
+    rate and its schedule, epochs, the data location); they are applied, with a line saying so. Any other
+    change is refused: the checkpoint's optimizer state, data order and model were made under the old values.
     """
     ckpt = _load_train_checkpoint(path)
-    data = apply_overrides(ckpt["config"], overrides)
-    data["run"]["out"] = str(Path(path).parent)
+    saved = ckpt["config"]
+    saved["run"]["out"] = str(Path(path).parent)  # where the run is now (the folder may have moved)
+    data = apply_overrides(copy.deepcopy(saved), overrides)
+    changes = check_resume_changes(saved, data)
+    if changes:
+        print("resuming with changed settings: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
     return config_from_dict(data)
 
 
@@ -319,13 +332,15 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     if d.root is not None:  # recorded absolute, so calibrate/search/eval find the data from any folder
         d.root = str(Path(d.root).expanduser().absolute())
     run_dir = Path(r.out)
-    if ckpt is None and (run_dir / "last.pt").exists():
-        raise MutualNetError(f"{run_dir} already holds a run (last.pt); resume it with --resume {run_dir / 'last.pt'} "
-                             "or choose another run.out")
     info = init_distributed("cuda" if r.device.startswith("cuda") or (
         r.device == "auto" and torch.cuda.is_available()) else "cpu")
-    log = None
+    log = lock = None
     try:
+        if info.is_main:  # one writer per run folder; temporary files of a killed run are removed
+            lock = open_run_folder(run_dir)
+        if (run_dir / "last.pt").exists() and (ckpt is None or run_dir.resolve() != Path(resume).parent.resolve()):
+            raise MutualNetError(f"{run_dir} already holds a run (last.pt); resume it with --resume "
+                                 f"{run_dir / 'last.pt'} or choose another run.out")
         device = _device(r.device, info)
         if r.threads:
             torch.set_num_threads(r.threads)
@@ -391,6 +406,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             except (RuntimeError, ValueError, KeyError) as e:
                 raise MutualNetError(f"cannot resume from {resume}: it does not match this config "
                                      f"({str(e).splitlines()[0][:200]})") from None
+            apply_lr(optimizer, scheduler, o.lr)  # a changed optim.lr applies (a no-op when unchanged)
             if scaler is not None and ts.get("scaler"):
                 scaler.load_state_dict(ts["scaler"])
             state.update({k: ts[k] for k in ("epoch", "epoch_step", "step", "best_top1")})
@@ -406,6 +422,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
                          else min(r.max_steps, t.epochs * steps_per_epoch))
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
+            if ckpt is not None:
+                carry_metrics(Path(resume).parent, run_dir)  # resumed into a new run.out: the history comes along
             save_config(cfg, run_dir / "config.yaml")
             log = MetricsLog(run_dir, csv_files=r.csv, tensorboard=r.tensorboard,
                              resume_step=state["step"] if ckpt is not None else None)
@@ -418,10 +436,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         last_val: dict = {}
 
         def save(names: tuple[str, ...]) -> None:
-            if not all(bool(p.isfinite().all()) for p in model.parameters()):
-                raise MutualNetError(f"weights became non-finite by iteration {state['step']}; training stopped "
-                                     f"without overwriting {run_dir / 'last.pt'}. Lower optim.lr or add "
-                                     "optim.warmup_epochs, then resume with --resume")
+            check_finite(model, state["step"], run_dir / "last.pt")  # parameters and BN statistics
             rngs = _gather(_rng_state(sampler_gen), info)
             clock.sync()
             if not info.is_main:
@@ -431,7 +446,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
                            "world_size": info.world_size, "steps_per_epoch": steps_per_epoch}
             obj = checkpoint_dict(model, {**meta, "epoch": state["epoch"], "step": state["step"], **last_val},
                                   config=config_to_dict(cfg), train_state=train_state)
-            for name in names:
+            for name in save_order(names):  # best.pt before last.pt: consistent after a kill between them
                 atomic_save(obj, run_dir / name)
 
         ctx = {"cfg": cfg, "info": info, "device": device, "autocast": _autocast(r.amp, device),
@@ -475,6 +490,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     finally:
         if log is not None:
             log.close()
+        if lock is not None:
+            lock.release()
         cleanup_distributed(info)
     return run_dir
 
