@@ -64,7 +64,7 @@ def test_cli_and_adaptive_net_follow_the_same_policy(tmp_path, capsys):
 
     net = AdaptiveNet.from_checkpoint(path)
     net.set_config(0.25, 32)
-    assert net.predict(torch.randn(1, 3, 32, 32))[0][0].confidence > 0
+    assert net.predict(torch.rand(1, 3, 32, 32))[0][0].confidence > 0
     net.set_config(0.5, 32)
     with pytest.raises(mn.MutualNetError, match="mutualnet calibrate"):
-        net.predict(torch.randn(1, 3, 32, 32))
+        net.predict(torch.rand(1, 3, 32, 32))
