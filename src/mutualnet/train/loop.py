@@ -342,6 +342,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             raise MutualNetError(f"{run_dir} already holds a run (last.pt); resume it with --resume "
                                  f"{run_dir / 'last.pt'} or choose another run.out")
         device = _device(r.device, info)
+        if device.type == "cpu" and r.amp != "none" and info.is_main:
+            print(f"note: run.amp={r.amp} on a CPU is usually slower than full precision; --set run.amp=none "
+                  "(configs/mobilenet_v2_imagefolder_cpu.yaml is the CPU-sized recipe)", file=sys.stderr)
         if r.threads:
             torch.set_num_threads(r.threads)
         if d.batch_size % info.world_size:
