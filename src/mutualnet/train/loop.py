@@ -416,7 +416,8 @@ def build_data(cfg: TrainConfig, data_info: DatasetInfo, info: DistInfo, device:
     common = {"root": d.root, "input_size": d.input_size, "synthetic_length": d.synthetic_length,
               "seed": r.seed, **synth}
     train_ds = build_dataset(d.name, "train", crop_scale=tuple(d.crop_scale), hflip=d.hflip,
-                             color_jitter=d.color_jitter, crop_padding=d.crop_padding, **common)
+                             color_jitter=d.color_jitter, crop_padding=d.crop_padding, lighting=d.lighting,
+                             padding_mode=d.padding_mode, **common)
     val_ds = build_dataset(d.name, "val", val_resize_ratio=d.val_resize_ratio, **common)
     if len(train_ds) < d.batch_size:
         raise MutualNetError(f"the training set has {len(train_ds)} images, fewer than data.batch_size "
