@@ -56,6 +56,7 @@ class DataConfig:
     crop_padding: int = 4  # small in-memory datasets (CIFAR, Fashion-MNIST): random-crop padding (0: no crop)
     val_resize_ratio: float = 0.875  # validation: Resize(input_size / ratio) + CenterCrop(input_size)
     synthetic_length: int = 512  # samples in the synthetic dataset (tests and smoke runs)
+    train_subset: int | None = None  # train on this many images, a fixed random subset (seed 0); None: all
 
 
 @dataclass
@@ -281,6 +282,7 @@ def resolve(cfg: TrainConfig, dataset: dict | None = None) -> TrainConfig:
         (t.temperature > 0, "train.temperature must be positive"),
         (0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
         (d.batch_size >= 1, "data.batch_size must be positive"),
+        (d.train_subset is None or d.train_subset >= 1, "data.train_subset must be a positive number of images"),
         (len(d.crop_scale) == 2 and 0 < d.crop_scale[0] <= d.crop_scale[1] <= 1,
          "data.crop_scale must be [lo, hi] within (0, 1]"),
         (o.lr > 0 and o.weight_decay >= 0 and 0 <= o.min_lr <= o.lr, "optim: need lr > 0, weight_decay >= 0, "
