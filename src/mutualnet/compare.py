@@ -220,15 +220,11 @@ def _clock(path: Path, key: str) -> Iterator[None]:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``"0,1,5"`` -> [0, 1, 5]; a single number ``N`` -> seeds 0 .. N-1."""
+    """``"0,1,5"`` -> [0, 1, 5]; ``"3"`` -> [3] (one run, seed 3)."""
     try:
         values = [int(s) for s in text.split(",")]
     except ValueError:
-        raise MutualNetError(f"--seeds expects N or a list like 0,1,2, got {text!r}") from None
-    if len(values) == 1:
-        if values[0] < 1:
-            raise MutualNetError(f"--seeds N needs N >= 1, got {values[0]}")
-        values = list(range(values[0]))
+        raise MutualNetError(f"--seeds expects a list like 0,1,2, got {text!r}") from None
     if len(set(values)) != len(values) or min(values) < 0:
         raise MutualNetError(f"--seeds must be distinct non-negative integers, got {text!r}")
     return values

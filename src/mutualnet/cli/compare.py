@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=_positive,
                    help=f"training epochs of every arm (default: the demo's, {DEMO_RECIPE['train']['epochs']})")
     p.add_argument("--seeds", type=_seeds, default=[0],
-                   help="run every arm with each seed: N (seeds 0..N-1) or a list like 0,1 (default: 0)")
+                   help="run every arm once per seed, e.g. 0,1 (default: 0)")
     p.add_argument("--arms", type=_arms, help=f"arms to run, comma-separated (default: all: {','.join(ARMS)})")
     p.add_argument("--train-images", type=_positive,
                    help="train every arm on this many training images, a fixed random subset (default: all)")
