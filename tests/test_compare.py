@@ -1,4 +1,3 @@
-import contextlib
 import copy
 import json
 
@@ -168,19 +167,23 @@ def test_compare_min_cost_usnet_and_the_boost_at_equal_epochs_and_equal_compute(
 
 def test_compare_cli_rejects_bad_flags_in_one_line(tmp_path, capsys):
     for argv, msg in ((["--seeds", "1,1"], "distinct"), (["--arms", "mutualnet,foo"], "unknown arm 'foo'"),
-                      (["--train-images", "0"], "positive integer"), (["--set", "data.nope=1"], "data.nope")):
-        with pytest.raises(SystemExit) if msg != "data.nope" else contextlib.nullcontext():
+                      (["--train-images", "0"], "--train-images"), (["--set", "data.nope=1"], "data.nope")):
+        try:
             code = main(["compare", "--out", str(tmp_path / "x"), *argv])
-            assert code != 0
+        except SystemExit as e:
+            code = e.code
+        assert code != 0
         err = capsys.readouterr().err
-        assert msg in err and "Traceback" not in err
+        assert msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
 
 
 def test_compare_help_states_the_demo_default_epochs(capsys):
-    with pytest.raises(SystemExit):
+    try:
         main(["compare", "--help"])
-    assert f"the demo's, {DEMO_RECIPE['train']['epochs']})" in capsys.readouterr().out
+    except SystemExit:
+        pass
+    assert f"(default: the demo's, {DEMO_RECIPE['train']['epochs']})" in " ".join(capsys.readouterr().out.split())
 
 
 def test_default_budgets_include_the_cheapest_and_the_full_configuration():

@@ -9,13 +9,16 @@ import pytest
 import torch
 import torch.distributed as dist
 import yaml
+from torch.utils.data import DataLoader
 
 from mutualnet import create_model
 from mutualnet.checkpoint import load_checkpoint
+from mutualnet.data import TensorImages
 from mutualnet.layers import SlimmableBatchNorm2d
 from mutualnet.train import SubNet, config_from_dict, train, train_step
 from mutualnet.train.distributed import (
     EpochSampler,
+    SeededSamples,
     SyncSlimmableBatchNorm2d,
     all_reduce_gradients,
     convert_sync_batchnorm,
@@ -81,6 +84,29 @@ def test_data_order_does_not_depend_on_the_number_of_processes():
     assert [i for i, _ in s0] != a
 
 
+def test_seeded_batches_do_not_depend_on_workers_resume_or_the_global_rng():
+    images = torch.randint(0, 256, (40, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    ds = SeededSamples(TensorImages(images, torch.arange(40) % 10, mean=(0.5,), std=(0.25,), train=True))
+    sampler = EpochSampler(40, seed=5)
+
+    def batches(workers=0, start=0):
+        sampler.set_epoch(1, start)
+        loader = DataLoader(ds, batch_size=8, sampler=sampler, num_workers=workers, generator=torch.Generator())
+        return [x for x, _ in loader]
+
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    full = batches()
+    assert torch.equal(torch.get_rng_state(), state)  # the training process's RNG is left alone
+    assert not torch.equal(full[0], full[1])
+    assert all(torch.equal(a, b) for a, b in zip(batches(workers=2), full, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(batches(start=16), full[2:], strict=True))  # resume at batch 2
+    sampler.set_epoch(2)
+    other = [x for x, _ in DataLoader(ds, batch_size=8, sampler=sampler)]
+    assert not torch.equal(other[0], full[0])
+    assert torch.equal(ds[(3, 77)][0], ds[(3, 77)][0]) and not torch.equal(ds[(3, 77)][0], ds[(3, 78)][0])
+
+
 def recipe(out, sync_bn):
     return {
         "model": {"name": "resnet20_cifar", "width_range": [0.25, 1.0]},
@@ -114,9 +140,14 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     got, ref = losses(tmp_path / "two"), losses(one)
     assert len(got) == len(ref) == 8
-    for g, r in zip(got, ref):
-        assert g == pytest.approx(r, rel=1e-3, abs=1e-5)
+    # float summation order differs (all_reduce of BN sums and gradients), and SGD amplifies that noise step by
+    # step (measured: 1e-6 at step 1, ~3e-4 relative by step 8 on a 2-core x86 machine), so the first steps are
+    # held tight and the later ones loosely; a missing sync BN or a wrong average differs by ~1e-2 from step 1
+    for step, (g, r) in enumerate(zip(got, ref)):
+        tight = step < 4
+        assert g == pytest.approx(r, rel=1e-4 if tight else 1e-2, abs=1e-5 if tight else 2e-4), step
     a, b = load_checkpoint(tmp_path / "two" / "last.pt")["model"], load_checkpoint(one / "last.pt")["model"]
     assert a.keys() == b.keys()
     for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4, msg=k)
+        # after 8 steps the same amplified noise reaches ~1e-3 absolute (conv1.weight, magnitude 0.36)
+        torch.testing.assert_close(a[k], b[k], rtol=5e-3, atol=2e-3, msg=k)

@@ -28,5 +28,5 @@ def test_training_on_a_subset_runs_fewer_iterations_per_epoch(tmp_path):
     ckpt = load_checkpoint(train(cfg) / "last.pt")
     assert ckpt["train_state"]["steps_per_epoch"] == 2  # 16 images / batch 8, not 32 / 8
     assert ckpt["config"]["data"]["train_subset"] == 16
-    with pytest.raises(MutualNetError, match="train_subset must be a positive"):
+    with pytest.raises(MutualNetError, match="data.train_subset"):
         train(load_config(None, ["data.name=synthetic", "data.train_subset=0", f"run.out={tmp_path / 'bad'}"]))

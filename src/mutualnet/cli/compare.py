@@ -12,13 +12,7 @@ import argparse
 from ..compare import ARMS, parse_seeds, run_compare
 from ..demo import DEMO_RECIPE
 from ..errors import MutualNetError
-
-
-def _configs(s: str) -> list[tuple[float, int]]:
-    try:
-        return [(float(w), int(r)) for w, r in (item.split("@") for item in s.split(","))]
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected WIDTH@RES,..., e.g. 1.0@28,0.5@20,0.25@16") from None
+from . import _args as A
 
 
 def _seeds(s: str) -> list[int]:
@@ -36,39 +30,29 @@ def _arms(s: str) -> list[str]:
     return arms
 
 
-def _positive(s: str) -> int:
-    try:
-        n = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
-    return n
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="the paper's comparison at small scale on Fashion-MNIST",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/compare", help="output folder (rerun with the same folder to resume)")
-    p.add_argument("--epochs", type=_positive,
+    p.add_argument("--epochs", type=A.positive_int,
                    help=f"training epochs of every arm (default: the demo's, {DEMO_RECIPE['train']['epochs']})")
     p.add_argument("--seeds", type=_seeds, default=[0],
                    help="run every arm once per seed, e.g. 0,1 (default: 0)")
     p.add_argument("--arms", type=_arms, help=f"arms to run, comma-separated (default: all: {','.join(ARMS)})")
-    p.add_argument("--train-images", type=_positive,
+    p.add_argument("--train-images", type=A.positive_int,
                    help="train every arm on this many training images, a fixed random subset (default: all)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override the recipe of every arm, as `mutualnet train --set` (repeatable)")
     p.add_argument("--data-root", help="Fashion-MNIST folder (default: Debian's)")
-    p.add_argument("--singles", type=_configs, help="independent networks as WIDTH@RES,... "
+    p.add_argument("--singles", type=A.configs, help="independent networks as WIDTH@RES,... "
                                                     "(default: top, middle and bottom of the range)")
     p.add_argument("--no-boost", action="store_true", help="skip the single-network boost (same as leaving "
                                                            "'boost' out of --arms)")
-    p.add_argument("--width-step", type=float, default=0.05, help="width step of every search (default: 0.05)")
-    p.add_argument("--calib-images", type=_positive, default=2000,
+    p.add_argument("--width-step", type=A.width_step, default=0.05, help="width step of every search (default: 0.05)")
+    p.add_argument("--calib-images", type=A.positive_int, default=2000,
                    help="BN calibration images per configuration (default: 2000)")
-    p.add_argument("--val-images", type=_positive, help="test images per configuration (default: all)")
-    p.add_argument("--threads", type=_positive, help="torch CPU threads (default: torch's)")
+    p.add_argument("--val-images", type=A.positive_int, help="test images per configuration (default: all)")
+    p.add_argument("--threads", type=A.threads, help="torch CPU threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
