@@ -215,7 +215,7 @@ def _clock(path: Path, key: str) -> Iterator[None]:
         yield
     finally:
         times = json.loads(path.read_text()) if path.exists() else {}
-        times[key] = round(times.get(key, 0.0) + time.perf_counter() - t0, 1)
+        times[key] = round(times.get(key, 0.0) + time.perf_counter() - t0, 3)
         atomic_write_text(path, json.dumps(times, indent=2))
 
 
