@@ -34,6 +34,7 @@ __all__ = [
     "get_width",
     "use_width",
     "bind_state",
+    "channel_config",
     "config_key",
     "materialize",
 ]
@@ -449,6 +450,17 @@ def get_width(model: nn.Module) -> float:
         if is_slimmable(m):
             return m.slim_state.width
     raise MutualNetError("model has no slimmable layers")
+
+
+def channel_config(model: nn.Module, width: float) -> tuple:
+    """The active channels of every slimmable layer of ``model`` at ``width``: which network the width is.
+
+    Channel rounding makes neighbouring widths the same network (every layer keeps the same channels), so
+    anything that costs a forward pass per width (search rows, compiled graphs) only needs one per distinct
+    value of this tuple.
+    """
+    with use_width(model, width):
+        return tuple(m.active_channels() for m in model.modules() if is_slimmable(m))
 
 
 @contextlib.contextmanager

@@ -26,6 +26,8 @@ __all__ = ["QueryTable", "ROW_KEYS", "TABLE_FORMAT", "pareto_frontier", "atomic_
 
 TABLE_FORMAT = "mutualnet-query-table"
 ROW_KEYS = ("width", "resolution", "top1", "top5", "macs", "params", "mflops", "latency_ms", "pareto")
+# columns a table has only when it was built that way: validation images of a row (successive halving)
+OPTIONAL_KEYS = ("val_images",)
 _COSTS = {"macs": "macs", "mflops": "macs", "latency_ms": "latency_ms", "latency": "latency_ms"}
 
 
@@ -78,6 +80,8 @@ class QueryTable:
         lat = r.get("latency_ms")
         r["latency_ms"] = None if lat is None or lat == "" else float(lat)
         r.setdefault("pareto", False)
+        if r.get("val_images") is not None:
+            r["val_images"] = int(r["val_images"])
         return r
 
     # -- building -----------------------------------------------------------------------------------
@@ -146,9 +150,14 @@ class QueryTable:
         return dict(max(fits, key=lambda r: (r["top1"], -r[cost], -r["macs"])))
 
     # -- files --------------------------------------------------------------------------------------
+    def columns(self) -> list[str]:
+        """The row keys written to files: :data:`ROW_KEYS`, then the optional ones some row has."""
+        return list(ROW_KEYS) + [k for k in OPTIONAL_KEYS if any(r.get(k) is not None for r in self.rows)]
+
     def to_dict(self) -> dict:
+        cols = self.columns()
         return {"format": TABLE_FORMAT, "version": 1, "meta": dict(self.meta),
-                "rows": [{k: r.get(k) for k in ROW_KEYS} for r in self.rows]}
+                "rows": [{k: r.get(k) for k in cols} for r in self.rows]}
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "query table") -> QueryTable:
@@ -158,10 +167,11 @@ class QueryTable:
 
     def to_csv(self) -> str:
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(ROW_KEYS), lineterminator="\n")
+        cols = self.columns()
+        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
         w.writeheader()
         for r in self.rows:
-            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in ROW_KEYS})
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
         return buf.getvalue()
 
     def save(self, path: str | os.PathLike) -> Path:
