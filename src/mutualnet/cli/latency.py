@@ -24,13 +24,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--runtime", default="eager",
+                   help="runtimes to measure, comma-separated: eager (the slimmable model, as AdaptiveNet runs it), "
+                        "torchscript, onnxruntime (the exported sub-network, CPU); each fills its column "
+                        "latency_<runtime>_ms, and the first is the table's latency_ms (default: eager)")
     p.add_argument("--out", help="write the filled table here instead of rewriting --table")
     p.set_defaults(func=run)
+
+
+def _runtimes(text: str) -> list[str]:
+    from ..search.table import RUNTIMES
+
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names or any(n not in RUNTIMES for n in names):
+        raise MutualNetError(f"--runtime: expected runtimes from {', '.join(RUNTIMES)}, got {text!r}")
+    return names
 
 
 def run(args: argparse.Namespace) -> int:
     from ..search.table import QueryTable
 
+    runtimes = _runtimes(args.runtime)
     table = QueryTable.load(args.table)
     if not table.rows:
         raise MutualNetError(f"query table {args.table} is empty")
@@ -42,12 +56,16 @@ def run(args: argparse.Namespace) -> int:
         raise MutualNetError(f"table width {bad[0]['width']:g} is outside the checkpoint's range [{lo:g}, {hi:g}]; "
                              "is it the table of another model?")
     info = fill_latency(table, model, device=args.device, batch_size=args.batch_size, threads=args.threads,
-                        warmup=args.warmup, repeats=args.repeats)
+                        warmup=args.warmup, repeats=args.repeats, runtimes=runtimes)
     out = table.save(args.out or args.table)
     fast = min(table.rows, key=lambda r: r["latency_ms"])
     slow = max(table.rows, key=lambda r: r["latency_ms"])
     print(f"measured {len(table.rows)} configurations on {info['device']} (batch {info['batch_size']}, "
           f"{info['threads']} threads, median of {info['repeats']}): {fast['latency_ms']:.3f} ms "
           f"(w{fast['width']:g} r{fast['resolution']}) to {slow['latency_ms']:.3f} ms "
-          f"(w{slow['width']:g} r{slow['resolution']}); wrote {out}")
+          f"(w{slow['width']:g} r{slow['resolution']}) on {info['runtime']}; wrote {out}")
+    if len(info["runtimes"]) > 1:
+        cols = {rt: sum(r[f"latency_{rt}_ms"] for r in table.rows) for rt in info["runtimes"]}
+        base = cols[info["runtimes"][0]]
+        print("sum over configurations: " + ", ".join(f"{rt} {v:.2f} ms ({v / base:.3f}x)" for rt, v in cols.items()))
     return 0

@@ -15,6 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--table", required=True, help="query_table.json (or the search output folder)")
     p.add_argument("--max-mflops", type=float, help="budget in MFLOPs (multiply-accumulates / 1e6)")
     p.add_argument("--max-latency-ms", type=float, help="budget in measured milliseconds (table needs latency)")
+    p.add_argument("--runtime", help="check --max-latency-ms against this runtime's column (eager, torchscript, "
+                   "onnxruntime; filled by `mutualnet latency --runtime`; default: the table's latency_ms)")
     p.add_argument("--json", action="store_true", help="print the selected row as JSON")
     p.set_defaults(func=run)
 
@@ -27,11 +29,13 @@ def run(args: argparse.Namespace) -> int:
         if v is not None and not v > 0:
             raise MutualNetError(f"--{name.replace('_', '-')} must be positive, got {v:g}")
     table = QueryTable.load(args.table)
-    row = table.select(max_mflops=args.max_mflops, max_latency_ms=args.max_latency_ms)
+    row = table.select(max_mflops=args.max_mflops, max_latency_ms=args.max_latency_ms, runtime=args.runtime)
     if args.json:
         print(json.dumps(row, indent=2))
         return 0
-    lat = f", {row['latency_ms']:.3f} ms" if row.get("latency_ms") is not None else ""
+    key = "latency_ms" if args.runtime is None else f"latency_{args.runtime}_ms"
+    lat = f", {row[key]:.3f} ms{'' if args.runtime is None else ' on ' + args.runtime}" if row.get(key) is not None \
+        else ""
     print(f"width {row['width']:g} at {row['resolution']} px: top-1 {row['top1']:.2f}%, top-5 {row['top5']:.2f}%, "
           f"{row['mflops']:.2f} MFLOPs, {row['params'] / 1e6:.3f}M params{lat}")
     return 0

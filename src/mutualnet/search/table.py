@@ -22,13 +22,28 @@ from pathlib import Path
 from ..errors import MutualNetError
 from ..io import atomic_write_text
 
-__all__ = ["QueryTable", "ROW_KEYS", "TABLE_FORMAT", "pareto_frontier", "atomic_write_text"]
+__all__ = ["QueryTable", "ROW_KEYS", "OPTIONAL_KEYS", "RUNTIMES", "TABLE_FORMAT", "latency_column", "pareto_frontier",
+           "atomic_write_text"]
 
 TABLE_FORMAT = "mutualnet-query-table"
 ROW_KEYS = ("width", "resolution", "top1", "top5", "macs", "params", "mflops", "latency_ms", "pareto")
-# columns a table has only when it was built that way: validation images of a row (successive halving)
-OPTIONAL_KEYS = ("val_images",)
-_COSTS = {"macs": "macs", "mflops": "macs", "latency_ms": "latency_ms", "latency": "latency_ms"}
+RUNTIMES = ("eager", "torchscript", "onnxruntime")  # see mutualnet.deploy.runtime
+# columns a table has only when it was built that way: validation images of a row (successive halving), the
+# latency on each runtime it was measured on (``latency_ms`` is the one of the runtime it is deployed with)
+OPTIONAL_KEYS = ("val_images",) + tuple(f"latency_{rt}_ms" for rt in RUNTIMES)
+
+
+def latency_column(runtime: str | None = None) -> str:
+    """The row key of the latency measured on ``runtime`` (None: ``latency_ms``, the table's own runtime)."""
+    if runtime is None:
+        return "latency_ms"
+    if runtime not in RUNTIMES:
+        raise MutualNetError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    return f"latency_{runtime}_ms"
+
+
+_COSTS = {"macs": "macs", "mflops": "macs", "latency_ms": "latency_ms", "latency": "latency_ms"} | {
+    f"latency_{rt}_ms": f"latency_{rt}_ms" for rt in RUNTIMES}
 
 
 def pareto_frontier(rows: list[dict], cost: str = "macs") -> list[dict]:
@@ -46,8 +61,8 @@ def pareto_frontier(rows: list[dict], cost: str = "macs") -> list[dict]:
     return front
 
 
-def _describe(row: dict) -> str:
-    lat = f", {row['latency_ms']:.3g} ms" if row.get("latency_ms") is not None else ""
+def _describe(row: dict, lat_key: str = "latency_ms") -> str:
+    lat = f", {row[lat_key]:.3g} ms" if row.get(lat_key) is not None else ""
     return (f"width {row['width']:g} at {row['resolution']} px ({row['mflops']:.4g} MFLOPs{lat}, "
             f"top-1 {row['top1']:.2f}%)")
 
@@ -77,8 +92,10 @@ class QueryTable:
         except (KeyError, TypeError, ValueError) as e:
             raise MutualNetError(f"malformed query table row {row!r}: {e}") from None
         r["mflops"] = r["macs"] / 1e6
-        lat = r.get("latency_ms")
-        r["latency_ms"] = None if lat is None or lat == "" else float(lat)
+        for k in ("latency_ms", *(c for c in OPTIONAL_KEYS if c.startswith("latency_"))):
+            lat = r.get(k)
+            if k == "latency_ms" or k in r:
+                r[k] = None if lat is None or lat == "" else float(lat)
         r.setdefault("pareto", False)
         if r.get("val_images") is not None:
             r["val_images"] = int(r["val_images"])
@@ -107,18 +124,33 @@ class QueryTable:
 
     @property
     def has_latency(self) -> bool:
-        return bool(self.rows) and all(r.get("latency_ms") is not None for r in self.rows)
+        return self.has_latency_on(None)
+
+    def has_latency_on(self, runtime: str | None) -> bool:
+        """Whether every row has a latency measured on ``runtime`` (None: the table's ``latency_ms``)."""
+        col = latency_column(runtime)
+        return bool(self.rows) and all(r.get(col) is not None for r in self.rows)
+
+    @property
+    def runtimes(self) -> list[str]:
+        """The runtimes every row has a latency column of."""
+        return [rt for rt in RUNTIMES if self.has_latency_on(rt)]
 
     # -- using --------------------------------------------------------------------------------------
     def frontier(self, cost: str = "macs") -> list[dict]:
         """The Pareto frontier by ``cost`` (``macs`` or ``latency_ms``), cheapest first."""
-        if _COSTS.get(cost) == "latency_ms" and not self.has_latency:
+        if _COSTS.get(cost, "").startswith("latency") and not all(r.get(_COSTS[cost]) is not None
+                                                                  for r in self.rows):
             raise MutualNetError("this query table has no latency measurements; rebuild it with "
                                  "`mutualnet search --latency`")
         return pareto_frontier(self.rows, cost)
 
-    def select(self, max_mflops: float | None = None, max_latency_ms: float | None = None) -> dict:
+    def select(self, max_mflops: float | None = None, max_latency_ms: float | None = None,
+               runtime: str | None = None) -> dict:
         """The most accurate configuration within every given budget (ties: the cheaper one).
+
+        ``runtime`` picks the latency column the budget is checked against (``latency_<runtime>_ms``, filled
+        by ``mutualnet latency --runtime``); None uses ``latency_ms``.
 
         Raises:
             MutualNetError: no budget given, latency asked of a table without it, or a budget below the
@@ -128,7 +160,11 @@ class QueryTable:
             raise MutualNetError("give a budget: max_mflops and/or max_latency_ms")
         if not self.rows:
             raise MutualNetError("the query table is empty")
-        if max_latency_ms is not None and not self.has_latency:
+        lat_key = latency_column(runtime)
+        if max_latency_ms is not None and not self.has_latency_on(runtime):
+            if runtime is not None:
+                raise MutualNetError(f"this query table has no {runtime} latency measurements; measure them with "
+                                     f"`mutualnet latency --runtime {runtime}`")
             raise MutualNetError("this query table has no latency measurements; select by --max-mflops or rebuild "
                                  "it with `mutualnet search --latency`")
         fits = self.rows
@@ -139,14 +175,14 @@ class QueryTable:
                 raise MutualNetError(f"no configuration fits {max_mflops:g} MFLOPs; the cheapest is "
                                      f"{_describe(cheapest)}")
         if max_latency_ms is not None:
-            fits = [r for r in fits if r["latency_ms"] <= max_latency_ms]
+            fits = [r for r in fits if r[lat_key] <= max_latency_ms]
             if not fits:
                 pool = self.rows if max_mflops is None else [r for r in self.rows if r["mflops"] <= max_mflops]
-                cheapest = min(pool, key=lambda r: r["latency_ms"])
+                cheapest = min(pool, key=lambda r: r[lat_key])
                 raise MutualNetError(f"no configuration fits {max_latency_ms:g} ms"
                                      f"{'' if max_mflops is None else f' within {max_mflops:g} MFLOPs'}; "
-                                     f"the fastest is {_describe(cheapest)}")
-        cost = "macs" if max_latency_ms is None else "latency_ms"
+                                     f"the fastest is {_describe(cheapest, lat_key)}")
+        cost = "macs" if max_latency_ms is None else lat_key
         return dict(max(fits, key=lambda r: (r["top1"], -r[cost], -r["macs"])))
 
     # -- files --------------------------------------------------------------------------------------
