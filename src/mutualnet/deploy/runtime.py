@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import tempfile
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -67,10 +65,7 @@ def build_runner(model: nn.Module, width: float, resolution: int, runtime: str =
     except ImportError:  # pragma: no cover - a dependency of the package
         raise MutualNetError("the onnxruntime runtime needs the onnxruntime package (pip install onnxruntime)") \
             from None
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "net.onnx"
-        _onnx_export(net, x, path)
-        model_bytes = path.read_bytes()
+    model_bytes = _onnx_export(net, x)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = int(threads or torch.get_num_threads())
     opts.inter_op_num_threads = 1

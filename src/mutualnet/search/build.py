@@ -30,8 +30,9 @@ from tqdm.auto import tqdm
 
 from ..calibrate import calibrate, check_resolution, load_images
 from ..checkpoint import atomic_save
-from ..data.transforms import resize_batch
+from ..data.transforms import model_resize, resize_batch
 from ..errors import MutualNetError
+from ..io import read_json, read_torch_file
 from ..layers import SlimmableBatchNorm2d, channel_config, config_key, get_width, set_width
 from ..profiling import measure_latency, profile, resolve_device
 from .grid import width_grid
@@ -58,7 +59,8 @@ def model_fingerprint(model: nn.Module) -> str:
 
 
 @torch.no_grad()
-def _hits(model: nn.Module, batches, width: float, resolution: int, dev: torch.device) -> tuple[Tensor, Tensor]:
+def _hits(model: nn.Module, batches, width: float, resolution: int, dev: torch.device,
+          resize: str) -> tuple[Tensor, Tensor]:
     """Per-image top-1 and top-5 hits (bool) at (``width``, ``resolution``), in the order of ``batches``."""
     previous, was_training = get_width(model), model.training
     set_width(model, width)
@@ -66,7 +68,7 @@ def _hits(model: nn.Module, batches, width: float, resolution: int, dev: torch.d
     h1, h5 = [], []
     try:
         for x, y in batches:
-            x = resize_batch(x.to(dev, non_blocking=True).float(), resolution)
+            x = resize_batch(x.to(dev, non_blocking=True).float(), resolution, resize)
             y = torch.as_tensor(y).to(dev)
             logits = model(x)
             hit = logits.topk(min(5, logits.shape[1]), dim=1).indices == y[:, None]
@@ -95,13 +97,16 @@ def _batches(data: tuple[Tensor, Tensor] | DataLoader, batch_size: int, start: i
 
 
 def evaluate(model: nn.Module, data: tuple[Tensor, Tensor] | DataLoader, width: float, resolution: int, *,
-             batch_size: int = 200, device: torch.device | str | None = None) -> tuple[float, float, int]:
+             batch_size: int = 200, device: torch.device | str | None = None,
+             resize: str | None = None) -> tuple[float, float, int]:
     """Top-1 and top-5 accuracy (%) at (``width``, ``resolution``); batches are resized on the device.
 
-    ``data`` is ``(images, labels)`` tensors or a loader yielding such batches.
+    ``data`` is ``(images, labels)`` tensors or a loader yielding such batches; ``resize`` is the resize mode
+    (None: the one recorded on the model).
     """
+    resize = model_resize(model, resize)
     dev = torch.device(device) if device is not None else next(model.parameters()).device
-    h1, h5 = _hits(model, _batches(data, batch_size), width, resolution, dev)
+    h1, h5 = _hits(model, _batches(data, batch_size), width, resolution, dev, resize)
     if len(h1) == 0:
         raise MutualNetError("the validation set is empty")
     return 100.0 * float(h1.float().mean()), 100.0 * float(h5.float().mean()), len(h1)
@@ -154,6 +159,17 @@ def _bn_stats(model: nn.Module, key: str) -> dict[str, Tensor]:
     return out
 
 
+def _read_stats(path: Path) -> dict[str, Tensor]:
+    """A partial search's saved statistics, through the guarded reader (a corrupt file is recomputed)."""
+    try:
+        stats = read_torch_file(path, "search statistics")
+    except MutualNetError:
+        return {}
+    ok = isinstance(stats, dict) and all(isinstance(v, Tensor) and v.is_floating_point() and bool(v.isfinite().all())
+                                         for v in stats.values())
+    return stats if ok else {}
+
+
 def _restore_bn_stats(model: nn.Module, key: str, stats: dict[str, Tensor]) -> bool:
     bns = [(name, m) for name, m in model.named_modules() if isinstance(m, SlimmableBatchNorm2d)]
     if any(f"{name}.mean" not in stats or f"{name}.var" not in stats for name, _ in bns):
@@ -188,8 +204,10 @@ class _State:
         if state_dir is None or not (state_dir / STATE_FILE).is_file():
             return
         try:
-            saved = json.loads((state_dir / STATE_FILE).read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            saved = read_json(state_dir / STATE_FILE, "search state")
+            QueryTable(rows=saved["rows"])  # the rows a finished search would write: finite, known types
+            saved["timing"] = dict(saved["timing"])
+        except (MutualNetError, KeyError, TypeError, AttributeError, ValueError):
             raise MutualNetError(f"{state_dir / STATE_FILE} is corrupt; delete it to start the search over") from None
         if saved.get("signature") != signature:
             diff = sorted(k for k in set(signature) | set(saved.get("signature", {}))
@@ -260,6 +278,7 @@ def build_query_table(
     seed: int = 0,
     cache_bytes: int = 2 * 2**30,
     progress: bool = True,
+    resize: str | None = None,
 ) -> QueryTable:
     """Calibrate and evaluate every (width, resolution); the model keeps every configuration's BN statistics.
 
@@ -288,6 +307,8 @@ def build_query_table(
         num_workers, seed: loader workers; seed of the calibration / validation subsets.
         cache_bytes: keep decoded validation images in memory up to this size (float16).
         progress: show a tqdm bar over configurations.
+        resize: how lower resolutions are made (``"antialias"`` / ``"official"``) for calibration and
+            evaluation; None: the mode recorded on the model (its checkpoint's). Recorded in the table's meta.
     """
     if not resolutions:
         raise MutualNetError("no resolutions to search")
@@ -308,11 +329,12 @@ def build_query_table(
     if threads is not None:
         torch.set_num_threads(threads)
     calib_bs = calib_batch_size or batch_size
+    resize = model_resize(model, resize)
     model.to(dev).eval()
     meta = dict(meta or {})
     signature = {"model": model_fingerprint(model), "widths": widths, "resolutions": resolutions,
                  "calib_images": calib_images, "calib_batch_size": calib_bs, "val_images": val_images,
-                 "resize_then_crop": resize_then_crop, "latency": latency, "seed": seed,
+                 "resize_then_crop": resize_then_crop, "resize": resize, "latency": latency, "seed": seed,
                  "latency_batch_size": latency_batch_size if latency else None,
                  "device": str(dev), "dataset": meta.get("dataset")}
     if halving is not None:
@@ -323,12 +345,12 @@ def build_query_table(
     hits: dict[tuple[float, int], tuple[Tensor, Tensor]] = {}
     for row in state.rows:
         key = config_key(row["width"], row["resolution"])
-        saved = (torch.load(state.stats_path(key), map_location="cpu", weights_only=True)
-                 if state.dir is not None and state.stats_path(key).is_file() else None)
-        if saved is not None and _restore_bn_stats(model, key, saved):
+        saved = (_read_stats(state.stats_path(key))
+                 if state.dir is not None and state.stats_path(key).is_file() else {})
+        if _restore_bn_stats(model, key, saved):
             table.add(row)
             if "_hits1" in saved:
-                hits[(row["width"], row["resolution"])] = (saved["_hits1"], saved["_hits5"])
+                hits[(row["width"], row["resolution"])] = (saved["_hits1"] > 0.5, saved["_hits5"] > 0.5)
     state.rows = list(table.rows)
 
     same = distinct_widths(model, widths)
@@ -361,7 +383,8 @@ def build_query_table(
             return
         bar.set_postfix_str(f"w={w:g} r={r}")
         if row is None:
-            res = calibrate(model, calib, w, r, num_images=calib_images, batch_size=calib_bs, device=dev)
+            res = calibrate(model, calib, w, r, num_images=calib_images, batch_size=calib_bs, device=dev,
+                            resize=resize)
             state.timing["calib_s"] += res.seconds
             state.timing["calib_images"] += res.num_images
             t1 = time.perf_counter()
@@ -376,7 +399,7 @@ def build_query_table(
             row = {"width": w, "resolution": r, "macs": prof.macs, "params": prof.params, "latency_ms": lat}
         have = hits.get((w, r), (torch.zeros(0, dtype=torch.bool),) * 2)
         t0 = time.perf_counter()
-        more = _hits(model, _batches(val, batch_size, len(have[0]), upto), w, r, dev)
+        more = _hits(model, _batches(val, batch_size, len(have[0]), upto), w, r, dev, resize)
         state.timing["eval_s"] += time.perf_counter() - t0
         state.timing["val_images_evaluated"] += len(more[0])
         h1, h5 = torch.cat([have[0], more[0]]), torch.cat([have[1], more[1]])
@@ -389,7 +412,8 @@ def build_query_table(
             row["val_images"] = len(h1)
         new = table.find(w, r) is None
         table.add(row)
-        stats = _bn_stats(model, key) | ({"_hits1": h1, "_hits5": h5} if halving is not None else {})
+        # hits are stored as floats: the guarded reader accepts floating-point tensors only
+        stats = _bn_stats(model, key) | ({"_hits1": h1.float(), "_hits5": h5.float()} if halving is not None else {})
         state.rows = [x for x in state.rows if (x["width"], x["resolution"]) != (w, r)]
         state.commit(row, stats, key)
         bar.update(int(new))
@@ -432,7 +456,7 @@ def build_query_table(
     search_s = t["calib_s"] + t["eval_s"] + t["profile_s"] + t["latency_s"]
     table.meta.update({
         "widths": widths, "resolutions": resolutions, "val_images": val_images,
-        "resize_then_crop": resize_then_crop, "device": str(dev),
+        "resize_then_crop": resize_then_crop, "resize": resize, "device": str(dev),
         "distinct_networks": len(distinct),
         "calibration": {"images": calib_images, "batch_size": calib_bs, "seconds": round(t["calib_s"], 3),
                         "images_per_s": round(t["calib_images"] / t["calib_s"], 1) if t["calib_s"] else None,
