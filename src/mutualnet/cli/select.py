@@ -7,7 +7,10 @@ import json
 
 from ..errors import MutualNetError
 from ..search import QueryTable
+from ..search.table import LATENCY_DECIMALS, MFLOPS_DECIMALS
 from . import _args as A
+
+_FRONTIER = {"mflops": "accuracy-MFLOPs", "latency": "accuracy-latency"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,8 +39,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(row, indent=2))
         return 0
     key = "latency_ms" if args.runtime is None else f"latency_{args.runtime}_ms"
-    lat = f", {row[key]:.3f} ms{'' if args.runtime is None else ' on ' + args.runtime}" if row.get(key) is not None \
-        else ""
+    where = "" if args.runtime is None else f" on {args.runtime}"
+    lat = f", {row[key]:.{LATENCY_DECIMALS}f} ms{where}" if row.get(key) is not None else ""
     print(f"width {row['width']:g} at {row['resolution']} px: top-1 {row['top1']:.2f}%, top-5 {row['top5']:.2f}%, "
-          f"{row['mflops']:.2f} MFLOPs, {row['params'] / 1e6:.3f}M params{lat}")
+          f"{row['mflops']:.{MFLOPS_DECIMALS}f} MFLOPs, {row['params'] / 1e6:.3f}M params{lat} "
+          f"(the most accurate within the budget, on the {_FRONTIER[row['frontier']]} frontier)")
     return 0

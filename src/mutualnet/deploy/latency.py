@@ -2,9 +2,21 @@
 
 FLOPs do not predict latency well across devices (depthwise convolutions, memory-bound layers), so the
 budget a deployment really has is milliseconds on *its* hardware. This fills the ``latency_ms`` column
-of a query table with :func:`mutualnet.profiling.measure_latency` (warm-up, then the median of repeats)
-and records how it was measured (device, batch size, threads, repeats) in the table's metadata, so
-selection by latency (``QueryTable.select(max_latency_ms=...)``) uses numbers of this device.
+of a query table with :func:`mutualnet.profiling.measure_latency` and records how it was measured in the
+table's metadata, so selection by latency (``QueryTable.select(max_latency_ms=...)``) uses numbers of
+this device. Three things make the numbers trustworthy on a machine that is doing other work too:
+
+- **one measurement per network**: widths that round to the same channel counts (0.70 and 0.75 of a
+  small model) are the same network; it is timed once and the number shared, so identical networks
+  never get different latencies;
+- **spread recorded**: warm-up, repeats, median and interquartile range of each network go into
+  ``meta["latency"]["networks"]``;
+- **outliers re-measured**: a network slower than a costlier one at the same resolution, or with a wide
+  spread, is timed again and the lower median kept (interference only ever adds time).
+
+Each runtime a deployment may use (``eager``: the slimmable model, ``torchscript`` / ``onnxruntime``: the
+exported sub-network, see :mod:`mutualnet.deploy.runtime`) fills its own column ``latency_<runtime>_ms``;
+``latency_ms`` is the first runtime's, the one the table is deployed with.
 """
 
 from __future__ import annotations
@@ -19,16 +31,43 @@ from torch import nn
 from tqdm import tqdm
 
 from ..errors import MutualNetError
-from ..profiling import measure_latency, resolve_device
+from ..layers import config_key
+from ..profiling import Latency, measure_latency, resolve_device
 from ..search.table import latency_column
 from .runtime import build_runner
 
-__all__ = ["fill_latency", "runtime_latency_ms"]
+__all__ = ["fill_latency", "network_groups", "suspect_networks", "runtime_latency"]
+
+SPREAD_LIMIT = 0.25  # interquartile range above this share of the median: re-measure
+SLOWER_THAN_COSTLIER = 1.10  # slower than a network with more MACs at the same resolution by this factor
 
 
-def runtime_latency_ms(model: nn.Module, width: float, resolution: int, runtime: str, *, batch_size: int = 1,
-                       threads: int | None = None, warmup: int = 5, repeats: int = 20) -> float:
-    """Median milliseconds of one forward of (``width``, ``resolution``) on ``runtime`` (CPU), after warm-up."""
+def network_groups(rows: list[dict]) -> dict[tuple[int, int, int], list[dict]]:
+    """Rows grouped by the network they run: same MACs, parameters and resolution means the same channels."""
+    groups: dict[tuple[int, int, int], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((int(row["macs"]), int(row["params"]), int(row["resolution"])), []).append(row)
+    return groups
+
+
+def suspect_networks(measured: dict[tuple[int, int, int], Latency]) -> list[tuple[int, int, int]]:
+    """Networks whose measurement looks disturbed: a wide spread (of 5 or more repeats), or slower than a
+    costlier network at the same resolution."""
+    suspects = [k for k, lat in measured.items() if lat.repeats >= 5 and lat.spread > SPREAD_LIMIT]
+    for key, lat in measured.items():
+        costlier = [m for k, m in measured.items() if k[2] == key[2] and k[0] > key[0]]
+        if costlier and lat.median_ms > SLOWER_THAN_COSTLIER * min(m.median_ms for m in costlier):
+            suspects.append(key)
+    return sorted(set(suspects))
+
+
+def runtime_latency(model: nn.Module, width: float, resolution: int, runtime: str = "eager", *,
+                    device: str = "cpu", batch_size: int = 1, threads: int | None = None, warmup: int = 5,
+                    repeats: int = 20) -> Latency:
+    """:func:`measure_latency` of (``width``, ``resolution``) on ``runtime`` (the others than eager: CPU)."""
+    if runtime == "eager":
+        return measure_latency(model, width, resolution, device=device, batch_size=batch_size, threads=threads,
+                               warmup=warmup, repeats=repeats)
     if threads is not None:
         torch.set_num_threads(threads)
     run = build_runner(model, width, resolution, runtime, threads=threads)
@@ -39,18 +78,21 @@ def runtime_latency_ms(model: nn.Module, width: float, resolution: int, runtime:
         run(x)
         if i >= warmup:
             times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else (times[0],) * 3
+    return Latency(statistics.median(times), "cpu", batch_size, torch.get_num_threads(), repeats, warmup, q1, q3,
+                   min(times))
 
 
 def fill_latency(table, model: nn.Module, *, device: str = "cpu", batch_size: int = 1, threads: int | None = None,
-                 warmup: int = 5, repeats: int = 20, progress: bool = True,
+                 warmup: int = 5, repeats: int = 20, progress: bool = True, remeasure: int = 1,
                  runtimes: Sequence[str] = ("eager",)) -> dict:
     """Measure every row of ``table`` (a :class:`mutualnet.search.QueryTable`) in place; returns the metadata.
 
-    ``eager`` rows are measured on the slimmable model itself (what :class:`~mutualnet.deploy.AdaptiveNet`
-    runs by default); ``torchscript`` and ``onnxruntime`` on the exported sub-network (CPU only). Each
-    runtime fills its column ``latency_<runtime>_ms``; ``latency_ms`` is that of the first runtime, the one
-    the table is deployed with, so ``table.select(max_latency_ms=...)`` uses it.
+    Rows are measured on each of ``runtimes`` (``eager``: the slimmable model itself, what
+    :class:`~mutualnet.deploy.AdaptiveNet` runs by default), one measurement per distinct network
+    (:func:`network_groups`); suspicious measurements (:func:`suspect_networks`) are repeated up to
+    ``remeasure`` times, keeping the lower median. Each runtime fills ``latency_<runtime>_ms``; ``latency_ms``
+    is the first runtime's.
     """
     dev = resolve_device(device)
     if batch_size < 1 or repeats < 1 or warmup < 0:
@@ -63,27 +105,45 @@ def fill_latency(table, model: nn.Module, *, device: str = "cpu", batch_size: in
         if rt != "eager" and dev.type != "cpu":
             raise MutualNetError(f"runtime {rt} is measured on the CPU; use --device cpu (or --runtime eager)")
     previous_threads = torch.get_num_threads()
-    threads_used = threads or previous_threads
+    groups = network_groups(table.rows)
+    by_runtime: dict[str, dict[tuple[int, int, int], Latency]] = {}
+    remeasured: set[tuple[int, int, int]] = set()
+
+    def measure(key: tuple[int, int, int], runtime: str) -> Latency:
+        row = groups[key][-1]  # the widest of identical networks: its width is the one make_divisible keeps
+        return runtime_latency(model, row["width"], row["resolution"], runtime, device=str(dev),
+                               batch_size=batch_size, threads=threads, warmup=warmup, repeats=repeats)
+
     try:
-        for row in tqdm(table.rows, desc=f"latency on {dev}", unit="config", disable=not progress):
-            for rt in runtimes:
-                if rt == "eager":
-                    lat = measure_latency(model, row["width"], row["resolution"], device=str(dev),
-                                          batch_size=batch_size, threads=threads, warmup=warmup, repeats=repeats)
-                    ms, threads_used = lat.median_ms, lat.threads
-                else:
-                    ms = runtime_latency_ms(model, row["width"], row["resolution"], rt, batch_size=batch_size,
-                                            threads=threads, warmup=warmup, repeats=repeats)
-                row[latency_column(rt)] = ms
-            row["latency_ms"] = row[latency_column(runtimes[0])]
+        for rt in runtimes:
+            measured = by_runtime[rt] = {}
+            for key in tqdm(groups, desc=f"{rt} latency on {dev}", unit="network", disable=not progress):
+                measured[key] = measure(key, rt)
+            for _ in range(max(remeasure, 0)):
+                for key in suspect_networks(measured):
+                    again = measure(key, rt)
+                    remeasured.add(key)
+                    if again.median_ms < measured[key].median_ms:
+                        measured[key] = again
+        measured = by_runtime[runtimes[0]]
+        threads_used = next(iter(measured.values())).threads
     finally:
         torch.set_num_threads(previous_threads)
+    for key, rows in groups.items():
+        for row in rows:
+            for rt in runtimes:
+                row[latency_column(rt)] = by_runtime[rt][key].median_ms
+            row["latency_ms"] = measured[key].median_ms
     info = {"device": str(dev), "batch_size": batch_size, "threads": threads_used if dev.type == "cpu" else None,
             "runtime": runtimes[0], "runtimes": runtimes,
             "warmup": warmup, "repeats": repeats, "statistic": "median",
             "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor()
                                                                                        or platform.machine()),
-            "torch": torch.__version__}
+            "torch": str(torch.__version__), "networks_measured": len(groups), "remeasured": len(remeasured),
+            "networks": [{"configs": [config_key(r["width"], r["resolution"]) for r in groups[key]],
+                          "median_ms": round(lat.median_ms, 4), "q1_ms": round(lat.q1_ms, 4),
+                          "q3_ms": round(lat.q3_ms, 4), "min_ms": round(lat.min_ms, 4),
+                          "remeasured": key in remeasured} for key, lat in measured.items()]}
     table.meta["latency"] = info
     if hasattr(table, "mark_pareto"):
         table.mark_pareto()

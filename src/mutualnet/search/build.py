@@ -368,6 +368,7 @@ def build_query_table(
                                            batch_size=calib_bs, num_workers=num_workers)
             data["val"] = _val_source(_resolve(val_data, src_res), val_images, seed, batch_size, num_workers,
                                       cache_bytes, shuffle=halving is not None)
+            state.timing["calib_images_per_config"] = min(calib_images, len(data["calib"]))  # what existed
             if isinstance(data["calib"], Tensor) and dev.type == "cuda":
                 data["calib"] = data["calib"].to(dev)
             data["for"] = src_res
@@ -458,7 +459,8 @@ def build_query_table(
         "widths": widths, "resolutions": resolutions, "val_images": val_images,
         "resize_then_crop": resize_then_crop, "resize": resize, "device": str(dev),
         "distinct_networks": len(distinct),
-        "calibration": {"images": calib_images, "batch_size": calib_bs, "seconds": round(t["calib_s"], 3),
+        "calibration": {"images": int(t.get("calib_images_per_config", calib_images)), "batch_size": calib_bs,
+                        "seconds": round(t["calib_s"], 3),
                         "images_per_s": round(t["calib_images"] / t["calib_s"], 1) if t["calib_s"] else None,
                         "share_of_search_time": round(t["calib_s"] / search_s, 3) if search_s else None},
         "validation": {"images_evaluated": t["val_images_evaluated"], "halving": halving},
