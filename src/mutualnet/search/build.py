@@ -391,7 +391,7 @@ def build_query_table(
             t1 = time.perf_counter()
             prof = profile(model, w, r)
             t2 = time.perf_counter()
-            lat = None
+            lat = None  # timed once per distinct network: widths rounding to the same channels copy this row
             if latency:
                 lat = measure_latency(model, w, r, device=str(dev), batch_size=latency_batch_size,
                                       threads=threads).median_ms
