@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import MutualNetError
+from ..layers import allow_uncalibrated as _allow
 from ..layers import use_width
 from ..search.table import RUNTIMES, latency_column
 
@@ -31,23 +32,25 @@ def check_runtime(runtime: str) -> str:
 
 
 def build_runner(model: nn.Module, width: float, resolution: int, runtime: str = "eager", *,
-                 threads: int | None = None) -> Callable[[Tensor], Tensor]:
+                 threads: int | None = None, allow_uncalibrated: bool = False) -> Callable[[Tensor], Tensor]:
     """A function ``images (N, C, resolution, resolution) -> logits`` running one configuration on ``runtime``.
 
     ``eager`` runs the slimmable model itself at ``width`` (what an :class:`AdaptiveNet` switches); the others
     run the exported sub-network (BN folded) traced by TorchScript (frozen, optimised for inference) or as an
     ONNX Runtime session (``threads`` intra-op threads, default: torch's), on the CPU.
+    ``allow_uncalibrated`` runs a configuration without calibrated BN statistics (timing untrained models).
     """
     from .export import _onnx_export, export_subnet  # export imports this package's siblings
 
     check_runtime(runtime)
     if runtime == "eager":
         def run_eager(x: Tensor) -> Tensor:
-            with torch.inference_mode(), use_width(model, width):
+            with torch.inference_mode(), use_width(model, width), (
+                    _allow(model) if allow_uncalibrated else contextlib.nullcontext()):
                 return model(x)
 
         return run_eager
-    net, _ = export_subnet(model, width, resolution)
+    net, _ = export_subnet(model, width, resolution, allow_uncalibrated=allow_uncalibrated)
     net = net.cpu().eval()
     x = torch.randn(1, getattr(model, "in_chans", 3), resolution, resolution)
     if runtime == "torchscript":
