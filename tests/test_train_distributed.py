@@ -114,9 +114,14 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     got, ref = losses(tmp_path / "two"), losses(one)
     assert len(got) == len(ref) == 8
-    for g, r in zip(got, ref):
-        assert g == pytest.approx(r, rel=1e-3, abs=1e-5)
+    # float summation order differs (all_reduce of BN sums and gradients), and SGD amplifies that noise step by
+    # step (measured: 1e-6 at step 1, ~3e-4 relative by step 8 on a 2-core x86 machine), so the first steps are
+    # held tight and the later ones loosely; a missing sync BN or a wrong average differs by ~1e-2 from step 1
+    for step, (g, r) in enumerate(zip(got, ref)):
+        tight = step < 4
+        assert g == pytest.approx(r, rel=1e-4 if tight else 1e-2, abs=1e-5 if tight else 2e-4), step
     a, b = load_checkpoint(tmp_path / "two" / "last.pt")["model"], load_checkpoint(one / "last.pt")["model"]
     assert a.keys() == b.keys()
     for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4, msg=k)
+        # after 8 steps the same amplified noise reaches ~1e-3 absolute (conv1.weight, magnitude 0.36)
+        torch.testing.assert_close(a[k], b[k], rtol=5e-3, atol=2e-3, msg=k)
