@@ -20,9 +20,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .data.transforms import resize_batch
+from .data.transforms import model_resize, resize_batch
 from .errors import MutualNetError
 from .layers import SlimmableBatchNorm2d, config_key, get_width, set_width
+from .validate import MAX_RESOLUTION
 
 __all__ = ["CalibrationResult", "calibrate", "load_images", "check_resolution"]
 
@@ -83,13 +84,15 @@ def check_resolution(model: nn.Module, resolution: int) -> int:
     if resolution < lo:
         raise MutualNetError(f"resolution {resolution} is too small for {getattr(model, 'model_name', 'this model')} "
                              f"(needs at least {lo})")
+    if resolution > MAX_RESOLUTION:
+        raise MutualNetError(f"resolution {resolution} is above the limit of {MAX_RESOLUTION} pixels (memory)")
     return resolution
 
 
 @torch.no_grad()
 def calibrate(model: nn.Module, dataset: Dataset | Tensor, width: float, resolution: int, num_images: int = 2000,
               batch_size: int = 200, device: str | torch.device | None = None, resize_from: int | None = None,
-              seed: int = 0, num_workers: int = 0) -> CalibrationResult:
+              seed: int = 0, num_workers: int = 0, resize: str | None = None) -> CalibrationResult:
     """Re-estimate every BN's statistics at (``width``, ``resolution``) and store them under its key.
 
     Args:
@@ -105,11 +108,14 @@ def calibrate(model: nn.Module, dataset: Dataset | Tensor, width: float, resolut
         resize_from: if given, the side the images must have before the on-device resize (the evaluation crop
             at the highest resolution); a mismatch means the data was prepared for another resolution.
         seed, num_workers: subset seed and loader workers when ``dataset`` is a Dataset.
+        resize: how batches are brought to ``resolution`` (``"antialias"`` / ``"official"``); None: the mode
+            recorded on the model (from its checkpoint), so statistics are of the inputs it was trained on.
 
     Returns:
         A :class:`CalibrationResult` with the key, image count and time taken.
     """
     resolution = check_resolution(model, resolution)
+    resize = model_resize(model, resize)
     bns = [m for m in model.modules() if isinstance(m, SlimmableBatchNorm2d)]
     if not bns:
         raise MutualNetError("model has no slimmable BatchNorm layers to calibrate")
@@ -133,7 +139,7 @@ def calibrate(model: nn.Module, dataset: Dataset | Tensor, width: float, resolut
     try:
         for i in range(0, len(images), batch_size):
             x = images[i:i + batch_size].to(dev, non_blocking=True).float()
-            model(resize_batch(x, resolution))
+            model(resize_batch(x, resolution, resize))
         done = True
     finally:
         if done:

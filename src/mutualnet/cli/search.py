@@ -17,16 +17,19 @@ from pathlib import Path
 from ..checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from ..data import build_dataset
 from ..errors import MutualNetError
+from ..io import clean_stale_temps, folder_lock
 from ..models import model_info
 from ..search import build_query_table, clear_search_state, width_grid
-from .profile import _ints, _widths
+from ..search.build import STATS_DIR
+from . import _args as A
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", help="dataset name (default: the checkpoint's meta 'dataset')")
     p.add_argument("--data-root", help="dataset folder (default: the checkpoint's)")
-    p.add_argument("--workers", type=int, help="data loader workers (default: 0 for in-memory datasets, else 4)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the calibration / validation subsets")
+    p.add_argument("--workers", type=A.nonneg_int,
+                   help="data loader workers (default: 0 for in-memory datasets, else 4)")
+    p.add_argument("--seed", type=A.seed, default=0, help="seed of the calibration / validation subsets")
 
 
 def checkpoint_model(path: str):
@@ -70,16 +73,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="trained mutualnet checkpoint")
     p.add_argument("--out", required=True, help="output folder")
     add_data_args(p)
-    p.add_argument("--width-step", type=float, default=0.05, help="width grid step (default 0.05)")
-    p.add_argument("--widths", type=_widths, help="LO,HI sub-range of the trained widths to search")
-    p.add_argument("--resolutions", type=_ints, help="input sides (default: the checkpoint's training resolutions)")
-    p.add_argument("--calib-images", type=int, default=2000, help="training images per BN calibration (2000)")
-    p.add_argument("--val-images", type=int, help="validation images (default: all)")
-    p.add_argument("--eval-batch-size", type=int, default=200, help="calibration / evaluation batch size")
+    p.add_argument("--width-step", type=A.width_step, default=0.05, help="width grid step (default 0.05)")
+    p.add_argument("--widths", type=A.widths, help="LO,HI sub-range of the trained widths to search")
+    p.add_argument("--resolutions", type=A.resolutions,
+                   help="input sides (default: the checkpoint's training resolutions)")
+    p.add_argument("--calib-images", type=A.positive_int, default=2000,
+                   help="training images per BN calibration (2000)")
+    p.add_argument("--val-images", type=A.positive_int, help="validation images (default: all)")
+    p.add_argument("--eval-batch-size", type=A.positive_int, default=200, help="calibration / evaluation batch size")
     p.add_argument("--latency", action="store_true", help="also measure median forward latency")
     p.add_argument("--device", default="cpu", help="cpu or cuda (search and latency)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
-    p.add_argument("--batch-size", type=int, default=1, help="batch size for --latency (default 1)")
+    p.add_argument("--threads", type=A.threads, help="CPU threads (default: torch's)")
+    p.add_argument("--batch-size", type=A.positive_int, default=1, help="batch size for --latency (default 1)")
     p.add_argument("--resize-then-crop", action="store_true",
                    help="evaluate each resolution with its own Resize+CenterCrop (default: resize the crop of "
                         "the highest resolution on the device, as in the paper)")
@@ -115,17 +120,20 @@ def run(args: argparse.Namespace) -> int:
     meta = {"model": ckpt["model_name"], "model_args": ckpt["model_args"],
             "checkpoint": os.path.abspath(args.checkpoint), "mode": ckpt_meta.get("mode"),
             "dataset": ds_info}
-    t0 = time.perf_counter()
-    table = build_query_table(
-        model, val, calib, resolutions=resolutions, widths=widths, calib_images=args.calib_images,
-        val_images=args.val_images, batch_size=args.eval_batch_size, device=args.device, latency=args.latency,
-        latency_batch_size=args.batch_size, threads=args.threads, resize_then_crop=args.resize_then_crop,
-        state_dir=out, meta=meta, num_workers=workers, seed=args.seed, progress=not args.no_progress)
-    table.save(out / "query_table.json")
-    model.to("cpu")
-    save_checkpoint(out / "calibrated.pt", model, meta=ckpt_meta | {"calibrated": True},
-                    query_table=table.to_dict())
-    clear_search_state(out)
+    with folder_lock(out, "search folder"):  # one search per folder; a killed one's temp files are removed
+        for folder in (out, out / STATS_DIR):
+            clean_stale_temps(folder)
+        t0 = time.perf_counter()
+        table = build_query_table(
+            model, val, calib, resolutions=resolutions, widths=widths, calib_images=args.calib_images,
+            val_images=args.val_images, batch_size=args.eval_batch_size, device=args.device, latency=args.latency,
+            latency_batch_size=args.batch_size, threads=args.threads, resize_then_crop=args.resize_then_crop,
+            state_dir=out, meta=meta, num_workers=workers, seed=args.seed, progress=not args.no_progress)
+        table.save(out / "query_table.json")
+        model.to("cpu")
+        save_checkpoint(out / "calibrated.pt", model, meta=ckpt_meta | {"calibrated": True},
+                        query_table=table.to_dict())
+        clear_search_state(out)
     cal = table.meta["calibration"]
     best = max(table.rows, key=lambda r: r["top1"])
     print(f"searched {len(table)} configurations ({len(widths)} widths x {len(resolutions)} resolutions) in "

@@ -27,9 +27,11 @@ from tqdm import tqdm
 
 from ..checkpoint import FORMAT, VERSION, atomic_save, load_checkpoint
 from ..errors import MutualNetError
+from ..io import atomic_write_text, read_jsonl
 from ..profiling import resolve_device
-from ..train.config import apply_overrides, read_yaml_mapping
+from ..train.config import apply_overrides, build_dataclass, read_yaml_mapping
 from ..train.step import SubNet, sample_subnets
+from ..validate import MAX_RESOLUTION, MAX_WIDTH
 from .data import CocoDetection, collate
 from .model import TASK, SlimmableMaskRCNN, build_detector, load_backbone_weights
 
@@ -98,6 +100,18 @@ class DetectionConfig:
             raise MutualNetError(f"scales must be input short sides >= 32, got {self.scales}")
         if self.batch_size < 1 or self.epochs < 1:
             raise MutualNetError("batch_size and epochs must be >= 1")
+        if max(self.scales) > MAX_RESOLUTION or not 1 <= self.max_size <= MAX_RESOLUTION:
+            raise MutualNetError(f"scales and max_size must be at most {MAX_RESOLUTION} pixels")
+        checks = [(self.lr > 0, "lr must be > 0"), (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
+                  (self.weight_decay >= 0, "weight_decay must be >= 0"), (hi <= MAX_WIDTH, "width_range too wide"),
+                  (self.num_workers >= 0 and self.warmup_iters >= 0, "num_workers and warmup_iters must be >= 0"),
+                  (self.log_every >= 1, "log_every must be >= 1"),
+                  (0 <= self.seed < 2**32, "seed must be in [0, 2^32)"),
+                  (self.max_iterations is None or self.max_iterations >= 1, "max_iterations must be >= 1"),
+                  (self.clip_grad_norm is None or self.clip_grad_norm > 0, "clip_grad_norm must be > 0")]
+        for ok, msg in checks:
+            if not ok:
+                raise MutualNetError(msg)
 
 
 def load_config(path: str | None = None, overrides: list[str] | None = None, **values: Any) -> DetectionConfig:
@@ -109,9 +123,7 @@ def load_config(path: str | None = None, overrides: list[str] | None = None, **v
     unknown = sorted(set(raw) - names)
     if unknown:
         raise MutualNetError(f"unknown detection setting(s): {', '.join(unknown)} (known: {', '.join(sorted(names))})")
-    if "width_range" in raw:
-        raw["width_range"] = tuple(float(v) for v in raw["width_range"])
-    cfg = DetectionConfig(**raw)
+    cfg = build_dataclass(DetectionConfig, raw)  # types checked, naming the key: `--set epochs=abc` is one line
     cfg.validate()
     return cfg
 
@@ -214,16 +226,17 @@ def train_detector(cfg: DetectionConfig, *, resume: str | Path | None = None, pr
             if torch.is_tensor(v):
                 state[k] = v.to(device)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(_plain(dataclasses.asdict(cfg)), sort_keys=False))
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(_plain(dataclasses.asdict(cfg)), sort_keys=False))
     loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=RandomSampler(dataset, generator=sampler_gen),
                         num_workers=cfg.num_workers, collate_fn=collate, drop_last=len(dataset) >= cfg.batch_size,
                         persistent_workers=cfg.num_workers > 0)
     total = cfg.epochs * len(loader) if cfg.max_iterations is None else min(cfg.max_iterations,
                                                                             cfg.epochs * len(loader))
     metrics = out / "metrics.jsonl"
-    if ckpt is not None and metrics.exists():  # rows written after the checkpoint are not part of this run
-        rows = [r for r in metrics.read_text().splitlines() if r.strip() and json.loads(r)["iteration"] <= it]
-        metrics.write_text("".join(r + "\n" for r in rows))
+    if ckpt is not None and metrics.exists():  # rows after the checkpoint, and a line torn by a kill, are dropped
+        rows, _ = read_jsonl(metrics, "metrics log")
+        rows = [r for r in rows if isinstance(r, dict) and isinstance(r.get("iteration"), int) and r["iteration"] <= it]
+        atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in rows))
     t0 = time.time()
     bar = tqdm(total=total, initial=it, desc="detect train", disable=not progress)
     with open(metrics, "a") as log:

@@ -12,15 +12,18 @@ table is a JSON file a person can read (plus a CSV beside it); rows are plain di
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import MutualNetError
-from ..io import atomic_write_text
+from ..io import MAX_JSON_DEPTH, atomic_write_text, json_depth, read_json
+from ..validate import check_float, check_int, check_resolution, check_width
 
 __all__ = ["QueryTable", "ROW_KEYS", "TABLE_FORMAT", "pareto_frontier", "atomic_write_text"]
 
@@ -42,6 +45,22 @@ def pareto_frontier(rows: list[dict], cost: str = "macs") -> list[dict]:
             front.append(r)
             best = r["top1"]
     return front
+
+
+def _as_int(v: object) -> object:
+    """JSON and CSV may write counts as ``1.0e6``; a whole finite float is that integer, anything else stays
+    as it is for the type check to refuse."""
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+        return int(v)
+    if isinstance(v, str):
+        with contextlib.suppress(ValueError):
+            return _as_int(float(v))
+    return v
+
+
+def _short(row: object) -> str:
+    text = repr(row)
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def _describe(row: dict) -> str:
@@ -67,16 +86,24 @@ class QueryTable:
 
     @staticmethod
     def _normalise(row: dict) -> dict:
+        """A row with checked types and ranges: finite numbers only, so a NaN accuracy can never be selected."""
+        if not isinstance(row, dict):
+            raise MutualNetError(f"malformed query table row {row!r}: expected a mapping")
         try:
             r = dict(row)
-            r["width"], r["resolution"] = float(r["width"]), int(r["resolution"])
-            r["top1"], r["top5"] = float(r["top1"]), float(r["top5"])
-            r["macs"], r["params"] = int(r["macs"]), int(r["params"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise MutualNetError(f"malformed query table row {row!r}: {e}") from None
+            r["width"] = check_width(r["width"], "width")
+            r["resolution"] = check_resolution(_as_int(r["resolution"]), "resolution")
+            r["top1"] = check_float(r["top1"], "top1", 0.0, 100.0)
+            r["top5"] = check_float(r["top5"], "top5", 0.0, 100.0)
+            r["macs"] = check_int(_as_int(r["macs"]), "macs", 0)
+            r["params"] = check_int(_as_int(r["params"]), "params", 0)
+            lat = r.get("latency_ms")
+            r["latency_ms"] = None if lat is None or lat == "" else check_float(lat, "latency_ms", 0.0)
+        except KeyError as e:
+            raise MutualNetError(f"malformed query table row {_short(row)}: missing {e}") from None
+        except MutualNetError as e:
+            raise MutualNetError(f"malformed query table row {_short(row)}: {e}") from None
         r["mflops"] = r["macs"] / 1e6
-        lat = r.get("latency_ms")
-        r["latency_ms"] = None if lat is None or lat == "" else float(lat)
         r.setdefault("pareto", False)
         return r
 
@@ -152,9 +179,23 @@ class QueryTable:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "query table") -> QueryTable:
+        """A table from its dict form, checked: known fields only, finite numbers, bounded nesting."""
         if not isinstance(d, dict) or d.get("format") != TABLE_FORMAT or not isinstance(d.get("rows"), list):
             raise MutualNetError(f"{source} is not a mutualnet query table (make one with `mutualnet search`)")
-        return cls(rows=d["rows"], meta=dict(d.get("meta") or {}))
+        if unknown := sorted(set(d) - {"format", "version", "meta", "rows"}):
+            raise MutualNetError(f"{source} has unknown field {unknown[0]!r}")
+        if not isinstance(d.get("meta") or {}, dict):
+            raise MutualNetError(f"{source}: 'meta' must be a mapping")
+        if json_depth(d) > MAX_JSON_DEPTH:
+            raise MutualNetError(f"{source} is nested more than {MAX_JSON_DEPTH} levels deep")
+        for i, row in enumerate(d["rows"]):
+            if isinstance(row, dict) and (unknown := sorted(set(row) - set(ROW_KEYS))):
+                raise MutualNetError(f"{source} row {i} has unknown field {unknown[0]!r}; "
+                                     f"fields: {', '.join(ROW_KEYS)}")
+        try:
+            return cls(rows=d["rows"], meta=dict(d.get("meta") or {}))
+        except MutualNetError as e:
+            raise MutualNetError(f"{source}: {e}") from None
 
     def to_csv(self) -> str:
         buf = io.StringIO()
@@ -177,11 +218,7 @@ class QueryTable:
             path = path / "query_table.json"
         if not path.is_file():
             raise MutualNetError(f"query table not found: {path} (make one with `mutualnet search`)")
-        try:
-            d = json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise MutualNetError(f"cannot read query table {path}: not valid JSON ({e})") from None
-        return cls.from_dict(d, source=str(path))
+        return cls.from_dict(read_json(path, "query table"), source=str(path))
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -6,14 +6,16 @@ epochs, :func:`train_one_epoch` runs the iterations (each one :func:`~mutualnet.
 
 Resume is exact: the checkpoint holds the model, optimizer, schedule, grad scaler, every random state
 (the sub-network sampler, torch, CUDA, python, numpy, per process) and the position in the epoch; the
-data order and every sample's augmentation are functions of ``(seed, epoch, index)``
-(:class:`~mutualnet.train.distributed.EpochSampler`). A resumed run therefore draws the same batches
-and sub-networks and follows the same loss trajectory as one that was never interrupted.
+data order and every batch's augmentation are functions of ``(seed, epoch, position)``
+(:class:`~mutualnet.train.distributed.EpochSampler`, :class:`~mutualnet.train.distributed.SeededSamples`).
+A resumed run therefore draws the same batches and sub-networks and follows the same loss trajectory as one
+that was never interrupted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import json
 import math
@@ -32,7 +34,9 @@ from tqdm import tqdm
 
 from ..calibrate import calibrate
 from ..checkpoint import atomic_save, checkpoint_dict, load_checkpoint
+from ..data.transforms import model_resize, resize_batch
 from ..errors import MutualNetError
+from ..io import atomic_write_text
 from ..layers import SlimmableBatchNorm2d, config_key
 from ..models import create_model
 from .config import TrainConfig, apply_overrides, config_from_dict, config_to_dict, resolve, save_config
@@ -49,7 +53,16 @@ from .distributed import (
     init_distributed,
 )
 from .optim import build_optimizer, build_scheduler
-from .step import resize, sample_subnets, train_step
+from .runfolder import (
+    apply_lr,
+    carry_metrics,
+    check_finite,
+    check_resume_changes,
+    open_run_folder,
+    read_metrics,
+    save_order,
+)
+from .step import sample_subnets, train_step
 from .transfer import load_pretrained
 
 __all__ = ["train", "train_one_epoch", "evaluate", "resume_config", "MetricsLog"]
@@ -64,11 +77,8 @@ class MetricsLog:
 
     def __init__(self, run_dir: Path, *, csv_files: bool, tensorboard: bool, resume_step: int | None) -> None:
         self.path, self.run_dir, self.csv_files = run_dir / "metrics.jsonl", run_dir, csv_files
-        rows = []
-        if resume_step is not None and self.path.exists():
-            rows = [json.loads(ln) for ln in self.path.read_text().splitlines() if ln.strip()]
-            rows = [r for r in rows if r.get("step", 0) <= resume_step]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        rows = read_metrics(self.path, resume_step)  # a line torn by a kill is dropped
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
         for kind in ("train", "val"):
             (run_dir / f"{kind}.csv").unlink(missing_ok=True)
         if csv_files:
@@ -141,8 +151,12 @@ def _gather(obj: Any, info: DistInfo) -> list:
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, width: float, resolution: int, device: torch.device, *,
              autocast: contextlib.AbstractContextManager | None = None, max_batches: int | None = None,
-             info: DistInfo | None = None, channels_last: bool = False) -> dict:
-    """Top-1 / top-5 accuracy (%) and mean loss of ``model`` at ``(width, resolution)``, over all processes."""
+             info: DistInfo | None = None, channels_last: bool = False, resize: str | None = None) -> dict:
+    """Top-1 / top-5 accuracy (%) and mean loss of ``model`` at ``(width, resolution)``, over all processes.
+
+    ``resize``: how batches are brought to ``resolution`` (None: the mode recorded on the model).
+    """
+    resize = model_resize(model, resize)
     info = info or DistInfo()
     model.eval()
     model.set_width(width)
@@ -154,7 +168,7 @@ def evaluate(model: nn.Module, loader: DataLoader, width: float, resolution: int
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast or contextlib.nullcontext():
-            logits = model(resize(images, resolution)).float()
+            logits = model(resize_batch(images, resolution, resize)).float()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hit = top == labels[:, None]
         sums += torch.stack([hit[:, :1].sum(), hit.sum(), F.cross_entropy(logits, labels, reduction="sum"),
@@ -210,7 +224,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         subnets = sample_subnets(t.mode, cfg.model.width_range, t.resolutions, t.num_subnets, ctx["sampler_gen"])
         optimizer.zero_grad(set_to_none=True)
         losses = train_step(model, images, labels, subnets, label_smoothing=t.label_smoothing,
-                            temperature=t.temperature, autocast=ctx["autocast"], scaler=scaler)
+                            temperature=t.temperature, autocast=ctx["autocast"], scaler=scaler, resize=cfg.data.resize)
         losses = all_reduce_mean(losses, info)
         total = float(losses.sum())
         if not math.isfinite(total):
@@ -270,12 +284,17 @@ def _autocast(amp: str, device: torch.device):
 def resume_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """The config stored in a training checkpoint, with ``--set`` overrides applied.
 
-    Only ``run.*`` settings (logging, saving, progress, max_steps) can change without changing the
-    trajectory; changing anything else continues the run under the new setting.
+    Only the settings in :data:`~mutualnet.train.runfolder.RESUMABLE` may change (``run.*``, the learning
+    rate and its schedule, epochs, the data location); they are applied, with a line saying so. Any other
+    change is refused: the checkpoint's optimizer state, data order and model were made under the old values.
     """
     ckpt = _load_train_checkpoint(path)
-    data = apply_overrides(ckpt["config"], overrides)
-    data["run"]["out"] = str(Path(path).parent)
+    saved = ckpt["config"]
+    saved["run"]["out"] = str(Path(path).parent)  # where the run is now (the folder may have moved)
+    data = apply_overrides(copy.deepcopy(saved), overrides)
+    changes = check_resume_changes(saved, data)
+    if changes:
+        print("resuming with changed settings: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
     return config_from_dict(data)
 
 
@@ -304,13 +323,15 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     cfg = resolve(cfg, data_info.to_dict())
     d, t, o, r = cfg.data, cfg.train, cfg.optim, cfg.run
     run_dir = Path(r.out)
-    if ckpt is None and (run_dir / "last.pt").exists():
-        raise MutualNetError(f"{run_dir} already holds a run (last.pt); resume it with --resume {run_dir / 'last.pt'} "
-                             "or choose another run.out")
     info = init_distributed("cuda" if r.device.startswith("cuda") or (
         r.device == "auto" and torch.cuda.is_available()) else "cpu")
-    log = None
+    log = lock = None
     try:
+        if info.is_main:  # one writer per run folder; temporary files of a killed run are removed
+            lock = open_run_folder(run_dir)
+        if (run_dir / "last.pt").exists() and (ckpt is None or run_dir.resolve() != Path(resume).parent.resolve()):
+            raise MutualNetError(f"{run_dir} already holds a run (last.pt); resume it with --resume "
+                                 f"{run_dir / 'last.pt'} or choose another run.out")
         device = _device(r.device, info)
         if r.threads:
             torch.set_num_threads(r.threads)
@@ -321,7 +342,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         random.seed(r.seed)
         np.random.seed(r.seed)
 
-        # data: augmentation per sample is seeded by (seed, epoch, index), see EpochSampler
+        # data: each batch's augmentation is seeded by (seed, epoch, position), see SeededSamples
         synth = {}
         if data_info.name == "synthetic":
             synth = {"num_classes": cfg.model.num_classes, "in_chans": cfg.model.args.get("in_chans")}
@@ -347,6 +368,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         # model, optimizer, schedule
         m = cfg.model
         model = create_model(m.name, num_classes=m.num_classes, width_range=tuple(m.width_range), **m.args)
+        model.resize_mode = d.resize  # calibration and evaluation below resize as training does
         if m.init and ckpt is None:  # transfer learning: all but the new classifier (see train/transfer.py)
             load_pretrained(model, m.init)
         if min(t.resolutions) < model.min_resolution:
@@ -373,6 +395,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             except (RuntimeError, ValueError, KeyError) as e:
                 raise MutualNetError(f"cannot resume from {resume}: it does not match this config "
                                      f"({str(e).splitlines()[0][:200]})") from None
+            apply_lr(optimizer, scheduler, o.lr)  # a changed optim.lr applies (a no-op when unchanged)
             if scaler is not None and ts.get("scaler"):
                 scaler.load_state_dict(ts["scaler"])
             state.update({k: ts[k] for k in ("epoch", "epoch_step", "step", "best_top1")})
@@ -385,20 +408,19 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
 
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
+            if ckpt is not None:
+                carry_metrics(Path(resume).parent, run_dir)  # resumed into a new run.out: the history comes along
             save_config(cfg, run_dir / "config.yaml")
             log = MetricsLog(run_dir, csv_files=r.csv, tensorboard=r.tensorboard,
                              resume_step=state["step"] if ckpt is not None else None)
         meta = {"mode": t.mode, "width_range": list(m.width_range), "resolutions": list(t.resolutions),
-                "num_subnets": t.num_subnets if t.mode not in ("single", "msaug") else 1,
+                "num_subnets": t.num_subnets if t.mode not in ("single", "msaug") else 1, "resize": d.resize,
                 "dataset": {"name": data_info.name, "root": d.root, "num_classes": m.num_classes,
                             "in_chans": model.in_chans, "input_size": d.input_size}, "epochs": t.epochs}
         last_val: dict = {}
 
         def save(names: tuple[str, ...]) -> None:
-            if not all(bool(p.isfinite().all()) for p in model.parameters()):
-                raise MutualNetError(f"weights became non-finite by iteration {state['step']}; training stopped "
-                                     f"without overwriting {run_dir / 'last.pt'}. Lower optim.lr or add "
-                                     "optim.warmup_epochs, then resume with --resume")
+            check_finite(model, state["step"], run_dir / "last.pt")  # parameters and BN statistics
             rngs = _gather(_rng_state(sampler_gen), info)
             if not info.is_main:
                 return
@@ -407,7 +429,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
                            "world_size": info.world_size, "steps_per_epoch": steps_per_epoch}
             obj = checkpoint_dict(model, {**meta, "epoch": state["epoch"], "step": state["step"], **last_val},
                                   config=config_to_dict(cfg), train_state=train_state)
-            for name in names:
+            for name in save_order(names):  # best.pt before last.pt: consistent after a kill between them
                 atomic_save(obj, run_dir / name)
 
         ctx = {"cfg": cfg, "info": info, "device": device, "autocast": _autocast(r.amp, device),
@@ -454,6 +476,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     finally:
         if log is not None:
             log.close()
+        if lock is not None:
+            lock.release()
         cleanup_distributed(info)
     return run_dir
 
