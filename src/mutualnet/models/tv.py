@@ -17,11 +17,12 @@ from ..errors import MutualNetError
 from ..slimming import SlimmedNet, slim
 from ._registry import ModelInfo, register_prefix
 
-__all__ = ["tv_model_names", "build_tv_model"]
+__all__ = ["tv_model_names", "torchvision_model", "build_tv_model"]
 
 PREFIX = "tv/"
-# torchvision keeps MobileNet v2's 1280-channel head below width 1.0 (``width_mult``), as the zoo model does
-_FIXED = {"mobilenet_v2": ("features.18.0",)}
+# heads torchvision keeps at 1280 channels below width 1.0 (``width_mult``, ``MNASNet(alpha)``), as the zoo's
+# mobilenet_v2 does
+_FIXED = {"mobilenet_v2": ("features.18.0",), **{f"mnasnet{a}": ("layers.14",) for a in ("0_5", "0_75", "1_0", "1_3")}}
 # auxiliary classifiers return a tuple in training mode; the sandwich step trains one logits tensor
 _ARGS = {"googlenet": {"aux_logits": False, "init_weights": True},
          "inception_v3": {"aux_logits": False, "init_weights": True}}
@@ -52,6 +53,13 @@ def _adapt_stem(model: nn.Module, in_chans: int, small_input: bool) -> None:
     setattr(model.get_submodule(parent) if parent else model, attr, new)
 
 
+def torchvision_model(name: str, **kwargs) -> nn.Module:
+    """torchvision's own ``name`` as ``tv/<name>`` starts from (no weights unless given; no auxiliary heads)."""
+    args = {**_ARGS.get(name, {}), **kwargs}
+    args.setdefault("weights", None)
+    return torchvision.models.get_model(name, **args)
+
+
 def build_tv_model(name: str, *, num_classes: int = 1000, width_range: tuple[float, float] = (0.25, 1.0),
                    in_chans: int = 3, small_input: bool = False, **kwargs) -> SlimmedNet:
     """torchvision's ``name`` with ``num_classes`` outputs, converted to run over ``width_range``.
@@ -64,9 +72,7 @@ def build_tv_model(name: str, *, num_classes: int = 1000, width_range: tuple[flo
         small_input: Stem stride 1, for 28-32 px images (Fashion-MNIST, CIFAR).
         **kwargs: Passed to torchvision's builder (``weights``, ``dropout``, ``width_mult``...).
     """
-    args = {**_ARGS.get(name, {}), "num_classes": num_classes, **kwargs}
-    args.setdefault("weights", None)
-    model = torchvision.models.get_model(name, **args)
+    model = torchvision_model(name, num_classes=num_classes, **kwargs)
     if in_chans != 3 or small_input:
         _adapt_stem(model, in_chans, small_input)
     if not any(isinstance(m, nn.Conv2d) for m in model.modules()):  # pragma: no cover - every tv model has one
