@@ -279,6 +279,7 @@ def build_query_table(
                dynamic_ncols=True)
     calib = val = None
     loaded_for = None
+    calib_used = state.timing.get("calib_images_per_config")  # what existed, not what was asked for
     try:
         for w, r in todo:
             src_res = r if resize_then_crop else resolutions[0]
@@ -288,6 +289,7 @@ def build_query_table(
                                        batch_size=calib_bs, num_workers=num_workers)
                 val = _val_source(_resolve(val_data, src_res), val_images, seed, batch_size,
                                   num_workers, cache_bytes)
+                calib_used = state.timing["calib_images_per_config"] = min(calib_images, len(calib))
                 if isinstance(calib, Tensor) and dev.type == "cuda":
                     calib = calib.to(dev)
                 loaded_for = src_res
@@ -320,7 +322,8 @@ def build_query_table(
     table.meta.update({
         "widths": widths, "resolutions": resolutions, "val_images": val_images,
         "resize_then_crop": resize_then_crop, "resize": resize, "device": str(dev),
-        "calibration": {"images": calib_images, "batch_size": calib_bs, "seconds": round(t["calib_s"], 3),
+        "calibration": {"images": calib_images if calib_used is None else calib_used, "batch_size": calib_bs,
+                        "seconds": round(t["calib_s"], 3),
                         "images_per_s": round(t["calib_images"] / t["calib_s"], 1) if t["calib_s"] else None,
                         "share_of_search_time": round(t["calib_s"] / search_s, 3) if search_s else None},
         "timing_s": {k: round(v, 3) for k, v in t.items() if k.endswith("_s")} | {
