@@ -89,7 +89,8 @@ def test_calibration_fixes_a_narrow_subnetwork():
     calib, _ = load_images(build_dataset("synthetic", "train", input_size=16, synthetic_length=64, num_classes=4))
     model.eval()
     # running statistics were only tracked at the widest width; they are wrong for the narrow one at 12 px
-    before, _, _ = evaluate(model, val, 0.25, 12)
+    with mn.allow_uncalibrated(model):  # (eval refuses it otherwise)
+        before, _, _ = evaluate(model, val, 0.25, 12)
     calibrate(model, calib, 0.25, 12, num_images=64)
     after, _, n = evaluate(model, val, 0.25, 12)
     assert n == 64 and after > before
@@ -285,3 +286,19 @@ def test_resize_then_crop_builds_each_resolution(tmp_path):
     assert len(table) == 2 and table.meta["resize_then_crop"] is True
     with pytest.raises(mn.MutualNetError, match="resize_then_crop needs"):
         build_query_table(_tiny(), data("val")(16), data("train")(16), resolutions=[16], resize_then_crop=True)
+
+
+def test_search_times_identical_networks_once(tmp_path):
+    """Widths that round to the same channels are one network: one latency, not two noisy ones."""
+    model = _trained_tiny()
+    p1, p2 = mn.profile(model, 0.25, 16), mn.profile(model, 0.26, 16)
+    assert (p1.macs, p1.params) == (p2.macs, p2.params)
+    calls = []
+    import mutualnet.search.build as build
+
+    real = build.measure_latency
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(build, "measure_latency", lambda *a, **k: calls.append(a[1:3]) or real(*a, **k))
+        table = _search(model, tmp_path, widths=[0.25, 0.26], latency=True)
+    assert calls == [(0.25, 16), (0.25, 12)]
+    assert table.find(0.25, 16)["latency_ms"] == table.find(0.26, 16)["latency_ms"]

@@ -115,9 +115,10 @@ def test_without_validation_the_final_weights_are_best_pt(tmp_path):
                                load_checkpoint(run_dir / "last.pt")["model"])
 
 
-def test_amp_and_channels_last(tmp_path):
+def test_amp_and_channels_last(tmp_path, capsys):
     run_dir = train(tiny(tmp_path, "run.amp=bf16", "run.channels_last=true", "run.max_steps=1", "run.val_every=0",
                          "run.tensorboard=false"))
+    assert "note: run.amp=bf16 on a CPU is usually slower" in capsys.readouterr().err
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows(run_dir, "train"))
 
 

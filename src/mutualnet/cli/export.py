@@ -75,14 +75,12 @@ def run(args: argparse.Namespace) -> int:
     lo, hi = model.width_range
     if not lo - 1e-6 <= width <= hi + 1e-6:
         raise MutualNetError(f"width {width:g} is outside this model's trained range [{lo:g}, {hi:g}]")
-    if not is_calibrated(model, width, res):
-        if args.allow_uncalibrated:
-            print(f"warning: {config_key(width, res)} has no calibrated BN statistics; using the shared running "
-                  "statistics", file=sys.stderr)
-        elif abs(width - hi) > 1e-6:
-            raise MutualNetError(f"configuration {config_key(width, res)} has no calibrated BatchNorm statistics in "
-                                 f"{args.checkpoint}; calibrate it (`mutualnet search`) or pass --allow-uncalibrated")
-    net, check = export_subnet(model, width, res, fold_bn=not args.no_fold_bn)
+    if not is_calibrated(model, width, res) and args.allow_uncalibrated:
+        print(f"warning: {config_key(width, res)} has no calibrated BN statistics; using the shared running "
+              "statistics", file=sys.stderr)
+    # below the top width, a configuration without statistics is refused (the library's one policy)
+    net, check = export_subnet(model, width, res, fold_bn=not args.no_fold_bn,
+                               allow_uncalibrated=args.allow_uncalibrated)
     meta = ckpt.get("meta") or {}
     info = {k: meta[k] for k in ("class_names", "dataset", "mode") if k in meta}
     info |= artefact_fields(meta, [res])  # preprocessing: crop at its input_size, then resize to `resolution`

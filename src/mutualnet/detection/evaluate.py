@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from ..errors import MutualNetError
 from ..io import atomic_write, atomic_write_text
-from ..layers import SlimmableBatchNorm2d, active_num_params
+from ..layers import SlimmableBatchNorm2d, active_num_params, allow_uncalibrated
 from .data import CocoDetection, collate
 from .model import SlimmableMaskRCNN
 
@@ -156,6 +156,8 @@ def detector_macs(model: SlimmableMaskRCNN, width: float, scale: int, image_size
     """
     was_training, prev_width, prev_scale = model.training, model.width, model.scale
     model.eval().set_config(width, scale)
+    allowed = contextlib.ExitStack()
+    allowed.enter_context(allow_uncalibrated(model))  # counting MACs does not depend on BN statistics
     try:
         p = next(model.parameters())
         batch, _ = model.transform([torch.zeros(3, *image_size, device=p.device, dtype=p.dtype)])
@@ -180,6 +182,7 @@ def detector_macs(model: SlimmableMaskRCNN, width: float, scale: int, image_size
                                                                                       batch.image_sizes))))
         params = active_num_params(model)
     finally:
+        allowed.close()
         model.set_config(prev_width, prev_scale)
         model.train(was_training)
     return {"macs": int(backbone + rpn + box + mask), "backbone_macs": int(backbone), "params": int(params),
@@ -211,7 +214,8 @@ def evaluate_grid(model: SlimmableMaskRCNN, dataset: CocoDetection, widths: list
     for w, s in tqdm(configs, desc="detect eval", disable=len(configs) < 2):
         if calib_dataset is not None:
             calibrate_detector(model, calib_dataset, w, s, num_images=calib_images, batch_size=batch_size)
-        ap = evaluate_coco(model, dataset, w, s, batch_size=batch_size)
+        with allow_uncalibrated(model, calib_dataset is None):  # no calibration data: running statistics, as asked
+            ap = evaluate_coco(model, dataset, w, s, batch_size=batch_size)
         cost = detector_macs(model, w, s, mac_image_size)
         rows.append({"width": w, "resolution": s, **ap, "macs": cost["macs"], "backbone_macs": cost["backbone_macs"],
                      "params": cost["params"], "mflops": cost["macs"] / 1e6,

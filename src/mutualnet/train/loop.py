@@ -342,6 +342,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             raise MutualNetError(f"{run_dir} already holds a run (last.pt); resume it with --resume "
                                  f"{run_dir / 'last.pt'} or choose another run.out")
         device = _device(r.device, info)
+        if device.type == "cpu" and r.amp != "none" and info.is_main:
+            print(f"note: run.amp={r.amp} on a CPU is usually slower than full precision; --set run.amp=none "
+                  "(configs/mobilenet_v2_imagefolder_cpu.yaml is the CPU-sized recipe)", file=sys.stderr)
         if r.threads:
             torch.set_num_threads(r.threads)
         if d.batch_size % info.world_size:
@@ -358,7 +361,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         common = {"root": d.root, "input_size": d.input_size, "synthetic_length": d.synthetic_length,
                   "seed": r.seed, **synth}
         train_ds = build_dataset(d.name, "train", crop_scale=tuple(d.crop_scale), hflip=d.hflip,
-                                 color_jitter=d.color_jitter, crop_padding=d.crop_padding, **common)
+                                 color_jitter=d.color_jitter, crop_padding=d.crop_padding, lighting=d.lighting,
+                                 padding_mode=d.padding_mode, **common)
         val_ds = build_dataset(d.name, "val", val_resize_ratio=d.val_resize_ratio, **common)
         if len(train_ds) < d.batch_size:
             raise MutualNetError(f"the training set has {len(train_ds)} images, fewer than data.batch_size "
