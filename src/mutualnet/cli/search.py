@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-images", type=A.positive_int, default=2000,
                    help="training images per BN calibration (2000)")
     p.add_argument("--val-images", type=A.positive_int, help="validation images (default: all)")
+    p.add_argument("--halving", type=float, metavar="FRACTION",
+                   help="successive halving: validate every network on this fraction of the images first, then "
+                        "only those that can still reach the frontier on twice as many, up to all (e.g. 0.125)")
     p.add_argument("--eval-batch-size", type=A.positive_int, default=200, help="calibration / evaluation batch size")
     p.add_argument("--latency", action="store_true", help="also measure median forward latency")
     p.add_argument("--device", default="cpu", help="cpu or cuda (search and latency)")
@@ -44,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     res = search_checkpoint(
         args.checkpoint, args.out, dataset=args.dataset, data_root=args.data_root, workers=args.workers,
         seed=args.seed, width_step=args.width_step, widths=args.widths, resolutions=args.resolutions,
-        calib_images=args.calib_images, val_images=args.val_images, batch_size=args.eval_batch_size,
+        calib_images=args.calib_images, val_images=args.val_images, halving=args.halving,
+        batch_size=args.eval_batch_size,
         device=args.device, latency=args.latency, latency_batch_size=args.batch_size, threads=args.threads,
         resize_then_crop=args.resize_then_crop, progress=not args.no_progress)
     table = res.table

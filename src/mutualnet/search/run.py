@@ -58,6 +58,7 @@ def search_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
                       data_root: str | None = None, workers: int | None = None, seed: int = 0,
                       width_step: float = 0.05, widths: tuple[float, float] | None = None,
                       resolutions: list[int] | None = None, calib_images: int = 2000, val_images: int | None = None,
+                      halving: float | None = None,
                       batch_size: int = 200, device: str = "cpu", latency: bool = False, latency_batch_size: int = 1,
                       threads: int | None = None, resize_then_crop: bool = False,
                       progress: bool = True) -> SearchResult:
@@ -71,6 +72,7 @@ def search_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
         width_step: Width grid step; ``widths``: ``(lo, hi)`` sub-range of the trained widths to search.
         resolutions: Input sides (default: the checkpoint's training resolutions).
         calib_images, val_images: Images per calibration, validation images (None: all).
+        halving: Successive halving's first fraction of the validation images (see build_query_table).
         batch_size: Calibration and evaluation batch size.
         device, threads: Where to run; CPU threads.
         latency, latency_batch_size: Also measure median forward latency.
@@ -111,7 +113,7 @@ def search_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
             clean_stale_temps(folder)
         table = build_query_table(
             model, val, calib, resolutions=resolutions, widths=grid, calib_images=calib_images,
-            val_images=val_images, batch_size=batch_size, device=device, latency=latency,
+            val_images=val_images, halving=halving, batch_size=batch_size, device=device, latency=latency,
             latency_batch_size=latency_batch_size, threads=threads, resize_then_crop=resize_then_crop,
             state_dir=out, meta=meta, num_workers=data.workers, seed=seed, progress=progress)
         table_path = table.save(out / "query_table.json")
