@@ -193,6 +193,20 @@ def test_calibration_is_keyed_by_width_and_scale(coco):
     assert key in bn.calibrated and bn.calibrated[key][0].shape == (8,)
     out = evaluate_coco(model, ds, 0.125, 64)
     assert 0.0 <= out["box_ap"] <= 1.0 and 0.0 <= out["mask_ap"] <= 1.0 and out["num_detections"] > 0
+    assert (model.width, model.scale) == (0.25, 96)  # calibration and evaluation restore the configuration
+
+    class Broken(torch.utils.data.Dataset):  # the third image cannot be read
+        def __len__(self):
+            return len(ds)
+
+        def __getitem__(self, i):
+            if i == 2:
+                raise OSError("truncated image")
+            return ds[i]
+
+    with pytest.raises(OSError):  # the classifier's calibration loop: nothing kept of a partial pass
+        calibrate_detector(model, Broken(), 0.25, 64, num_images=4, batch_size=1)
+    assert "w0.250_r64" not in bn.calibrated and not bn.calibrating
 
 
 def test_backbone_init_from_classification_checkpoint(tmp_path):
@@ -258,6 +272,16 @@ def test_train_lowers_loss_then_cli_eval_reports_ap(coco, tmp_path, capsys):
     assert calibrated > uncalibrated + 0.05
     assert (tmp_path / "eval" / "ap_mflops.png").stat().st_size > 0
     assert (tmp_path / "eval" / "detection_table.csv").exists()
+    # a detection table is a query table ranked by box AP: select and plot read it
+    assert table["metric"] == "box_ap"
+    budget = sorted(r["mflops"] for r in rows)[1] + 1e-6
+    capsys.readouterr()
+    assert main(["select", "--table", str(tmp_path / "eval" / "detection_table.json"), "--max-mflops", str(budget),
+                 "--json"]) == 0
+    best = max((r for r in rows if r["mflops"] <= budget), key=lambda r: (r["box_ap"], -r["macs"]))
+    assert json.loads(capsys.readouterr().out)["box_ap"] == best["box_ap"]
+    assert main(["plot", str(tmp_path / "eval" / "detection_table.json"), "--out", str(tmp_path / "d.png")]) == 0
+    assert (tmp_path / "d.png").stat().st_size > 0
 
 
 def test_detection_step_accumulates_over_subnets(coco):

@@ -5,7 +5,8 @@
 
 ``eval`` calibrates BN per (width, scale) on the training images named in the checkpoint (or
 ``--calib-annotations/--calib-images``), computes COCO box / mask AP and MACs per configuration, and writes
-``detection_table.json`` (+ ``.csv``) and ``ap_mflops.png``.
+``detection_table.json`` (+ ``.csv``), a query table ranked by ``--metric`` that ``mutualnet select`` and
+``mutualnet plot`` read, and ``ap_mflops.png``.
 """
 
 from __future__ import annotations
@@ -104,8 +105,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint
-    from ..detection import CocoDetection, detector_from_checkpoint, evaluate_grid, plot_table, save_table
+    from ..detection import CocoDetection, detector_from_checkpoint, evaluate_grid
     from ..profiling import resolve_device
+    from ..search.plot import plot_tables
 
     dataset = CocoDetection(args.annotations, args.images)  # data problems surface before the checkpoint is read
     ckpt = load_checkpoint(args.checkpoint)
@@ -131,17 +133,18 @@ def run_eval(args: argparse.Namespace) -> int:
             raise MutualNetError("BN calibration needs training images: pass --calib-annotations and --calib-folder "
                                  "(or --no-calibrate)")
         calib = CocoDetection(ann, folder)
-    rows = evaluate_grid(model, dataset, widths, scales, calib_dataset=calib, calib_images=args.calib_images,
-                         batch_size=args.batch_size, mac_image_size=args.mac_size, metric=args.metric)
     out = Path(args.out)
-    meta = {"checkpoint": str(args.checkpoint), "annotations": str(args.annotations), "metric": args.metric,
+    meta = {"checkpoint": str(args.checkpoint), "model": ckpt["model_name"], "annotations": str(args.annotations),
             "mac_image_size": list(args.mac_size), "max_size": model.max_size,
             "macs": "conv/matmul MACs of backbone+FPN+RPN on the image, box head on the RPN's post-NMS proposals, "
                     "mask head on detections_per_img boxes"}
-    save_table(rows, out / "detection_table.json", meta)
-    plot_table(rows, out / "ap_mflops.png", title=f"{ckpt['model_name']} on {Path(args.annotations).name}")
+    table = evaluate_grid(model, dataset, widths, scales, calib_dataset=calib, calib_images=args.calib_images,
+                          batch_size=args.batch_size, mac_image_size=args.mac_size, metric=args.metric, meta=meta)
+    table.save(out / "detection_table.json")
+    plot_tables([table], [ckpt["model_name"]], out / "ap_mflops.png",
+                title=f"{ckpt['model_name']} on {Path(args.annotations).name}")
     print(f"{'width':>6} {'scale':>5} {'box AP':>7} {'mask AP':>7} {'MFLOPs':>10} {'pareto':>6}")
-    for r in rows:
+    for r in table.rows:
         print(f"{r['width']:>6.3f} {r['resolution']:>5d} {100 * r['box_ap']:>7.2f} {100 * r['mask_ap']:>7.2f} "
               f"{r['mflops']:>10.1f} {'*' if r['pareto'] else '':>6}")
     print(f"wrote {out / 'detection_table.json'} and {out / 'ap_mflops.png'}")

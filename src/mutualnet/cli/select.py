@@ -7,6 +7,7 @@ import json
 
 from ..errors import MutualNetError
 from ..search import QueryTable
+from ..search.table import METRICS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(row, indent=2))
         return 0
     lat = f", {row['latency_ms']:.3f} ms" if row.get("latency_ms") is not None else ""
-    print(f"width {row['width']:g} at {row['resolution']} px: top-1 {row['top1']:.2f}%, top-5 {row['top5']:.2f}%, "
-          f"{row['mflops']:.2f} MFLOPs, {row['params'] / 1e6:.3f}M params{lat}")
+    acc = (f"top-1 {row['top1']:.2f}%, top-5 {row['top5']:.2f}%" if table.metric == "top1"
+           else f"{METRICS[table.metric]} {row[table.metric]:.4g}")
+    print(f"width {row['width']:g} at {row['resolution']} px: {acc}, {row['mflops']:.2f} MFLOPs, "
+          f"{row['params'] / 1e6:.3f}M params{lat}")
     return 0

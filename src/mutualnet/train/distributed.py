@@ -192,7 +192,7 @@ class SyncSlimmableBatchNorm2d(SlimmableBatchNorm2d):
     process_group = None
 
     def forward(self, x: Tensor) -> Tensor:
-        if not (self.training and self._calib is None and dist.is_initialized()
+        if not (self.training and not self.calibrating and dist.is_initialized()
                 and dist.get_world_size(self.process_group) > 1):
             return super().forward(x)
         c = self.active_channels()
