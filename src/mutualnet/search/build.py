@@ -29,9 +29,9 @@ from tqdm.auto import tqdm
 
 from ..calibrate import calibrate, check_resolution, load_images
 from ..checkpoint import atomic_save
-from ..data.transforms import resize_batch
 from ..errors import MutualNetError
-from ..layers import SlimmableBatchNorm2d, config_key, use_config, width_range_of
+from ..evaluate import evaluate as _evaluate
+from ..layers import SlimmableBatchNorm2d, config_key, width_range_of
 from ..profiling import measure_latency, profile, resolve_device
 from .table import QueryTable, atomic_write_text
 
@@ -54,38 +54,14 @@ def model_fingerprint(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, data: tuple[Tensor, Tensor] | DataLoader, width: float, resolution: int, *,
              batch_size: int = 200, device: torch.device | str | None = None) -> tuple[float, float, int]:
-    """Top-1 and top-5 accuracy (%) at (``width``, ``resolution``); batches are resized on the device.
+    """Top-1 and top-5 accuracy (%) and image count at (``width``, ``resolution``): :func:`mutualnet.evaluate.evaluate`.
 
     ``data`` is ``(images, labels)`` tensors or a loader yielding such batches.
     """
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    if isinstance(data, tuple):
-        images, labels = data
-        batches = ((images[i:i + batch_size], labels[i:i + batch_size]) for i in range(0, len(images), batch_size))
-    else:
-        batches = data
-    c1 = c5 = n = 0
-    try:
-        with use_config(model, width, resolution):
-            for x, y in batches:
-                x = resize_batch(x.to(dev, non_blocking=True).float(), resolution)
-                y = torch.as_tensor(y).to(dev)
-                logits = model(x)
-                top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-                hit = top == y[:, None]
-                c1 += int(hit[:, 0].sum())
-                c5 += int(hit.any(1).sum())
-                n += len(y)
-    finally:
-        model.train(was_training)
-    if n == 0:
-        raise MutualNetError("the validation set is empty")
-    return 100.0 * c1 / n, 100.0 * c5 / n, n
+    out = _evaluate(model, data, width, resolution, batch_size=batch_size, device=device)
+    return out["top1"], out["top5"], out["count"]
 
 
 def _bn_stats(model: nn.Module, key: str) -> dict[str, Tensor]:

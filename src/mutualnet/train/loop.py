@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -38,7 +37,8 @@ from ..calibrate import calibrate
 from ..checkpoint import CheckpointMeta, atomic_save, checkpoint_dict, load_checkpoint
 from ..data.datasets import DatasetInfo
 from ..errors import MutualNetError
-from ..layers import SlimmableBatchNorm2d, config_key, use_config
+from ..evaluate import evaluate
+from ..layers import SlimmableBatchNorm2d, config_key
 from ..models import create_model
 from .config import (
     SINGLE_NETWORK_MODES,
@@ -62,7 +62,7 @@ from .distributed import (
     init_distributed,
 )
 from .optim import build_optimizer, build_scheduler
-from .step import resize, sample_subnets, train_step
+from .step import sample_subnets, train_step
 from .transfer import load_pretrained
 
 __all__ = ["train", "build_data", "build_model", "restore", "train_one_epoch", "validate", "evaluate", "resume_config",
@@ -152,33 +152,6 @@ def _gather(obj: Any, info: DistInfo) -> list:
 
 
 # -- evaluation -------------------------------------------------------------------------------------
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, width: float, resolution: int, device: torch.device, *,
-             autocast: contextlib.AbstractContextManager | None = None, max_batches: int | None = None,
-             info: DistInfo | None = None, channels_last: bool = False) -> dict:
-    """Top-1 / top-5 accuracy (%) and mean loss of ``model`` at ``(width, resolution)``, over all processes."""
-    info = info or DistInfo()
-    model.eval()
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # correct1, correct5, loss, count
-    for i, (images, labels) in enumerate(loader):
-        if max_batches is not None and i >= max_batches:
-            break
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with use_config(model, width, resolution), autocast or contextlib.nullcontext():
-            logits = model(resize(images, resolution)).float()
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        hit = top == labels[:, None]
-        sums += torch.stack([hit[:, :1].sum(), hit.sum(), F.cross_entropy(logits, labels, reduction="sum"),
-                             torch.tensor(len(labels), device=device)]).double()
-    if info.enabled:
-        dist.all_reduce(sums)
-    c1, c5, loss, n = sums.tolist()
-    n = max(n, 1.0)
-    return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": loss / n}
-
-
 @contextlib.contextmanager
 def _calibrated(model: nn.Module, batches: list, width: float, resolution: int):
     """Re-estimate BN statistics at ``(width, resolution)`` for the block, then drop them again.
@@ -445,17 +418,17 @@ def validate(model: nn.Module, data: TrainData, cfg: TrainConfig, state: TrainSt
     configs = {"widest": (hi, t.resolutions[0])}
     if (lo, t.resolutions[-1]) != (hi, t.resolutions[0]):
         configs["narrowest"] = (lo, t.resolutions[-1])
-    kw = {"autocast": _autocast(r.amp, device), "max_batches": r.val_batches, "info": info,
-          "channels_last": r.channels_last}
+    kw = {"device": device, "autocast": _autocast(r.amp, device), "max_batches": r.val_batches,
+          "distributed": info.enabled, "channels_last": r.channels_last}
     row = {"kind": "val", "epoch": state.epoch, "step": state.step}
     for tag, (w, res) in configs.items():
         if tag == "widest":
-            out = evaluate(model, data.val, w, res, device, **kw)
+            out = evaluate(model, data.val, w, res, **kw)
         else:
             batches = [x.to(device) for x, _ in _take(data.calib, r.calib_batches)]
             with _calibrated(model, batches, w, res):
-                out = evaluate(model, data.val, w, res, device, **kw)
-        row |= {f"{k}_{tag}": v for k, v in out.items()} | {f"config_{tag}": config_key(w, res)}
+                out = evaluate(model, data.val, w, res, **kw)
+        row |= {f"{k}_{tag}": out[k] for k in ("top1", "top5", "loss")} | {f"config_{tag}": config_key(w, res)}
     model.train()
     return row
 
