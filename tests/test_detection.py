@@ -252,7 +252,7 @@ def test_train_lowers_loss_then_cli_eval_reports_ap(coco, tmp_path, capsys):
     for c in loss_before:
         assert loss_after[c] < 0.8 * loss_before[c]
     logs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert logs[-1]["iteration"] == 100 and len([k for k in logs[0] if k.startswith("loss_w")]) == 3
+    assert logs[-1]["step"] == 100 and len([k for k in logs[0] if k.startswith("loss_w")]) == 3
 
     rc = main(["detect", "eval", "--checkpoint", str(run / "last.pt"), "--annotations", str(ann), "--images",
                str(images), "--out", str(tmp_path / "eval"), "--widths", "0.125,0.25", "--calib-images", "10",
@@ -319,8 +319,8 @@ def test_resume_continues_exactly_and_runs_are_never_overwritten(coco, tmp_path,
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(pa, pb, msg=name)
     rows = [json.loads(r) for r in (half / "metrics.jsonl").read_text().splitlines()]
-    assert [r["iteration"] for r in rows] == [1, 2, 3, 4]
-    assert load_checkpoint(half / "last.pt")["iteration"] == 4
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert load_checkpoint(half / "last.pt")["train_state"]["step"] == 4
     from mutualnet.checkpoint import model_from_checkpoint
 
     with pytest.raises(mn.MutualNetError, match="holds a detection model"):

@@ -94,8 +94,10 @@ def checkpoint_dict(model: nn.Module, meta: CheckpointMeta | dict | None = None,
     if name is None:
         raise MutualNetError("model was not built by mutualnet.create_model; cannot describe it in a checkpoint")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return {"format": FORMAT, "version": VERSION, "model_name": name, "model_args": dict(model.model_args),
-            "model": state, "meta": CheckpointMeta.from_dict(meta).to_dict(), **extra}
+    meta = CheckpointMeta.from_dict(meta)
+    task = {} if meta.task == "classification" else {"task": meta.task}  # what model_from_checkpoint refuses
+    return {"format": FORMAT, "version": VERSION, **task, "model_name": name, "model_args": dict(model.model_args),
+            "model": state, "meta": meta.to_dict(), **extra}
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: CheckpointMeta | dict | None = None,

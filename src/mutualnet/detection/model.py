@@ -164,6 +164,7 @@ def build_detector(
         rpn_pre_nms_top_n_test=rpn_pre_nms_top_n_test, rpn_post_nms_top_n_test=rpn_post_nms_top_n_test,
         box_detections_per_img=box_detections_per_img)
     model.detector_args = args
+    model.model_name, model.model_args = f"maskrcnn_{backbone}", args  # what checkpoint_dict describes
     return model
 
 

@@ -66,7 +66,7 @@ from .step import sample_subnets, train_step
 from .transfer import load_pretrained
 
 __all__ = ["train", "build_data", "build_model", "restore", "train_one_epoch", "validate", "evaluate", "resume_config",
-           "TrainState", "TrainData", "Checkpointer", "MetricsLog"]
+           "TrainState", "TrainData", "Checkpointer", "MetricsLog", "autocast_for"]
 
 
 # -- metrics ----------------------------------------------------------------------------------------
@@ -199,7 +199,7 @@ class Checkpointer:
         self.run_dir, self.model, self.optimizer, self.scheduler = run_dir, model, optimizer, scheduler
         self.scaler = scaler
         self.sampler_gen, self.info, self.meta, self.steps_per_epoch = sampler_gen, info, meta, steps_per_epoch
-        self.config = {**config, "model": {k: v for k, v in config["model"].items() if k != "width_range"}}
+        self.config = config
 
     def save(self, state: TrainState, names: tuple[str, ...] = ("last.pt",), top1: dict | None = None) -> None:
         if not all(bool(p.isfinite().all()) for p in self.model.parameters()):
@@ -232,7 +232,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     ``state`` is updated in place after every iteration; ``last.pt`` is written every ``run.save_every``.
     """
     t, r = cfg.train, cfg.run
-    autocast = _autocast(r.amp, device)
+    autocast = autocast_for(r.amp, device)
     params = [p for p in model.parameters() if p.requires_grad]
     bar = tqdm(total=steps_per_epoch, initial=state.epoch_step, desc=f"epoch {state.epoch + 1}/{t.epochs}",
                disable=not (info.is_main and r.progress), dynamic_ncols=True, leave=False)
@@ -299,7 +299,8 @@ def _device(name: str, info: DistInfo) -> torch.device:
     return torch.device("cpu")
 
 
-def _autocast(amp: str, device: torch.device):
+def autocast_for(amp: str, device: torch.device) -> contextlib.AbstractContextManager | None:
+    """The autocast context of ``run.amp`` (none | bf16 | fp16) on ``device``; None for full precision."""
     if amp == "none":
         return None
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
@@ -418,7 +419,7 @@ def validate(model: nn.Module, data: TrainData, cfg: TrainConfig, state: TrainSt
     configs = {"widest": (hi, t.resolutions[0])}
     if (lo, t.resolutions[-1]) != (hi, t.resolutions[0]):
         configs["narrowest"] = (lo, t.resolutions[-1])
-    kw = {"device": device, "autocast": _autocast(r.amp, device), "max_batches": r.val_batches,
+    kw = {"device": device, "autocast": autocast_for(r.amp, device), "max_batches": r.val_batches,
           "distributed": info.enabled, "channels_last": r.channels_last}
     row = {"kind": "val", "epoch": state.epoch, "step": state.step}
     for tag, (w, res) in configs.items():
@@ -487,8 +488,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             num_subnets=t.num_subnets if t.mode not in SINGLE_NETWORK_MODES else 1,
             dataset={"name": data_info.name, "root": cfg.data.root, "num_classes": cfg.model.num_classes,
                      "in_chans": model.in_chans, "input_size": cfg.data.input_size})
+        config = config_to_dict(cfg)
+        config["model"].pop("width_range", None)  # stored once, in model_args
         checkpointer = Checkpointer(run_dir, model, optimizer, scheduler, scaler, sampler_gen, info, meta=meta,
-                                    config=config_to_dict(cfg), steps_per_epoch=data.steps_per_epoch)
+                                    config=config, steps_per_epoch=data.steps_per_epoch)
         while state.epoch < t.epochs:
             data.sampler.set_epoch(state.epoch, state.epoch_step * data.local_batch)
             finished = train_one_epoch(model, data.train, optimizer, scheduler, scaler, state, cfg=cfg, device=device,
