@@ -12,6 +12,8 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 CASES = {
     "bench_train_step.py": (["--model", "resnet20_cifar", "--batch", "4", "--repeats", "1"],
                             r"ratio slimmable / dense"),
+    "bench_loader.py": (["--images", "600", "--batches", "2", "--repeats", "1"],
+                        r"ratio seeded loader / augmentation"),
     "bench_memory.py": (["--model", "resnet20_cifar", "--batch", "8"], r"ratio mutual / full"),
     "bench_data_path.py": (["--model", "resnet20_cifar", "--resolutions", "32,28,24,20", "--images", "16",
                             "--batch", "4", "--workers", "0"], r"speed-up device / loader"),

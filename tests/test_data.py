@@ -104,7 +104,7 @@ def test_cifar_errors(tmp_path):
         build_dataset("cifar10", "train", root=tmp_path)
     _write_cifar(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(b"garbage")
-    with pytest.raises(mn.MutualNetError, match="malformed cifar10"):
+    with pytest.raises(mn.MutualNetError, match="not a valid cifar10 batch"):
         build_dataset("cifar10", "val", root=tmp_path)
 
 
@@ -125,6 +125,25 @@ def test_small_image_augmentation_is_crop_and_flip():
     assert len(seen) > 10 and {f for *_, f in seen} == {False, True}
     plain = mn.data.TensorImages(images, torch.tensor([0, 1]), mean=(0.0,), std=(1 / 255,), train=False)
     assert torch.equal(plain[1][0], images[1].float())
+
+
+def test_batched_augmentation_cuts_the_same_windows_as_one_at_a_time():
+    images = torch.arange(3 * 2 * 6 * 7, dtype=torch.uint8).view(3, 2, 6, 7)
+    ds = mn.data.TensorImages(images, torch.tensor([4, 5, 6]), mean=(0.0, 0.0), std=(1 / 255, 1 / 255),
+                              train=True, padding=2)
+    batch = ds.__getitems__([2, 0, 2] * 40)
+    assert [y for _, y in batch] == [6, 4, 6] * 40
+    seen = set()
+    for (x, _), i in zip(batch, [2, 0, 2] * 40):
+        assert x.shape == (2, 6, 7)
+        padded = torch.nn.functional.pad(images[i].float(), [2] * 4)
+        ok = [(dy, dx, f) for dy in range(5) for dx in range(5) for f in (False, True)
+              if torch.equal(x, padded[:, dy:dy + 6, dx:dx + 7].flip(-1) if f else padded[:, dy:dy + 6, dx:dx + 7])]
+        assert ok
+        seen.add(ok[0])
+    assert len(seen) > 20 and {f for *_, f in seen} == {False, True}
+    plain = mn.data.TensorImages(images, torch.tensor([4, 5, 6]), mean=(0.0, 0.0), std=(1 / 255, 1 / 255))
+    assert all(torch.equal(x, images[i].float()) for (x, _), i in zip(plain.__getitems__([1, 2]), [1, 2]))
 
 
 def test_synthetic_splits_share_classes_not_samples():

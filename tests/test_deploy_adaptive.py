@@ -6,7 +6,7 @@ from PIL import Image
 
 import mutualnet as mn
 from deploy_helpers import calibrate_config, one_thread, table_rows, trained_like
-from mutualnet.checkpoint import save_checkpoint
+from mutualnet.checkpoint import load_checkpoint, save_checkpoint
 from mutualnet.cli import main
 from mutualnet.deploy import AdaptiveNet, measure_switch_us
 from mutualnet.search.table import QueryTable
@@ -60,6 +60,20 @@ def test_set_budget_switches_without_reloading_and_matches_each_configuration(ca
         net.set_budget(mflops=1e-6)
     with pytest.raises(mn.MutualNetError, match="no latency"):
         net.set_budget(latency_ms=5)
+
+
+def test_predictions_resize_as_the_checkpoint_records(calibrated):
+    _, path, model, _ = calibrated
+    ckpt = load_checkpoint(path)
+    assert AdaptiveNet.from_checkpoint(ckpt).resize == "antialias"
+    ckpt["meta"]["resize"] = "official"  # e.g. converted released weights
+    net = AdaptiveNet.from_checkpoint(ckpt)
+    net.set_config(0.5, 24)
+    x = torch.randn(2, 3, 32, 32)
+    xr = torch.nn.functional.interpolate(x, size=(24, 24), mode="bilinear", align_corners=True)
+    with torch.no_grad(), mn.use_config(model, 0.5, 24):
+        ref = model.eval()(xr)
+    assert net.resize == "official" and (net.logits(x) - ref).abs().max() <= 1e-5
 
 
 def test_latency_table_then_select_by_latency(calibrated, capsys):

@@ -13,6 +13,7 @@ from torch import nn
 
 import mutualnet as mn
 from deploy_helpers import one_thread
+from mutualnet.checkpoint import load_checkpoint, model_from_checkpoint
 from mutualnet.cli import main
 from mutualnet.deploy import export_subnet, load_released, load_torchvision_weights
 
@@ -197,6 +198,9 @@ def test_cli_convert_released_then_export(tmp_path, capsys):
     out = tmp_path / "mn.pt"
     assert main(["convert", "--released", str(path), "--out", str(out)]) == 0
     assert "widths [0.25, 1.0]" in capsys.readouterr().out
+    # the original code's resize is recorded, so calibration, search and predict use it on these weights
+    assert load_checkpoint(out)["meta"]["resize"] == "official"
+    assert model_from_checkpoint(out).resize_mode == "official" and load_released(path).resize_mode == "official"
     onnx_out = tmp_path / "q.onnx"
     assert main(["export", "--checkpoint", str(out), "--width", "0.25", "--resolution", "64",
                  "--out", str(onnx_out)]) == 0

@@ -9,13 +9,16 @@ import pytest
 import torch
 import torch.distributed as dist
 import yaml
+from torch.utils.data import DataLoader
 
 from mutualnet import create_model
 from mutualnet.checkpoint import load_checkpoint
+from mutualnet.data import TensorImages
 from mutualnet.layers import SlimmableBatchNorm2d
 from mutualnet.train import SubNet, config_from_dict, train, train_step
 from mutualnet.train.distributed import (
     EpochSampler,
+    SeededSamples,
     SyncSlimmableBatchNorm2d,
     all_reduce_gradients,
     convert_sync_batchnorm,
@@ -79,6 +82,29 @@ def test_data_order_does_not_depend_on_the_number_of_processes():
     assert [i for i, _ in s0] == a[8:]
     s0.set_epoch(1)
     assert [i for i, _ in s0] != a
+
+
+def test_seeded_batches_do_not_depend_on_workers_resume_or_the_global_rng():
+    images = torch.randint(0, 256, (40, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    ds = SeededSamples(TensorImages(images, torch.arange(40) % 10, mean=(0.5,), std=(0.25,), train=True))
+    sampler = EpochSampler(40, seed=5)
+
+    def batches(workers=0, start=0):
+        sampler.set_epoch(1, start)
+        loader = DataLoader(ds, batch_size=8, sampler=sampler, num_workers=workers, generator=torch.Generator())
+        return [x for x, _ in loader]
+
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    full = batches()
+    assert torch.equal(torch.get_rng_state(), state)  # the training process's RNG is left alone
+    assert not torch.equal(full[0], full[1])
+    assert all(torch.equal(a, b) for a, b in zip(batches(workers=2), full, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(batches(start=16), full[2:], strict=True))  # resume at batch 2
+    sampler.set_epoch(2)
+    other = [x for x, _ in DataLoader(ds, batch_size=8, sampler=sampler)]
+    assert not torch.equal(other[0], full[0])
+    assert torch.equal(ds[(3, 77)][0], ds[(3, 77)][0]) and not torch.equal(ds[(3, 77)][0], ds[(3, 78)][0])
 
 
 def recipe(out, sync_bn):

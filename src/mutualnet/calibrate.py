@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .data.transforms import resize_batch
+from .data.transforms import model_resize, resize_batch
 from .errors import MutualNetError
 from .layers import Resolution, SlimmableBatchNorm2d, config_key, use_config
 from .layers import check_resolution as _check_resolution
@@ -81,14 +81,14 @@ def load_images(dataset: Dataset, num_images: int | None = None, *, seed: int = 
 
 
 def check_resolution(model: nn.Module, resolution: int) -> int:
-    """``resolution`` as an int; :class:`MutualNetError` below the model's smallest input."""
+    """``resolution`` as an int; :class:`MutualNetError` below the model's smallest input or above the memory limit."""
     return _check_resolution(model, int(resolution))
 
 
 @torch.no_grad()
 def calibrate(model: nn.Module, dataset: Dataset | Tensor, width: float, resolution: int, num_images: int = 2000,
               batch_size: int = 200, device: str | torch.device | None = None, resize_from: int | None = None,
-              seed: int = 0, num_workers: int = 0) -> CalibrationResult:
+              seed: int = 0, num_workers: int = 0, resize: str | None = None) -> CalibrationResult:
     """Re-estimate every BN's statistics at (``width``, ``resolution``) and store them under its key.
 
     Args:
@@ -104,11 +104,14 @@ def calibrate(model: nn.Module, dataset: Dataset | Tensor, width: float, resolut
         resize_from: if given, the side the images must have before the on-device resize (the evaluation crop
             at the highest resolution); a mismatch means the data was prepared for another resolution.
         seed, num_workers: subset seed and loader workers when ``dataset`` is a Dataset.
+        resize: how batches are brought to ``resolution`` (``"antialias"`` / ``"official"``); None: the mode
+            recorded on the model (from its checkpoint), so statistics are of the inputs it was trained on.
 
     Returns:
         A :class:`CalibrationResult` with the key, image count and time taken.
     """
     resolution = check_resolution(model, resolution)
+    resize = model_resize(model, resize)
     if not any(isinstance(m, SlimmableBatchNorm2d) for m in model.modules()):
         raise MutualNetError("model has no slimmable BatchNorm layers to calibrate")
     if num_images is None or num_images <= 0:
@@ -121,7 +124,7 @@ def calibrate(model: nn.Module, dataset: Dataset | Tensor, width: float, resolut
         raise MutualNetError(f"calibration images are {tuple(images.shape[-2:])}, expected {resize_from}x{resize_from}")
     dev = torch.device(device) if device is not None else _device_of(model)
     model.to(dev)
-    batches = (resize_batch(images[i:i + batch_size].to(dev, non_blocking=True).float(), resolution)
+    batches = (resize_batch(images[i:i + batch_size].to(dev, non_blocking=True).float(), resolution, resize)
                for i in range(0, len(images), batch_size))
     return calibrate_batches(model, batches, width, resolution)
 

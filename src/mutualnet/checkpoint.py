@@ -7,7 +7,7 @@ runs code)::
       "format": "mutualnet", "version": 1,
       "model_name": "mobilenet_v2", "model_args": {...create_model kwargs, incl. width_range...},
       "model": <state dict, calibrated BN statistics included as calib_stats.* entries>,
-      "meta": {"resolutions": [...], "mode": "mutual", ...},   # CheckpointMeta: how it was trained
+      "meta": {"resolutions": [...], "mode": "mutual", "resize": "antialias", ...},   # CheckpointMeta
       ... training state (optimizer, scheduler, scaler, rng, epoch, step) added by the trainer ...
       "query_table": {...}                                     # optional, added by `mutualnet search`
     }
@@ -30,13 +30,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from .data.transforms import DEFAULT_RESIZE, check_resize
 from .errors import MutualNetError
-from .io import atomic_save
+from .io import atomic_save, read_torch_file
 from .models import create_model
+from .validate import check_resolution
 
 __all__ = ["FORMAT", "VERSION", "CheckpointMeta", "checkpoint_meta", "atomic_save",
            "save_checkpoint", "load_checkpoint", "model_from_checkpoint",
-           "checkpoint_dict", "read_torch_file", "is_checkpoint", "load_weights"]
+           "checkpoint_dict", "read_torch_file", "is_checkpoint", "load_weights", "resize_mode"]
 
 FORMAT = "mutualnet"
 VERSION = 1
@@ -59,6 +61,7 @@ class CheckpointMeta:
     epoch: int | None = None  # epoch the weights are from
     step: int | None = None  # iterations done
     top1: dict | None = None  # the last validation's top-1 per evaluated configuration
+    resize: str | None = None  # how lower resolutions are made: antialias | official (data.transforms.resize_batch)
     max_size: int | None = None  # detection: long-side cap of the input
     calibrated: bool = False  # holds the BN statistics of every searched configuration
     extra: dict = field(default_factory=dict)  # anything else (class_names, released_widths, source, ...)
@@ -89,40 +92,34 @@ def checkpoint_meta(ckpt: dict) -> CheckpointMeta:
 
 
 def checkpoint_dict(model: nn.Module, meta: CheckpointMeta | dict | None = None, **extra: Any) -> dict:
-    """The dict :func:`save_checkpoint` writes for ``model`` (built by :func:`mutualnet.create_model`)."""
+    """The dict :func:`save_checkpoint` writes for ``model`` (built by :func:`mutualnet.create_model`).
+
+    ``meta.resize`` (how lower resolutions are made, see :func:`mutualnet.data.transforms.resize_batch`)
+    is always recorded: from ``meta`` when it has it, else the model's ``resize_mode``, else the default.
+    """
     name = getattr(model, "model_name", None)
     if name is None:
         raise MutualNetError("model was not built by mutualnet.create_model; cannot describe it in a checkpoint")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     meta = CheckpointMeta.from_dict(meta)
+    meta.resize = check_resize(meta.resize or getattr(model, "resize_mode", DEFAULT_RESIZE))
     task = {} if meta.task == "classification" else {"task": meta.task}  # what model_from_checkpoint refuses
     return {"format": FORMAT, "version": VERSION, **task, "model_name": name, "model_args": dict(model.model_args),
             "model": state, "meta": meta.to_dict(), **extra}
 
 
+def resize_mode(ckpt: dict) -> str:
+    """How the checkpoint's network makes lower resolutions (``meta["resize"]``).
+
+    Checkpoints written before the setting existed were all trained with antialiased resizing, so a
+    missing record reads as ``"antialias"``.
+    """
+    return check_resize((ckpt.get("meta") or {}).get("resize") or DEFAULT_RESIZE)
+
+
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: CheckpointMeta | dict | None = None,
                     **extra: Any) -> Path:
     return atomic_save(checkpoint_dict(model, meta, **extra), path)
-
-
-def read_torch_file(path: str | os.PathLike, what: str = "checkpoint", *, hint: str = "",
-                    map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)`` with one-line errors for a missing, folder or unreadable file.
-
-    Every file mutualnet loads goes through here, so loading never runs code and any file that does not
-    unpickle safely (corrupt, text, or pickling objects) is a :class:`MutualNetError`, not a traceback.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise MutualNetError(f"{what} not found: {path}")
-    if path.is_dir():
-        raise MutualNetError(f"{what} path is a folder, not a file: {path}")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure to unpickle means a corrupt or foreign file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise MutualNetError(
-            f"cannot read {what} {path}: corrupt or not a PyTorch file ({first[:200]}){hint}") from None
 
 
 def is_checkpoint(obj: Any) -> bool:
@@ -135,12 +132,45 @@ def _validate(ckpt: Any, path: str | os.PathLike) -> dict:
         raise MutualNetError(
             f"{path} is not a mutualnet checkpoint (no 'format': 'mutualnet' entry); "
             "released MutualNet / US-Net weights are loaded with `mutualnet.deploy.interop`")
-    if int(ckpt.get("version", 0)) > VERSION:
+    version = ckpt.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise MutualNetError(f"checkpoint {path} is malformed: 'version' must be an integer")
+    if version > VERSION:
         raise MutualNetError(f"{path} was written by a newer mutualnet (format version {ckpt['version']})")
     for key in ("model_name", "model_args", "model"):
         if key not in ckpt:
             raise MutualNetError(f"checkpoint {path} is incomplete: missing {key!r}")
+    _check_types(ckpt, path)
     return ckpt
+
+
+# what each entry of a checkpoint must be, checked before anything uses it (a crafted file that unpickles
+# safely can still hold a list where a dict belongs)
+_ENTRY_TYPES = {"model_name": str, "model_args": dict, "model": dict, "meta": dict, "config": dict,
+                "train_state": dict, "query_table": dict, "task": str}
+
+
+def _check_types(ckpt: dict, path: str | os.PathLike) -> None:
+    for key, tp in _ENTRY_TYPES.items():
+        if key in ckpt and not isinstance(ckpt[key], tp):
+            raise MutualNetError(f"checkpoint {path} is malformed: {key!r} must be a {tp.__name__}, "
+                                 f"got {type(ckpt[key]).__name__}")
+    if not all(isinstance(k, str) for k in ckpt["model_args"]):
+        raise MutualNetError(f"checkpoint {path} is malformed: 'model_args' keys must be strings")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ckpt["model"].items()):
+        raise MutualNetError(f"checkpoint {path} is malformed: 'model' must map parameter names to tensors")
+    meta = ckpt.get("meta") or {}
+    if "resolutions" in meta:
+        res = meta["resolutions"]
+        if not isinstance(res, list) or not res:
+            raise MutualNetError(f"checkpoint {path} is malformed: meta 'resolutions' must be a list of sizes")
+        for r in res:
+            check_resolution(r, f"checkpoint {path}: meta resolution")
+    ds = meta.get("dataset")
+    if ds is not None and not (isinstance(ds, dict) and all(
+            ds.get(k) is None or isinstance(ds.get(k), str) for k in ("name", "root"))):
+        raise MutualNetError(f"checkpoint {path} is malformed: meta 'dataset' must be a mapping with string "
+                             "'name' and 'root'")
 
 
 def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict:
@@ -174,7 +204,11 @@ def model_from_checkpoint(ckpt: dict | str | os.PathLike, *, map_location: str |
     if ckpt.get("task", "classification") != "classification":
         raise MutualNetError(f"this checkpoint holds a {ckpt['task']} model ({ckpt['model_name']}); rebuild it with "
                              "mutualnet.detection.detector_from_checkpoint / `mutualnet detect eval`")
-    model = create_model(ckpt["model_name"], **ckpt["model_args"])  # width_range may be a list
+    try:
+        model = create_model(ckpt["model_name"], **ckpt["model_args"])  # width_range may be a list
+    except (TypeError, MutualNetError) as e:  # model_args of the wrong type or range, or naming an argument twice
+        raise MutualNetError(f"checkpoint model_args do not fit {ckpt['model_name']}: {e}") from None
+    model.resize_mode = resize_mode(ckpt)  # calibration, search and deployment resize as it was trained
     try:
         missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
     except RuntimeError as e:  # shape mismatches

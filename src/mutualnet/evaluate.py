@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from .data.transforms import resize_batch
+from .data.transforms import model_resize, resize_batch
 from .errors import MutualNetError
 from .layers import Resolution, use_config
 
@@ -18,10 +18,10 @@ __all__ = ["evaluate"]
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: tuple[Tensor, Tensor] | DataLoader, width: float, resolution: Resolution, *,
-             device: torch.device | str | None = None, batch_size: int = 200,
+def evaluate(model: nn.Module, data: tuple[Tensor, Tensor] | DataLoader, width: float, resolution: Resolution,
+             device: torch.device | str | None = None, *, batch_size: int = 200,
              autocast: contextlib.AbstractContextManager | None = None, max_batches: int | None = None,
-             distributed: bool = False, channels_last: bool = False) -> dict:
+             distributed: bool = False, channels_last: bool = False, resize: str | None = None) -> dict:
     """Top-1 / top-5 accuracy (%), mean cross-entropy and image count of ``model`` at (``width``, ``resolution``).
 
     Args:
@@ -33,11 +33,13 @@ def evaluate(model: nn.Module, data: tuple[Tensor, Tensor] | DataLoader, width: 
         max_batches: Stop after this many batches (a quick look during training).
         distributed: Sum the counts over all processes (each evaluates its own shard).
         channels_last: Feed channels-last inputs (as the model was trained).
+        resize: How batches are brought to ``resolution`` (None: the mode recorded on the model).
 
     Returns:
         ``{"top1", "top5", "loss", "count"}``.
     """
     dev = torch.device(device) if device is not None else next(model.parameters()).device
+    resize = model_resize(model, resize)
     if isinstance(data, tuple):
         images, labels = data
         batches = ((images[i:i + batch_size], labels[i:i + batch_size]) for i in range(0, len(images), batch_size))
@@ -55,7 +57,7 @@ def evaluate(model: nn.Module, data: tuple[Tensor, Tensor] | DataLoader, width: 
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with autocast or contextlib.nullcontext():
-                    logits = model(resize_batch(x, resolution)).float()
+                    logits = model(resize_batch(x, resolution, resize)).float()
                 hit = logits.topk(min(5, logits.shape[1]), dim=1).indices == y[:, None]
                 sums += torch.stack([hit[:, 0].sum(), hit.any(1).sum(), F.cross_entropy(logits, y, reduction="sum"),
                                      torch.tensor(len(y), device=dev)]).double()

@@ -1,7 +1,8 @@
 """``mutualnet`` command line: one subcommand per module in this package.
 
 Each subcommand module defines ``register(subparsers)``, which adds its parser and sets ``func``.
-A :class:`~mutualnet.errors.MutualNetError` is printed as one line (``error: ...``) with exit status 2.
+A :class:`~mutualnet.errors.MutualNetError`, a bad flag and an ``OSError`` (a read-only folder, a full disk, a
+missing permission) are each printed as one line (``error: ...``) naming the flag or the path, with exit status 2.
 """
 
 from __future__ import annotations
@@ -33,8 +34,15 @@ COMMANDS = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``error: mutualnet train: argument --x: ...`` instead of usage + error."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mutualnet",
         description="Train one ConvNet that runs at any width x resolution, then pick the best configuration "
         "for a budget (MutualNet, ECCV 2020).",
@@ -48,11 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # a bad flag (one line printed already) or --help: a status, as for every other error
+        return e.code if isinstance(e.code, int) else 2
     try:
         rc = args.func(args)
     except MutualNetError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # read-only or full disk, no permission: the user's environment, not a bug
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

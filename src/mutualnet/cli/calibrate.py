@@ -13,21 +13,22 @@ from ..checkpoint import atomic_save, checkpoint_dict, load_checkpoint, model_fr
 from ..data.checkpoint import data_from_checkpoint
 from ..errors import MutualNetError
 from ..profiling import resolve_device
+from . import _args as A
 from ._args import add_data_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="re-estimate BN statistics of one width x resolution", description=__doc__)
     p.add_argument("--checkpoint", required=True, help="mutualnet checkpoint")
-    p.add_argument("--width", type=float, required=True, help="any width in the trained range")
-    p.add_argument("--resolution", type=int, required=True, help="input side in pixels")
+    p.add_argument("--width", type=A.width, required=True, help="any width in the trained range")
+    p.add_argument("--resolution", type=A.resolution, required=True, help="input side in pixels")
     p.add_argument("--out", required=True, help="checkpoint to write (may be --checkpoint itself)")
     add_data_args(p)
-    p.add_argument("--calib-images", type=int, default=2000, help="training images to use (default 2000)")
-    p.add_argument("--crop-size", type=int,
+    p.add_argument("--calib-images", type=A.positive_int, default=2000, help="training images to use (default 2000)")
+    p.add_argument("--crop-size", type=A.resolution,
                    help="evaluation crop the images are taken at before the on-device resize (default: the "
                         "checkpoint's highest training resolution)")
-    p.add_argument("--batch-size", type=int, default=200)
+    p.add_argument("--batch-size", type=A.positive_int, default=200)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run)
 

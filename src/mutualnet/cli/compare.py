@@ -5,28 +5,22 @@ from __future__ import annotations
 import argparse
 
 from ..compare import run_compare
-
-
-def _configs(s: str) -> list[tuple[float, int]]:
-    try:
-        return [(float(w), int(r)) for w, r in (item.split("@") for item in s.split(","))]
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected WIDTH@RES,..., e.g. 1.0@28,0.5@20,0.25@16") from None
+from . import _args as A
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="the paper's comparison at small scale on Fashion-MNIST",
                        description=__doc__)
     p.add_argument("--out", default="runs/compare", help="output folder (rerun with the same folder to resume)")
-    p.add_argument("--epochs", type=int, help="training epochs of every arm (default: the demo's, 2)")
+    p.add_argument("--epochs", type=A.positive_int, help="training epochs of every arm (default: the demo's, 2)")
     p.add_argument("--data-root", help="Fashion-MNIST folder (default: Debian's)")
-    p.add_argument("--singles", type=_configs, help="independent networks as WIDTH@RES,... "
+    p.add_argument("--singles", type=A.configs, help="independent networks as WIDTH@RES,... "
                                                     "(default: top, middle and bottom of the range)")
     p.add_argument("--no-boost", action="store_true", help="skip the single-network boost ([0.9, 1.0])")
-    p.add_argument("--width-step", type=float, default=0.05)
-    p.add_argument("--calib-images", type=int, default=2000)
-    p.add_argument("--val-images", type=int, help="validation images per configuration (default: all)")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--width-step", type=A.width_step, default=0.05)
+    p.add_argument("--calib-images", type=A.positive_int, default=2000)
+    p.add_argument("--val-images", type=A.positive_int, help="validation images per configuration (default: all)")
+    p.add_argument("--threads", type=A.threads)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 

@@ -14,13 +14,7 @@ from ..checkpoint import atomic_save, checkpoint_dict
 from ..deploy.interop import load_torchvision_weights, released_checkpoint
 from ..errors import MutualNetError
 from ..models import create_model, model_info
-
-
-def _floats(s: str) -> list[float]:
-    try:
-        return [float(v) for v in s.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected comma-separated widths, e.g. 0.25,1.0") from None
+from . import _args as A
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--released", help="official MutualNet / US-Net MobileNet checkpoint (.pt)")
     src.add_argument("--torchvision", help="torchvision state dict (.pth)")
     p.add_argument("--arch", choices=["mobilenet_v1", "mobilenet_v2"], help="released architecture (default: inferred)")
-    p.add_argument("--widths", type=_floats, help="the released run's width_mult_list (default: inferred)")
+    p.add_argument("--widths", type=A.float_list, help="the released run's width_mult_list (default: inferred)")
     p.add_argument("--model", help="our model name for --torchvision weights (e.g. resnet50)")
     p.add_argument("--out", required=True, help="mutualnet checkpoint to write")
     p.set_defaults(func=run)

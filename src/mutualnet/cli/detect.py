@@ -15,28 +15,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import MutualNetError
-
-
-def _floats(s: str) -> list[float]:
-    try:
-        return [float(v) for v in s.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected comma-separated numbers, e.g. 0.25,0.5,1.0") from None
-
-
-def _ints(s: str) -> list[int]:
-    try:
-        return [int(v) for v in s.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected comma-separated integers, e.g. 600,480,360") from None
-
-
-def _size(s: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in s.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected HxW, e.g. 480x640") from None
-    return h, w
+from . import _args as A
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,9 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--backbone", help="vgg16_bn (paper) or resnet50")
     t.add_argument("--out", help="run folder (config.yaml, metrics.jsonl, last.pt)")
     t.add_argument("--init", help="backbone weights: mutualnet classification checkpoint or torchvision state dict")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float)
+    t.add_argument("--epochs", type=A.positive_int)
+    t.add_argument("--batch-size", type=A.positive_int)
+    t.add_argument("--lr", type=A.positive_float)
     t.add_argument("--device", help="auto, cpu or cuda")
     t.add_argument("--resume", metavar="LAST_PT", help="continue a run from its last.pt (its config; --set may "
                    "change e.g. epochs)")
@@ -67,16 +46,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--annotations", required=True, help="COCO instances JSON to evaluate on")
     e.add_argument("--images", required=True, help="image folder of --annotations")
     e.add_argument("--out", required=True, help="folder for detection_table.json/.csv and ap_mflops.png")
-    e.add_argument("--widths", type=_floats, help="widths to evaluate (default: 4 spread over the trained range)")
-    e.add_argument("--scales", type=_ints, help="input short sides (default: the training scales)")
-    e.add_argument("--max-size", type=int, help="long-side cap (default: the training one)")
+    e.add_argument("--widths", type=A.float_list, help="widths to evaluate (default: 4 spread over the trained range)")
+    e.add_argument("--scales", type=A.resolutions, help="input short sides (default: the training scales)")
+    e.add_argument("--max-size", type=A.resolution, help="long-side cap (default: the training one)")
     e.add_argument("--calib-annotations", help="BN calibration data (default: the training data of the checkpoint)")
-    e.add_argument("--calib-images", type=int, default=200, metavar="N", help="images per calibration (default 200)")
+    e.add_argument("--calib-images", type=A.positive_int, default=200, metavar="N",
+                   help="images per calibration (default 200)")
     e.add_argument("--calib-folder", help="image folder of --calib-annotations")
     e.add_argument("--no-calibrate", action="store_true", help="use the shared running BN statistics")
-    e.add_argument("--mac-size", type=_size, default=(480, 640), help="HxW image MACs are counted on (480x640)")
+    e.add_argument("--mac-size", type=A.size, default=(480, 640), help="HxW image MACs are counted on (480x640)")
     e.add_argument("--metric", choices=("box_ap", "mask_ap"), default="box_ap", help="metric of the Pareto flags")
-    e.add_argument("--batch-size", type=int, default=2)
+    e.add_argument("--batch-size", type=A.positive_int, default=2)
     e.add_argument("--device", default="auto")
     e.set_defaults(func=run_eval)
 

@@ -18,6 +18,7 @@ from ..deploy.export import FORMATS, export_subnet, is_calibrated, save_exported
 from ..errors import MutualNetError
 from ..layers import config_key
 from ..profiling import profile
+from . import _args as A
 
 _SUFFIX = {".onnx": "onnx", ".ts": "torchscript", ".torchscript": "torchscript", ".jit": "torchscript"}
 
@@ -26,10 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export one width x resolution as a plain PyTorch / TorchScript / ONNX model",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="mutualnet checkpoint (calibrated.pt from `mutualnet search`)")
-    p.add_argument("--width", type=float, help="width multiplier (default: the top of the trained range)")
-    p.add_argument("--resolution", type=int, help="input side in pixels (default: the highest trained resolution)")
-    p.add_argument("--max-mflops", type=float, help="pick the best configuration within this many MFLOPs")
-    p.add_argument("--max-latency-ms", type=float, help="pick the best configuration within this latency")
+    p.add_argument("--width", type=A.width, help="width multiplier (default: the top of the trained range)")
+    p.add_argument("--resolution", type=A.resolution,
+                   help="input side in pixels (default: the highest trained resolution)")
+    p.add_argument("--max-mflops", type=A.positive_float, help="pick the best configuration within this many MFLOPs")
+    p.add_argument("--max-latency-ms", type=A.positive_float, help="pick the best configuration within this latency")
     p.add_argument("--table", help="query table JSON for budgets (default: the checkpoint's embedded table)")
     p.add_argument("--format", choices=FORMATS, help="output format (default: from --out's suffix, else pt)")
     p.add_argument("--out", required=True, help="output file (written atomically)")

@@ -12,6 +12,7 @@ import argparse
 from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..deploy.latency import fill_latency
 from ..errors import MutualNetError
+from . import _args as A
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,10 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--table", required=True, help="query table JSON to fill (rewritten in place, atomically)")
     p.add_argument("--checkpoint", required=True, help="the checkpoint the table was built from")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--threads", type=A.threads, help="CPU threads (default: torch's)")
+    p.add_argument("--batch-size", type=A.positive_int, default=1)
+    p.add_argument("--warmup", type=A.nonneg_int, default=5)
+    p.add_argument("--repeats", type=A.positive_int, default=20)
     p.add_argument("--out", help="write the filled table here instead of rewriting --table")
     p.set_defaults(func=run)
 

@@ -13,6 +13,7 @@ import json
 
 from ..deploy.adaptive import AdaptiveNet
 from ..profiling import resolve_device
+from . import _args as A
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,9 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="calibrated.pt from `mutualnet search` (or any checkpoint "
                    "with --table)")
     p.add_argument("--table", help="query table JSON (default: the checkpoint's embedded table)")
-    p.add_argument("--budget-mflops", type=float, help="compute budget in MFLOPs")
-    p.add_argument("--budget-latency-ms", type=float, help="latency budget (needs a table with latency)")
-    p.add_argument("--topk", type=int, default=1, help="classes to print per image")
+    p.add_argument("--budget-mflops", type=A.positive_float, help="compute budget in MFLOPs")
+    p.add_argument("--budget-latency-ms", type=A.positive_float, help="latency budget (needs a table with latency)")
+    p.add_argument("--topk", type=A.positive_int, default=1, help="classes to print per image")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("images", nargs="+", help="image files")

@@ -8,24 +8,24 @@ import json
 from ..errors import MutualNetError
 from ..models import create_model, model_info
 from ..profiling import measure_latency, profile
-from ._args import ints, width_pair
+from . import _args as A
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="MACs / params / latency of a model configuration", description=__doc__)
     p.add_argument("--model", required=True, help="registered model name (see `mutualnet models`)")
-    p.add_argument("--width", type=float, help="width multiplier (default: the top of the width range)")
-    p.add_argument("--resolution", type=int, help="input side in pixels (default: the model's input size)")
-    p.add_argument("--width-range", type=width_pair, help="LO,HI widths the model is built for (default: model's)")
-    p.add_argument("--num-classes", type=int, help="classifier outputs (default: model's)")
-    p.add_argument("--in-chans", type=int, help="image channels (default: model's)")
+    p.add_argument("--width", type=A.width, help="width multiplier (default: the top of the width range)")
+    p.add_argument("--resolution", type=A.resolution, help="input side in pixels (default: the model's input size)")
+    p.add_argument("--width-range", type=A.widths, help="LO,HI widths the model is built for (default: model's)")
+    p.add_argument("--num-classes", type=A.num_classes, help="classifier outputs (default: model's)")
+    p.add_argument("--in-chans", type=A.in_chans, help="image channels (default: model's)")
     p.add_argument("--grid", action="store_true", help="every width (step --width-step) x every resolution")
-    p.add_argument("--width-step", type=float, default=0.05)
-    p.add_argument("--resolutions", type=ints, help="resolutions for --grid (default: model's recipe)")
+    p.add_argument("--width-step", type=A.width_step, default=0.05)
+    p.add_argument("--resolutions", type=A.resolutions, help="resolutions for --grid (default: model's recipe)")
     p.add_argument("--latency", action="store_true", help="also measure median forward latency")
     p.add_argument("--device", default="cpu", help="device for --latency: cpu or cuda")
-    p.add_argument("--batch-size", type=int, default=1, help="batch size for --latency")
-    p.add_argument("--threads", type=int, help="CPU threads for --latency (default: torch's)")
+    p.add_argument("--batch-size", type=A.positive_int, default=1, help="batch size for --latency")
+    p.add_argument("--threads", type=A.threads, help="CPU threads for --latency (default: torch's)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 

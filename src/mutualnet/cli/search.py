@@ -11,7 +11,8 @@ import argparse
 import json
 
 from ..search.run import search_checkpoint
-from ._args import add_data_args, ints, width_pair
+from . import _args as A
+from ._args import add_data_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,16 +21,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="trained mutualnet checkpoint")
     p.add_argument("--out", required=True, help="output folder")
     add_data_args(p)
-    p.add_argument("--width-step", type=float, default=0.05, help="width grid step (default 0.05)")
-    p.add_argument("--widths", type=width_pair, help="LO,HI sub-range of the trained widths to search")
-    p.add_argument("--resolutions", type=ints, help="input sides (default: the checkpoint's training resolutions)")
-    p.add_argument("--calib-images", type=int, default=2000, help="training images per BN calibration (2000)")
-    p.add_argument("--val-images", type=int, help="validation images (default: all)")
-    p.add_argument("--eval-batch-size", type=int, default=200, help="calibration / evaluation batch size")
+    p.add_argument("--width-step", type=A.width_step, default=0.05, help="width grid step (default 0.05)")
+    p.add_argument("--widths", type=A.widths, help="LO,HI sub-range of the trained widths to search")
+    p.add_argument("--resolutions", type=A.resolutions,
+                   help="input sides (default: the checkpoint's training resolutions)")
+    p.add_argument("--calib-images", type=A.positive_int, default=2000,
+                   help="training images per BN calibration (2000)")
+    p.add_argument("--val-images", type=A.positive_int, help="validation images (default: all)")
+    p.add_argument("--eval-batch-size", type=A.positive_int, default=200, help="calibration / evaluation batch size")
     p.add_argument("--latency", action="store_true", help="also measure median forward latency")
     p.add_argument("--device", default="cpu", help="cpu or cuda (search and latency)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
-    p.add_argument("--batch-size", type=int, default=1, help="batch size for --latency (default 1)")
+    p.add_argument("--threads", type=A.threads, help="CPU threads (default: torch's)")
+    p.add_argument("--batch-size", type=A.positive_int, default=1, help="batch size for --latency (default 1)")
     p.add_argument("--resize-then-crop", action="store_true",
                    help="evaluate each resolution with its own Resize+CenterCrop (default: resize the crop of "
                         "the highest resolution on the device, as in the paper)")

@@ -8,14 +8,16 @@ import json
 from ..errors import MutualNetError
 from ..search import QueryTable
 from ..search.table import METRICS
+from . import _args as A
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("select", help="best configuration of a query table for a FLOPs / latency budget",
                        description=__doc__)
     p.add_argument("--table", required=True, help="query_table.json (or the search output folder)")
-    p.add_argument("--max-mflops", type=float, help="budget in MFLOPs (multiply-accumulates / 1e6)")
-    p.add_argument("--max-latency-ms", type=float, help="budget in measured milliseconds (table needs latency)")
+    p.add_argument("--max-mflops", type=A.positive_float, help="budget in MFLOPs (multiply-accumulates / 1e6)")
+    p.add_argument("--max-latency-ms", type=A.positive_float,
+                   help="budget in measured milliseconds (table needs latency)")
     p.add_argument("--json", action="store_true", help="print the selected row as JSON")
     p.set_defaults(func=run)
 

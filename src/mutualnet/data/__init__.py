@@ -2,7 +2,17 @@
 
 from .datasets import DATASETS, FASHION_MNIST_ROOT, DatasetInfo, build_dataset, dataset_info
 from .synthetic import SyntheticImages
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, TensorImages, eval_transform, resize_batch, train_transform
+from .transforms import (
+    DEFAULT_RESIZE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RESIZE_MODES,
+    TensorImages,
+    eval_transform,
+    resize_batch,
+    train_transform,
+)
 
 __all__ = ["DATASETS", "FASHION_MNIST_ROOT", "DatasetInfo", "build_dataset", "dataset_info", "SyntheticImages",
-           "TensorImages", "IMAGENET_MEAN", "IMAGENET_STD", "eval_transform", "train_transform", "resize_batch"]
+           "TensorImages", "IMAGENET_MEAN", "IMAGENET_STD", "eval_transform", "train_transform", "resize_batch",
+           "RESIZE_MODES", "DEFAULT_RESIZE"]

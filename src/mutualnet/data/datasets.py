@@ -8,18 +8,19 @@ files, gzipped or not; default: the Debian package's ``/usr/share/datasets/fashi
 
 from __future__ import annotations
 
-import gzip
 import os
 import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import datasets as tvd
 
 from ..errors import MutualNetError
+from ..io import read_bytes, read_image, read_pickle
 from .synthetic import SyntheticImages
 from .transforms import TensorImages, eval_transform, resize_uint8, train_transform
 
@@ -94,11 +95,7 @@ def dataset_info(name: str, root: str | os.PathLike | None = None) -> DatasetInf
 
 
 def _load_rgb(path: str) -> Image.Image:
-    try:
-        with open(path, "rb") as f:
-            return Image.open(f).convert("RGB")
-    except OSError as e:
-        raise MutualNetError(f"cannot read image {path}: {e}; remove or replace the file") from None
+    return read_image(path, "RGB")
 
 
 def _build_imagefolder(root, split, input_size, augment, crop_scale, hflip, color_jitter, val_resize_ratio):
@@ -115,41 +112,48 @@ def _build_imagefolder(root, split, input_size, augment, crop_scale, hflip, colo
     return ds
 
 
-def _cifar_class(base: type) -> type:
-    """torchvision's CIFAR reader without the md5 check: the batches are read and validated anyway, and
-    hashing 170 MB on every start is slow; a truncated or foreign file still fails, with a clear error."""
-    no_md5 = {"train_list": [[f, None] for f, _ in base.train_list],
-              "test_list": [[f, None] for f, _ in base.test_list],
-              "meta": {**base.meta, "md5": None}}
-    return type(f"_{base.__name__}", (base,), no_md5)
+# file names of the python versions (torchvision's tables): folder, train batches, test batch, meta file and keys
+_CIFAR = {
+    "cifar10": (tvd.CIFAR10.base_folder, [f for f, _ in tvd.CIFAR10.train_list], tvd.CIFAR10.test_list[0][0],
+                tvd.CIFAR10.meta["filename"], tvd.CIFAR10.meta["key"], "labels", 10),
+    "cifar100": (tvd.CIFAR100.base_folder, [f for f, _ in tvd.CIFAR100.train_list], tvd.CIFAR100.test_list[0][0],
+                 tvd.CIFAR100.meta["filename"], tvd.CIFAR100.meta["key"], "fine_labels", 100),
+}
 
 
-_CIFAR = {"cifar10": _cifar_class(tvd.CIFAR10), "cifar100": _cifar_class(tvd.CIFAR100)}
+def _read_cifar_batch(path: Path, key: str, labels_key: str, n_cls: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One CIFAR python batch through the restricted unpickler: only numpy arrays are admitted, so a crafted
+    file cannot run code; then its shape and labels are checked."""
+    entry = read_pickle(path, f"{key} batch")
+    data = entry.get("data") if isinstance(entry, dict) else None
+    labels = entry.get(labels_key) if isinstance(entry, dict) else None
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise MutualNetError(f"malformed {key} batch {path}: 'data' must be a uint8 array of N x 3072")
+    if not isinstance(labels, list | np.ndarray) or len(labels) != len(data) or not all(
+            isinstance(v, int | np.integer) and 0 <= v < n_cls for v in labels):
+        raise MutualNetError(f"malformed {key} labels in {path}: need {len(data)} integers in [0, {n_cls})")
+    images = torch.from_numpy(np.ascontiguousarray(data)).view(-1, 3, 32, 32)
+    return images, torch.as_tensor(np.asarray(labels, dtype=np.int64))
 
 
 def _load_cifar(key: str, root, split: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    cls = _CIFAR[key]
+    folder_name, train_files, test_file, meta_file, names_key, labels_key, n_cls = _CIFAR[key]
     if root is None:
-        raise MutualNetError(f"dataset {key!r} needs --data-root: the directory holding {cls.base_folder}/")
+        raise MutualNetError(f"dataset {key!r} needs --data-root: the directory holding {folder_name}/")
     root = Path(root)
-    if root.name == cls.base_folder:  # accept the batches folder itself
-        root = root.parent
-    folder = root / cls.base_folder
-    files = [f for f, _ in (cls.train_list if split == "train" else cls.test_list)] + [cls.meta["filename"]]
+    folder = root if root.name == folder_name else root / folder_name  # accept the batches folder itself
+    files = (train_files if split == "train" else [test_file]) + [meta_file]
     missing = [f for f in files if not (folder / f).is_file()]
     if missing:
         raise MutualNetError(f"{key} files missing in {folder}: {', '.join(missing)} (unpack the python version "
                              f"of the dataset there; mutualnet never downloads)")
-    try:
-        ds = cls(str(root), train=split == "train", download=False)
-        data = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # N x 32 x 32 x 3 -> N x 3 x 32 x 32
-        labels = torch.as_tensor(ds.targets, dtype=torch.int64)
-    except Exception as e:  # pickle / reshape / key errors all mean the same thing to a user
-        raise MutualNetError(f"malformed {key} batch in {folder}: {type(e).__name__}: {e}") from None
-    n_cls = 10 if key == "cifar10" else 100
-    if len(labels) != len(data) or (len(labels) and not (0 <= int(labels.min()) and int(labels.max()) < n_cls)):
-        raise MutualNetError(f"malformed {key} labels in {folder}: {len(labels)} labels for {len(data)} images")
-    return data, labels, list(ds.classes)
+    parts = [_read_cifar_batch(folder / f, key, labels_key, n_cls) for f in files[:-1]]
+    meta = read_pickle(folder / meta_file, f"{key} meta file")
+    classes = meta.get(names_key) if isinstance(meta, dict) else None
+    if not isinstance(classes, list) or len(classes) != n_cls or not all(isinstance(c, str) for c in classes):
+        raise MutualNetError(f"malformed {key} meta file {folder / meta_file}: '{names_key}' must list {n_cls} "
+                             "class names")
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), classes
 
 
 _IDX_DTYPES = {0x08: torch.uint8}
@@ -157,7 +161,7 @@ _IDX_DTYPES = {0x08: torch.uint8}
 
 def _read_idx(path: Path) -> torch.Tensor:
     """Read an idx file (the MNIST format: magic, big-endian dims, raw bytes), gzipped or not."""
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    raw = read_bytes(path, "Fashion-MNIST file")
     try:
         zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
         dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])

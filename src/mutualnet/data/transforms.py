@@ -15,11 +15,18 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from ..errors import MutualNetError
+
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "train_transform", "eval_transform", "TensorImages", "resize_uint8",
-           "resize_batch"]
+           "resize_batch", "RESIZE_MODES", "DEFAULT_RESIZE", "check_resize", "model_resize"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# how lower resolutions are made from a batch (see resize_batch); checkpoints without a record were trained
+# with "antialias", the only mode before the setting existed
+RESIZE_MODES = ("antialias", "official")
+DEFAULT_RESIZE = "antialias"
 
 
 def train_transform(input_size: int, *, crop_scale: tuple[float, float] = (0.08, 1.0), hflip: bool = True,
@@ -95,14 +102,70 @@ class TensorImages(Dataset):
                 img = self.jitter(img)
         return img.float().mul_(self.scale).add_(self.shift), self.targets[i]
 
+    def __getitems__(self, indices: list[int]) -> list[tuple[Tensor, int]]:
+        """A whole batch at once (``DataLoader`` calls this when it exists): one gather instead of a loop.
 
-def resize_batch(images: Tensor, resolution: int) -> Tensor:
-    """A batch at ``resolution`` x ``resolution`` (bilinear, antialiased), made on the batch's device.
+        The random crop offsets and flips of all samples are drawn together from torch's global generator
+        (two calls per batch), so seeding it once per batch makes the batch reproducible; the samples
+        are the same windows :meth:`__getitem__` cuts, only drawn in one go.
+        """
+        idx = torch.as_tensor(indices, dtype=torch.int64)
+        images = self.images[idx]
+        if self.train:
+            images = self._crop_flip(images)
+            if self.jitter is not None:
+                images = torch.stack([self.jitter(img) for img in images])
+        out = images.float().mul_(self.scale).add_(self.shift)
+        return list(zip(out.unbind(0), [self.targets[i] for i in indices]))
 
-    MutualNet makes every lower resolution from the same crop by resizing tensors (as the training step
-    does), so test-time resolutions match training-time ones.
+    def _crop_flip(self, images: Tensor) -> Tensor:
+        n, c = images.shape[:2]
+        h, w = self.size
+        rows = torch.arange(h).expand(n, h)
+        cols = torch.arange(w).expand(n, w)
+        if self.padding:
+            offsets = torch.randint(2 * self.padding + 1, (n, 2))
+            rows, cols = rows + offsets[:, :1], cols + offsets[:, 1:]
+        if self.hflip:
+            cols = torch.where(torch.rand(n, 1) < 0.5, cols.flip(-1), cols)
+        pixel = (rows[:, :, None] * images.shape[-1] + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
+        return images.flatten(2).gather(2, pixel).view(n, c, h, w)
+
+
+def check_resize(mode: str) -> str:
+    """``mode`` if it is one of :data:`RESIZE_MODES`, else a :class:`MutualNetError` listing them."""
+    if mode not in RESIZE_MODES:
+        raise MutualNetError(f"unknown resize mode {mode!r}; choose one of {', '.join(RESIZE_MODES)} "
+                             "(data.resize / the checkpoint's meta 'resize')")
+    return mode
+
+
+def resize_batch(images: Tensor, resolution: int, mode: str = DEFAULT_RESIZE) -> Tensor:
+    """A batch at ``resolution`` x ``resolution``, made on the batch's device.
+
+    MutualNet makes every lower resolution from the same crop by resizing tensors, in training, in BN
+    post-statistics and at test time, so every stage must resize the same way; this is the one function
+    that does it, and ``mode`` (recorded in each checkpoint as ``meta["resize"]``) says how:
+
+    * ``"antialias"``: bilinear, ``align_corners=False``, antialiased (filters before downsampling, so a
+      128 px input carries no aliasing). mutualnet's default for new training.
+    * ``"official"``: bilinear, ``align_corners=True``, no antialiasing: what the original MutualNet code
+      does everywhere (its ``InputList``, ``ComputePostBN`` and test loop); use it for released weights.
     """
     if images.shape[-1] == resolution and images.shape[-2] == resolution:
         return images
+    if check_resize(mode) == "official":
+        return F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=True,
+                             antialias=False)
     return F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=False,
                          antialias=True)
+
+
+def model_resize(model: object, resize: str | None = None) -> str:
+    """The resize mode to use for ``model``: ``resize`` when given, else the one recorded on the model.
+
+    :func:`mutualnet.checkpoint.model_from_checkpoint` and the trainer set ``model.resize_mode`` from the
+    checkpoint / config, so calibration, search and deployment follow what the network was trained with;
+    a model with no record (built by hand) gets :data:`DEFAULT_RESIZE`.
+    """
+    return check_resize(resize if resize is not None else getattr(model, "resize_mode", DEFAULT_RESIZE))

@@ -12,14 +12,14 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from ..checkpoint import load_checkpoint, model_from_checkpoint
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, resize_batch
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, model_resize, resize_batch
 from ..errors import MutualNetError
+from ..io import read_image
 from .export import is_calibrated
 
 __all__ = ["AdaptiveNet", "Prediction", "normalisation", "load_query_table", "measure_switch_us"]
@@ -66,7 +66,8 @@ class AdaptiveNet:
     Args:
         model: A slimmable model holding calibrated statistics.
         table: A :class:`mutualnet.search.QueryTable` of its configurations.
-        meta: Checkpoint meta (class names, dataset normalisation, resolutions).
+        meta: Checkpoint meta (class names, dataset normalisation, resolutions, resize mode; a missing
+            ``resize`` falls back to the mode recorded on ``model``).
         device: Where to run.
     """
 
@@ -76,6 +77,7 @@ class AdaptiveNet:
         self.meta = dict(meta or {})
         self.device = torch.device(device)
         self.mean, self.std = normalisation(self.meta)
+        self.resize = model_resize(model, self.meta.get("resize"))  # as in training and calibration
         names = self.meta.get("class_names") or (self.meta.get("dataset") or {}).get("classes")
         self.class_names = list(names) if names else None
         res = self.meta.get("resolutions") or [max(r["resolution"] for r in table.rows)]
@@ -136,7 +138,7 @@ class AdaptiveNet:
         """Logits of a batch of normalised images (any size: resized to the active resolution)."""
         if images.dim() == 3:
             images = images.unsqueeze(0)
-        x = resize_batch(images.to(self.device, torch.float32), self.resolution)
+        x = resize_batch(images.to(self.device, torch.float32), self.resolution, self.resize)
         return self.model(x)
 
     @torch.no_grad()
@@ -154,20 +156,11 @@ class AdaptiveNet:
 
     def load_images(self, paths: list[str | os.PathLike]) -> Tensor:
         """Read image files (torchvision.io, PIL fallback) with the evaluation transform at ``input_size``."""
-        from PIL import Image, UnidentifiedImageError
-
         tf = eval_transform(self.input_size, mean=self.mean, std=self.std)
         in_chans = getattr(self.model, "in_chans", 3)
         out = []
         for p in paths:
-            path = Path(p)
-            if not path.is_file():
-                raise MutualNetError(f"image not found: {path}")
-            try:
-                with Image.open(path) as im:
-                    img = im.convert("L" if in_chans == 1 else "RGB")
-            except (UnidentifiedImageError, OSError) as e:
-                raise MutualNetError(f"cannot read image {path}: {e}") from None
+            img = read_image(p, "L" if in_chans == 1 else "RGB")
             out.append(tf(img))
         return torch.stack(out)
 

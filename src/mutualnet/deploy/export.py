@@ -10,7 +10,9 @@ name and renamed, so a failed export never damages an existing file.
 Formats:
 
 * ``pt``: ``{"format": "mutualnet-export", "state_dict", "model_name", "model_args", "width",
-  "resolution", "folded", "meta"}``, loadable with ``torch.load(weights_only=True)``. Rebuilding it needs
+  "resolution", "resize", "folded", "meta"}`` (``resize``: how inputs were brought to ``resolution`` in
+  training and calibration, ``"antialias"`` or ``"official"``), loadable with
+  ``torch.load(weights_only=True)``. Rebuilding it needs
   mutualnet (:func:`load_exported`): the architecture is the registered model at ``model_args``,
   materialised at ``width``, with the ``folded`` (conv, bn) pairs fused.
 * ``torchscript``: ``torch.jit.trace`` of the plain network; loads with ``torch.jit.load`` alone. The
@@ -26,7 +28,6 @@ import io
 import json
 import os
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,9 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..checkpoint import read_torch_file
+from ..data.transforms import DEFAULT_RESIZE, model_resize
 from ..errors import MutualNetError
-from ..io import atomic_write
+from ..io import atomic_write_bytes
 from ..layers import SlimmableBatchNorm2d, config_key, materialize, use_config
 from ..models import create_model
 
@@ -192,7 +194,9 @@ def export_subnet(model: nn.Module, width: float, resolution: int, *, fold_bn: b
     if not diff <= atol:
         raise MutualNetError(f"exported network differs from the slimmable model by {diff:.3g} (> {atol:g}); "
                              "this is a bug in mutualnet, please report it")
-    net.export_info = {"width": float(width), "resolution": resolution, "folded": [list(p) for p in pairs]}
+    # preprocessing a caller must reproduce: inputs at `resolution`, lower ones made with this resize mode
+    net.export_info = {"width": float(width), "resolution": resolution, "folded": [list(p) for p in pairs],
+                       "resize": model_resize(model)}
     return net, ExportCheck(max_abs_diff=diff, folded=len(pairs))
 
 
@@ -205,14 +209,13 @@ def _uncalibrated_message(model: nn.Module, width: float, resolution: int) -> st
 
 
 # -- writing ---------------------------------------------------------------------------------------
-def _atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """:func:`mutualnet.io.atomic_write` with one-line errors for a bad output path."""
+def _check_output_path(path: str | os.PathLike) -> None:
+    """One-line errors for an output path that is a folder or whose folder does not exist."""
     path = Path(path)
     if path.is_dir():
         raise MutualNetError(f"output path is a folder: {path}")
     if not path.parent.exists():
         raise MutualNetError(f"output folder does not exist: {path.parent}")
-    return atomic_write(path, write)
 
 
 def _describe(net: nn.Module, meta: dict | None) -> dict:
@@ -223,11 +226,11 @@ def _describe(net: nn.Module, meta: dict | None) -> dict:
     return info
 
 
-def check_onnx(path: str | os.PathLike, net: nn.Module, x: Tensor) -> float:
-    """Max abs difference between onnxruntime's and PyTorch's outputs on ``x``."""
+def check_onnx(model: str | os.PathLike | bytes, net: nn.Module, x: Tensor) -> float:
+    """Max abs difference between onnxruntime's and PyTorch's outputs on ``x`` (``model``: a file or its bytes)."""
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(model if isinstance(model, bytes) else str(model), providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     got = torch.from_numpy(sess.run(None, {name: x.detach().cpu().numpy()})[0])
     with torch.no_grad():
@@ -244,44 +247,40 @@ def save_exported(net: nn.Module, path: str | os.PathLike, fmt: str = "pt", *, m
     """
     if fmt not in FORMATS:
         raise MutualNetError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    _check_output_path(path)
     info = _describe(net, meta)
     if "resolution" not in info:
         raise MutualNetError("save_exported needs a network from export_subnet (it records width and resolution)")
     net = net.eval()
     x = _example(net, info["resolution"], batch=2, seed=1)
     checks: dict[str, float] = {}
+    # every format is produced and checked in memory, then written with Python file I/O: nothing half-written
+    # ever replaces `path`, and a full disk is an error, not a C++ abort of the whole process
     if fmt == "pt":
-        state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-        _atomic_write(path, lambda tmp: torch.save(info | {"state_dict": state}, tmp))
+        buf = io.BytesIO()
+        torch.save(info | {"state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}}, buf)
+        data = buf.getvalue()
     elif fmt == "torchscript":
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about the input checks, which trace to constants
             traced = torch.jit.trace(net, x[:1], check_trace=False)
             checks["torchscript_max_abs_diff"] = max_abs_diff(traced(x), net(x))
-
-        def write_ts(tmp: Path) -> None:
-            torch.jit.save(traced, str(tmp), _extra_files={"mutualnet.json": json.dumps(info)})
-            back = torch.jit.load(str(tmp))
-            with torch.no_grad():
-                checks["torchscript_max_abs_diff"] = max(checks["torchscript_max_abs_diff"],
-                                                         max_abs_diff(back(x), net(x)))
-            _check_tol("TorchScript", checks["torchscript_max_abs_diff"], atol)
-
-        _atomic_write(path, write_ts)
+            buf = io.BytesIO()
+            torch.jit.save(traced, buf, _extra_files={"mutualnet.json": json.dumps(info)})
+            data = buf.getvalue()
+            back = torch.jit.load(io.BytesIO(data))
+            checks["torchscript_max_abs_diff"] = max(checks["torchscript_max_abs_diff"], max_abs_diff(back(x), net(x)))
+        _check_tol("TorchScript", checks["torchscript_max_abs_diff"], atol)
     else:
-        def write_onnx(tmp: Path) -> None:
-            import onnx
+        import onnx
 
-            _onnx_export(net, x[:1], tmp)
-            proto = onnx.load(str(tmp))
-            onnx.checker.check_model(proto)
-            for k, v in {"mutualnet": json.dumps(info)}.items():
-                proto.metadata_props.add(key=k, value=v)
-            onnx.save(proto, str(tmp))
-            checks["onnx_max_abs_diff"] = check_onnx(tmp, net, x)
-            _check_tol("ONNX (onnxruntime)", checks["onnx_max_abs_diff"], atol)
-
-        _atomic_write(path, write_onnx)
+        proto = onnx.load_from_string(_onnx_export(net, x[:1]))
+        onnx.checker.check_model(proto)
+        proto.metadata_props.add(key="mutualnet", value=json.dumps(info))
+        data = proto.SerializeToString()
+        checks["onnx_max_abs_diff"] = check_onnx(data, net, x)
+        _check_tol("ONNX (onnxruntime)", checks["onnx_max_abs_diff"], atol)
+    atomic_write_bytes(path, data)
     return checks
 
 
@@ -295,19 +294,22 @@ def _legacy_onnx_ok(net: nn.Module, x: Tensor) -> bool:
     return True
 
 
-def _onnx_export(net: nn.Module, x: Tensor, path: Path) -> None:
-    """The TorchScript-based exporter (dynamic batch) where it supports every op, else the dynamo exporter."""
+def _onnx_export(net: nn.Module, x: Tensor) -> bytes:
+    """The ONNX bytes of ``net``: the TorchScript-based exporter (dynamic batch) where it supports every op,
+    else the dynamo exporter."""
     kw = dict(input_names=["images"], output_names=["logits"])
     try:
         with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             if _legacy_onnx_ok(net, x):
-                torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=17,
+                buf = io.BytesIO()
+                torch.onnx.export(net, (x,), buf, dynamo=False, opset_version=17,
                                   dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, **kw)
-            else:
-                batch = torch.export.Dim("batch", min=1)
-                xb = x.expand(2, *x.shape[1:]).contiguous()  # a batch of 1 would be specialised to 1
-                torch.onnx.export(net, (xb,), str(path), dynamo=True, dynamic_shapes=({0: batch},), **kw)
+                return buf.getvalue()
+            batch = torch.export.Dim("batch", min=1)
+            xb = x.expand(2, *x.shape[1:]).contiguous()  # a batch of 1 would be specialised to 1
+            program = torch.onnx.export(net, (xb,), None, dynamo=True, dynamic_shapes=({0: batch},), **kw)
+            return program.model_proto.SerializeToString()
     except MutualNetError:
         raise
     except Exception as e:  # noqa: BLE001 - report the exporter's reason in one line
@@ -332,5 +334,5 @@ def load_exported(path: str | os.PathLike) -> nn.Module:
         net.load_state_dict(d["state_dict"])
     except RuntimeError as e:
         raise MutualNetError(f"{path}: weights do not match the described network ({str(e).splitlines()[0]})") from None
-    net.export_info = {k: d[k] for k in ("width", "resolution", "folded")}
+    net.export_info = {k: d[k] for k in ("width", "resolution", "folded")} | {"resize": d.get("resize", DEFAULT_RESIZE)}
     return net

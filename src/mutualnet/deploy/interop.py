@@ -204,6 +204,7 @@ def load_released(obj: dict | str | os.PathLike, *, arch: str | None = None,
                 _load_bn_stats(m, theirs, widths, model)
     set_width(model, max(widths))
     model.released_widths = list(widths)
+    model.resize_mode = "official"  # the original code's resize (see released_checkpoint)
     return model.eval()
 
 
@@ -229,8 +230,10 @@ def released_checkpoint(obj: dict | str | os.PathLike, *, arch: str | None = Non
     from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
     model = load_released(obj, arch=arch, widths=widths)
+    # the original code resizes with align_corners=True bilinear (no antialias) in training, post-statistics
+    # and test: recording "official" makes calibration, search and deployment of these weights do the same
     meta = CheckpointMeta(
-        mode=source, resolutions=[224, 192, 160, 128],
+        mode=source, resolutions=[224, 192, 160, 128], resize="official",
         dataset={"name": "imagefolder", "num_classes": model.num_classes, "in_chans": 3, "input_size": 224,
                  "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
         extra={"released_widths": [float(width_key(w)) for w in model.released_widths]})

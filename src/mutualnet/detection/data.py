@@ -12,21 +12,82 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from ..errors import MutualNetError
+from ..io import read_image, read_json
 
 __all__ = ["CocoDetection", "load_coco", "collate"]
+
+
+def _is_num(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _segmentation_ok(seg: object) -> bool:
+    """A list of polygons (flat x, y lists of >= 3 points) or an RLE dict (``counts`` + ``size``)."""
+    if isinstance(seg, list):
+        return bool(seg) and all(isinstance(poly, list) and len(poly) >= 6 and len(poly) % 2 == 0
+                                 and all(_is_num(v) for v in poly) for poly in seg)
+    if isinstance(seg, dict):
+        size, counts = seg.get("size"), seg.get("counts")
+        return (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v > 0 for v in size)
+                and (isinstance(counts, str) or (isinstance(counts, list) and all(_is_int(v) and v >= 0
+                                                                                 for v in counts))))
+    return False
+
+
+def _check_coco(data: dict) -> str | None:
+    """The first problem of a COCO instances dict, or None: every entry pycocotools and the dataset use is
+    checked up front, so a bad file fails at start, not in the middle of an epoch."""
+    image_ids, cat_ids = set(), set()
+    for i, img in enumerate(data["images"]):
+        if not isinstance(img, dict) or not _is_int(img.get("id")) or not isinstance(img.get("file_name"), str):
+            return f"images[{i}] needs an integer 'id' and a string 'file_name'"
+        name = Path(img["file_name"])
+        if name.is_absolute() or ".." in name.parts:
+            return f"images[{i}] file_name {img['file_name']!r} must be relative to the image folder"
+        if not all(_is_int(img.get(k)) and 0 < img[k] <= 1 << 16 for k in ("height", "width")):
+            return f"images[{i}] needs positive integer 'height' and 'width'"
+        image_ids.add(img["id"])
+    for i, cat in enumerate(data["categories"]):
+        if not isinstance(cat, dict) or not _is_int(cat.get("id")):
+            return f"categories[{i}] needs an integer 'id'"
+        cat_ids.add(cat["id"])
+    for i, ann in enumerate(data["annotations"]):
+        where = f"annotations[{i}]"
+        if not isinstance(ann, dict):
+            return f"{where} is not a mapping"
+        if ann.get("image_id") not in image_ids or not _is_int(ann.get("image_id")):
+            return f"{where} refers to unknown image_id {ann.get('image_id')!r}"
+        if ann.get("category_id") not in cat_ids or not _is_int(ann.get("category_id")):
+            return f"{where} has unknown category_id {ann.get('category_id')!r} (not in 'categories')"
+        bbox = ann.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_num(v) for v in bbox)
+                and bbox[2] >= 0 and bbox[3] >= 0):
+            return f"{where} bbox must be 4 finite numbers [x, y, width, height] with width, height >= 0"
+        if "segmentation" in ann and not _segmentation_ok(ann["segmentation"]):
+            return f"{where} segmentation must be polygons (lists of x, y numbers) or RLE ({{counts, size}})"
+        if "area" in ann and not _is_num(ann["area"]):
+            return f"{where} area must be a finite number"
+        if ann.get("iscrowd", 0) not in (0, 1):
+            return f"{where} iscrowd must be 0 or 1"
+        if "id" in ann and not _is_int(ann["id"]):
+            return f"{where} id must be an integer"
+    return None
 
 
 def load_coco(annotations: str | os.PathLike) -> COCO:
@@ -34,28 +95,16 @@ def load_coco(annotations: str | os.PathLike) -> COCO:
     path = Path(annotations)
     if not path.is_file():
         raise MutualNetError(f"annotation file not found: {path} (a COCO-format JSON, e.g. instances_val2017.json)")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MutualNetError(f"annotation file {path} is not valid JSON ({str(e).splitlines()[0][:120]})") from None
+    data = read_json(path, "annotation file")
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations",
                                                                                     "categories")):
         raise MutualNetError(f"annotation file {path} is not COCO format: it needs 'images', 'annotations' and "
                              "'categories' lists")
-    try:
-        for img in data["images"]:
-            int(img["id"]), str(img["file_name"]), int(img["height"]), int(img["width"])
-        for cat in data["categories"]:
-            int(cat["id"])
-        for ann in data["annotations"]:
-            int(ann["image_id"]), int(ann["category_id"])
-            if len(ann["bbox"]) != 4:
-                raise ValueError("bbox")
-    except (KeyError, TypeError, ValueError) as e:
-        raise MutualNetError(f"annotation file {path} has a malformed entry (missing or bad {e})") from None
     if not data["categories"]:
         raise MutualNetError(f"annotation file {path} lists no categories")
+    problem = _check_coco(data)
+    if problem:
+        raise MutualNetError(f"annotation file {path} has a malformed entry: {problem}")
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
@@ -101,11 +150,7 @@ class CocoDetection(Dataset):
     def load_image(self, image_id: int) -> torch.Tensor:
         info = self.coco.imgs[image_id]
         path = self.root / info["file_name"]
-        try:
-            with Image.open(path) as im:
-                arr = np.asarray(im.convert("RGB"))
-        except (FileNotFoundError, OSError) as e:
-            raise MutualNetError(f"cannot read image {path}: {e.__class__.__name__}") from None
+        arr = np.asarray(read_image(path, "RGB"))
         return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:

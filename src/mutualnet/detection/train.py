@@ -32,11 +32,12 @@ from ..checkpoint import CheckpointMeta, checkpoint_dict, load_checkpoint
 from ..errors import MutualNetError
 from ..layers import use_config
 from ..profiling import resolve_device
-from ..train.config import apply_overrides, read_yaml_mapping
+from ..train.config import apply_overrides, build_dataclass, read_yaml_mapping
 from ..train.distributed import DistInfo, EpochSampler, SeededSamples
 from ..train.loop import Checkpointer, MetricsLog, TrainState, autocast_for, restore
 from ..train.optim import build_scheduler
 from ..train.step import SubNet, sample_subnets
+from ..validate import MAX_RESOLUTION, MAX_WIDTH
 from .data import CocoDetection, collate
 from .model import TASK, SlimmableMaskRCNN, build_detector, load_backbone_weights
 
@@ -108,6 +109,18 @@ class DetectionConfig:
             raise MutualNetError(f"scales must be input short sides >= 32, got {self.scales}")
         if self.batch_size < 1 or self.epochs < 1:
             raise MutualNetError("batch_size and epochs must be >= 1")
+        if max(self.scales) > MAX_RESOLUTION or not 1 <= self.max_size <= MAX_RESOLUTION:
+            raise MutualNetError(f"scales and max_size must be at most {MAX_RESOLUTION} pixels")
+        checks = [(self.lr > 0, "lr must be > 0"), (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
+                  (self.weight_decay >= 0, "weight_decay must be >= 0"), (hi <= MAX_WIDTH, "width_range too wide"),
+                  (self.num_workers >= 0 and self.warmup_iters >= 0, "num_workers and warmup_iters must be >= 0"),
+                  (self.log_every >= 1, "log_every must be >= 1"),
+                  (0 <= self.seed < 2**32, "seed must be in [0, 2^32)"),
+                  (self.max_iterations is None or self.max_iterations >= 1, "max_iterations must be >= 1"),
+                  (self.clip_grad_norm is None or self.clip_grad_norm > 0, "clip_grad_norm must be > 0")]
+        for ok, msg in checks:
+            if not ok:
+                raise MutualNetError(msg)
         if self.amp not in ("none", "bf16", "fp16"):
             raise MutualNetError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
 
@@ -121,9 +134,7 @@ def load_config(path: str | None = None, overrides: list[str] | None = None, **v
     unknown = sorted(set(raw) - names)
     if unknown:
         raise MutualNetError(f"unknown detection setting(s): {', '.join(unknown)} (known: {', '.join(sorted(names))})")
-    if "width_range" in raw:
-        raw["width_range"] = tuple(float(v) for v in raw["width_range"])
-    cfg = DetectionConfig(**raw)
+    cfg = build_dataclass(DetectionConfig, raw)  # types checked, naming the key: `--set epochs=abc` is one line
     cfg.validate()
     return cfg
 

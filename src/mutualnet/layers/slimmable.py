@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import MutualNetError
+from ..validate import MAX_RESOLUTION
 from .helpers import slim_channels, width_key
 
 __all__ = [
@@ -548,6 +549,8 @@ def check_resolution(model: nn.Module, resolution: Resolution | None) -> Resolut
     if min(res if isinstance(res, tuple) else (res,)) < max(lo, 1):
         raise MutualNetError(f"resolution {resolution} is too small for {getattr(model, 'model_name', 'this model')} "
                              f"(needs at least {lo})")
+    if max(res if isinstance(res, tuple) else (res,)) > MAX_RESOLUTION:
+        raise MutualNetError(f"resolution {resolution} is above the limit of {MAX_RESOLUTION} pixels (memory)")
     return res
 
 

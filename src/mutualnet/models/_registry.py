@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from ..errors import MutualNetError
+from ..validate import MAX_CLASSES, MAX_IN_CHANS, check_int, check_width
 
 __all__ = ["register_model", "create_model", "list_models", "model_info", "ModelInfo"]
 
@@ -103,19 +104,19 @@ def create_model(
         raise MutualNetError(_unknown(name))
     info = _INFO[name]
     args = {k: v for k, v in kwargs.items() if v is not None}
-    args["num_classes"] = info.num_classes if num_classes is None else int(num_classes)
-    args["in_chans"] = info.in_chans if in_chans is None else int(in_chans)
-    lo, hi = info.width_range if width_range is None else (float(width_range[0]), float(width_range[1]))
-    if not (0 < lo <= hi):
+    args["num_classes"] = check_int(info.num_classes if num_classes is None else num_classes, "num_classes", 1,
+                                    MAX_CLASSES)
+    args["in_chans"] = check_int(info.in_chans if in_chans is None else in_chans, "in_chans", 1, MAX_IN_CHANS)
+    wr = info.width_range if width_range is None else width_range
+    if not isinstance(wr, list | tuple) or len(wr) != 2:
+        raise MutualNetError(f"width_range must be (lo, hi), got {wr!r}")
+    lo, hi = check_width(wr[0], "width_range lo"), check_width(wr[1], "width_range hi")
+    if not lo <= hi:
         raise MutualNetError(f"width_range must satisfy 0 < lo <= hi, got ({lo:g}, {hi:g})")
-    if args["num_classes"] < 1:
-        raise MutualNetError(f"num_classes must be positive, got {args['num_classes']}")
-    if args["in_chans"] < 1:
-        raise MutualNetError(f"in_chans must be positive, got {args['in_chans']}")
     args["width_range"] = (lo, hi)
     try:
         model = _MODELS[name](**args)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:  # a family-specific argument of the wrong name or type
         raise MutualNetError(f"bad arguments for model {name!r}: {e}") from None
     model.model_name = name
     model.model_args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items()}

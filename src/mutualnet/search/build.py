@@ -29,8 +29,10 @@ from tqdm.auto import tqdm
 
 from ..calibrate import calibrate, check_resolution, load_images
 from ..checkpoint import atomic_save
+from ..data.transforms import model_resize
 from ..errors import MutualNetError
 from ..evaluate import evaluate as _evaluate
+from ..io import read_json, read_torch_file
 from ..layers import SlimmableBatchNorm2d, config_key, width_range_of
 from ..profiling import measure_latency, profile, resolve_device
 from .table import QueryTable, atomic_write_text
@@ -55,12 +57,14 @@ def model_fingerprint(model: nn.Module) -> str:
 
 
 def evaluate(model: nn.Module, data: tuple[Tensor, Tensor] | DataLoader, width: float, resolution: int, *,
-             batch_size: int = 200, device: torch.device | str | None = None) -> tuple[float, float, int]:
+             batch_size: int = 200, device: torch.device | str | None = None,
+             resize: str | None = None) -> tuple[float, float, int]:
     """Top-1 and top-5 accuracy (%) and image count at (``width``, ``resolution``): :func:`mutualnet.evaluate.evaluate`.
 
-    ``data`` is ``(images, labels)`` tensors or a loader yielding such batches.
+    ``data`` is ``(images, labels)`` tensors or a loader yielding such batches; ``resize`` is the resize mode
+    (None: the one recorded on the model).
     """
-    out = _evaluate(model, data, width, resolution, batch_size=batch_size, device=device)
+    out = _evaluate(model, data, width, resolution, batch_size=batch_size, device=device, resize=resize)
     return out["top1"], out["top5"], out["count"]
 
 
@@ -71,6 +75,17 @@ def _bn_stats(model: nn.Module, key: str) -> dict[str, Tensor]:
             mean, var = m.calibrated[key]
             out[f"{name}.mean"], out[f"{name}.var"] = mean.detach().cpu(), var.detach().cpu()
     return out
+
+
+def _read_stats(path: Path) -> dict[str, Tensor]:
+    """A partial search's saved statistics, through the guarded reader (a corrupt file is recomputed)."""
+    try:
+        stats = read_torch_file(path, "search statistics")
+    except MutualNetError:
+        return {}
+    ok = isinstance(stats, dict) and all(isinstance(v, Tensor) and v.is_floating_point() and bool(v.isfinite().all())
+                                         for v in stats.values())
+    return stats if ok else {}
 
 
 def _restore_bn_stats(model: nn.Module, key: str, stats: dict[str, Tensor]) -> bool:
@@ -107,8 +122,10 @@ class _State:
         if state_dir is None or not (state_dir / STATE_FILE).is_file():
             return
         try:
-            saved = json.loads((state_dir / STATE_FILE).read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            saved = read_json(state_dir / STATE_FILE, "search state")
+            QueryTable(rows=saved["rows"])  # the rows a finished search would write: finite, known types
+            saved["timing"] = dict(saved["timing"])
+        except (MutualNetError, KeyError, TypeError, AttributeError, ValueError):
             raise MutualNetError(f"{state_dir / STATE_FILE} is corrupt; delete it to start the search over") from None
         if saved.get("signature") != signature:
             diff = sorted(k for k in set(signature) | set(saved.get("signature", {}))
@@ -171,6 +188,7 @@ def build_query_table(
     seed: int = 0,
     cache_bytes: int = 2 * 2**30,
     progress: bool = True,
+    resize: str | None = None,
 ) -> QueryTable:
     """Calibrate and evaluate every (width, resolution); the model keeps every configuration's BN statistics.
 
@@ -191,6 +209,8 @@ def build_query_table(
         num_workers, seed: loader workers; seed of the calibration / validation subsets.
         cache_bytes: keep decoded validation images in memory up to this size (float16).
         progress: show a tqdm bar over configurations.
+        resize: how lower resolutions are made (``"antialias"`` / ``"official"``) for calibration and
+            evaluation; None: the mode recorded on the model (its checkpoint's). Recorded in the table's meta.
     """
     if not resolutions:
         raise MutualNetError("no resolutions to search")
@@ -206,11 +226,12 @@ def build_query_table(
     if threads is not None:
         torch.set_num_threads(threads)
     calib_bs = calib_batch_size or batch_size
+    resize = model_resize(model, resize)
     model.to(dev).eval()
     meta = dict(meta or {})
     signature = {"model": model_fingerprint(model), "widths": widths, "resolutions": resolutions,
                  "calib_images": calib_images, "calib_batch_size": calib_bs, "val_images": val_images,
-                 "resize_then_crop": resize_then_crop, "latency": latency, "seed": seed,
+                 "resize_then_crop": resize_then_crop, "resize": resize, "latency": latency, "seed": seed,
                  "latency_batch_size": latency_batch_size if latency else None,
                  "device": str(dev), "dataset": meta.get("dataset")}
     state = _State(Path(state_dir) if state_dir is not None else None, signature)
@@ -218,7 +239,7 @@ def build_query_table(
     for row in state.rows:
         key = config_key(row["width"], row["resolution"])
         stats_ok = state.dir is not None and state.stats_path(key).is_file() and _restore_bn_stats(
-            model, key, torch.load(state.stats_path(key), map_location="cpu", weights_only=True))
+            model, key, _read_stats(state.stats_path(key)))
         if stats_ok:
             table.add(row)
     state.rows = list(table.rows)
@@ -242,9 +263,10 @@ def build_query_table(
                     calib = calib.to(dev)
                 loaded_for = src_res
             bar.set_postfix_str(f"w={w:g} r={r}")
-            res = calibrate(model, calib, w, r, num_images=calib_images, batch_size=calib_bs, device=dev)
+            res = calibrate(model, calib, w, r, num_images=calib_images, batch_size=calib_bs, device=dev,
+                            resize=resize)
             t0 = time.perf_counter()
-            top1, top5, _ = evaluate(model, val, w, r, batch_size=batch_size, device=dev)
+            top1, top5, _ = evaluate(model, val, w, r, batch_size=batch_size, device=dev, resize=resize)
             t1 = time.perf_counter()
             prof = profile(model, w, r)
             t2 = time.perf_counter()
@@ -268,7 +290,7 @@ def build_query_table(
     search_s = t["calib_s"] + t["eval_s"] + t["profile_s"] + t["latency_s"]
     table.meta.update({
         "widths": widths, "resolutions": resolutions, "val_images": val_images,
-        "resize_then_crop": resize_then_crop, "device": str(dev),
+        "resize_then_crop": resize_then_crop, "resize": resize, "device": str(dev),
         "calibration": {"images": calib_images, "batch_size": calib_bs, "seconds": round(t["calib_s"], 3),
                         "images_per_s": round(t["calib_images"] / t["calib_s"], 1) if t["calib_s"] else None,
                         "share_of_search_time": round(t["calib_s"] / search_s, 3) if search_s else None},

@@ -10,28 +10,41 @@ table is a JSON file a person can read (plus a CSV beside it); rows are plain di
 ``pareto`` marks the frontier by MACs: no cheaper-or-equal configuration is at least as accurate.
 
 The accuracy a table ranks by is its ``metric``: ``top1`` for classification, ``box_ap`` or ``mask_ap`` for
-detection tables (whose rows carry AP instead of top-1/top-5), so selection, frontiers and plots work the
-same on both.
+detection tables (whose rows carry COCO AP in [0, 1] instead of top-1/top-5), so selection, frontiers and
+plots work the same on both.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import MutualNetError
-from ..io import atomic_write_text
+from ..io import MAX_JSON_DEPTH, atomic_write_text, json_depth, read_json
+from ..validate import check_float, check_int, check_resolution, check_width
 
-__all__ = ["QueryTable", "ROW_KEYS", "METRICS", "TABLE_FORMAT", "pareto_frontier", "atomic_write_text"]
+__all__ = ["QueryTable", "ROW_KEYS", "DETECTION_KEYS", "METRICS", "TABLE_FORMAT", "pareto_frontier",
+           "atomic_write_text"]
 
 TABLE_FORMAT = "mutualnet-query-table"
 ROW_KEYS = ("width", "resolution", "top1", "top5", "macs", "params", "mflops", "latency_ms", "pareto")
+# a detection table's rows: ROW_KEYS without top-1/top-5, with COCO AP (in [0, 1]) and how it was measured
+DETECTION_KEYS = ("box_ap", "mask_ap", "box_ap50", "mask_ap50", "num_detections", "backbone_macs", "mac_input_size",
+                  "calibrated")
 METRICS = {"top1": "top-1 (%)", "box_ap": "box AP", "mask_ap": "mask AP"}  # higher is better
 _COSTS = {"macs": "macs", "mflops": "macs", "latency_ms": "latency_ms", "latency": "latency_ms"}
+
+
+def _row_keys(metric: str) -> tuple[str, ...]:
+    if metric == "top1":
+        return ROW_KEYS
+    return tuple(k for k in ROW_KEYS if k not in ("top1", "top5")) + DETECTION_KEYS
 
 
 def pareto_frontier(rows: list[dict], cost: str = "macs", metric: str = "top1") -> list[dict]:
@@ -50,6 +63,22 @@ def pareto_frontier(rows: list[dict], cost: str = "macs", metric: str = "top1") 
             front.append(r)
             best = r[metric]
     return front
+
+
+def _as_int(v: object) -> object:
+    """JSON and CSV may write counts as ``1.0e6``; a whole finite float is that integer, anything else stays
+    as it is for the type check to refuse."""
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+        return int(v)
+    if isinstance(v, str):
+        with contextlib.suppress(ValueError):
+            return _as_int(float(v))
+    return v
+
+
+def _short(row: object) -> str:
+    text = repr(row)
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def _describe(row: dict, metric: str = "top1") -> str:
@@ -77,19 +106,27 @@ class QueryTable:
         self.mark_pareto()
 
     def _normalise(self, row: dict) -> dict:
+        """A row with checked types and ranges: finite numbers only, so a NaN accuracy can never be selected."""
+        if not isinstance(row, dict):
+            raise MutualNetError(f"malformed query table row {row!r}: expected a mapping")
         try:
             r = dict(row)
-            r["width"], r["resolution"] = float(r["width"]), int(r["resolution"])
-            r[self.metric] = float(r[self.metric])
-            for k in ("top1", "top5"):
-                if r.get(k) is not None:
-                    r[k] = float(r[k])
-            r["macs"], r["params"] = int(r["macs"]), int(r["params"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise MutualNetError(f"malformed query table row {row!r}: {e}") from None
+            r["width"] = check_width(r["width"], "width")
+            r["resolution"] = check_resolution(_as_int(r["resolution"]), "resolution")
+            if self.metric == "top1":
+                r["top1"] = check_float(r["top1"], "top1", 0.0, 100.0)
+                r["top5"] = check_float(r["top5"], "top5", 0.0, 100.0)
+            else:
+                r[self.metric] = check_float(r[self.metric], self.metric, 0.0, 1.0)
+            r["macs"] = check_int(_as_int(r["macs"]), "macs", 0)
+            r["params"] = check_int(_as_int(r["params"]), "params", 0)
+            lat = r.get("latency_ms")
+            r["latency_ms"] = None if lat is None or lat == "" else check_float(lat, "latency_ms", 0.0)
+        except KeyError as e:
+            raise MutualNetError(f"malformed query table row {_short(row)}: missing {e}") from None
+        except MutualNetError as e:
+            raise MutualNetError(f"malformed query table row {_short(row)}: {e}") from None
         r["mflops"] = r["macs"] / 1e6
-        lat = r.get("latency_ms")
-        r["latency_ms"] = None if lat is None or lat == "" else float(lat)
         r.setdefault("pareto", False)
         return r
 
@@ -164,21 +201,39 @@ class QueryTable:
 
     # -- files --------------------------------------------------------------------------------------
     def _columns(self) -> list[str]:
-        """ROW_KEYS (a detection table: without top-1/top-5), then any further keys of its rows."""
-        keys = [k for k in ROW_KEYS if self.metric == "top1" or k not in ("top1", "top5")]
-        extra = [k for r in self.rows for k in r if k not in keys]
-        return keys + list(dict.fromkeys(extra))
+        """The row keys this table writes: ROW_KEYS, or a detection table's keys its rows have."""
+        keys = _row_keys(self.metric)
+        return list(keys) if self.metric == "top1" else [k for k in keys if any(k in r for r in self.rows)]
 
     def to_dict(self) -> dict:
         cols = self._columns()
-        return {"format": TABLE_FORMAT, "version": 1, "metric": self.metric, "meta": dict(self.meta),
+        metric = {} if self.metric == "top1" else {"metric": self.metric}  # classification tables stay as they were
+        return {"format": TABLE_FORMAT, "version": 1, **metric, "meta": dict(self.meta),
                 "rows": [{k: r.get(k) for k in cols} for r in self.rows]}
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "query table") -> QueryTable:
+        """A table from its dict form, checked: known fields only, finite numbers, bounded nesting."""
         if not isinstance(d, dict) or d.get("format") != TABLE_FORMAT or not isinstance(d.get("rows"), list):
             raise MutualNetError(f"{source} is not a mutualnet query table (make one with `mutualnet search`)")
-        return cls(rows=d["rows"], meta=dict(d.get("meta") or {}), metric=d.get("metric") or "top1")
+        if unknown := sorted(set(d) - {"format", "version", "metric", "meta", "rows"}):
+            raise MutualNetError(f"{source} has unknown field {unknown[0]!r}")
+        if not isinstance(d.get("meta") or {}, dict):
+            raise MutualNetError(f"{source}: 'meta' must be a mapping")
+        if json_depth(d) > MAX_JSON_DEPTH:
+            raise MutualNetError(f"{source} is nested more than {MAX_JSON_DEPTH} levels deep")
+        metric = d.get("metric") or "top1"
+        if metric not in METRICS:
+            raise MutualNetError(f"{source} has unknown metric {metric!r}; known: {', '.join(METRICS)}")
+        keys = _row_keys(metric)
+        for i, row in enumerate(d["rows"]):
+            if isinstance(row, dict) and (unknown := sorted(set(row) - set(keys))):
+                raise MutualNetError(f"{source} row {i} has unknown field {unknown[0]!r}; "
+                                     f"fields: {', '.join(keys)}")
+        try:
+            return cls(rows=d["rows"], meta=dict(d.get("meta") or {}), metric=metric)
+        except MutualNetError as e:
+            raise MutualNetError(f"{source}: {e}") from None
 
     def to_csv(self) -> str:
         buf = io.StringIO()
@@ -202,11 +257,7 @@ class QueryTable:
             path = path / "query_table.json"
         if not path.is_file():
             raise MutualNetError(f"query table not found: {path} (make one with `mutualnet search`)")
-        try:
-            d = json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise MutualNetError(f"cannot read query table {path}: not valid JSON ({e})") from None
-        return cls.from_dict(d, source=str(path))
+        return cls.from_dict(read_json(path, "query table"), source=str(path))
 
     def __len__(self) -> int:
         return len(self.rows)

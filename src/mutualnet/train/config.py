@@ -19,11 +19,14 @@ from typing import Any
 
 import yaml
 
+from ..data.transforms import RESIZE_MODES
 from ..errors import MutualNetError
+from ..io import atomic_write_text, read_text
+from ..validate import MAX_CLASSES, MAX_IN_CHANS, MAX_RESOLUTION, MAX_THREADS, MAX_WIDTH, check_float, check_int
 
 __all__ = ["MODES", "ModelConfig", "DataConfig", "MethodConfig", "OptimConfig", "RunConfig", "TrainConfig",
-           "load_config", "read_yaml_mapping", "apply_overrides", "config_from_dict", "config_to_dict", "resolve",
-           "save_config"]
+           "load_config", "read_yaml_mapping", "apply_overrides", "config_from_dict", "build_dataclass",
+           "config_to_dict", "resolve", "save_config"]
 
 # mutual: the paper. usnet: sandwich + inplace distillation at the highest resolution. usnet_msaug: usnet
 # with one random resolution per iteration shared by all sub-networks. mutual_gt: mutual's sampling with
@@ -55,6 +58,9 @@ class DataConfig:
     color_jitter: float = 0.0
     crop_padding: int = 4  # small in-memory datasets (CIFAR, Fashion-MNIST): random-crop padding (0: no crop)
     val_resize_ratio: float = 0.875  # validation: Resize(input_size / ratio) + CenterCrop(input_size)
+    # how lower resolutions are made from a batch, in training and everything after (recorded in checkpoints):
+    # antialias (bilinear, antialiased; our default) | official (bilinear, align_corners=True, as the original code)
+    resize: str = "antialias"
     synthetic_length: int = 512  # samples in the synthetic dataset (tests and smoke runs)
 
 
@@ -132,6 +138,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise MutualNetError(f"{where}: expected a list, got {value!r}")
         (item,) = typing.get_args(tp)
         return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple:
+        items = typing.get_args(tp)
+        if not isinstance(value, list | tuple) or len(value) != len(items):
+            raise MutualNetError(f"{where}: expected a list of {len(items)}, got {value!r}")
+        return tuple(_coerce(v, item, f"{where}[{i}]") for i, (v, item) in enumerate(zip(value, items)))
     if origin is dict:
         if not isinstance(value, dict):
             raise MutualNetError(f"{where}: expected a mapping, got {value!r}")
@@ -152,12 +163,68 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 value = float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise MutualNetError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        return check_float(value, where)  # NaN and infinities are never a setting
     if tp is str:
         if not isinstance(value, str):
             raise MutualNetError(f"{where}: expected a string, got {value!r}")
         return value
     raise TypeError(f"unsupported config annotation {tp!r}")  # pragma: no cover - a bug, not a user error
+
+
+# Bounds of the numeric settings, checked when a config is built (so a bad --set is refused before anything runs,
+# naming its key); list entries are checked item by item. (lo, hi, lo_open); None: unbounded on that side.
+_BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
+    "model.width_range": (0, MAX_WIDTH, True),
+    "model.num_classes": (1, MAX_CLASSES, False),
+    "data.input_size": (8, MAX_RESOLUTION, False),
+    "data.batch_size": (1, 1 << 20, False),
+    "data.val_batch_size": (1, 1 << 20, False),
+    "data.workers": (0, 1024, False),
+    "data.crop_scale": (0, 1, True),
+    "data.color_jitter": (0, 1, False),
+    "data.crop_padding": (0, MAX_RESOLUTION, False),
+    "data.val_resize_ratio": (0, 1, True),
+    "data.synthetic_length": (1, 1 << 24, False),
+    "train.num_subnets": (1, 1024, False),
+    "train.resolutions": (1, MAX_RESOLUTION, False),
+    "train.width": (0, MAX_WIDTH, True),
+    "train.resolution": (1, MAX_RESOLUTION, False),
+    "train.epochs": (1, 1 << 20, False),
+    "train.label_smoothing": (0, 0.999, False),
+    "train.temperature": (0, 1e4, True),
+    "optim.lr": (0, None, True),
+    "optim.momentum": (0, 0.999, False),
+    "optim.weight_decay": (0, None, False),
+    "optim.warmup_epochs": (0, 1 << 20, False),
+    "optim.min_lr": (0, None, False),
+    "run.seed": (0, 2**32 - 1, False),
+    "run.save_every": (0, None, False),
+    "run.val_every": (0, None, False),
+    "run.val_batches": (1, None, False),
+    "run.calib_batches": (1, None, False),
+    "run.log_every": (1, None, False),
+    "run.max_steps": (1, None, False),
+    "run.threads": (1, MAX_THREADS, False),
+}
+# model.args entries every model takes (the rest are family-specific and checked by the model's builder)
+_MODEL_ARG_BOUNDS = {"in_chans": (1, MAX_IN_CHANS), "num_classes": (1, MAX_CLASSES)}
+
+
+def _check_bounds(key: str, value: Any) -> None:
+    if key == "model.args":
+        for name, (lo, hi) in _MODEL_ARG_BOUNDS.items():
+            if name in value:
+                check_int(value[name], f"model.args.{name}", lo, hi)
+        return
+    if key not in _BOUNDS or value is None:
+        return
+    lo, hi, lo_open = _BOUNDS[key]
+    for i, v in enumerate(value if isinstance(value, list) else [value]):
+        name = f"{key}[{i}]" if isinstance(value, list) else key
+        if isinstance(v, int) and not isinstance(v, bool) and not lo_open:
+            check_int(v, name, lo, hi)
+        else:
+            check_float(v, name, lo, hi, lo_open=lo_open)
 
 
 def _build(cls: type, data: dict, where: str) -> Any:
@@ -174,7 +241,14 @@ def _build(cls: type, data: dict, where: str) -> Any:
         key = f"{where}.{name}" if where else name
         tp = hints[name]
         kwargs[name] = _build(tp, value, key) if dataclasses.is_dataclass(tp) else _coerce(value, tp, key)
+        _check_bounds(key, kwargs[name])
     return cls(**kwargs)
+
+
+def build_dataclass(cls: type, data: dict, where: str = "") -> Any:
+    """An instance of the dataclass ``cls`` from a dict, every value type-checked (and finite) against the
+    field annotations; errors name the key (``where.key``)."""
+    return _build(cls, data, where)
 
 
 def config_from_dict(data: dict) -> TrainConfig:
@@ -215,10 +289,13 @@ def read_yaml_mapping(path: str | os.PathLike, what: str = "a mapping of setting
     path = Path(path)
     if not path.is_file():
         raise MutualNetError(f"config file not found: {path}")
+    text = read_text(path, "config file", max_bytes=1 << 24)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise MutualNetError(f"cannot parse {path}: {str(e).splitlines()[0]}") from None
+    except RecursionError:
+        raise MutualNetError(f"cannot parse {path}: nested too deeply") from None
     if not isinstance(data, dict):
         raise MutualNetError(f"{path} must hold {what}")
     return data
@@ -231,7 +308,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
 # -- resolution of defaults and checks --------------------------------------------------------------
@@ -281,6 +358,7 @@ def resolve(cfg: TrainConfig, dataset: dict | None = None) -> TrainConfig:
         (t.temperature > 0, "train.temperature must be positive"),
         (0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
         (d.batch_size >= 1, "data.batch_size must be positive"),
+        (d.resize in RESIZE_MODES, f"data.resize must be one of {', '.join(RESIZE_MODES)}, got {d.resize!r}"),
         (len(d.crop_scale) == 2 and 0 < d.crop_scale[0] <= d.crop_scale[1] <= 1,
          "data.crop_scale must be [lo, hi] within (0, 1]"),
         (o.lr > 0 and o.weight_decay >= 0 and 0 <= o.min_lr <= o.lr, "optim: need lr > 0, weight_decay >= 0, "

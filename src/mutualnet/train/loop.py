@@ -7,9 +7,10 @@ iterations, each one :func:`~mutualnet.train.step.train_step`), :func:`validate`
 
 Resume is exact: the checkpoint holds the model, optimizer, schedule, grad scaler, every random state
 (the sub-network sampler, torch, CUDA, python, numpy, per process) and the position in the epoch; the
-data order and every sample's augmentation are functions of ``(seed, epoch, index)``
-(:class:`~mutualnet.train.distributed.EpochSampler`). A resumed run therefore draws the same batches
-and sub-networks and follows the same loss trajectory as one that was never interrupted.
+data order and every batch's augmentation are functions of ``(seed, epoch, position)``
+(:class:`~mutualnet.train.distributed.EpochSampler`, :class:`~mutualnet.train.distributed.SeededSamples`).
+A resumed run therefore draws the same batches and sub-networks and follows the same loss trajectory as
+one that was never interrupted.
 """
 
 from __future__ import annotations
@@ -248,7 +249,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         subnets = sample_subnets(t.mode, cfg.model.width_range, t.resolutions, t.num_subnets, sampler_gen)
         optimizer.zero_grad(set_to_none=True)
         losses = train_step(model, images, labels, subnets, label_smoothing=t.label_smoothing,
-                            temperature=t.temperature, autocast=autocast, scaler=scaler)
+                            temperature=t.temperature, autocast=autocast, scaler=scaler, resize=cfg.data.resize)
         losses = all_reduce_mean(losses, info)
         total = float(losses.sum())
         if not math.isfinite(total):
@@ -330,7 +331,7 @@ def _load_train_checkpoint(path: str | Path) -> dict:
 
 @dataclass
 class TrainData:
-    """The loaders of a run. Augmentation per sample is seeded by (seed, epoch, index), see EpochSampler."""
+    """The loaders of a run. Each batch's augmentation is seeded by (seed, epoch, position), see SeededSamples."""
 
     train: DataLoader
     val: DataLoader
@@ -376,6 +377,7 @@ def build_model(cfg: TrainConfig, device: torch.device, info: DistInfo, *, pretr
     """The model of ``cfg.model`` on ``device`` (with ``model.init`` weights when ``pretrained``)."""
     m, t, r = cfg.model, cfg.train, cfg.run
     model = create_model(m.name, num_classes=m.num_classes, width_range=tuple(m.width_range), **m.args)
+    model.resize_mode = cfg.data.resize  # calibration and evaluation resize as training does
     if m.init and pretrained:  # transfer learning: all but the new classifier (see train/transfer.py)
         load_pretrained(model, m.init)
     if min(t.resolutions) < model.min_resolution:
@@ -484,7 +486,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             log = MetricsLog(run_dir, csv_files=r.csv, tensorboard=r.tensorboard,
                              resume_step=state.step if ckpt is not None else None)
         meta = CheckpointMeta(
-            mode=t.mode, resolutions=list(t.resolutions), epochs=t.epochs,
+            mode=t.mode, resolutions=list(t.resolutions), epochs=t.epochs, resize=cfg.data.resize,
             num_subnets=t.num_subnets if t.mode not in SINGLE_NETWORK_MODES else 1,
             dataset={"name": data_info.name, "root": cfg.data.root, "num_classes": cfg.model.num_classes,
                      "in_chans": model.in_chans, "input_size": cfg.data.input_size})

@@ -18,10 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# lower resolutions are made from the batch on the training device (bilinear, antialiased): one function for
-# training, calibration, search and deployment, so every stage sees the same pixels
-from ..data.transforms import resize_batch as resize
+# lower resolutions are made from the batch on the training device: one function (and one recorded mode,
+# "antialias" or "official") for training, calibration, search and deployment, so every stage sees the same pixels
+from ..data.transforms import DEFAULT_RESIZE, resize_batch
 from ..layers import use_config
+
+resize = resize_batch  # re-exported under its training-side name
 
 __all__ = ["SubNet", "sample_subnets", "train_step", "distill_loss", "resize"]
 
@@ -80,7 +82,7 @@ def distill_loss(logits: Tensor, teacher: Tensor, temperature: float = 1.0) -> T
 def train_step(model: nn.Module, images: Tensor, labels: Tensor, subnets: list[SubNet], *,
                label_smoothing: float = 0.0, temperature: float = 1.0,
                autocast: contextlib.AbstractContextManager | None = None,
-               scaler: torch.amp.GradScaler | None = None) -> Tensor:
+               scaler: torch.amp.GradScaler | None = None, resize: str = DEFAULT_RESIZE) -> Tensor:
     """Forward and backward every sub-network; their gradients accumulate in ``.grad``.
 
     The caller zeroes the gradients before and takes one optimizer step after. Each sub-network is
@@ -88,12 +90,16 @@ def train_step(model: nn.Module, images: Tensor, labels: Tensor, subnets: list[S
     stays near that of one full-network step. The first sub-network (the widest) runs first: its
     detached prediction is the teacher of the others.
 
+    ``resize`` is how each sub-network's input is made from ``images`` (see
+    :func:`mutualnet.data.transforms.resize_batch`): ``"antialias"`` or ``"official"`` (the original code's
+    ``align_corners=True`` bilinear).
+
     Returns:
         The detached loss of each sub-network, in ``subnets`` order.
     """
     teacher, losses = None, []
     for net in subnets:
-        x = resize(images, net.resolution)
+        x = resize_batch(images, net.resolution, resize)
         with use_config(model, net.width, net.resolution), autocast or contextlib.nullcontext():
             logits = model(x)
         if net.target == "labels":
