@@ -5,7 +5,8 @@ same MutualNet step (4 sub-networks). ``device`` resizes the batch tensor on the
 (what ``mutualnet train`` does); ``loader`` has every data-loader worker also resize each decoded crop to
 every training resolution (as the official implementation does), so the step receives ready-made tensors.
 
-    python benchmarks/bench_data_path.py [--model mobilenet_v2] [--resolutions 96,80,64,48] [--workers 2]
+    python benchmarks/bench_data_path.py [--model mobilenet_v2] [--resolutions 96,80,64,48] [--workers 0]
+        [--repeats 3] [--threads 1]
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _common import header
+from _common import Timing, header, ratio_text
 from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
@@ -61,9 +62,12 @@ def main() -> None:
     p.add_argument("--resolutions", default="96,80,64,48")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--images", type=int, default=256)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
+    torch.set_num_threads(args.threads)
     res = [int(r) for r in args.resolutions.split(",")]
     dev = torch.device(args.device)
     model = mn.create_model(args.model, num_classes=4).to(dev).train()
@@ -81,19 +85,19 @@ def main() -> None:
         ds_device = build_dataset("imagefolder", "train", root=tmp, input_size=res[0])
         ds_loader = ImageFolder(str(Path(tmp) / "train"), transform=MultiRes(res))
 
-        def run_device() -> float:
+        def run_device() -> int:
             dl = DataLoader(ds_device, args.batch, shuffle=True, num_workers=args.workers, drop_last=True)
-            n, t0 = 0, time.perf_counter()
+            n = 0
             for x, y in dl:
                 x, y = x.to(dev), y.to(dev)
                 model.zero_grad(set_to_none=True)
                 train_step(model, x, y, plan())
                 n += len(y)
-            return n / (time.perf_counter() - t0)
+            return n
 
-        def run_loader() -> float:
+        def run_loader() -> int:
             dl = DataLoader(ds_loader, args.batch, shuffle=True, num_workers=args.workers, drop_last=True)
-            n, t0 = 0, time.perf_counter()
+            n = 0
             for xs, y in dl:
                 by_res = {r: x.to(dev) for r, x in zip(res, xs)}
                 y = y.to(dev)
@@ -106,19 +110,22 @@ def main() -> None:
                     loss.backward()
                     teacher = logits.detach() if teacher is None else teacher
                 n += len(y)
-            return n / (time.perf_counter() - t0)
+            return n
 
         header(f"data path, {args.model}, resolutions {res}, batch {args.batch}, {args.workers} workers", dev)
         run_device(), run_loader()  # warm-up: page cache, worker start-up, allocator
-        a, b = [], []
-        for _ in range(2):
-            a.append(run_device())
-            b.append(run_loader())
-    ips_dev, ips_loader = max(a), max(b)
-    print(f"resize on the device       : {ips_dev:8.1f} img/s")
-    print(f"each resolution in loader  : {ips_loader:8.1f} img/s")
-    print(f"speed-up device / loader   : {ips_dev / ips_loader:.2f}x")
-
+        times = {"device": Timing(), "loader": Timing()}
+        for _ in range(args.repeats):  # alternated; time per image, so a ratio loader / device is the speed-up
+            for name, fn in (("device", run_device), ("loader", run_loader)):
+                t0, c0 = time.perf_counter(), time.process_time()
+                n = fn()
+                times[name].wall.append((time.perf_counter() - t0) / n)
+                times[name].cpu.append((time.process_time() - c0) / n)
+    dev_t, loader_t = times["device"], times["loader"]
+    cpu_note = " (cpu: this process only)" if args.workers else ""
+    print(f"resize on the device       : {1 / dev_t.median:8.1f} img/s  ({dev_t.spread(1e3, 'ms/img')})")
+    print(f"each resolution in loader  : {1 / loader_t.median:8.1f} img/s  ({loader_t.spread(1e3, 'ms/img')})")
+    print(f"speed-up device / loader   : {ratio_text(loader_t, dev_t)}{cpu_note}")
 
 if __name__ == "__main__":
     main()

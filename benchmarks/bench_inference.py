@@ -13,7 +13,7 @@ import argparse
 
 import torch
 import torchvision
-from _common import device_sync, header, interleaved
+from _common import device_sync, header, ratio_text, rounds
 
 import mutualnet as mn
 from mutualnet.deploy import export_subnet, fold_batchnorm
@@ -26,11 +26,10 @@ def main() -> None:
     p.add_argument("--resolution", type=int, default=224)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=30)
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     w, r = args.width, args.resolution
     model = mn.create_model("mobilenet_v2", width_range=(0.35, 1.0)).eval()
@@ -50,16 +49,15 @@ def main() -> None:
         return f
 
     header(f"inference, mobilenet_v2 width {w} at {r}px, batch {args.batch}", dev)
-    t = interleaved({"ours": run(ours), "tv": run(tv), "tv_folded": run(tv_folded)}, warmup=5,
-                    repeats=args.repeats, sync=device_sync(dev))
+    t = rounds({"ours": run(ours), "tv": run(tv), "tv_folded": run(tv_folded)}, warmup=5, repeats=args.repeats,
+               sync=device_sync(dev))
     print(f"MACs ours / torchvision          : {macs[0] / 1e6:.1f}M / {macs[1] / 1e6:.1f}M; "
           f"BN folded in ours: {check['folded']}")
-    print(f"exported sub-network (BN folded) : {t['ours'] * 1e3:8.2f} ms")
-    print(f"torchvision mobilenet_v2(w)      : {t['tv'] * 1e3:8.2f} ms")
-    print(f"torchvision, BN folded too       : {t['tv_folded'] * 1e3:8.2f} ms")
-    print(f"ratio ours / torchvision         : {t['ours'] / t['tv']:.3f}x   (goal <= 1.0x)")
-    print(f"ratio ours / torchvision folded  : {t['ours'] / t['tv_folded']:.3f}x")
-
+    print(f"exported sub-network (BN folded) : {t['ours'].spread()}")
+    print(f"torchvision mobilenet_v2(w)      : {t['tv'].spread()}")
+    print(f"torchvision, BN folded too       : {t['tv_folded'].spread()}")
+    print(f"ratio ours / torchvision         : {ratio_text(t['ours'], t['tv'])}   (goal <= 1.0x)")
+    print(f"ratio ours / torchvision folded  : {ratio_text(t['ours'], t['tv_folded'])}")
 
 if __name__ == "__main__":
     main()

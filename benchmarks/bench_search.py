@@ -15,7 +15,7 @@ import argparse
 import time
 
 import torch
-from _common import header
+from _common import header, ratio_text, rounds
 
 import mutualnet as mn
 from mutualnet.calibrate import calibrate, load_images
@@ -39,21 +39,21 @@ def main() -> None:
     header("search: the full query table of the demo", torch.device("cpu"))
 
     images, _ = load_images(calib, args.calib_images)
-    rows = []
-    for w, r in [(1.0, 28), (0.25, 16)]:
-        t_cal = min(calibrate(model, images, w, r).seconds for _ in range(3))
-        model.set_width(w)
-        with torch.no_grad():
-            t_fwd = []
-            for _ in range(3):
-                t0 = time.perf_counter()
+    for w, r in [(1.0, 28), (0.25, 16)]:  # calibration and a plain forward of the same images, alternated
+
+        def calibration(w=w, r=r) -> None:
+            calibrate(model, images, w, r)
+
+        def forward(w=w, r=r) -> None:
+            model.set_width(w)
+            with torch.no_grad():
                 for i in range(0, len(images), 200):
                     model(resize_batch(images[i:i + 200], r))
-                t_fwd.append(time.perf_counter() - t0)
-        rows.append((w, r, len(images) / t_cal, len(images) / min(t_fwd)))
-    for w, r, cal, fwd in rows:
-        print(f"calibration at ({w:g}, {r}): {cal:8.0f} img/s vs plain forward {fwd:8.0f} img/s "
-              f"-> calibration / forward time {fwd / cal:.2f}x")
+
+        t = rounds({"calibration": calibration, "forward": forward}, warmup=1, repeats=5)
+        cal, fwd = t["calibration"], t["forward"]
+        print(f"calibration at ({w:g}, {r}): {len(images) / cal.median:8.0f} img/s vs plain forward "
+              f"{len(images) / fwd.median:8.0f} img/s -> calibration / forward time {ratio_text(cal, fwd)}")
 
     t0 = time.perf_counter()
     table = build_query_table(model, val, calib, resolutions=[28, 24, 20, 16], width_step=args.width_step,

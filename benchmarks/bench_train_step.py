@@ -1,24 +1,58 @@
 """Training step: our 4-sub-network step on one slimmable model vs the same 4 sub-networks as dense models.
 
 Both sides run the identical plan (widths, resolutions, losses, one backward per sub-network); the dense
-side uses plain ``nn.Conv2d``/``nn.BatchNorm2d`` models materialised at each width. The ratio is the
-weight-sharing overhead (goal <= 1.03x).
+side uses plain ``nn.Conv2d``/``nn.BatchNorm2d`` models materialised at each width. The slimmable side is
+:func:`mutualnet.train.step.train_step` itself. Forward hooks on the models split every sub-network's time
+into forward (the model's ``forward``) and backward (the loss, ``backward`` and the switch to the next
+sub-network), so a narrow sub-network is compared with its dense twin. The two sides alternate round by
+round; every ratio is taken per round and printed as median [min-max] over the rounds, wall and CPU time.
+Goals: step <= 1.02x dense, a narrow sub-network's backward <= 1.03x its dense twin's.
 
     python benchmarks/bench_train_step.py [--model mobilenet_v2_cifar] [--batch 64] [--device cpu]
-        [--amp none|bf16] [--channels-last]
+        [--amp none|bf16] [--channels-last] [--repeats 10] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
+import time
 
 import torch
 import torch.nn.functional as F
-from _common import device_sync, header, interleaved
+from _common import Timing, device_sync, header, ratio_text
 
 import mutualnet as mn
+from mutualnet.layers import slimmable
 from mutualnet.train.step import SubNet, distill_loss, resize, train_step
+
+
+class Marks:
+    """(wall, cpu) clock readings at the start and end of every model forward and of the whole step."""
+
+    def __init__(self, sync) -> None:
+        self.sync, self.points = sync, []
+
+    def mark(self, *_) -> None:
+        self.sync()
+        self.points.append((time.perf_counter(), time.process_time()))
+
+    def phases(self) -> list[tuple[float, float]]:
+        """``[(wall, cpu)]`` of forward 1, backward 1, forward 2, ...: differences of successive marks."""
+        p = self.points[1:]  # from the first forward's start
+        return [(b[0] - a[0], b[1] - a[1]) for a, b in itertools.pairwise(p)]
+
+
+@contextlib.contextmanager
+def autograd_slicing():
+    """The slicing before the in-place slice gradient: plain ``param[index]`` (autograd's slice backward)."""
+    original = slimmable._LeadingSlice.apply
+    slimmable._LeadingSlice.apply = lambda t, index: t[index]
+    try:
+        yield
+    finally:
+        slimmable._LeadingSlice.apply = original
 
 
 def main() -> None:
@@ -29,8 +63,13 @@ def main() -> None:
     p.add_argument("--amp", default="none", choices=["none", "bf16"])
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--autograd-slicing", action="store_true",
+                   help="also time the slimmable step with plain slicing (the implementation before), alternated")
     args = p.parse_args()
+    torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
+    sync = device_sync(dev)
     info = mn.model_info(args.model)
     model = mn.create_model(args.model).to(dev).train()
     lo, hi = model.width_range
@@ -48,10 +87,18 @@ def main() -> None:
     y = torch.randint(0, model.num_classes, (args.batch,), device=dev)
     autocast = (torch.autocast(dev.type, dtype=torch.bfloat16) if args.amp == "bf16"
                 else contextlib.nullcontext())
+    current = [Marks(sync)]
+    for net in [model, *dense]:
+        net.register_forward_pre_hook(lambda *a: current[0].mark())
+        net.register_forward_hook(lambda *a: current[0].mark())
 
     def slim() -> None:
         model.zero_grad(set_to_none=True)
         train_step(model, x, y, plan, autocast=autocast)
+
+    def slim_autograd_slicing() -> None:
+        with autograd_slicing():
+            slim()
 
     def dense_step() -> None:
         teacher = None
@@ -64,14 +111,41 @@ def main() -> None:
             if teacher is None:
                 teacher = logits.detach()
 
+    steps = {"slimmable": slim, "dense": dense_step}
+    if args.autograd_slicing:
+        steps["autograd slicing"] = slim_autograd_slicing
+    for fn in steps.values():  # warm-up
+        fn()
+        fn()
+    total = {k: Timing() for k in steps}
+    phase = {k: [Timing() for _ in range(2 * len(plan))] for k in steps}  # fwd 1, bwd 1, fwd 2, ...
+    for _ in range(args.repeats):
+        for k, fn in steps.items():
+            m = current[0] = Marks(sync)
+            m.mark()
+            fn()
+            m.mark()
+            total[k].wall.append(m.points[-1][0] - m.points[0][0])
+            total[k].cpu.append(m.points[-1][1] - m.points[0][1])
+            for t, (w, c) in zip(phase[k], m.phases(), strict=True):
+                t.wall.append(w)
+                t.cpu.append(c)
+
     header(f"training step, {args.model}, batch {args.batch}, amp {args.amp}, "
            f"channels_last {args.channels_last}", dev)
-    t = interleaved({"slimmable": slim, "dense": dense_step}, repeats=args.repeats, sync=device_sync(dev))
     print(f"plan: {[(s.width, s.resolution) for s in plan]}")
-    print(f"slimmable 4-sub-network step : {t['slimmable'] * 1e3:8.1f} ms  ({args.batch / t['slimmable']:.0f} img/s)")
-    print(f"4 dense models, same plan    : {t['dense'] * 1e3:8.1f} ms  ({args.batch / t['dense']:.0f} img/s)")
-    print(f"ratio slimmable / dense      : {t['slimmable'] / t['dense']:.3f}x   (goal <= 1.03x)")
-
+    d = total["dense"]
+    print(f"4 dense models, same plan       : {d.spread()}  ({args.batch / d.median:.0f} img/s)")
+    for k in [k for k in steps if k != "dense"]:
+        s = total[k]
+        print(f"-- {k} 4-sub-network step: {s.spread()}  ({args.batch / s.median:.0f} img/s)")
+        for i, sub in enumerate(plan):
+            for j, what in enumerate(("forward ", "backward")):
+                a, b = phase[k][2 * i + j], phase["dense"][2 * i + j]
+                print(f"  ({sub.width:g}, {sub.resolution}) {what} vs dense twin: {a.median * 1e3:8.2f} vs "
+                      f"{b.median * 1e3:8.2f} ms, {ratio_text(a, b)}")
+        goal = "   (goal <= 1.02x)" if k == "slimmable" else ""
+        print(f"ratio {k} / dense{' ' * (17 - len(k))}: {ratio_text(s, d)}{goal}")
 
 if __name__ == "__main__":
     main()

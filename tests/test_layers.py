@@ -140,3 +140,56 @@ def test_running_stats_only_updated_at_top_width_even_when_rounding_gives_all_ch
     set_width(bn, 1.0)
     bn(torch.randn(4, 16, 3, 3) + 5)
     assert int(bn.num_batches_tracked) == 1 and bn.running_mean.mean() > 0.3
+
+
+def _grads_after(model, steps, monkeypatch=None, plain=False, **kw):
+    """``.grad`` of every parameter after ``steps`` (lists of sub-networks), each a ``train_step``."""
+    import mutualnet.layers.slimmable as slimmable
+    from mutualnet.train import train_step
+
+    with pytest.MonkeyPatch.context() as mp:
+        if plain:  # autograd's own slice backward: the reference
+            mp.setattr(slimmable._LeadingSlice, "apply", lambda t, index: t[index])
+        torch.manual_seed(0)
+        x, y = torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,))
+        for plan in steps:
+            train_step(model, x.contiguous(memory_format=torch.channels_last), y, plan, **kw)
+    return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("name", ["resnet20_cifar", "mobilenet_v2_cifar"])
+def test_sliced_weight_gradients_equal_autograd_slicing_exactly(name):
+    from mutualnet import create_model
+    from mutualnet.train import SubNet
+
+    sandwich = [SubNet(1.0, 16, "labels"), SubNet(0.35, 12, "teacher"), SubNet(0.7, 16, "teacher")]
+    narrow_first = [SubNet(0.5, 12, "labels"), SubNet(0.8, 16, "teacher"), SubNet(1.0, 16, "teacher")]
+    cases = {  # accumulation over sub-networks and steps, .grad created by a narrow sub-network, AMP
+        "fp32": ([sandwich, narrow_first], {}),
+        "bf16": ([narrow_first], {"autocast": torch.autocast("cpu", dtype=torch.bfloat16)}),
+        "scaler": ([sandwich], {"scaler": torch.amp.GradScaler("cpu", init_scale=1024.0)}),
+    }
+    model = create_model(name, width_range=(0.35, 1.0)).train().to(memory_format=torch.channels_last)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    for case, (steps, kw) in cases.items():
+        got = []
+        for plain in (False, True):
+            model.load_state_dict(state)
+            model.zero_grad(set_to_none=True)
+            got.append(_grads_after(model, steps, plain=plain, **kw))
+        assert got[0].keys() == got[1].keys()
+        for k in got[0]:
+            assert torch.equal(got[0][k], got[1][k]), (case, k)
+            assert got[0][k].stride() == dict(model.named_parameters())[k].stride(), (case, k)
+
+
+def test_sliced_weight_supports_double_backward():
+    conv = SlimmableConv2d(32, 32, 3, padding=1)
+    conv.slim_state.width = 0.5
+    x = torch.randn(2, 16, 5, 5)
+    (g,) = torch.autograd.grad(conv(x).square().sum(), conv.weight)  # returned, not accumulated
+    assert conv.weight.grad is None and g[16:].abs().sum() == 0 and g[:16, :16].abs().sum() > 0
+    (g2,) = torch.autograd.grad(conv(x).square().sum(), conv.weight, create_graph=True)
+    torch.testing.assert_close(g2, g)
+    g2.square().sum().backward()  # a gradient penalty reaches the weight through the slice
+    assert conv.weight.grad is not None and conv.weight.grad[:16, :16].abs().sum() > 0

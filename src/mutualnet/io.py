@@ -27,7 +27,7 @@ import tempfile
 import time
 import warnings
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,8 @@ from .errors import MutualNetError
 
 __all__ = ["atomic_write", "atomic_write_text", "atomic_write_bytes", "atomic_save", "read_bytes", "read_text",
            "read_json", "read_jsonl", "read_torch_file", "read_pickle", "read_image", "json_depth",
-           "clean_stale_temps", "folder_lock", "MAX_JSON_DEPTH", "MAX_IMAGE_PIXELS", "MAX_DECOMPRESSED_BYTES"]
+           "clean_stale_temps", "folder_lock", "FolderLock", "MAX_JSON_DEPTH", "MAX_IMAGE_PIXELS",
+           "MAX_DECOMPRESSED_BYTES"]
 
 MAX_JSON_DEPTH = 64  # query tables, search state and COCO annotations nest 4-6 levels
 MAX_IMAGE_PIXELS = 64_000_000  # 8000 x 8000; bigger images are refused before they are decoded
@@ -143,37 +144,59 @@ def clean_stale_temps(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
-@contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike, what: str = "run folder") -> Iterator[Path]:
-    """Hold ``folder`` for this process while the block runs; a second holder gets a clear error.
+class FolderLock:
+    """Hold a folder for this process; a second holder (another process, or another open of the lock here) gets
+    a clear error naming the first.
 
     An advisory ``flock`` on ``folder/.mutualnet.lock``: the kernel releases it when the process exits,
     however it exits (kill -9 included), so a stale lock never blocks a later run. The file records
-    the holder (pid, host, start time) for the error message.
+    the holder (pid, host, start time) for the error message. Use as a context manager, or call
+    :meth:`acquire` and :meth:`release`.
     """
-    import fcntl
 
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise MutualNetError(f"cannot use {what} {folder}: {_reason(e)}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown process"
-        os.close(fd)
-        raise MutualNetError(f"{what} {folder} is in use by another mutualnet process ({holder}); wait for it "
-                             "to finish or use another folder") from None
-    try:
+    def __init__(self, folder: str | os.PathLike, what: str = "run folder") -> None:
+        self.folder, self.what, self.fd = Path(folder), what, None
+
+    def acquire(self) -> FolderLock:
+        import fcntl
+
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise MutualNetError(f"cannot use {self.what} {self.folder}: {_reason(e)}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown process"
+            os.close(fd)
+            raise MutualNetError(f"{self.what} {self.folder} is in use by another mutualnet process ({holder}); "
+                                 "wait for it to finish or use another folder") from None
         stamp = f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}"
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, stamp.encode(), 0)
-        yield folder
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        with contextlib.suppress(OSError):  # the stamp is for messages; a full disk must not stop the run here
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, stamp.encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        import fcntl
+
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def folder_lock(folder: str | os.PathLike, what: str = "run folder") -> FolderLock:
+    """A :class:`FolderLock` on ``folder`` (``with folder_lock(run_dir): ...``)."""
+    return FolderLock(folder, what)
 
 
 # -- reading -----------------------------------------------------------------------------------------

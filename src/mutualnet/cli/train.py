@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         if args.config:
             raise MutualNetError("--resume continues a run with the config stored in its checkpoint; drop --config "
-                                 "(use --set to change run.* settings)")
+                                 "(--set may change run.*, optim.lr and its schedule, train.epochs, data.root)")
         cfg = resume_config(args.resume, args.overrides)
     elif args.config:
         cfg = load_config(args.config, args.overrides)

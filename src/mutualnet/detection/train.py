@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from ..checkpoint import CheckpointMeta, checkpoint_dict, load_checkpoint
 from ..errors import MutualNetError
+from ..io import atomic_write_text
 from ..layers import use_config
 from ..profiling import resolve_device
 from ..train.config import apply_overrides, build_dataclass, read_yaml_mapping
@@ -240,7 +241,7 @@ def train_detector(cfg: DetectionConfig, *, resume: str | Path | None = None, pr
     if ckpt is not None:
         state = restore(ckpt, resume, model, optimizer, scheduler, scaler, generator, info, steps_per_epoch)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(_plain(dataclasses.asdict(cfg)), sort_keys=False))
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(_plain(dataclasses.asdict(cfg)), sort_keys=False))
     log = MetricsLog(out, csv_files=False, tensorboard=cfg.tensorboard,
                      resume_step=state.step if ckpt is not None else None)
     checkpointer = Checkpointer(out, model, optimizer, scheduler, scaler, generator, info, meta=_meta(cfg, dataset),

@@ -16,9 +16,10 @@ from pathlib import Path
 from ..checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from ..data.checkpoint import data_from_checkpoint
 from ..errors import MutualNetError
+from ..io import clean_stale_temps, folder_lock
 from ..layers import WidthRange
 from ..models import model_info
-from .build import build_query_table, clear_search_state
+from .build import STATS_DIR, build_query_table, clear_search_state
 from .table import QueryTable
 
 __all__ = ["SearchResult", "search_checkpoint", "checkpoint_resolutions"]
@@ -95,15 +96,18 @@ def search_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
     meta = {"model": ckpt["model_name"], "model_args": ckpt["model_args"], "checkpoint": os.path.abspath(checkpoint),
             "mode": ckpt_meta.get("mode"), "dataset": data.info}
     t0 = time.perf_counter()
-    table = build_query_table(
-        model, val, calib, resolutions=resolutions, widths=grid, calib_images=calib_images, val_images=val_images,
-        batch_size=batch_size, device=device, latency=latency, latency_batch_size=latency_batch_size,
-        threads=threads, resize_then_crop=resize_then_crop, state_dir=out, meta=meta, num_workers=data.workers,
-        seed=seed, progress=progress)
-    table_path = table.save(out / "query_table.json")
-    model.to("cpu")
-    ckpt_path = save_checkpoint(out / "calibrated.pt", model, meta=ckpt_meta | {"calibrated": True},
-                                query_table=table.to_dict())
-    clear_search_state(out)
+    with folder_lock(out, "search folder"):  # one search per folder; a killed one's temp files are removed
+        for folder in (out, out / STATS_DIR):
+            clean_stale_temps(folder)
+        table = build_query_table(
+            model, val, calib, resolutions=resolutions, widths=grid, calib_images=calib_images,
+            val_images=val_images, batch_size=batch_size, device=device, latency=latency,
+            latency_batch_size=latency_batch_size, threads=threads, resize_then_crop=resize_then_crop,
+            state_dir=out, meta=meta, num_workers=data.workers, seed=seed, progress=progress)
+        table_path = table.save(out / "query_table.json")
+        model.to("cpu")
+        ckpt_path = save_checkpoint(out / "calibrated.pt", model, meta=ckpt_meta | {"calibrated": True},
+                                    query_table=table.to_dict())
+        clear_search_state(out)
     return SearchResult(table, Path(table_path), out / "query_table.csv", Path(ckpt_path), len(grid),
                         len(resolutions), time.perf_counter() - t0)

@@ -9,8 +9,8 @@ Resume is exact: the checkpoint holds the model, optimizer, schedule, grad scale
 (the sub-network sampler, torch, CUDA, python, numpy, per process) and the position in the epoch; the
 data order and every batch's augmentation are functions of ``(seed, epoch, position)``
 (:class:`~mutualnet.train.distributed.EpochSampler`, :class:`~mutualnet.train.distributed.SeededSamples`).
-A resumed run therefore draws the same batches and sub-networks and follows the same loss trajectory as
-one that was never interrupted.
+A resumed run therefore draws the same batches and sub-networks and follows the same loss trajectory as one
+that was never interrupted.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from ..checkpoint import CheckpointMeta, atomic_save, checkpoint_dict, load_chec
 from ..data.datasets import DatasetInfo
 from ..errors import MutualNetError
 from ..evaluate import evaluate
+from ..io import atomic_write_text
 from ..layers import SlimmableBatchNorm2d, config_key
 from ..models import create_model
 from .config import (
@@ -63,6 +64,15 @@ from .distributed import (
     init_distributed,
 )
 from .optim import build_optimizer, build_scheduler
+from .runfolder import (
+    apply_lr,
+    carry_metrics,
+    check_finite,
+    check_resume_changes,
+    open_run_folder,
+    read_metrics,
+    save_order,
+)
 from .step import sample_subnets, train_step
 from .transfer import load_pretrained
 
@@ -79,11 +89,8 @@ class MetricsLog:
 
     def __init__(self, run_dir: Path, *, csv_files: bool, tensorboard: bool, resume_step: int | None) -> None:
         self.path, self.run_dir, self.csv_files = run_dir / "metrics.jsonl", run_dir, csv_files
-        rows = []
-        if resume_step is not None and self.path.exists():
-            rows = [json.loads(ln) for ln in self.path.read_text().splitlines() if ln.strip()]
-            rows = [r for r in rows if r.get("step", 0) <= resume_step]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        rows = read_metrics(self.path, resume_step)  # a line torn by a kill is dropped
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
         for kind in ("train", "val"):
             (run_dir / f"{kind}.csv").unlink(missing_ok=True)
         if csv_files:
@@ -189,7 +196,7 @@ class TrainState:
 class Checkpointer:
     """Writes ``last.pt`` / ``best.pt``: model, optimizer, schedule, scaler, every random state, the position.
 
-    Refuses to write non-finite weights, so the last good checkpoint survives a diverged run. Under
+    Refuses to write non-finite weights or statistics, so the last good checkpoint survives a diverged run. Under
     ``torchrun`` every process gathers its random state and rank 0 writes.
     """
 
@@ -203,10 +210,7 @@ class Checkpointer:
         self.config = config
 
     def save(self, state: TrainState, names: tuple[str, ...] = ("last.pt",), top1: dict | None = None) -> None:
-        if not all(bool(p.isfinite().all()) for p in self.model.parameters()):
-            raise MutualNetError(f"weights became non-finite by iteration {state.step}; training stopped "
-                                 f"without overwriting {self.run_dir / 'last.pt'}. Lower optim.lr or add "
-                                 "optim.warmup_epochs, then resume with --resume")
+        check_finite(self.model, state.step, self.run_dir / "last.pt")  # parameters and BN statistics
         rngs = _gather(_rng_state(self.sampler_gen), self.info)
         if not self.info.is_main:
             return
@@ -218,7 +222,7 @@ class Checkpointer:
             self.meta.top1 = top1
         self.meta.epoch, self.meta.step = state.epoch, state.step
         obj = checkpoint_dict(self.model, self.meta, config=self.config, train_state=train_state)
-        for name in names:
+        for name in save_order(names):  # best.pt before last.pt: consistent after a kill between them
             atomic_save(obj, self.run_dir / name)
 
 
@@ -310,14 +314,18 @@ def autocast_for(amp: str, device: torch.device) -> contextlib.AbstractContextMa
 def resume_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """The config stored in a training checkpoint, with ``--set`` overrides applied.
 
-    Only ``run.*`` settings (logging, saving, progress, max_steps) can change without changing the
-    trajectory; changing anything else continues the run under the new setting.
+    Only the settings in :data:`~mutualnet.train.runfolder.RESUMABLE` may change (``run.*``, the learning
+    rate and its schedule, epochs, the data location); they are applied, with a line saying so. Any other
+    change is refused: the checkpoint's optimizer state, data order and model were made under the old values.
     """
     ckpt = _load_train_checkpoint(path)
-    data = copy.deepcopy(ckpt["config"])
-    data.setdefault("model", {}).setdefault("width_range", list(ckpt["model_args"]["width_range"]))  # stored once
-    data = apply_overrides(data, overrides)
-    data["run"]["out"] = str(Path(path).parent)
+    saved = ckpt["config"]
+    saved.setdefault("model", {}).setdefault("width_range", list(ckpt["model_args"]["width_range"]))  # stored once
+    saved["run"]["out"] = str(Path(path).parent)  # where the run is now (the folder may have moved)
+    data = apply_overrides(copy.deepcopy(saved), overrides)
+    changes = check_resume_changes(saved, data)
+    if changes:
+        print("resuming with changed settings: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
     return config_from_dict(data)
 
 
@@ -453,13 +461,15 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     cfg = resolve(cfg, data_info.to_dict())
     t, o, r = cfg.train, cfg.optim, cfg.run
     run_dir = Path(r.out)
-    if ckpt is None and (run_dir / "last.pt").exists():
-        raise MutualNetError(f"{run_dir} already holds a run (last.pt); resume it with --resume {run_dir / 'last.pt'} "
-                             "or choose another run.out")
     info = init_distributed("cuda" if r.device.startswith("cuda") or (
         r.device == "auto" and torch.cuda.is_available()) else "cpu")
-    log = None
+    log = lock = None
     try:
+        if info.is_main:  # one writer per run folder; temporary files of a killed run are removed
+            lock = open_run_folder(run_dir)
+        if (run_dir / "last.pt").exists() and (ckpt is None or run_dir.resolve() != Path(resume).parent.resolve()):
+            raise MutualNetError(f"{run_dir} already holds a run (last.pt); resume it with --resume "
+                                 f"{run_dir / 'last.pt'} or choose another run.out")
         device = _device(r.device, info)
         if r.threads:
             torch.set_num_threads(r.threads)
@@ -476,12 +486,15 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         if ckpt is not None:
             state = restore(ckpt, resume, model, optimizer, scheduler, scaler, sampler_gen, info,
                             data.steps_per_epoch)
+            apply_lr(optimizer, scheduler, o.lr)  # a changed optim.lr applies (a no-op when unchanged)
         else:
             state = TrainState()
             if info.enabled:
                 broadcast_model(model)
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
+            if ckpt is not None:
+                carry_metrics(Path(resume).parent, run_dir)  # resumed into a new run.out: the history comes along
             save_config(cfg, run_dir / "config.yaml")
             log = MetricsLog(run_dir, csv_files=r.csv, tensorboard=r.tensorboard,
                              resume_step=state.step if ckpt is not None else None)
@@ -516,6 +529,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     finally:
         if log is not None:
             log.close()
+        if lock is not None:
+            lock.release()
         cleanup_distributed(info)
     return run_dir
 
