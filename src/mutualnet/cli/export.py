@@ -16,8 +16,10 @@ from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..deploy.adaptive import load_query_table
 from ..deploy.export import FORMATS, export_subnet, is_calibrated, save_exported
 from ..errors import MutualNetError
+from ..extras import require
 from ..layers import config_key
 from ..profiling import profile
+from ..search.run import artefact_fields
 from . import _args as A
 
 _SUFFIX = {".onnx": "onnx", ".ts": "torchscript", ".torchscript": "torchscript", ".jit": "torchscript"}
@@ -65,6 +67,8 @@ def choose_config(args: argparse.Namespace, ckpt: dict, model) -> tuple[float, i
 
 def run(args: argparse.Namespace) -> int:
     fmt = args.format or _SUFFIX.get("." + args.out.rsplit(".", 1)[-1].lower() if "." in args.out else "", "pt")
+    if fmt == "onnx":
+        require("onnx", "ONNX export")  # before any work
     ckpt = load_checkpoint(args.checkpoint)
     model = model_from_checkpoint(ckpt).eval()
     width, res, row = choose_config(args, ckpt, model)
@@ -79,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     net, check = export_subnet(model, width, res, fold_bn=not args.no_fold_bn)
     meta = ckpt.get("meta") or {}
     info = {k: meta[k] for k in ("class_names", "dataset", "mode") if k in meta}
+    info |= artefact_fields(meta, [res])  # preprocessing: crop at its input_size, then resize to `resolution`
     info |= {"checkpoint": str(args.checkpoint), "table_row": row}
     checks = save_exported(net, args.out, fmt, meta=info)
     prof = profile(model, width, res)

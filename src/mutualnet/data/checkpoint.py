@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from torch import nn
 from torch.utils.data import Dataset
@@ -57,5 +58,5 @@ def data_from_checkpoint(ckpt: dict, model: nn.Module, *, dataset: str | None = 
     def build(split: str, size: int) -> Dataset:
         return build_dataset(name, split, root=root, input_size=size, augment=False, **kw)
 
-    info = {"name": name, "root": None if root is None else str(root)}
+    info = {"name": name, "root": None if root is None else str(Path(root).expanduser().absolute())}
     return CheckpointData(build, info, workers if workers is not None else (4 if name == "imagefolder" else 0))

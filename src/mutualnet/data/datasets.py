@@ -21,6 +21,7 @@ from torchvision import datasets as tvd
 
 from ..errors import MutualNetError
 from ..io import read_bytes, read_image, read_pickle
+from .preprocess import DATASET_STATS
 from .synthetic import SyntheticImages
 from .transforms import TensorImages, eval_transform, resize_uint8, train_transform
 
@@ -28,14 +29,6 @@ __all__ = ["DatasetInfo", "DATASETS", "FASHION_MNIST_ROOT", "build_dataset", "da
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 DATASETS = ("imagefolder", "cifar10", "cifar100", "fashion_mnist", "synthetic")
-
-# per-channel statistics of the training sets (uint8 / 255)
-_STATS = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "fashion_mnist": ((0.2860,), (0.3530,)),
-}
-
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -245,6 +238,6 @@ def build_dataset(name: str, split: str, *, root: str | os.PathLike | None = Non
                                else _load_cifar(key, root, split))
     if input_size is not None:
         images = resize_uint8(images, input_size)
-    mean, std = _STATS[key]
+    mean, std = DATASET_STATS[key]
     return TensorImages(images, labels, mean=mean, std=std, train=augment, padding=crop_padding, hflip=hflip,
                         color_jitter=color_jitter, classes=classes)

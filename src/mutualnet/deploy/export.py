@@ -38,6 +38,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from ..checkpoint import read_torch_file
 from ..data.transforms import DEFAULT_RESIZE, model_resize
 from ..errors import MutualNetError
+from ..extras import require
 from ..io import atomic_write_bytes
 from ..layers import SlimmableBatchNorm2d, config_key, materialize, use_config
 from ..models import create_model
@@ -247,6 +248,8 @@ def save_exported(net: nn.Module, path: str | os.PathLike, fmt: str = "pt", *, m
     """
     if fmt not in FORMATS:
         raise MutualNetError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "onnx":
+        require("onnx", "ONNX export")
     _check_output_path(path)
     info = _describe(net, meta)
     if "resolution" not in info:

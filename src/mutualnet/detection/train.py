@@ -35,6 +35,7 @@ from ..layers import use_config
 from ..profiling import resolve_device
 from ..train.config import apply_overrides, build_dataclass, read_yaml_mapping
 from ..train.distributed import DistInfo, EpochSampler, SeededSamples
+from ..train.guard import DivergenceGuard
 from ..train.loop import Checkpointer, MetricsLog, TrainState, autocast_for, restore
 from ..train.optim import build_scheduler
 from ..train.step import SubNet, sample_subnets
@@ -60,9 +61,11 @@ class DetectionConfig:
     scales: list[int] = field(default_factory=lambda: [600, 480, 360, 240])  # short sides
     max_size: int = 1000  # long-side cap
     epochs: int = 24  # 2x schedule
-    max_iterations: int | None = None  # stop early (smoke tests)
+    max_iterations: int | None = None  # stop after this many iterations (a trial run; lr_steps keep their epochs)
     batch_size: int = 8
-    lr: float = 0.01  # 0.02 per 16 images
+    lr: float | None = None  # None: the linear scaling rule, base_lr * batch_size / base_batch_size
+    base_lr: float = 0.02  # learning rate at base_batch_size images per step (torchvision's detection reference)
+    base_batch_size: int = 16
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_iters: int = 500
@@ -108,11 +111,13 @@ class DetectionConfig:
             raise MutualNetError("num_subnets must be >= 2 (the sandwich rule runs the widest and the narrowest)")
         if not self.scales or min(self.scales) < 32:
             raise MutualNetError(f"scales must be input short sides >= 32, got {self.scales}")
-        if self.batch_size < 1 or self.epochs < 1:
-            raise MutualNetError("batch_size and epochs must be >= 1")
+        if self.batch_size < 1 or self.epochs < 1 or self.base_batch_size < 1:
+            raise MutualNetError("batch_size, base_batch_size and epochs must be >= 1")
         if max(self.scales) > MAX_RESOLUTION or not 1 <= self.max_size <= MAX_RESOLUTION:
             raise MutualNetError(f"scales and max_size must be at most {MAX_RESOLUTION} pixels")
-        checks = [(self.lr > 0, "lr must be > 0"), (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
+        checks = [(self.lr is None or self.lr > 0, "lr must be > 0 (or unset: the linear scaling rule)"),
+                  (self.base_lr > 0, "base_lr must be > 0"),
+                  (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
                   (self.weight_decay >= 0, "weight_decay must be >= 0"), (hi <= MAX_WIDTH, "width_range too wide"),
                   (self.num_workers >= 0 and self.warmup_iters >= 0, "num_workers and warmup_iters must be >= 0"),
                   (self.log_every >= 1, "log_every must be >= 1"),
@@ -124,6 +129,14 @@ class DetectionConfig:
                 raise MutualNetError(msg)
         if self.amp not in ("none", "bf16", "fp16"):
             raise MutualNetError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
+
+    def scaled_lr(self) -> float:
+        """``lr`` if set, else the linear scaling rule (Goyal et al., 2017): ``base_lr * batch_size / base_batch_size``.
+
+        Mask R-CNN's usual 0.02 is for 16 images per step; keeping it at 2 images (a CPU trial) is 8x too high
+        and diverges.
+        """
+        return float(self.lr) if self.lr is not None else self.base_lr * self.batch_size / self.base_batch_size
 
 
 def load_config(path: str | None = None, overrides: list[str] | None = None, **values: Any) -> DetectionConfig:
@@ -206,6 +219,7 @@ def train_detector(cfg: DetectionConfig, *, resume: str | Path | None = None, pr
     it exactly. A run folder that already holds a ``last.pt`` is never overwritten by a fresh run.
     """
     cfg.validate()
+    cfg = dataclasses.replace(cfg, lr=cfg.scaled_lr())  # config.yaml records the learning rate used
     out = Path(cfg.out)
     if resume is None and (out / "last.pt").exists():
         raise MutualNetError(f"{out} already holds a run (last.pt); resume it with --resume {out / 'last.pt'} or "
@@ -247,6 +261,7 @@ def train_detector(cfg: DetectionConfig, *, resume: str | Path | None = None, pr
     checkpointer = Checkpointer(out, model, optimizer, scheduler, scaler, generator, info, meta=_meta(cfg, dataset),
                                 config=_config(cfg), steps_per_epoch=steps_per_epoch)
     scales = sorted(cfg.scales, reverse=True)
+    guard = DivergenceGuard()
     bar = tqdm(total=total, initial=state.step, desc="detect train", disable=not progress)
     try:
         while state.step < total:
@@ -259,6 +274,13 @@ def train_detector(cfg: DetectionConfig, *, resume: str | Path | None = None, pr
                 optimizer.zero_grad(set_to_none=True)
                 subnets = sample_subnets("mutual_gt", cfg.width_range, scales, cfg.num_subnets, generator)
                 logs = detection_step(model, images, targets, subnets, autocast=autocast, scaler=scaler)
+                why = guard.check(logs["loss"])
+                if why:
+                    last = out / "last.pt"
+                    kept = f"{last} is untouched" if last.exists() else "no checkpoint was saved"
+                    raise MutualNetError(f"{why} at iteration {state.step + 1} (epoch {state.epoch + 1}, lr "
+                                         f"{optimizer.param_groups[0]['lr']:.3g}); training stopped and {kept}. Lower "
+                                         "lr or raise warmup_iters, then resume with --resume")
                 if scaler is not None:
                     scaler.unscale_(optimizer)
                 if cfg.clip_grad_norm:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from ..data import preprocessing_of
 from ..data.checkpoint import data_from_checkpoint
 from ..errors import MutualNetError
 from ..io import clean_stale_temps, folder_lock
@@ -22,7 +23,7 @@ from ..models import model_info
 from .build import STATS_DIR, build_query_table, clear_search_state
 from .table import QueryTable
 
-__all__ = ["SearchResult", "search_checkpoint", "checkpoint_resolutions"]
+__all__ = ["SearchResult", "search_checkpoint", "checkpoint_resolutions", "artefact_fields"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,15 @@ class SearchResult:
     num_widths: int
     num_resolutions: int
     seconds: float
+
+
+def artefact_fields(meta: dict, resolutions: list[int]) -> dict:
+    """Preprocessing and class names for a table or export, so it can be used without its checkpoint."""
+    fields = {"preprocessing": preprocessing_of(meta if meta.get("preprocessing") or meta.get("resolutions")
+                                                else {**meta, "resolutions": resolutions}).to_dict()}
+    if meta.get("class_names"):
+        fields["class_names"] = list(meta["class_names"])
+    return fields
 
 
 def checkpoint_resolutions(ckpt: dict, resolutions: list[int] | None = None) -> list[int]:
@@ -94,7 +104,7 @@ def search_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
         val, calib = data.build("val", resolutions[0]), data.build("train", resolutions[0])
     ckpt_meta = dict(ckpt.get("meta") or {})
     meta = {"model": ckpt["model_name"], "model_args": ckpt["model_args"], "checkpoint": os.path.abspath(checkpoint),
-            "mode": ckpt_meta.get("mode"), "dataset": data.info}
+            "mode": ckpt_meta.get("mode"), "dataset": data.info, **artefact_fields(ckpt_meta, resolutions)}
     t0 = time.perf_counter()
     with folder_lock(out, "search folder"):  # one search per folder; a killed one's temp files are removed
         for folder in (out, out / STATS_DIR):

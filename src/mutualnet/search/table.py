@@ -30,15 +30,16 @@ from ..io import MAX_JSON_DEPTH, atomic_write_text, json_depth, read_json
 from ..validate import check_float, check_int, check_resolution, check_width
 
 __all__ = ["QueryTable", "ROW_KEYS", "DETECTION_KEYS", "METRICS", "TABLE_FORMAT", "pareto_frontier",
-           "atomic_write_text"]
+           "atomic_write_text", "fits_budget", "MFLOPS_DECIMALS", "LATENCY_DECIMALS"]
 
 TABLE_FORMAT = "mutualnet-query-table"
 ROW_KEYS = ("width", "resolution", "top1", "top5", "macs", "params", "mflops", "latency_ms", "pareto")
 # a detection table's rows: ROW_KEYS without top-1/top-5, with COCO AP (in [0, 1]) and how it was measured
-DETECTION_KEYS = ("box_ap", "mask_ap", "box_ap50", "mask_ap50", "num_detections", "backbone_macs", "mac_input_size",
-                  "calibrated")
+DETECTION_KEYS = ("box_ap", "mask_ap", "box_ap50", "mask_ap50", "num_detections", "backbone_macs", "backbone_mflops",
+                  "pareto_backbone", "mac_input_size", "calibrated")
 METRICS = {"top1": "top-1 (%)", "box_ap": "box AP", "mask_ap": "mask AP"}  # higher is better
-_COSTS = {"macs": "macs", "mflops": "macs", "latency_ms": "latency_ms", "latency": "latency_ms"}
+_COSTS = {"macs": "macs", "mflops": "macs", "latency_ms": "latency_ms", "latency": "latency_ms",
+          "backbone_macs": "backbone_macs", "backbone_mflops": "backbone_macs"}  # the last two: detection tables
 
 
 def _row_keys(metric: str) -> tuple[str, ...]:
@@ -65,6 +66,24 @@ def pareto_frontier(rows: list[dict], cost: str = "macs", metric: str = "top1") 
     return front
 
 
+LATENCY_MISSING = ("this query table has no latency measurements; measure them on the target device with "
+                   "`mutualnet latency --checkpoint calibrated.pt` (it updates the table inside calibrated.pt and "
+                   "query_table.json beside it), or select by MFLOPs")
+
+# costs are printed with these decimals (select, predict, errors), and budgets are compared at them
+MFLOPS_DECIMALS = 2
+LATENCY_DECIMALS = 3
+
+
+def fits_budget(cost: float, budget: float, decimals: int) -> bool:
+    """Whether ``cost`` fits ``budget`` at the precision costs are printed with.
+
+    A user who types the printed cost of a configuration (``--max-mflops 2.54`` for 2.542) means that
+    configuration; comparing the unrounded cost would refuse it.
+    """
+    return round(cost, decimals) <= budget + 1e-9
+
+
 def _as_int(v: object) -> object:
     """JSON and CSV may write counts as ``1.0e6``; a whole finite float is that integer, anything else stays
     as it is for the type check to refuse."""
@@ -82,9 +101,10 @@ def _short(row: object) -> str:
 
 
 def _describe(row: dict, metric: str = "top1") -> str:
-    lat = f", {row['latency_ms']:.3g} ms" if row.get("latency_ms") is not None else ""
+    lat = f", {row['latency_ms']:.{LATENCY_DECIMALS}f} ms" if row.get("latency_ms") is not None else ""
     score = f"top-1 {row['top1']:.2f}%" if metric == "top1" else f"{METRICS[metric]} {row[metric]:.4g}"
-    return f"width {row['width']:g} at {row['resolution']} px ({row['mflops']:.4g} MFLOPs{lat}, {score})"
+    return (f"width {row['width']:g} at {row['resolution']} px ({row['mflops']:.{MFLOPS_DECIMALS}f} MFLOPs{lat}, "
+            f"{score})")
 
 
 @dataclass
@@ -159,8 +179,7 @@ class QueryTable:
     def frontier(self, cost: str = "macs") -> list[dict]:
         """The Pareto frontier by ``cost`` (``macs`` or ``latency_ms``), cheapest first."""
         if _COSTS.get(cost) == "latency_ms" and not self.has_latency:
-            raise MutualNetError("this query table has no latency measurements; rebuild it with "
-                                 "`mutualnet search --latency`")
+            raise MutualNetError(LATENCY_MISSING)
         return pareto_frontier(self.rows, cost, self.metric)
 
     def select(self, max_mflops: float | None = None, max_latency_ms: float | None = None) -> dict:
@@ -175,25 +194,27 @@ class QueryTable:
         if not self.rows:
             raise MutualNetError("the query table is empty")
         if max_latency_ms is not None and not self.has_latency:
-            raise MutualNetError("this query table has no latency measurements; select by --max-mflops or rebuild "
-                                 "it with `mutualnet search --latency`")
+            raise MutualNetError(LATENCY_MISSING)
         fits = self.rows
         if max_mflops is not None:
-            fits = [r for r in fits if r["mflops"] <= max_mflops]
+            fits = [r for r in fits if fits_budget(r["mflops"], max_mflops, MFLOPS_DECIMALS)]
             if not fits:
                 cheapest = min(self.rows, key=lambda r: r["macs"])
                 raise MutualNetError(f"no configuration fits {max_mflops:g} MFLOPs; the cheapest is "
                                      f"{_describe(cheapest, self.metric)}")
         if max_latency_ms is not None:
-            fits = [r for r in fits if r["latency_ms"] <= max_latency_ms]
+            fits = [r for r in fits if fits_budget(r["latency_ms"], max_latency_ms, LATENCY_DECIMALS)]
             if not fits:
-                pool = self.rows if max_mflops is None else [r for r in self.rows if r["mflops"] <= max_mflops]
+                pool = self.rows if max_mflops is None else [r for r in self.rows
+                                                               if fits_budget(r["mflops"], max_mflops, MFLOPS_DECIMALS)]
                 cheapest = min(pool, key=lambda r: r["latency_ms"])
                 raise MutualNetError(f"no configuration fits {max_latency_ms:g} ms"
                                      f"{'' if max_mflops is None else f' within {max_mflops:g} MFLOPs'}; "
                                      f"the fastest is {_describe(cheapest, self.metric)}")
         cost = "macs" if max_latency_ms is None else "latency_ms"
-        return dict(max(fits, key=lambda r: (r[self.metric], -r[cost], -r["macs"])))
+        best = dict(max(fits, key=lambda r: (r[self.metric], -r[cost], -r["macs"])))
+        best["frontier"] = "latency" if cost == "latency_ms" else "mflops"  # the most accurate in budget is on it
+        return best
 
     def describe(self, row: dict) -> str:
         """One line for a row: its configuration, cost and accuracy."""

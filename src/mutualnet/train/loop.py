@@ -20,8 +20,8 @@ import copy
 import csv
 import dataclasses
 import json
-import math
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..calibrate import calibrate
@@ -39,6 +39,7 @@ from ..checkpoint import CheckpointMeta, atomic_save, checkpoint_dict, load_chec
 from ..data.datasets import DatasetInfo
 from ..errors import MutualNetError
 from ..evaluate import evaluate
+from ..extras import missing
 from ..io import atomic_write_text
 from ..layers import SlimmableBatchNorm2d, config_key
 from ..models import create_model
@@ -63,6 +64,7 @@ from .distributed import (
     convert_sync_batchnorm,
     init_distributed,
 )
+from .guard import DivergenceGuard
 from .optim import build_optimizer, build_scheduler
 from .runfolder import (
     apply_lr,
@@ -74,10 +76,11 @@ from .runfolder import (
     save_order,
 )
 from .step import sample_subnets, train_step
-from .transfer import load_pretrained
+from .transfer import describe_init, load_pretrained
 
 __all__ = ["train", "build_data", "build_model", "restore", "train_one_epoch", "validate", "evaluate", "resume_config",
-           "TrainState", "TrainData", "Checkpointer", "MetricsLog", "autocast_for"]
+           "TrainState", "TrainData", "EpochResult", "Checkpointer", "MetricsLog", "RunClock", "epoch_line",
+           "autocast_for"]
 
 
 # -- metrics ----------------------------------------------------------------------------------------
@@ -97,7 +100,10 @@ class MetricsLog:
             for r in rows:
                 self._csv(r)
         self.tb = None
-        if tensorboard:
+        if tensorboard and missing("tensorboard"):
+            print("note: tensorboard is not installed, so metrics go to metrics.jsonl only (pip install "
+                  "\"mutualnet[tensorboard]\", or --set run.tensorboard=false to silence this)", file=sys.stderr)
+        elif tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=None if resume_step is None else resume_step + 1)
@@ -188,6 +194,7 @@ class TrainState:
     epoch_step: int = 0  # iterations done in it
     step: int = 0  # iterations done in all
     best_top1: float | None = None  # best validation top-1 of the widest configuration so far
+    elapsed_s: float = 0.0  # wall time of the whole run, resumed parts included (RunClock)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -203,15 +210,18 @@ class Checkpointer:
     def __init__(self, run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler | None,
                  sampler_gen: torch.Generator, info: DistInfo, *, meta: CheckpointMeta, config: dict,
-                 steps_per_epoch: int) -> None:
+                 steps_per_epoch: int, clock: RunClock | None = None) -> None:
         self.run_dir, self.model, self.optimizer, self.scheduler = run_dir, model, optimizer, scheduler
         self.scaler = scaler
         self.sampler_gen, self.info, self.meta, self.steps_per_epoch = sampler_gen, info, meta, steps_per_epoch
+        self.clock = clock
         self.config = config
 
     def save(self, state: TrainState, names: tuple[str, ...] = ("last.pt",), top1: dict | None = None) -> None:
         check_finite(self.model, state.step, self.run_dir / "last.pt")  # parameters and BN statistics
         rngs = _gather(_rng_state(self.sampler_gen), self.info)
+        if self.clock is not None:
+            self.clock.sync()
         if not self.info.is_main:
             return
         train_state = {**state.to_dict(), "optimizer": self.optimizer.state_dict(),
@@ -227,15 +237,24 @@ class Checkpointer:
 
 
 # -- one epoch ---------------------------------------------------------------------------------------
+@dataclass
+class EpochResult:
+    """What :func:`train_one_epoch` did: whether it reached the epoch's end, and its summed losses."""
+
+    finished: bool = True
+    loss_sum: float = 0.0  # sum over iterations of the summed sub-network losses
+    iterations: int = 0
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler | None,
                     state: TrainState, *, cfg: TrainConfig, device: torch.device, info: DistInfo,
                     sampler_gen: torch.Generator, steps_per_epoch: int, log: MetricsLog | None,
-                    checkpointer: Checkpointer) -> bool:
-    """Run the rest of epoch ``state.epoch``; returns False when ``run.max_steps`` stopped it early.
+                    checkpointer: Checkpointer, guard: DivergenceGuard) -> EpochResult:
+    """Run the rest of epoch ``state.epoch`` (``finished`` False when ``run.max_steps`` stopped it early).
 
-    ``state`` is updated in place after every iteration; ``last.pt`` is written every ``run.save_every``.
+    ``state`` is updated in place after every iteration; ``last.pt`` is written every ``run.save_every``;
+    ``guard`` stops a diverging run before its weights are saved.
     """
+    result = EpochResult()
     t, r = cfg.train, cfg.run
     autocast = autocast_for(r.amp, device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -246,7 +265,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     for images, labels in loader:
         if r.max_steps is not None and state.step >= r.max_steps:
             bar.close()
-            return False
+            result.finished = False
+            return result
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         if r.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -256,12 +276,13 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
                             temperature=t.temperature, autocast=autocast, scaler=scaler, resize=cfg.data.resize)
         losses = all_reduce_mean(losses, info)
         total = float(losses.sum())
-        if not math.isfinite(total):
+        why = guard.check(total)
+        if why:
             bar.close()
             last = checkpointer.run_dir / "last.pt"
             where = f"the last good checkpoint {last} is untouched" if last.exists() else "no checkpoint was saved"
             raise MutualNetError(
-                f"loss became {total} at iteration {state.step + 1} (epoch {state.epoch + 1}); training "
+                f"{why} at iteration {state.step + 1} (epoch {state.epoch + 1}); training "
                 f"stopped and {where}. Lower optim.lr, add optim.warmup_epochs or use run.amp=none/bf16, then "
                 "resume with --resume")
         if info.enabled:
@@ -275,6 +296,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         scheduler.step()
         state.step += 1
         state.epoch_step += 1
+        result.loss_sum, result.iterations = result.loss_sum + total, result.iterations + 1
         seen += images.shape[0] * info.world_size
         bar.update(1)
         if state.step % r.log_every == 0 or state.epoch_step == steps_per_epoch:
@@ -288,7 +310,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         if r.save_every and state.step % r.save_every == 0 and state.epoch_step < steps_per_epoch:
             checkpointer.save(state)
     bar.close()
-    return True
+    return result
 
 
 # -- setup ------------------------------------------------------------------------------------------
@@ -347,6 +369,7 @@ class TrainData:
     sampler: EpochSampler
     local_batch: int
     steps_per_epoch: int
+    train_set: Dataset  # the training images (what the checkpoint's artefact meta describes)
 
 
 def build_data(cfg: TrainConfig, data_info: DatasetInfo, info: DistInfo, device: torch.device) -> TrainData:
@@ -378,7 +401,8 @@ def build_data(cfg: TrainConfig, data_info: DatasetInfo, info: DistInfo, device:
     calib_sampler = EpochSampler(len(train_ds), num_replicas=info.world_size, rank=info.rank, seed=r.seed + 7)
     calib_loader = DataLoader(SeededSamples(train_ds), batch_size=local_batch, sampler=calib_sampler,
                               num_workers=min(d.workers, 2), generator=torch.Generator().manual_seed(r.seed))
-    return TrainData(train_loader, val_loader, calib_loader, sampler, local_batch, sampler.per_rank // local_batch)
+    return TrainData(train_loader, val_loader, calib_loader, sampler, local_batch, sampler.per_rank // local_batch,
+                     train_ds)
 
 
 def build_model(cfg: TrainConfig, device: torch.device, info: DistInfo, *, pretrained: bool = True) -> nn.Module:
@@ -387,7 +411,9 @@ def build_model(cfg: TrainConfig, device: torch.device, info: DistInfo, *, pretr
     model = create_model(m.name, num_classes=m.num_classes, width_range=tuple(m.width_range), **m.args)
     model.resize_mode = cfg.data.resize  # calibration and evaluation resize as training does
     if m.init and pretrained:  # transfer learning: all but the new classifier (see train/transfer.py)
-        load_pretrained(model, m.init)
+        report = load_pretrained(model, m.init)
+        if info.is_main:
+            print(describe_init(report), flush=True)
     if min(t.resolutions) < model.min_resolution:
         raise MutualNetError(f"resolution {min(t.resolutions)} is too small for {m.name} "
                              f"(needs at least {model.min_resolution})")
@@ -413,7 +439,8 @@ def restore(ckpt: dict, source: str | Path, model: nn.Module, optimizer: torch.o
                              f"({str(e).splitlines()[0][:200]})") from None
     if scaler is not None and ts.get("scaler"):
         scaler.load_state_dict(ts["scaler"])
-    state = TrainState(**{k: ts[k] for k in ("epoch", "epoch_step", "step", "best_top1")})
+    state = TrainState(**{k: ts[k] for k in ("epoch", "epoch_step", "step", "best_top1")},
+                       elapsed_s=float(ts.get("elapsed_s", 0.0)))
     rngs = ts["rng"]
     _set_rng_state(rngs[info.rank] if info.rank < len(rngs) else rngs[0], sampler_gen)
     if state.epoch_step >= steps_per_epoch:
@@ -454,12 +481,14 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     The run folder holds ``config.yaml`` (resolved), ``metrics.jsonl``, ``last.pt``, ``best.pt`` and
     ``tb/`` (TensorBoard). Under ``torchrun`` every process calls this; rank 0 writes the files.
     """
-    from ..data import dataset_info
+    from ..data import artefact_meta, dataset_info
 
     ckpt = _load_train_checkpoint(resume) if resume is not None else None
     data_info = dataset_info(cfg.data.name, cfg.data.root)
-    cfg = resolve(cfg, data_info.to_dict())
-    t, o, r = cfg.train, cfg.optim, cfg.run
+    cfg = resolve(cfg, data_info.to_dict() | {"root": cfg.data.root})
+    d, t, o, r = cfg.data, cfg.train, cfg.optim, cfg.run
+    if d.root is not None:  # recorded absolute, so calibrate/search/eval find the data from any folder
+        d.root = str(Path(d.root).expanduser().absolute())
     run_dir = Path(r.out)
     info = init_distributed("cuda" if r.device.startswith("cuda") or (
         r.device == "auto" and torch.cuda.is_available()) else "cpu")
@@ -471,6 +500,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             raise MutualNetError(f"{run_dir} already holds a run (last.pt); resume it with --resume "
                                  f"{run_dir / 'last.pt'} or choose another run.out")
         device = _device(r.device, info)
+        if device.type == "cpu" and r.amp != "none" and info.is_main:
+            print(f"note: run.amp={r.amp} on a CPU is usually slower than full precision; --set run.amp=none "
+                  "(configs/mobilenet_v2_imagefolder_cpu.yaml is the CPU-sized recipe)", file=sys.stderr)
         if r.threads:
             torch.set_num_threads(r.threads)
         torch.manual_seed(r.seed)
@@ -491,6 +523,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             state = TrainState()
             if info.enabled:
                 broadcast_model(model)
+        clock = RunClock(state, t.epochs * data.steps_per_epoch if r.max_steps is None
+                         else min(r.max_steps, t.epochs * data.steps_per_epoch))
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             if ckpt is not None:
@@ -498,34 +532,44 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             save_config(cfg, run_dir / "config.yaml")
             log = MetricsLog(run_dir, csv_files=r.csv, tensorboard=r.tensorboard,
                              resume_step=state.step if ckpt is not None else None)
-        meta = CheckpointMeta(
-            mode=t.mode, resolutions=list(t.resolutions), epochs=t.epochs, resize=cfg.data.resize,
-            num_subnets=t.num_subnets if t.mode not in SINGLE_NETWORK_MODES else 1,
-            dataset={"name": data_info.name, "root": cfg.data.root, "num_classes": cfg.model.num_classes,
-                     "in_chans": model.in_chans, "input_size": cfg.data.input_size})
+        meta = CheckpointMeta.from_dict({
+            "mode": t.mode, "resolutions": list(t.resolutions), "epochs": t.epochs, "resize": d.resize,
+            "num_subnets": t.num_subnets if t.mode not in SINGLE_NETWORK_MODES else 1,
+            "dataset": {"name": data_info.name, "root": d.root, "num_classes": cfg.model.num_classes,
+                        "in_chans": model.in_chans, "input_size": d.input_size},
+            **artefact_meta(data.train_set, data_info.name, d.input_size, d.val_resize_ratio, model.in_chans,
+                            d.resize)})
         config = config_to_dict(cfg)
         config["model"].pop("width_range", None)  # stored once, in model_args
         checkpointer = Checkpointer(run_dir, model, optimizer, scheduler, scaler, sampler_gen, info, meta=meta,
-                                    config=config, steps_per_epoch=data.steps_per_epoch)
+                                    config=config, steps_per_epoch=data.steps_per_epoch, clock=clock)
+        guard = DivergenceGuard()
         while state.epoch < t.epochs:
             data.sampler.set_epoch(state.epoch, state.epoch_step * data.local_batch)
-            finished = train_one_epoch(model, data.train, optimizer, scheduler, scaler, state, cfg=cfg, device=device,
-                                       info=info, sampler_gen=sampler_gen, steps_per_epoch=data.steps_per_epoch,
-                                       log=log, checkpointer=checkpointer)
-            if not finished:
-                checkpointer.save(state)
-                break
-            names, top1 = ("last.pt",), None
-            if r.val_every and (state.epoch + 1) % r.val_every == 0:
-                row = validate(model, data, cfg, state, device, info)
+            result = train_one_epoch(model, data.train, optimizer, scheduler, scaler, state, cfg=cfg, device=device,
+                                     info=info, sampler_gen=sampler_gen, steps_per_epoch=data.steps_per_epoch,
+                                     log=log, checkpointer=checkpointer, guard=guard)
+            epoch, ran = state.epoch, result.iterations > 0
+            names, top1, row = ("last.pt",), None, None
+            if r.val_every and ran and ((epoch + 1) % r.val_every == 0 or not result.finished):
+                row = validate(model, data, cfg, state, device, info)  # a run stopped early leaves a best.pt too
                 top1 = {k.removeprefix("top1_"): v for k, v in row.items() if k.startswith("top1_")}
                 if log is not None:
                     log.write(row)
                 if state.best_top1 is None or row["top1_widest"] > state.best_top1:
                     state.best_top1 = row["top1_widest"]
                     names = ("last.pt", "best.pt")
-            state.epoch, state.epoch_step = state.epoch + 1, 0
+            clock.tick()
+            if info.is_main and ran:
+                loss = [result.loss_sum, result.iterations]
+                print(epoch_line(epoch, t.epochs, loss, row, clock, result.finished), flush=True)
+            if result.finished:
+                state.epoch, state.epoch_step = epoch + 1, 0
+            if not (run_dir / "best.pt").exists() and (not result.finished or state.epoch >= t.epochs):
+                names = ("last.pt", "best.pt")  # never validated: the final weights are the best known
             checkpointer.save(state, names, top1)
+            if not result.finished:
+                break
     finally:
         if log is not None:
             log.close()
@@ -533,6 +577,62 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             lock.release()
         cleanup_distributed(info)
     return run_dir
+
+
+class RunClock:
+    """Wall time of a whole run, resumed parts included (kept in the checkpoint), and the time still to go."""
+
+    def __init__(self, state: TrainState, total_steps: int) -> None:
+        self.state, self.total_steps = state, total_steps
+        self.base, self.step0 = float(state.elapsed_s), state.step
+        self.t0 = self.epoch_t0 = time.perf_counter()
+        self.epoch_s = 0.0
+
+    def sync(self) -> float:
+        """Write the run's elapsed seconds into ``state`` (so a checkpoint carries them) and return them."""
+        self.state.elapsed_s = self.base + time.perf_counter() - self.t0
+        return self.state.elapsed_s
+
+    def tick(self) -> None:
+        """Close an epoch: its seconds (validation included) become ``epoch_s``."""
+        now = time.perf_counter()
+        self.epoch_s, self.epoch_t0 = now - self.epoch_t0, now
+        self.sync()
+
+    def eta_s(self) -> float | None:
+        """Seconds left at this session's pace (None before the first iteration)."""
+        done = self.state.step - self.step0
+        if done <= 0:
+            return None
+        return (time.perf_counter() - self.t0) / done * max(self.total_steps - self.state.step, 0)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.1f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def epoch_line(epoch: int, epochs: int, loss: list, row: dict | None, clock: RunClock, finished: bool) -> str:
+    """The one line printed after every epoch, with or without progress bars.
+
+    ``loss`` is ``[sum, iterations]`` of the epoch's summed sub-network losses; ``row`` its validation.
+    """
+    head = f"epoch {epoch + 1}/{epochs}" + ("" if finished else f" (stopped by run.max_steps at iteration "
+                                                                 f"{clock.state.step})")
+    parts = [f"loss {loss[0] / loss[1]:.4f}" if loss[1] else "no iterations"]
+    if row is not None:
+        acc = f"top-1 widest {row['top1_widest']:.2f}%"
+        if "top1_narrowest" in row:
+            acc += f", narrowest {row['top1_narrowest']:.2f}%"
+        parts.append(acc)
+    parts.append(f"{_duration(clock.epoch_s)} (run {_duration(clock.state.elapsed_s)})")
+    eta = clock.eta_s()
+    if finished and eta:
+        parts.append(f"ETA {_duration(eta)}")
+    return f"{head}: " + ", ".join(parts)
 
 
 def _take(loader: DataLoader, n: int) -> list:
