@@ -341,7 +341,7 @@ def test_lr_follows_the_linear_scaling_rule_and_a_diverging_loss_stops_the_run(c
     assert load_config(None, ["batch_size=2", "lr=0.1"], annotations="a", images="b").scaled_lr() == 0.1
     losses = iter([4.4] * 25 + [499_355.0] + [4.4] * 100)
 
-    def fake_step(model, images, targets, subnets):  # the loss a too-high learning rate produced
+    def fake_step(model, images, targets, subnets, **kwargs):  # the loss a too-high learning rate produced
         return {"loss": next(losses)}
 
     monkeypatch.setattr(dtrain, "detection_step", fake_step)
@@ -353,7 +353,7 @@ def test_lr_follows_the_linear_scaling_rule_and_a_diverging_loss_stops_the_run(c
                                                 r"at iteration 26 \(epoch 6, lr 0.0025\).*last.pt .* untouched"):
         train_detector(cfg, progress=False)
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["lr"] == pytest.approx(0.0025)
-    assert load_checkpoint(tmp_path / "run" / "last.pt")["iteration"] == 25
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["train_state"]["step"] == 25
 
 
 def test_divergence_guard():
