@@ -52,7 +52,8 @@ def test_use_config_sets_checks_and_restores_both():
         assert all(m.slim_state is model.slim_state for m in model.modules() if mn.layers.is_slimmable(m))
         with pytest.raises(MutualNetError, match="configured for 20 px"):
             model(torch.randn(1, 3, 28, 28))
-        model(torch.randn(1, 3, 20, 20))
+        with mn.allow_uncalibrated(model):  # shapes only: no statistics needed
+            model(torch.randn(1, 3, 20, 20))
     assert mn.get_config(model) == (0.75, 24)
     with pytest.raises(MutualNetError, match="outside this model's trained range"):
         with mn.use_config(model, 1.5, 20):

@@ -16,6 +16,7 @@ Where to look:
 from .errors import MutualNetError
 from .layers import (
     WidthRange,
+    allow_uncalibrated,
     get_config,
     get_width,
     make_divisible,
@@ -44,6 +45,7 @@ __all__ = [
     "use_config",
     "WidthRange",
     "materialize",
+    "allow_uncalibrated",
     "make_divisible",
     "slim_channels",
     "profile",

@@ -73,14 +73,12 @@ def run(args: argparse.Namespace) -> int:
     model = model_from_checkpoint(ckpt).eval()
     width, res, row = choose_config(args, ckpt, model)
     model.width_range.check(width)
-    if not is_calibrated(model, width, res):
-        if args.allow_uncalibrated:
-            print(f"warning: {config_key(width, res)} has no calibrated BN statistics; using the shared running "
-                  "statistics", file=sys.stderr)
-        elif not model.width_range.is_top(width):
-            raise MutualNetError(f"configuration {config_key(width, res)} has no calibrated BatchNorm statistics in "
-                                 f"{args.checkpoint}; calibrate it (`mutualnet search`) or pass --allow-uncalibrated")
-    net, check = export_subnet(model, width, res, fold_bn=not args.no_fold_bn)
+    if not is_calibrated(model, width, res) and args.allow_uncalibrated:
+        print(f"warning: {config_key(width, res)} has no calibrated BN statistics; using the shared running "
+              "statistics", file=sys.stderr)
+    # below the top width, a configuration without statistics is refused (the library's one policy)
+    net, check = export_subnet(model, width, res, fold_bn=not args.no_fold_bn,
+                               allow_uncalibrated=args.allow_uncalibrated)
     meta = ckpt.get("meta") or {}
     info = {k: meta[k] for k in ("class_names", "dataset", "mode") if k in meta}
     info |= artefact_fields(meta, [res])  # preprocessing: crop at its input_size, then resize to `resolution`

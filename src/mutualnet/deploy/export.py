@@ -41,6 +41,7 @@ from ..errors import MutualNetError
 from ..extras import require
 from ..io import atomic_write_bytes
 from ..layers import SlimmableBatchNorm2d, config_key, materialize, use_config
+from ..layers import allow_uncalibrated as _allow_uncalibrated
 from ..models import create_model
 
 __all__ = ["EXPORT_FORMAT", "FORMATS", "ExportCheck", "calibrated_configs", "is_calibrated", "export_subnet",
@@ -160,7 +161,8 @@ class ExportCheck(dict):
 
 
 def export_subnet(model: nn.Module, width: float, resolution: int, *, fold_bn: bool = True,
-                  require_calibrated: bool = False, atol: float = ATOL) -> tuple[nn.Module, ExportCheck]:
+                  require_calibrated: bool = False, allow_uncalibrated: bool = False,
+                  atol: float = ATOL) -> tuple[nn.Module, ExportCheck]:
     """The sub-network of ``model`` at (``width``, ``resolution``) as a standalone plain network.
 
     Args:
@@ -168,7 +170,9 @@ def export_subnet(model: nn.Module, width: float, resolution: int, *, fold_bn: b
         width: Width in the model's trained range.
         resolution: Input side the network will be run at; selects the calibrated BN statistics.
         fold_bn: Fold each BatchNorm into the convolution before it (fewer ops at inference).
-        require_calibrated: Refuse a configuration without calibrated BN statistics.
+        require_calibrated: Refuse a configuration without calibrated BN statistics, the top width included.
+        allow_uncalibrated: Export a configuration below the top width without calibrated statistics, on the
+            shared running statistics (by default it is refused, as eval mode refuses it).
         atol: Largest allowed max-abs logit difference against the slimmable model.
 
     Returns:
@@ -180,11 +184,13 @@ def export_subnet(model: nn.Module, width: float, resolution: int, *, fold_bn: b
     was_training = model.training
     with use_config(model, width, resolution):  # checks the width range and the resolution first
         try:
-            if require_calibrated and not is_calibrated(model, width, resolution):
+            calibrated = is_calibrated(model, width, resolution)
+            top = all(width >= bn.max_width - 1e-9 for bn in _bns(model))  # the widest's running statistics
+            if not calibrated and (require_calibrated or not (top or allow_uncalibrated)):
                 raise MutualNetError(_uncalibrated_message(model, width, resolution))
             model.eval()
             x = _example(model, resolution)
-            with torch.no_grad():
+            with torch.no_grad(), _allow_uncalibrated(model) if allow_uncalibrated else contextlib.nullcontext():
                 ref = model(x)
                 net = materialize(model, width, resolution).eval()
                 pairs = fold_batchnorm(net, x) if fold_bn else []
@@ -205,8 +211,9 @@ def _uncalibrated_message(model: nn.Module, width: float, resolution: int) -> st
     keys = calibrated_configs(model)
     have = f"{len(keys)} calibrated configurations, e.g. {', '.join(keys[:3])}" if keys else "none calibrated"
     return (f"configuration {config_key(width, resolution)} has no calibrated BatchNorm statistics ({have}); "
-            "calibrate it first (`mutualnet search`, or mutualnet.calibrate) or pass --allow-uncalibrated "
-            "to use the shared running statistics")
+            f"calibrate it first (`mutualnet calibrate --width {width:g} --resolution {resolution}`, or `mutualnet "
+            "search` for the whole grid) or pass --allow-uncalibrated (allow_uncalibrated=True) to use the shared "
+            "running statistics")
 
 
 # -- writing ---------------------------------------------------------------------------------------

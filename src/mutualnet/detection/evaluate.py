@@ -38,7 +38,7 @@ from tqdm import tqdm
 from ..calibrate import calibrate_batches
 from ..errors import MutualNetError
 from ..io import atomic_write
-from ..layers import active_num_params, use_config
+from ..layers import active_num_params, allow_uncalibrated, use_config
 from ..search.table import QueryTable, pareto_frontier
 from .data import CocoDetection, collate
 from .model import SlimmableMaskRCNN
@@ -153,7 +153,7 @@ def detector_macs(model: SlimmableMaskRCNN, width: float, scale: int, image_size
     was_training = model.training
     model.eval()
     try:
-        with use_config(model, width, scale):
+        with use_config(model, width, scale), allow_uncalibrated(model):  # MACs do not depend on BN statistics
             p = next(model.parameters())
             batch, _ = model.preprocess([torch.zeros(3, *image_size, device=p.device, dtype=p.dtype)])
             x = batch.tensors
@@ -197,7 +197,8 @@ def evaluate_grid(model: SlimmableMaskRCNN, dataset: CocoDetection, widths: list
     for w, s in tqdm(configs, desc="detect eval", disable=len(configs) < 2):
         if calib_dataset is not None:
             calibrate_detector(model, calib_dataset, w, s, num_images=calib_images, batch_size=batch_size)
-        ap = evaluate_coco(model, dataset, w, s, batch_size=batch_size)
+        with allow_uncalibrated(model, calib_dataset is None):  # no calibration data: running statistics, as asked
+            ap = evaluate_coco(model, dataset, w, s, batch_size=batch_size)
         cost = detector_macs(model, w, s, mac_image_size)
         rows.append({"width": w, "resolution": s, **ap, "macs": cost["macs"], "backbone_macs": cost["backbone_macs"],
                      "params": cost["params"], "mflops": cost["macs"] / 1e6,

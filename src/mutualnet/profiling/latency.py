@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import MutualNetError
-from ..layers import use_config
+from ..layers import allow_uncalibrated, use_config
 
 __all__ = ["Latency", "measure_latency", "resolve_device"]
 
@@ -70,7 +70,7 @@ def measure_latency(model: nn.Module, width: float, resolution: int, *, device: 
         model.eval().to(dev)
         x = torch.randn(batch_size, getattr(model, "in_chans", 3), resolution, resolution, device=dev)
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), allow_uncalibrated(model):  # timing does not depend on the statistics
                 for i in range(warmup + repeats):
                     if dev.type == "cuda":
                         torch.cuda.synchronize(dev)

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from ..data.transforms import RESIZE_MODES
+from ..data.transforms import PADDING_MODES, RESIZE_MODES
 from ..errors import MutualNetError
 from ..io import atomic_write_text, read_text
 from ..validate import MAX_CLASSES, MAX_IN_CHANS, MAX_RESOLUTION, MAX_THREADS, MAX_WIDTH, check_float, check_int
@@ -55,13 +55,16 @@ class DataConfig:
     workers: int | None = 8  # data-loading processes per training process; None: the CPU cores available
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop area range
     hflip: bool = True
-    color_jitter: float = 0.0
+    color_jitter: float = 0.0  # brightness = contrast = saturation jitter strength
+    lighting: float = 0.0  # PCA lighting noise std (AlexNet's; the original ImageNet recipes use 0.1); RGB only
     crop_padding: int = 4  # small in-memory datasets (CIFAR, Fashion-MNIST): random-crop padding (0: no crop)
+    padding_mode: str = "zeros"  # of that padding: zeros | reflect (the original CIFAR recipe)
     val_resize_ratio: float = 0.875  # validation: Resize(input_size / ratio) + CenterCrop(input_size)
     # how lower resolutions are made from a batch, in training and everything after (recorded in checkpoints):
     # antialias (bilinear, antialiased; our default) | official (bilinear, align_corners=True, as the original code)
     resize: str = "antialias"
     synthetic_length: int = 512  # samples in the synthetic dataset (tests and smoke runs)
+    train_subset: int | None = None  # train on this many images, a fixed random subset (seed 0); None: all
 
 
 @dataclass
@@ -185,6 +188,7 @@ _BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
     "data.crop_padding": (0, MAX_RESOLUTION, False),
     "data.val_resize_ratio": (0, 1, True),
     "data.synthetic_length": (1, 1 << 24, False),
+    "data.train_subset": (1, None, False),
     "train.num_subnets": (1, 1024, False),
     "train.resolutions": (1, MAX_RESOLUTION, False),
     "train.width": (0, MAX_WIDTH, True),
@@ -390,6 +394,8 @@ def resolve(cfg: TrainConfig, dataset: dict | None = None) -> TrainConfig:
         (0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
         (d.batch_size >= 1, "data.batch_size must be positive"),
         (d.resize in RESIZE_MODES, f"data.resize must be one of {', '.join(RESIZE_MODES)}, got {d.resize!r}"),
+        (d.padding_mode in PADDING_MODES, f"data.padding_mode must be zeros or reflect, got {d.padding_mode!r}"),
+        (d.lighting >= 0 and d.color_jitter >= 0, "data.lighting and data.color_jitter must be >= 0"),
         (len(d.crop_scale) == 2 and 0 < d.crop_scale[0] <= d.crop_scale[1] <= 1,
          "data.crop_scale must be [lo, hi] within (0, 1]"),
         (o.lr > 0 and o.weight_decay >= 0 and 0 <= o.min_lr <= o.lr, "optim: need lr > 0, weight_decay >= 0, "

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from ..calibrate import calibrate
@@ -386,8 +386,11 @@ def build_data(cfg: TrainConfig, data_info: DatasetInfo, info: DistInfo, device:
     common = {"root": d.root, "input_size": d.input_size, "synthetic_length": d.synthetic_length,
               "seed": r.seed, **synth}
     train_ds = build_dataset(d.name, "train", crop_scale=tuple(d.crop_scale), hflip=d.hflip,
-                             color_jitter=d.color_jitter, crop_padding=d.crop_padding, **common)
+                             color_jitter=d.color_jitter, crop_padding=d.crop_padding, lighting=d.lighting,
+                             padding_mode=d.padding_mode, **common)
     val_ds = build_dataset(d.name, "val", val_resize_ratio=d.val_resize_ratio, **common)
+    if d.train_subset is not None:
+        train_ds = train_subset(train_ds, d.train_subset)
     if len(train_ds) < d.batch_size:
         raise MutualNetError(f"the training set has {len(train_ds)} images, fewer than data.batch_size "
                              f"{d.batch_size}")
@@ -577,6 +580,18 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             lock.release()
         cleanup_distributed(info)
     return run_dir
+
+
+def train_subset(dataset: Dataset, n: int) -> Dataset:
+    """``n`` images of ``dataset`` drawn at random with seed 0, so every run (any ``run.seed``) sees the same ones.
+
+    A quick look at a recipe (``mutualnet compare --train-images``) trains on fewer images rather than on a
+    fraction of an epoch, so the schedule (warm-up, cosine) still runs over whole epochs.
+    """
+    if n > len(dataset):
+        raise MutualNetError(f"data.train_subset {n} exceeds the {len(dataset)} images of the training set")
+    indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:n]
+    return Subset(dataset, sorted(indices.tolist()))
 
 
 class RunClock:
