@@ -36,7 +36,7 @@ from ..profiling import resolve_device
 from ..train.config import apply_overrides, build_dataclass, read_yaml_mapping
 from ..train.distributed import DistInfo, EpochSampler, SeededSamples
 from ..train.guard import DivergenceGuard
-from ..train.loop import Checkpointer, MetricsLog, TrainState, autocast_for, restore
+from ..train.loop import Checkpointer, MetricsLog, TrainState, autocast_for, optimizer_step, restore
 from ..train.optim import build_scheduler
 from ..train.step import SubNet, sample_subnets
 from ..validate import MAX_RESOLUTION, MAX_WIDTH
@@ -285,15 +285,7 @@ def train_detector(cfg: DetectionConfig, *, resume: str | Path | None = None, pr
                     scaler.unscale_(optimizer)
                 if cfg.clip_grad_norm:
                     torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
-                lr = optimizer.param_groups[0]["lr"]
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                scheduler.step()
-                state.step += 1
-                state.epoch_step += 1
+                lr = optimizer_step(optimizer, scheduler, scaler, state)
                 bar.update(1)
                 bar.set_postfix(loss=f"{logs['loss']:.3f}", lr=f"{lr:.2g}")
                 if state.step % cfg.log_every == 0 or state.step == 1 or state.step == total:

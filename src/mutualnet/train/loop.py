@@ -78,9 +78,9 @@ from .runfolder import (
 from .step import sample_subnets, train_step
 from .transfer import describe_init, load_pretrained
 
-__all__ = ["train", "build_data", "build_model", "restore", "train_one_epoch", "validate", "evaluate", "resume_config",
-           "TrainState", "TrainData", "EpochResult", "Checkpointer", "MetricsLog", "RunClock", "epoch_line",
-           "autocast_for"]
+__all__ = ["train", "build_data", "build_model", "restore", "train_one_epoch", "optimizer_step", "validate", "evaluate",
+           "resume_config", "TrainState", "TrainData", "EpochResult", "Checkpointer", "MetricsLog", "RunClock",
+           "epoch_line", "autocast_for"]
 
 
 # -- metrics ----------------------------------------------------------------------------------------
@@ -237,6 +237,24 @@ class Checkpointer:
 
 
 # -- one epoch ---------------------------------------------------------------------------------------
+def optimizer_step(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+                   scaler: torch.amp.GradScaler | None, state: TrainState) -> float:
+    """One optimizer step (through the grad scaler under fp16) and one schedule step; advances ``state``.
+
+    Returns the learning rate the step used. Classification and detection training both step here.
+    """
+    lr = optimizer.param_groups[0]["lr"]
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    scheduler.step()
+    state.step += 1
+    state.epoch_step += 1
+    return lr
+
+
 @dataclass
 class EpochResult:
     """What :func:`train_one_epoch` did: whether it reached the epoch's end, and its summed losses."""
@@ -287,15 +305,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
                 "resume with --resume")
         if info.enabled:
             all_reduce_gradients(params, info.world_size)
-        lr = optimizer.param_groups[0]["lr"]
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        scheduler.step()
-        state.step += 1
-        state.epoch_step += 1
+        lr = optimizer_step(optimizer, scheduler, scaler, state)
         result.loss_sum, result.iterations = result.loss_sum + total, result.iterations + 1
         seen += images.shape[0] * info.world_size
         bar.update(1)
