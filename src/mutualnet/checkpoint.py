@@ -103,7 +103,8 @@ def checkpoint_dict(model: nn.Module, meta: CheckpointMeta | dict | None = None,
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     meta = CheckpointMeta.from_dict(meta)
     meta.resize = check_resize(meta.resize or getattr(model, "resize_mode", DEFAULT_RESIZE))
-    return {"format": FORMAT, "version": VERSION, "model_name": name, "model_args": dict(model.model_args),
+    task = {} if meta.task == "classification" else {"task": meta.task}  # what model_from_checkpoint refuses
+    return {"format": FORMAT, "version": VERSION, **task, "model_name": name, "model_args": dict(model.model_args),
             "model": state, "meta": meta.to_dict(), **extra}
 
 

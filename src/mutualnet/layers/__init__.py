@@ -1,4 +1,4 @@
-"""Slimmable building blocks and the channel-rounding rule."""
+"""Slimmable building blocks (and their synchronised BatchNorm) and the channel-rounding rule."""
 
 from .blocks import ConvBNAct, init_weights
 from .helpers import make_divisible, slim_channels, width_key
@@ -25,6 +25,7 @@ from .slimmable import (
     use_width,
     width_range_of,
 )
+from .sync_bn import SyncSlimmableBatchNorm2d, convert_sync_batchnorm
 
 __all__ = [
     "ConvBNAct",
@@ -38,6 +39,8 @@ __all__ = [
     "SlimmableConv2d",
     "SlimmableLinear",
     "SlimmableBatchNorm2d",
+    "SyncSlimmableBatchNorm2d",
+    "convert_sync_batchnorm",
     "active_num_params",
     "allow_uncalibrated",
     "bind_state",

@@ -34,6 +34,7 @@ __all__ = [
     "SlimmableConv2d",
     "SlimmableLinear",
     "SlimmableBatchNorm2d",
+    "CalibrationMoments",
     "is_slimmable",
     "active_num_params",
     "set_width",
@@ -342,6 +343,33 @@ class SlimmableLinear(nn.Linear, _Slimmable):
 _CALIB_PREFIX = "calib_stats."
 
 
+@dataclass
+class CalibrationMoments:
+    """Per-channel count, mean and sum of squared deviations of a BatchNorm's inputs, in float64.
+
+    Merged batch by batch with Chan et al.'s pairwise update, exact for any batch sizes; it reuses the
+    batch statistics BN computes anyway instead of keeping float64 copies of every activation.
+    """
+
+    count: int = 0
+    mean: Tensor | None = None
+    m2: Tensor | None = None
+
+    def merge(self, n_b: int, mean_b: Tensor, m2_b: Tensor) -> None:
+        if self.count == 0:
+            self.count, self.mean, self.m2 = n_b, mean_b, m2_b
+            return
+        n = self.count + n_b
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * (n_b / n)
+        self.m2 = self.m2 + m2_b + delta * delta * (self.count * n_b / n)
+        self.count = n
+
+    def variance(self) -> Tensor:
+        """Unbiased variance, as torch BN keeps it."""
+        return self.m2 / max(self.count - 1, 1)
+
+
 class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
     """BatchNorm whose affine parameters are shared and sliced across widths.
 
@@ -378,7 +406,7 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
         super().__init__(n_max, eps, momentum)
         self._init_slim(max_width)
         self.calibrated: dict[str, tuple[Tensor, Tensor]] = {}
-        self._calib: list | None = None
+        self._calib: CalibrationMoments | None = None  # accumulating, between begin_ and end_calibration
         self.allow_uncalibrated = False  # eval below the top width on the running statistics (see allow_uncalibrated)
 
     def active_channels(self) -> int:
@@ -422,7 +450,7 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
             mean_b, var_b = x.new_zeros(c), x.new_ones(c)
             out = F.batch_norm(x, mean_b, var_b, weight, bias, True, 1.0, self.eps)
             n_b = x.numel() // c
-            self._merge_calibration(n_b, mean_b.double(), var_b.double() * (n_b - 1))
+            self._calib.merge(n_b, mean_b.double(), var_b.double() * (n_b - 1))
             return out
         if self.training:
             full = self.tracks_running_stats_now()
@@ -437,31 +465,26 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
         return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
 
     # -- calibration (post-statistics) -------------------------------------------------------------
-    def begin_calibration(self) -> None:
-        """Start accumulating the exact mean and variance of this layer's inputs."""
-        self._calib = [0, None, None]  # count, mean, sum of squared deviations (float64)
+    @property
+    def calibrating(self) -> bool:
+        return self._calib is not None
 
-    def _merge_calibration(self, n_b: int, mean_b: Tensor, m2_b: Tensor) -> None:
-        # Chan et al.'s pairwise update of (count, mean, sum of squared deviations): exact for any batch sizes,
-        # and it reuses the statistics BN computes anyway instead of float64 copies of every activation
-        acc = self._calib
-        n_a = acc[0]
-        if n_a == 0:
-            acc[:] = [n_b, mean_b, m2_b]
-            return
-        n = n_a + n_b
-        delta = mean_b - acc[1]
-        acc[:] = [n, acc[1] + delta * (n_b / n), acc[2] + m2_b + delta * delta * (n_a * n_b / n)]
+    def begin_calibration(self) -> None:
+        """Start accumulating the exact mean and variance of this layer's inputs (forward normalises each batch
+        with its own statistics meanwhile, as in training)."""
+        self._calib = CalibrationMoments()
+
+    def abort_calibration(self) -> None:
+        """Drop what was accumulated: statistics of part of the images are never stored."""
+        self._calib = None
 
     def end_calibration(self) -> str | None:
         """Store the accumulated statistics under the active configuration's key and return the key."""
         acc, self._calib = self._calib, None
-        if acc is None or acc[0] == 0:
+        if acc is None or acc.count == 0:
             return None
-        n, mean = acc[0], acc[1]
-        var = acc[2] / max(n - 1, 1)  # unbiased, like torch BN
         key = self.calibration_key()
-        self.calibrated[key] = (mean.to(self.weight.dtype), var.to(self.weight.dtype))
+        self.calibrated[key] = (acc.mean.to(self.weight.dtype), acc.variance().to(self.weight.dtype))
         return key
 
     def clear_calibration(self) -> None:

@@ -31,6 +31,9 @@ class SlimmableNet(nn.Module):
     num_classes: int
     stage_specs: list[tuple[str, int, int, int]]
     head_fixed_channels: int | None = None  # a head conv that is never slimmed (MobileNet v2's 1280)
+    # the final Linear (features -> classes) as a dotted path: the model's one classifier rule, which
+    # reset_classifier replaces, transfer learning leaves out, and detection drops (with its top-level module)
+    head_name: str = "classifier"
 
     def _finish(self) -> None:
         self.width_range = WidthRange(float(self.width_range[0]), float(self.width_range[1]))
@@ -102,20 +105,17 @@ class SlimmableNet(nn.Module):
         ]
 
     def get_classifier(self) -> nn.Module:
-        return self.classifier
+        """The final Linear, named by :attr:`head_name`."""
+        return self.get_submodule(self.head_name)
 
     def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier with a fresh one (transfer learning)."""
+        """Replace the final Linear with a fresh one for ``num_classes`` (transfer learning)."""
         old = self.get_classifier()
-        lin = old if isinstance(old, nn.Linear) else next(m for m in old.modules() if isinstance(m, nn.Linear))
-        new = SlimmableLinear(lin.base_in, num_classes, max_width=lin.max_width, slim_in=lin.slim_in,
-                              ratio=lin.ratio).to(lin.weight.device)
+        new = SlimmableLinear(old.base_in, num_classes, max_width=old.max_width, slim_in=old.slim_in,
+                              ratio=old.ratio).to(old.weight.device)
         new.slim_state = self.slim_state
-        if isinstance(old, nn.Sequential):
-            idx = [i for i, m in enumerate(old) if m is lin][0]
-            old[idx] = new
-        else:
-            self.classifier = new
+        parent, _, name = self.head_name.rpartition(".")
+        setattr(self.get_submodule(parent) if parent else self, name, new)
         self.num_classes = num_classes
         if hasattr(self, "model_args"):
             self.model_args["num_classes"] = num_classes

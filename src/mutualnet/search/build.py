@@ -97,7 +97,7 @@ def _batches(data: tuple[Tensor, Tensor] | DataLoader, batch_size: int, start: i
 def evaluate(model: nn.Module, data: tuple[Tensor, Tensor] | DataLoader, width: float, resolution: int, *,
              batch_size: int = 200, device: torch.device | str | None = None,
              resize: str | None = None) -> tuple[float, float, int]:
-    """Top-1 and top-5 accuracy (%) at (``width``, ``resolution``); batches are resized on the device.
+    """Top-1 and top-5 accuracy (%) and image count at (``width``, ``resolution``): :func:`mutualnet.evaluate.evaluate`.
 
     ``data`` is ``(images, labels)`` tensors or a loader yielding such batches; ``resize`` is the resize mode
     (None: the one recorded on the model).

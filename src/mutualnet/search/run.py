@@ -13,17 +13,25 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from ..calibrate import CalibrationResult, calibrate
+from ..checkpoint import (
+    atomic_save,
+    checkpoint_dict,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 from ..data import preprocessing_of
 from ..data.checkpoint import data_from_checkpoint
 from ..errors import MutualNetError
 from ..io import clean_stale_temps, folder_lock
 from ..layers import WidthRange
 from ..models import model_info
+from ..profiling import resolve_device
 from .build import STATS_DIR, build_query_table, clear_search_state
 from .table import QueryTable
 
-__all__ = ["SearchResult", "search_checkpoint", "checkpoint_resolutions", "artefact_fields"]
+__all__ = ["SearchResult", "search_checkpoint", "calibrate_checkpoint", "checkpoint_resolutions", "artefact_fields"]
 
 
 @dataclass(frozen=True)
@@ -123,3 +131,28 @@ def search_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
         clear_search_state(out)
     return SearchResult(table, Path(table_path), out / "query_table.csv", Path(ckpt_path), len(grid),
                         len(resolutions), time.perf_counter() - t0)
+
+
+def calibrate_checkpoint(checkpoint: str | os.PathLike, width: float, resolution: int, out: str | os.PathLike, *,
+                         dataset: str | None = None, data_root: str | None = None, workers: int | None = None,
+                         seed: int = 0, calib_images: int = 2000, crop_size: int | None = None, batch_size: int = 200,
+                         device: str = "cpu") -> CalibrationResult:
+    """Add one (``width``, ``resolution``)'s BN statistics to ``checkpoint`` and write it to ``out`` (atomically).
+
+    Any width in the trained range works, not only a query table's grid; everything else in the checkpoint
+    is kept, so ``out`` may be ``checkpoint`` itself. The images are the checkpoint's training set at the
+    evaluation crop (``crop_size``, default the highest training resolution), resized on the device.
+    """
+    if calib_images <= 0 or batch_size <= 0:
+        raise MutualNetError("--calib-images and --batch-size must be positive")
+    ckpt = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt).eval()
+    model.width_range.check(width)  # before any data is read
+    dev = resolve_device(device)
+    data = data_from_checkpoint(ckpt, model, dataset=dataset, data_root=data_root, workers=workers)
+    crop = crop_size or max([*(ckpt.get("meta") or {}).get("resolutions", []), resolution])
+    res = calibrate(model, data.build("train", crop), width, resolution, num_images=calib_images,
+                    batch_size=batch_size, device=dev, seed=seed, num_workers=data.workers)
+    model.to("cpu")
+    atomic_save(ckpt | {"model": checkpoint_dict(model, ckpt.get("meta"))["model"]}, out)
+    return res

@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
@@ -38,11 +37,11 @@ from tqdm import tqdm
 from ..calibrate import calibrate
 from ..checkpoint import CheckpointMeta, atomic_save, checkpoint_dict, load_checkpoint
 from ..data.datasets import DatasetInfo
-from ..data.transforms import model_resize, resize_batch
 from ..errors import MutualNetError
+from ..evaluate import evaluate
 from ..extras import missing
 from ..io import atomic_write_text
-from ..layers import SlimmableBatchNorm2d, config_key, use_config
+from ..layers import SlimmableBatchNorm2d, config_key
 from ..models import create_model
 from .config import (
     SINGLE_NETWORK_MODES,
@@ -79,8 +78,9 @@ from .runfolder import (
 from .step import sample_subnets, train_step
 from .transfer import describe_init, load_pretrained
 
-__all__ = ["train", "build_data", "build_model", "restore", "train_one_epoch", "validate", "evaluate", "resume_config",
-           "TrainState", "TrainData", "EpochResult", "Checkpointer", "MetricsLog", "RunClock", "epoch_line"]
+__all__ = ["train", "build_data", "build_model", "restore", "train_one_epoch", "optimizer_step", "validate", "evaluate",
+           "resume_config", "TrainState", "TrainData", "EpochResult", "Checkpointer", "MetricsLog", "RunClock",
+           "epoch_line", "autocast_for"]
 
 
 # -- metrics ----------------------------------------------------------------------------------------
@@ -166,37 +166,6 @@ def _gather(obj: Any, info: DistInfo) -> list:
 
 
 # -- evaluation -------------------------------------------------------------------------------------
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, width: float, resolution: int, device: torch.device, *,
-             autocast: contextlib.AbstractContextManager | None = None, max_batches: int | None = None,
-             info: DistInfo | None = None, channels_last: bool = False, resize: str | None = None) -> dict:
-    """Top-1 / top-5 accuracy (%) and mean loss of ``model`` at ``(width, resolution)``, over all processes.
-
-    ``resize``: how batches are brought to ``resolution`` (None: the mode recorded on the model).
-    """
-    resize = model_resize(model, resize)
-    info = info or DistInfo()
-    model.eval()
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # correct1, correct5, loss, count
-    for i, (images, labels) in enumerate(loader):
-        if max_batches is not None and i >= max_batches:
-            break
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with use_config(model, width, resolution), autocast or contextlib.nullcontext():
-            logits = model(resize_batch(images, resolution, resize)).float()
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        hit = top == labels[:, None]
-        sums += torch.stack([hit[:, :1].sum(), hit.sum(), F.cross_entropy(logits, labels, reduction="sum"),
-                             torch.tensor(len(labels), device=device)]).double()
-    if info.enabled:
-        dist.all_reduce(sums)
-    c1, c5, loss, n = sums.tolist()
-    n = max(n, 1.0)
-    return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": loss / n}
-
-
 @contextlib.contextmanager
 def _calibrated(model: nn.Module, batches: list, width: float, resolution: int):
     """Re-estimate BN statistics at ``(width, resolution)`` for the block, then drop them again.
@@ -246,7 +215,7 @@ class Checkpointer:
         self.scaler = scaler
         self.sampler_gen, self.info, self.meta, self.steps_per_epoch = sampler_gen, info, meta, steps_per_epoch
         self.clock = clock
-        self.config = {**config, "model": {k: v for k, v in config["model"].items() if k != "width_range"}}
+        self.config = config
 
     def save(self, state: TrainState, names: tuple[str, ...] = ("last.pt",), top1: dict | None = None) -> None:
         check_finite(self.model, state.step, self.run_dir / "last.pt")  # parameters and BN statistics
@@ -268,6 +237,24 @@ class Checkpointer:
 
 
 # -- one epoch ---------------------------------------------------------------------------------------
+def optimizer_step(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+                   scaler: torch.amp.GradScaler | None, state: TrainState) -> float:
+    """One optimizer step (through the grad scaler under fp16) and one schedule step; advances ``state``.
+
+    Returns the learning rate the step used. Classification and detection training both step here.
+    """
+    lr = optimizer.param_groups[0]["lr"]
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    scheduler.step()
+    state.step += 1
+    state.epoch_step += 1
+    return lr
+
+
 @dataclass
 class EpochResult:
     """What :func:`train_one_epoch` did: whether it reached the epoch's end, and its summed losses."""
@@ -287,7 +274,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     """
     result = EpochResult()
     t, r = cfg.train, cfg.run
-    autocast = _autocast(r.amp, device)
+    autocast = autocast_for(r.amp, device)
     params = [p for p in model.parameters() if p.requires_grad]
     bar = tqdm(total=steps_per_epoch, initial=state.epoch_step, desc=f"epoch {state.epoch + 1}/{t.epochs}",
                disable=not (info.is_main and r.progress), dynamic_ncols=True, leave=False)
@@ -318,15 +305,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
                 "resume with --resume")
         if info.enabled:
             all_reduce_gradients(params, info.world_size)
-        lr = optimizer.param_groups[0]["lr"]
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        scheduler.step()
-        state.step += 1
-        state.epoch_step += 1
+        lr = optimizer_step(optimizer, scheduler, scaler, state)
         result.loss_sum, result.iterations = result.loss_sum + total, result.iterations + 1
         seen += images.shape[0] * info.world_size
         bar.update(1)
@@ -357,7 +336,8 @@ def _device(name: str, info: DistInfo) -> torch.device:
     return torch.device("cpu")
 
 
-def _autocast(amp: str, device: torch.device):
+def autocast_for(amp: str, device: torch.device) -> contextlib.AbstractContextManager | None:
+    """The autocast context of ``run.amp`` (none | bf16 | fp16) on ``device``; None for full precision."""
     if amp == "none":
         return None
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
@@ -489,17 +469,17 @@ def validate(model: nn.Module, data: TrainData, cfg: TrainConfig, state: TrainSt
     configs = {"widest": (hi, t.resolutions[0])}
     if (lo, t.resolutions[-1]) != (hi, t.resolutions[0]):
         configs["narrowest"] = (lo, t.resolutions[-1])
-    kw = {"autocast": _autocast(r.amp, device), "max_batches": r.val_batches, "info": info,
-          "channels_last": r.channels_last}
+    kw = {"device": device, "autocast": autocast_for(r.amp, device), "max_batches": r.val_batches,
+          "distributed": info.enabled, "channels_last": r.channels_last}
     row = {"kind": "val", "epoch": state.epoch, "step": state.step}
     for tag, (w, res) in configs.items():
         if tag == "widest":
-            out = evaluate(model, data.val, w, res, device, **kw)
+            out = evaluate(model, data.val, w, res, **kw)
         else:
             batches = [x.to(device) for x, _ in _take(data.calib, r.calib_batches)]
             with _calibrated(model, batches, w, res):
-                out = evaluate(model, data.val, w, res, device, **kw)
-        row |= {f"{k}_{tag}": v for k, v in out.items()} | {f"config_{tag}": config_key(w, res)}
+                out = evaluate(model, data.val, w, res, **kw)
+        row |= {f"{k}_{tag}": out[k] for k in ("top1", "top5", "loss")} | {f"config_{tag}": config_key(w, res)}
     model.train()
     return row
 
@@ -572,8 +552,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
                         "in_chans": model.in_chans, "input_size": d.input_size},
             **artefact_meta(data.train_set, data_info.name, d.input_size, d.val_resize_ratio, model.in_chans,
                             d.resize)})
+        config = config_to_dict(cfg)
+        config["model"].pop("width_range", None)  # stored once, in model_args
         checkpointer = Checkpointer(run_dir, model, optimizer, scheduler, scaler, sampler_gen, info, meta=meta,
-                                    config=config_to_dict(cfg), steps_per_epoch=data.steps_per_epoch, clock=clock)
+                                    config=config, steps_per_epoch=data.steps_per_epoch, clock=clock)
         guard = DivergenceGuard()
         while state.epoch < t.epochs:
             data.sampler.set_epoch(state.epoch, state.epoch_step * data.local_batch)
