@@ -12,7 +12,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch first, pinned: a bare `torch` requirement would fetch a multi-GB build from the network.
 .venv/bin/pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
-.venv/bin/pip install -q --disable-pip-version-check -e ".[dev]"
+.venv/bin/pip install -q --disable-pip-version-check -e ".[dev]"   # dev = every extra + pytest/ruff
 
 FMNIST=/usr/share/datasets/fashion-mnist
 if [ ! -f "$FMNIST/train-images-idx3-ubyte.gz" ] && [ "${MUTUALNET_SKIP_APT:-0}" != "1" ]; then

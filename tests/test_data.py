@@ -88,7 +88,7 @@ def test_cifar_reads_pickle_batches(tmp_path, hundred):
     assert len(val) == 4 and val.targets == labels
     x, y = val[2]
     assert x.shape == (3, 32, 32) and y == labels[2]
-    mean, std = mn.data.datasets._STATS[name]
+    mean, std = mn.data.preprocess.DATASET_STATS[name]
     raw = torch.from_numpy(data[2].reshape(3, 32, 32)).float() / 255
     torch.testing.assert_close(x, (raw - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1))
     train = build_dataset(name, "train", root=tmp_path / ("cifar-100-python" if hundred else "cifar-10-batches-py"))

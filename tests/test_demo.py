@@ -5,7 +5,9 @@ import json
 
 import pytest
 
+from mutualnet.checkpoint import load_checkpoint
 from mutualnet.cli import main
+from mutualnet.cli.demo import whole_run_seconds
 from mutualnet.demo import DEMO_RECIPE, format_table, run_demo, training_finished
 
 
@@ -53,12 +55,15 @@ def test_demo_resumes_an_interrupted_training_run(tmp_path):
                                                                     "run.progress=false", "train.epochs=1"]))
     train(cfg)  # stops after 3 of 4 iterations, as if killed
     assert not training_finished(out / "train" / "last.pt")
+    first_s = load_checkpoint(out / "train" / "last.pt")["train_state"]["elapsed_s"]
     res = run_demo(out, recipe=recipe, epochs=1, width_step=0.75, calib_images=32, val_images=32, threads=1,
                    progress=False)
     rows = [json.loads(x) for x in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in rows if r["kind"] == "train"]
     assert steps == sorted(set(steps)) and steps[-1] == 4  # continued, not restarted
     assert training_finished(res.run_dir / "last.pt")
+    train_s, search_s = whole_run_seconds(res)  # the demo's reported time covers the interrupted part too
+    assert train_s > first_s > 0 and search_s > 0
 
 
 def test_demo_missing_data_is_one_line_error(tmp_path, capsys):

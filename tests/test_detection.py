@@ -144,6 +144,7 @@ def test_ground_truth_scores_perfect_ap(coco):
 
 def test_width_switches_backbone_and_fpn_laterals():
     model = build_detector("vgg16_bn", 3, **SMALL).eval()
+    mn.allow_uncalibrated(model)  # shapes, not accuracy
     laterals = [b[0] for b in model.backbone.fpn.inner_blocks]
     assert all(isinstance(c, mn.layers.SlimmableConv2d) and c.slim_in and not c.slim_out for c in laterals)
     assert all(c.slim_state is model.backbone.body.slim_state is model.slim_state for c in laterals)
@@ -252,11 +253,15 @@ def test_train_lowers_loss_then_cli_eval_reports_ap(coco, tmp_path, capsys):
     assert max(r["box_ap"] for r in rows) > 0.15  # it learned to find the shapes it was trained on
     assert any(r["pareto"] for r in rows)
     # the shared running statistics (updated at full width only) are wrong for the narrowest sub-network
-    uncalibrated = evaluate_coco(model, ds, 0.125, 96)["box_ap"]
+    with mn.allow_uncalibrated(model):
+        uncalibrated = evaluate_coco(model, ds, 0.125, 96)["box_ap"]
     calibrated = next(r["box_ap"] for r in rows if (r["width"], r["resolution"]) == (0.125, 96))
     print(f"box AP at 0.125x96: uncalibrated {uncalibrated:.3f}, calibrated {calibrated:.3f}")
     assert calibrated > uncalibrated + 0.05
     assert (tmp_path / "eval" / "ap_mflops.png").stat().st_size > 0
+    assert (tmp_path / "eval" / "ap_backbone_mflops.png").stat().st_size > 0  # the axis the width scales
+    assert all(r["backbone_mflops"] == r["backbone_macs"] / 1e6 < r["mflops"] for r in rows)
+    assert any(r["pareto_backbone"] for r in rows)
     assert (tmp_path / "eval" / "detection_table.csv").exists()
 
 
@@ -301,3 +306,38 @@ def test_resume_continues_exactly_and_runs_are_never_overwritten(coco, tmp_path,
 
     with pytest.raises(mn.MutualNetError, match="holds a detection model"):
         model_from_checkpoint(half / "last.pt")
+
+
+def test_lr_follows_the_linear_scaling_rule_and_a_diverging_loss_stops_the_run(coco, tmp_path, monkeypatch):
+    """0.02 per 16 images becomes 0.0025 at 2 (config.yaml records it); a finite loss that explodes (the issue's
+    4.4 -> 499,355) stops the run with one error, as a NaN does, through the classification trainer's guard."""
+    import yaml
+
+    import mutualnet.detection.train as dtrain
+
+    assert load_config(None, ["batch_size=2"], annotations="a", images="b").scaled_lr() == pytest.approx(0.0025)
+    assert load_config(None, ["batch_size=2", "lr=0.1"], annotations="a", images="b").scaled_lr() == 0.1
+    losses = iter([4.4] * 25 + [499_355.0] + [4.4] * 100)
+
+    def fake_step(model, images, targets, subnets):  # the loss a too-high learning rate produced
+        return {"loss": next(losses)}
+
+    monkeypatch.setattr(dtrain, "detection_step", fake_step)
+    ann, images = coco
+    sets = [f"{k}={json.dumps(list(v) if isinstance(v, tuple) else v)}" for k, v in SMALL.items()]
+    cfg = load_config(None, [*sets, "batch_size=2", "epochs=10", "warmup_iters=0", "num_workers=0", "device=cpu"],
+                      annotations=str(ann), images=str(images), out=str(tmp_path / "run"))
+    with pytest.raises(mn.MutualNetError, match=r"loss diverged to 4.994e\+05, \d+x its lowest running mean .* "
+                                                r"at iteration 26 \(epoch 6, lr 0.0025\).*last.pt .* untouched"):
+        train_detector(cfg, progress=False)
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["lr"] == pytest.approx(0.0025)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["iteration"] == 25
+
+
+def test_divergence_guard():
+    from mutualnet.train.guard import DivergenceGuard
+
+    g = DivergenceGuard(factor=5, warmup=3)
+    assert [g.check(v) for v in (5.0, 4.0, 3.0, 2.0, 19.0)] == [None] * 5  # noisy but healthy
+    assert "diverged to 40" in g.check(40.0)
+    assert DivergenceGuard().check(float("inf")) == "loss became inf"

@@ -96,3 +96,18 @@ def test_missing_or_bad_yaml(tmp_path):
     bad.write_text("- just\n- a list\n")
     with pytest.raises(MutualNetError, match="mapping"):
         load_config(bad)
+
+
+def test_dataset_classes_and_channels_are_adopted_or_a_mismatch_refused():
+    folder = {"name": "imagefolder", "root": "/data/mine", "num_classes": 10, "in_chans": 3}
+    cfg = resolve(load_config(Path("configs/mobilenet_v2_imagenet.yaml")), folder)  # the recipe leaves it open
+    assert (cfg.model.num_classes, cfg.model.args["in_chans"]) == (10, 3)
+    with pytest.raises(MutualNetError, match=r"num_classes is 1000 but imagefolder in /data/mine has 10 classes.*"
+                                             r"model.num_classes=null"):
+        resolve(load_config(Path("configs/mobilenet_v2_imagenet.yaml"), ["model.num_classes=1000"]), folder)
+    with pytest.raises(MutualNetError, match=r"in_chans is 1 but imagefolder images have 3 channels; "
+                                             r"--set model.args.in_chans=3"):
+        resolve(load_config(Path("configs/resnet20_fashion_mnist.yaml"), ["data.name=imagefolder"]), folder)
+    synthetic = {"name": "synthetic", "num_classes": 10, "in_chans": 3}  # follows the model
+    cfg = resolve(load_config(None, ["model.num_classes=4", "model.args={in_chans: 1}"]), synthetic)
+    assert (cfg.model.num_classes, cfg.model.args["in_chans"]) == (4, 1)

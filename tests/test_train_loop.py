@@ -1,6 +1,7 @@
 """The training loop end to end on tiny synthetic data: run folder, checkpoints, modes, errors."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from mutualnet import MutualNetError
 from mutualnet.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from mutualnet.cli import main
 from mutualnet.models import create_model
-from mutualnet.train import MODES, load_config, train
+from mutualnet.train import MODES, load_config, resume_config, train
 
 
 def tiny(tmp_path, *extra, name="run"):
@@ -84,9 +85,40 @@ def test_every_mode_trains(tmp_path, mode):
         assert all(r["losses"][1] > 0.5 for r in train_rows) == (mode == "mutual_gt")
 
 
-def test_amp_and_channels_last(tmp_path):
+def test_max_steps_leaves_a_validated_best_pt_and_every_epoch_prints_one_line(tmp_path, capsys):
+    """A run stopped by run.max_steps mid-epoch is validated and writes best.pt (the guide's next command reads
+    it); each epoch prints one line with loss, widest/narrowest top-1, time and ETA even without bars;
+    the run's wall time in the checkpoint covers the resumed part too."""
+    run_dir = train(tiny(tmp_path, "run.max_steps=3", "run.tensorboard=false", "train.epochs=3"))
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert re.fullmatch(r"epoch 1/3: loss \d+\.\d{4}, top-1 widest [\d.]+%, narrowest [\d.]+%, [\d.]+ s "
+                        r"\(run [\d.]+ s\), ETA [\d.]+ s", lines[0]), lines[0]
+    assert lines[1].startswith("epoch 2/3 (stopped by run.max_steps at iteration 3): loss ")
+    best, last = load_checkpoint(run_dir / "best.pt"), load_checkpoint(run_dir / "last.pt")
+    val_rows = rows(run_dir, "val")
+    assert [r["step"] for r in val_rows] == [2, 3]  # the partial epoch was validated
+    assert best["meta"]["top1"]["widest"] == max(r["top1_widest"] for r in val_rows)
+    assert last["train_state"]["step"] == 3 and last["train_state"]["elapsed_s"] > 0
+    before = last["train_state"]["elapsed_s"]
+    train(resume_config(run_dir / "last.pt", ["run.max_steps=null"]), resume=run_dir / "last.pt")
+    after = load_checkpoint(run_dir / "last.pt")["train_state"]
+    assert after["step"] == 6 and after["elapsed_s"] > before  # the resumed part adds to the first
+    out = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch ")]
+    assert out[0].startswith("epoch 2/3: ") and out[-1].startswith("epoch 3/3: ") and len(out) == 2
+
+
+def test_without_validation_the_final_weights_are_best_pt(tmp_path):
+    run_dir = train(tiny(tmp_path, "run.val_every=0", "run.tensorboard=false", "run.max_steps=1"))
+    assert not rows(run_dir, "val")
+    torch.testing.assert_close(load_checkpoint(run_dir / "best.pt")["model"],
+                               load_checkpoint(run_dir / "last.pt")["model"])
+
+
+def test_amp_and_channels_last(tmp_path, capsys):
     run_dir = train(tiny(tmp_path, "run.amp=bf16", "run.channels_last=true", "run.max_steps=1", "run.val_every=0",
                          "run.tensorboard=false"))
+    assert "note: run.amp=bf16 on a CPU is usually slower" in capsys.readouterr().err
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows(run_dir, "train"))
 
 

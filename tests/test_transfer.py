@@ -11,7 +11,7 @@ from mutualnet import MutualNetError
 from mutualnet.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from mutualnet.models import create_model
 from mutualnet.train import load_config, train
-from mutualnet.train.transfer import load_pretrained
+from mutualnet.train.transfer import describe_init, load_pretrained
 
 RECIPE = Path(__file__).parents[1] / "configs" / "transfer_mobilenet_v1_imagefolder.yaml"
 
@@ -57,14 +57,26 @@ def test_load_pretrained_keeps_all_but_the_classifier(source, tmp_path):
 
     with pytest.raises(MutualNetError, match="holds a resnet20_cifar"):
         load_pretrained(create_model("mobilenet_v1_cifar", num_classes=3), path)
-    with pytest.raises(MutualNetError, match="same width range"):
+    with pytest.raises(MutualNetError, match=r"trained at widths \[0.25, 1\], but this run's model.width_range is "
+                                             r"\[0.25, 0.5\].*same width range"):
         load_pretrained(create_model("resnet20_cifar", width_range=(0.25, 0.5), num_classes=3), path)
+    with pytest.raises(MutualNetError, match="plain state dict .a width-1.0 network."):
+        load_pretrained(create_model("resnet20_cifar", width_range=(0.5, 2.0), num_classes=3), tmp_path / "plain.pth")
+    narrower = load_pretrained(create_model("resnet20_cifar", width_range=(0.125, 1.0), num_classes=3), path)
+    assert describe_init(narrower) == (f"model.init: loaded {report['loaded']} tensors from {path} (resnet20_cifar "
+                                       "trained at widths [0.25, 1]); new classifier: fc.weight, fc.bias; widths "
+                                       "below 0.25 were never trained in the source")
     torch.save({"weights": [1, 2]}, tmp_path / "junk.pt")
     with pytest.raises(MutualNetError, match="neither a mutualnet checkpoint"):
         load_pretrained(dst, tmp_path / "junk.pt")
 
 
-def test_transfer_recipe_end_to_end(source, tmp_path):
+def frozen_args(tiny, tmp_path):
+    """The tiny transfer run with LR ~0 for one iteration: its weights stay the pretrained ones."""
+    return [*tiny, "optim.lr=1.0e-12", "optim.weight_decay=0.0", "run.max_steps=1", f"run.out={tmp_path / 'lr0'}"]
+
+
+def test_transfer_recipe_end_to_end(source, tmp_path, capsys, monkeypatch):
     """The paper's recipe, shrunk: init from a checkpoint, new 3-class head, mutual learning, a run folder."""
     src, path = source
     root = make_imagefolder(tmp_path / "data")
@@ -74,9 +86,10 @@ def test_transfer_recipe_end_to_end(source, tmp_path):
             "run.threads=1", f"run.out={tmp_path / 'run'}"]
     cfg = load_config(RECIPE, tiny)
     assert (cfg.data.batch_size, cfg.optim.lr, cfg.train.epochs, cfg.train.mode) == (8, 0.1, 2, "mutual")
-    frozen = load_config(RECIPE, [*tiny, "optim.lr=1.0e-12", "optim.weight_decay=0.0", "run.max_steps=1",
-                                  f"run.out={tmp_path / 'lr0'}"])
-    run0 = train(frozen)  # with LR ~0 the weights stay the pretrained ones: proves they were loaded
+    monkeypatch.chdir(tmp_path)  # a relative data.root is recorded absolute
+    run0 = train(load_config(RECIPE, [*frozen_args(tiny, tmp_path), "data.root=data"]))
+    assert f"model.init: loaded {len(src.state_dict()) - 2} tensors from {path} (resnet20_cifar trained at widths " \
+           "[0.25, 1]); new classifier: fc.weight, fc.bias" in capsys.readouterr().out
     m0 = model_from_checkpoint(run0 / "last.pt")
     torch.testing.assert_close(m0.layer2[0].conv1.weight, src.layer2[0].conv1.weight)
     assert m0.num_classes == 3
@@ -84,6 +97,10 @@ def test_transfer_recipe_end_to_end(source, tmp_path):
     run = train(cfg)
     ckpt = load_checkpoint(run / "last.pt")
     assert ckpt["meta"]["dataset"]["num_classes"] == 3 and ckpt["meta"]["mode"] == "mutual"
+    assert ckpt["meta"]["class_names"] == ["c0", "c1", "c2"]  # the artefact speaks the user's labels
+    assert ckpt["meta"]["preprocessing"] == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+                                             "input_size": 16, "resize_ratio": 0.875, "resize": "antialias"}
+    assert load_checkpoint(run0 / "last.pt")["meta"]["dataset"]["root"] == str(root.absolute())
     model = model_from_checkpoint(ckpt)
     assert model.num_classes == 3 and not torch.equal(model.layer2[0].conv1.weight, src.layer2[0].conv1.weight)
     assert model(torch.randn(2, 3, 16, 16)).shape == (2, 3)

@@ -14,7 +14,7 @@ Where to look:
 """
 
 from .errors import MutualNetError
-from .layers import get_width, make_divisible, materialize, set_width, slim_channels, use_width
+from .layers import allow_uncalibrated, get_width, make_divisible, materialize, set_width, slim_channels, use_width
 from .models import create_model, list_models, model_info
 from .profiling import measure_latency, profile
 
@@ -29,6 +29,7 @@ __all__ = [
     "get_width",
     "use_width",
     "materialize",
+    "allow_uncalibrated",
     "make_divisible",
     "slim_channels",
     "profile",

@@ -19,6 +19,7 @@ crash while saving never corrupts the last good checkpoint.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ from .models import create_model
 from .validate import check_resolution
 
 __all__ = ["FORMAT", "VERSION", "atomic_save", "save_checkpoint", "load_checkpoint", "model_from_checkpoint",
-           "checkpoint_dict", "read_torch_file", "is_checkpoint", "load_weights", "resize_mode"]
+           "checkpoint_dict", "read_torch_file", "is_checkpoint", "load_weights", "read_weights", "Weights",
+           "resize_mode"]
 
 FORMAT = "mutualnet"
 VERSION = 1
@@ -123,23 +125,39 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     return _validate(read_torch_file(path, map_location=map_location), path)
 
 
-def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str | None]:
+@dataclass(frozen=True)
+class Weights:
+    """Pretrained weights and what is known of the network they came from (nothing, for a plain state dict)."""
+
+    state: dict[str, torch.Tensor]
+    model_name: str | None = None
+    width_range: tuple[float, float] | None = None
+
+
+def read_weights(path: str | os.PathLike) -> Weights:
     """Pretrained weights from a mutualnet checkpoint or a plain state dict, reading the file once.
 
-    Returns ``(state_dict, model_name)``; ``model_name`` is None for a plain state dict (which may be
-    wrapped as ``{"model": ...}`` or ``{"state_dict": ...}``, as torchvision and most trainers save them).
+    A plain state dict may be wrapped as ``{"model": ...}`` or ``{"state_dict": ...}``, as torchvision
+    and most trainers save them; it says nothing of its architecture or width range.
     """
     obj = read_torch_file(path)
     if is_checkpoint(obj):
         ckpt = _validate(obj, path)
-        return ckpt["model"], ckpt["model_name"]
+        wr = ckpt["model_args"].get("width_range")
+        return Weights(ckpt["model"], ckpt["model_name"], tuple(float(w) for w in wr) if wr else None)
     for key in ("model", "state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise MutualNetError(f"{path} is neither a mutualnet checkpoint nor a state dict of tensors")
-    return obj, None
+    return Weights(obj)
+
+
+def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str | None]:
+    """``(state_dict, model_name)`` of :func:`read_weights` (``model_name`` is None for a plain state dict)."""
+    w = read_weights(path)
+    return w.state, w.model_name
 
 
 def model_from_checkpoint(ckpt: dict | str | os.PathLike, *, map_location: str | torch.device = "cpu") -> nn.Module:

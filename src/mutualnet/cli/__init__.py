@@ -21,6 +21,7 @@ COMMANDS = [
     "train",
     "calibrate",
     "search",
+    "eval",
     "select",
     "plot",
     "export",

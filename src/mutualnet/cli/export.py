@@ -16,9 +16,11 @@ from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..deploy.adaptive import load_query_table
 from ..deploy.export import FORMATS, export_subnet, is_calibrated, save_exported
 from ..errors import MutualNetError
+from ..extras import require
 from ..layers import config_key
 from ..profiling import profile
 from . import _args as A
+from .search import artefact_fields
 
 _SUFFIX = {".onnx": "onnx", ".ts": "torchscript", ".torchscript": "torchscript", ".jit": "torchscript"}
 
@@ -65,22 +67,23 @@ def choose_config(args: argparse.Namespace, ckpt: dict, model) -> tuple[float, i
 
 def run(args: argparse.Namespace) -> int:
     fmt = args.format or _SUFFIX.get("." + args.out.rsplit(".", 1)[-1].lower() if "." in args.out else "", "pt")
+    if fmt == "onnx":
+        require("onnx", "ONNX export")  # before any work
     ckpt = load_checkpoint(args.checkpoint)
     model = model_from_checkpoint(ckpt).eval()
     width, res, row = choose_config(args, ckpt, model)
     lo, hi = model.width_range
     if not lo - 1e-6 <= width <= hi + 1e-6:
         raise MutualNetError(f"width {width:g} is outside this model's trained range [{lo:g}, {hi:g}]")
-    if not is_calibrated(model, width, res):
-        if args.allow_uncalibrated:
-            print(f"warning: {config_key(width, res)} has no calibrated BN statistics; using the shared running "
-                  "statistics", file=sys.stderr)
-        elif abs(width - hi) > 1e-6:
-            raise MutualNetError(f"configuration {config_key(width, res)} has no calibrated BatchNorm statistics in "
-                                 f"{args.checkpoint}; calibrate it (`mutualnet search`) or pass --allow-uncalibrated")
-    net, check = export_subnet(model, width, res, fold_bn=not args.no_fold_bn)
+    if not is_calibrated(model, width, res) and args.allow_uncalibrated:
+        print(f"warning: {config_key(width, res)} has no calibrated BN statistics; using the shared running "
+              "statistics", file=sys.stderr)
+    # below the top width, a configuration without statistics is refused (the library's one policy)
+    net, check = export_subnet(model, width, res, fold_bn=not args.no_fold_bn,
+                               allow_uncalibrated=args.allow_uncalibrated)
     meta = ckpt.get("meta") or {}
     info = {k: meta[k] for k in ("class_names", "dataset", "mode") if k in meta}
+    info |= artefact_fields(meta, [res])  # preprocessing: crop at its input_size, then resize to `resolution`
     info |= {"checkpoint": str(args.checkpoint), "table_row": row}
     checks = save_exported(net, args.out, fmt, meta=info)
     prof = profile(model, width, res)

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         row = net.set_budget(mflops=args.budget_mflops, latency_ms=args.budget_latency_ms)
     else:
         row = net.config
-    preds = net.predict(net.load_images(args.images), topk=max(1, args.topk))
+    preds = net.predict(args.images, topk=max(1, args.topk))
     if args.json:
         print(json.dumps({"config": {k: row.get(k) for k in ("width", "resolution", "mflops", "top1", "latency_ms")},
                           "predictions": [{"image": str(img), "top": [p.__dict__ for p in ps]}

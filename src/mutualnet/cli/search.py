@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from ..data import build_dataset
+from ..data import build_dataset, preprocessing_of
 from ..errors import MutualNetError
 from ..io import clean_stale_temps, folder_lock
 from ..models import model_info
@@ -58,8 +58,17 @@ def data_builder(args: argparse.Namespace, ckpt: dict, model) -> tuple[Callable,
     def build(split: str, size: int):
         return build_dataset(name, split, root=root, input_size=size, augment=False, **kw)
 
-    info = {"name": name, "root": None if root is None else str(root)}
+    info = {"name": name, "root": None if root is None else str(Path(root).expanduser().absolute())}
     return build, info, workers
+
+
+def artefact_fields(meta: dict, resolutions: list[int]) -> dict:
+    """Preprocessing and class names for a table or export, so it can be used without its checkpoint."""
+    fields = {"preprocessing": preprocessing_of(meta if meta.get("preprocessing") or meta.get("resolutions")
+                                                else {**meta, "resolutions": resolutions}).to_dict()}
+    if meta.get("class_names"):
+        fields["class_names"] = list(meta["class_names"])
+    return fields
 
 
 def search_resolutions(args: argparse.Namespace, ckpt: dict) -> list[int]:
@@ -119,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     ckpt_meta = dict(ckpt.get("meta", {}))
     meta = {"model": ckpt["model_name"], "model_args": ckpt["model_args"],
             "checkpoint": os.path.abspath(args.checkpoint), "mode": ckpt_meta.get("mode"),
-            "dataset": ds_info}
+            "dataset": ds_info, **artefact_fields(ckpt_meta, resolutions)}
     with folder_lock(out, "search folder"):  # one search per folder; a killed one's temp files are removed
         for folder in (out, out / STATS_DIR):
             clean_stale_temps(folder)

@@ -7,7 +7,10 @@ import json
 
 from ..errors import MutualNetError
 from ..search import QueryTable
+from ..search.table import LATENCY_DECIMALS, MFLOPS_DECIMALS
 from . import _args as A
+
+_FRONTIER = {"mflops": "accuracy-MFLOPs", "latency": "accuracy-latency"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(row, indent=2))
         return 0
-    lat = f", {row['latency_ms']:.3f} ms" if row.get("latency_ms") is not None else ""
+    lat = f", {row['latency_ms']:.{LATENCY_DECIMALS}f} ms" if row.get("latency_ms") is not None else ""
     print(f"width {row['width']:g} at {row['resolution']} px: top-1 {row['top1']:.2f}%, top-5 {row['top5']:.2f}%, "
-          f"{row['mflops']:.2f} MFLOPs, {row['params'] / 1e6:.3f}M params{lat}")
+          f"{row['mflops']:.{MFLOPS_DECIMALS}f} MFLOPs, {row['params'] / 1e6:.3f}M params{lat} "
+          f"(the most accurate within the budget, on the {_FRONTIER[row['frontier']]} frontier)")
     return 0

@@ -1,6 +1,7 @@
 """Datasets and transforms: ImageNet-style folders, CIFAR-10/100, Fashion-MNIST, synthetic."""
 
 from .datasets import DATASETS, FASHION_MNIST_ROOT, DatasetInfo, build_dataset, dataset_info
+from .preprocess import Preprocessing, artefact_meta, preprocessing_for, preprocessing_of
 from .synthetic import SyntheticImages
 from .transforms import (
     DEFAULT_RESIZE,
@@ -15,4 +16,4 @@ from .transforms import (
 
 __all__ = ["DATASETS", "FASHION_MNIST_ROOT", "DatasetInfo", "build_dataset", "dataset_info", "SyntheticImages",
            "TensorImages", "IMAGENET_MEAN", "IMAGENET_STD", "eval_transform", "train_transform", "resize_batch",
-           "RESIZE_MODES", "DEFAULT_RESIZE"]
+           "Preprocessing", "preprocessing_for", "preprocessing_of", "artefact_meta", "RESIZE_MODES", "DEFAULT_RESIZE"]

@@ -21,6 +21,7 @@ from torchvision import datasets as tvd
 
 from ..errors import MutualNetError
 from ..io import read_bytes, read_image, read_pickle
+from .preprocess import DATASET_STATS
 from .synthetic import SyntheticImages
 from .transforms import TensorImages, eval_transform, resize_uint8, train_transform
 
@@ -28,14 +29,6 @@ __all__ = ["DatasetInfo", "DATASETS", "FASHION_MNIST_ROOT", "build_dataset", "da
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 DATASETS = ("imagefolder", "cifar10", "cifar100", "fashion_mnist", "synthetic")
-
-# per-channel statistics of the training sets (uint8 / 255)
-_STATS = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "fashion_mnist": ((0.2860,), (0.3530,)),
-}
-
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -98,9 +91,11 @@ def _load_rgb(path: str) -> Image.Image:
     return read_image(path, "RGB")
 
 
-def _build_imagefolder(root, split, input_size, augment, crop_scale, hflip, color_jitter, val_resize_ratio):
+def _build_imagefolder(root, split, input_size, augment, crop_scale, hflip, color_jitter, val_resize_ratio,
+                       lighting=0.0):
     classes = _imagefolder_classes(root)
-    tf = (train_transform(input_size, crop_scale=crop_scale, hflip=hflip, color_jitter=color_jitter) if augment
+    tf = (train_transform(input_size, crop_scale=crop_scale, hflip=hflip, color_jitter=color_jitter,
+                          lighting=lighting) if augment
           else eval_transform(input_size, resize_ratio=val_resize_ratio))
     try:
         ds = tvd.ImageFolder(str(_imagefolder_dir(root, split)), transform=tf, loader=_load_rgb)
@@ -207,7 +202,7 @@ def build_dataset(name: str, split: str, *, root: str | os.PathLike | None = Non
                   augment: bool | None = None, crop_scale: tuple[float, float] = (0.08, 1.0), hflip: bool = True,
                   color_jitter: float = 0.0, val_resize_ratio: float = 0.875, synthetic_length: int = 512,
                   seed: int = 0, crop_padding: int = 4, num_classes: int | None = None,
-                  in_chans: int | None = None) -> Dataset:
+                  in_chans: int | None = None, lighting: float = 0.0, padding_mode: str = "zeros") -> Dataset:
     """Build a dataset split yielding ``(normalised float C x H x W tensor, int label)``.
 
     Args:
@@ -220,7 +215,9 @@ def build_dataset(name: str, split: str, *, root: str | os.PathLike | None = Non
             evaluation transform: Resize(input_size / val_resize_ratio) + CenterCrop for photos, the whole
             image resized to ``input_size`` for the small in-memory datasets.
         crop_scale, hflip, color_jitter: RandomResizedCrop area range, horizontal flip, jitter strength.
-        crop_padding: zero padding of the random crop used for the small datasets (CIFAR, Fashion-MNIST).
+        lighting: PCA lighting noise std (:class:`~mutualnet.data.transforms.Lighting`; RGB images only).
+        crop_padding, padding_mode: padding of the random crop used for the small datasets (CIFAR,
+            Fashion-MNIST), ``"zeros"`` or ``"reflect"``.
         synthetic_length, seed, num_classes, in_chans: the synthetic dataset's size, seed and shape (the
             ``val`` split holds different samples of the same classes).
     """
@@ -240,11 +237,11 @@ def build_dataset(name: str, split: str, *, root: str | os.PathLike | None = Non
                                offset=0 if split == "train" else synthetic_length)
     if key == "imagefolder":
         return _build_imagefolder(root, split, input_size or 224, augment, crop_scale, hflip, color_jitter,
-                                  val_resize_ratio)
+                                  val_resize_ratio, lighting)
     images, labels, classes = (_load_fashion_mnist(root, split) if key == "fashion_mnist"
                                else _load_cifar(key, root, split))
     if input_size is not None:
         images = resize_uint8(images, input_size)
-    mean, std = _STATS[key]
+    mean, std = DATASET_STATS[key]
     return TensorImages(images, labels, mean=mean, std=std, train=augment, padding=crop_padding, hflip=hflip,
-                        color_jitter=color_jitter, classes=classes)
+                        color_jitter=color_jitter, classes=classes, padding_mode=padding_mode, lighting=lighting)

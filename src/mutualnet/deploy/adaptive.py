@@ -17,7 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from ..checkpoint import load_checkpoint, model_from_checkpoint
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, model_resize, resize_batch
+from ..data.preprocess import preprocessing_of
+from ..data.transforms import model_resize, resize_batch
 from ..errors import MutualNetError
 from ..io import read_image
 from .export import is_calibrated
@@ -33,19 +34,9 @@ class Prediction:
 
 
 def normalisation(meta: dict) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) the checkpoint's images were normalised with: its dataset meta, else the dataset's known
-    statistics, else ImageNet's."""
-    ds = meta.get("dataset") or {}
-    if isinstance(ds, dict) and ds.get("mean") is not None and ds.get("std") is not None:
-        return tuple(ds["mean"]), tuple(ds["std"])
-    try:
-        from ..data.datasets import _STATS
-    except ImportError:  # pragma: no cover
-        _STATS = {}
-    name = ds.get("name") if isinstance(ds, dict) else None
-    if name in _STATS:
-        return _STATS[name]
-    return IMAGENET_MEAN, IMAGENET_STD
+    """(mean, std) the checkpoint's images were normalised with (see :func:`mutualnet.data.preprocessing_of`)."""
+    pp = preprocessing_of(meta)
+    return pp.mean, pp.std
 
 
 def load_query_table(ckpt: dict, table: str | os.PathLike | None = None):
@@ -76,12 +67,14 @@ class AdaptiveNet:
         self.table = table
         self.meta = dict(meta or {})
         self.device = torch.device(device)
-        self.mean, self.std = normalisation(self.meta)
+        if not self.meta.get("resolutions") and "preprocessing" not in self.meta:
+            self.meta["resolutions"] = [max(r["resolution"] for r in table.rows)]
+        self.preprocessing = preprocessing_of(self.meta)
+        self.mean, self.std = self.preprocessing.mean, self.preprocessing.std
         self.resize = model_resize(model, self.meta.get("resize"))  # as in training and calibration
         names = self.meta.get("class_names") or (self.meta.get("dataset") or {}).get("classes")
         self.class_names = list(names) if names else None
-        res = self.meta.get("resolutions") or [max(r["resolution"] for r in table.rows)]
-        self.input_size = int(max(res))  # images are cropped here, then resized (the paper's test-time recipe)
+        self.input_size = self.preprocessing.input_size  # images are cropped here, then resized (the paper's recipe)
         self.config: dict | None = None
         self._lo, self._hi = model.width_range
         top = max(table.rows, key=lambda r: (r["width"], r["resolution"]))
@@ -107,10 +100,17 @@ class AdaptiveNet:
         return int(self.config["resolution"])
 
     def set_config(self, width: float, resolution: int) -> dict:
-        """Switch to one configuration of the table (it must be in it: only those are calibrated)."""
+        """Switch to one configuration: a row of the table, or any configuration with calibrated statistics.
+
+        A configuration added later with ``mutualnet calibrate`` has its statistics but no table row; it is
+        usable here (and exportable) with a row that holds only its width and resolution.
+        """
         row = self.table.find(width, resolution)
         if row is None:
-            raise MutualNetError(f"width {width:g} at {resolution} px is not in the query table")
+            if not is_calibrated(self.model, width, resolution):
+                raise MutualNetError(f"width {width:g} at {resolution} px is neither in the query table nor "
+                                     "calibrated; calibrate it first (`mutualnet calibrate --width W --resolution R`)")
+            row = {"width": float(width), "resolution": int(resolution)}
         self._switch(row)
         return row
 
@@ -137,16 +137,42 @@ class AdaptiveNet:
     # -- inference ---------------------------------------------------------------------------------
     @torch.no_grad()
     def logits(self, images: Tensor) -> Tensor:
-        """Logits of a batch of normalised images (any size: resized to the active resolution)."""
+        """Logits of a batch of *normalised* images (any size: resized to the active resolution)."""
         if images.dim() == 3:
             images = images.unsqueeze(0)
         x = resize_batch(images.to(self.device, torch.float32), self.resolution, self.resize)
         return self.model(x)
 
+    def prepare(self, images, *, normalised: bool = False) -> Tensor:
+        """A normalised batch from image files, PIL images, or ``[0, 1]`` tensors (``C x H x W`` or a batch).
+
+        Tensors are expected in ``[0, 1]`` (as ``torchvision.transforms.functional.to_tensor`` gives) and are
+        normalised with the checkpoint's mean and std; pass ``normalised=True`` for tensors that already are.
+        Files and PIL images get the evaluation transform (resize, centre crop at ``input_size``).
+        """
+        if isinstance(images, Tensor):
+            x = images.unsqueeze(0) if images.dim() == 3 else images
+            if normalised:
+                return x
+            lo, hi = float(x.min()), float(x.max())
+            if lo < -1e-3 or hi > 1 + 1e-3:
+                raise MutualNetError(f"images hold values in [{lo:.3g}, {hi:.3g}], outside [0, 1]: pass raw images "
+                                     "scaled to [0, 1], or normalised=True for a batch normalised already")
+            return self.preprocessing.normalise(x.float())
+        items = list(images) if isinstance(images, list | tuple) else [images]
+        return torch.stack([self._transform_one(item) for item in items])
+
     @torch.no_grad()
-    def predict(self, images: Tensor, topk: int = 1) -> list[list[Prediction]]:
-        """Top-``topk`` (class, confidence) per image of a normalised batch, at the active configuration."""
-        probs = self.logits(images).softmax(-1)
+    def predict(self, images, topk: int = 1, *, normalised: bool = False) -> list[list[Prediction]]:
+        """Top-``topk`` (class name, confidence) per image, at the active configuration.
+
+        Args:
+            images: image files, PIL images, or a ``[0, 1]`` float tensor (``N x C x H x W`` or ``C x H x W``):
+                they are normalised with the checkpoint's preprocessing (:meth:`prepare`).
+            topk: classes per image, most likely first.
+            normalised: the tensor is normalised already (mean/std applied), as ``logits`` takes it.
+        """
+        probs = self.logits(self.prepare(images, normalised=normalised)).softmax(-1)
         conf, idx = probs.topk(min(topk, probs.shape[-1]), dim=-1)
         return [[Prediction(int(i), self.label(int(i)), float(c)) for c, i in zip(cs, ids)]
                 for cs, ids in zip(conf.tolist(), idx.tolist())]
@@ -156,15 +182,16 @@ class AdaptiveNet:
             return str(self.class_names[index])
         return str(index)
 
+    def _transform_one(self, item) -> Tensor:
+        from PIL import Image
+
+        mode = "L" if getattr(self.model, "in_chans", 3) == 1 else "RGB"
+        img = item.convert(mode) if isinstance(item, Image.Image) else read_image(item, mode)
+        return self.preprocessing.transform()(img)
+
     def load_images(self, paths: list[str | os.PathLike]) -> Tensor:
-        """Read image files (torchvision.io, PIL fallback) with the evaluation transform at ``input_size``."""
-        tf = eval_transform(self.input_size, mean=self.mean, std=self.std)
-        in_chans = getattr(self.model, "in_chans", 3)
-        out = []
-        for p in paths:
-            img = read_image(p, "L" if in_chans == 1 else "RGB")
-            out.append(tf(img))
-        return torch.stack(out)
+        """A normalised batch of image files (the evaluation transform at ``input_size``), for :meth:`logits`."""
+        return self.prepare([str(p) for p in paths])
 
 
 def measure_switch_us(net: AdaptiveNet, rows: list[dict] | None = None, repeats: int = 1000) -> float:

@@ -38,8 +38,10 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from ..checkpoint import read_torch_file
 from ..data.transforms import DEFAULT_RESIZE, model_resize
 from ..errors import MutualNetError
+from ..extras import require
 from ..io import atomic_write_bytes
 from ..layers import SlimmableBatchNorm2d, config_key, get_width, materialize, set_width
+from ..layers import allow_uncalibrated as _allow_uncalibrated
 from ..models import create_model
 
 __all__ = ["EXPORT_FORMAT", "FORMATS", "ExportCheck", "calibrated_configs", "is_calibrated", "export_subnet",
@@ -159,7 +161,8 @@ class ExportCheck(dict):
 
 
 def export_subnet(model: nn.Module, width: float, resolution: int, *, fold_bn: bool = True,
-                  require_calibrated: bool = False, atol: float = ATOL) -> tuple[nn.Module, ExportCheck]:
+                  require_calibrated: bool = False, allow_uncalibrated: bool = False,
+                  atol: float = ATOL) -> tuple[nn.Module, ExportCheck]:
     """The sub-network of ``model`` at (``width``, ``resolution``) as a standalone plain network.
 
     Args:
@@ -167,7 +170,9 @@ def export_subnet(model: nn.Module, width: float, resolution: int, *, fold_bn: b
         width: Width in the model's trained range.
         resolution: Input side the network will be run at; selects the calibrated BN statistics.
         fold_bn: Fold each BatchNorm into the convolution before it (fewer ops at inference).
-        require_calibrated: Refuse a configuration without calibrated BN statistics.
+        require_calibrated: Refuse a configuration without calibrated BN statistics, the top width included.
+        allow_uncalibrated: Export a configuration below the top width without calibrated statistics, on the
+            shared running statistics (by default it is refused, as eval mode refuses it).
         atol: Largest allowed max-abs logit difference against the slimmable model.
 
     Returns:
@@ -182,11 +187,13 @@ def export_subnet(model: nn.Module, width: float, resolution: int, *, fold_bn: b
     previous, was_training = get_width(model), model.training
     set_width(model, width)  # range check first: a clear error for a width outside the trained range
     try:
-        if require_calibrated and not is_calibrated(model, width, resolution):
+        calibrated = is_calibrated(model, width, resolution)
+        top = all(width >= bn.max_width - 1e-9 for bn in _bns(model))  # the widest's running statistics are its own
+        if not calibrated and (require_calibrated or not (top or allow_uncalibrated)):
             raise MutualNetError(_uncalibrated_message(model, width, resolution))
         model.eval()
         x = _example(model, resolution)
-        with torch.no_grad():
+        with torch.no_grad(), _allow_uncalibrated(model) if allow_uncalibrated else contextlib.nullcontext():
             ref = model(x)  # also sets slim_state.resolution, which selects the calibrated statistics
             net = materialize(model).eval()
             pairs = fold_batchnorm(net, x) if fold_bn else []
@@ -208,8 +215,9 @@ def _uncalibrated_message(model: nn.Module, width: float, resolution: int) -> st
     keys = calibrated_configs(model)
     have = f"{len(keys)} calibrated configurations, e.g. {', '.join(keys[:3])}" if keys else "none calibrated"
     return (f"configuration {config_key(width, resolution)} has no calibrated BatchNorm statistics ({have}); "
-            "calibrate it first (`mutualnet search`, or mutualnet.calibrate) or pass --allow-uncalibrated "
-            "to use the shared running statistics")
+            f"calibrate it first (`mutualnet calibrate --width {width:g} --resolution {resolution}`, or `mutualnet "
+            "search` for the whole grid) or pass --allow-uncalibrated (allow_uncalibrated=True) to use the shared "
+            "running statistics")
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -251,6 +259,8 @@ def save_exported(net: nn.Module, path: str | os.PathLike, fmt: str = "pt", *, m
     """
     if fmt not in FORMATS:
         raise MutualNetError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "onnx":
+        require("onnx", "ONNX export")
     _check_output_path(path)
     info = _describe(net, meta)
     if "resolution" not in info:

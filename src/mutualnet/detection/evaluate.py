@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from ..errors import MutualNetError
 from ..io import atomic_write, atomic_write_text
-from ..layers import SlimmableBatchNorm2d, active_num_params
+from ..layers import SlimmableBatchNorm2d, active_num_params, allow_uncalibrated
 from .data import CocoDetection, collate
 from .model import SlimmableMaskRCNN
 
@@ -156,6 +156,8 @@ def detector_macs(model: SlimmableMaskRCNN, width: float, scale: int, image_size
     """
     was_training, prev_width, prev_scale = model.training, model.width, model.scale
     model.eval().set_config(width, scale)
+    allowed = contextlib.ExitStack()
+    allowed.enter_context(allow_uncalibrated(model))  # counting MACs does not depend on BN statistics
     try:
         p = next(model.parameters())
         batch, _ = model.transform([torch.zeros(3, *image_size, device=p.device, dtype=p.dtype)])
@@ -180,18 +182,19 @@ def detector_macs(model: SlimmableMaskRCNN, width: float, scale: int, image_size
                                                                                       batch.image_sizes))))
         params = active_num_params(model)
     finally:
+        allowed.close()
         model.set_config(prev_width, prev_scale)
         model.train(was_training)
     return {"macs": int(backbone + rpn + box + mask), "backbone_macs": int(backbone), "params": int(params),
             "input_size": [int(x.shape[-2]), int(x.shape[-1])]}
 
 
-def pareto_flags(rows: list[dict], metric: str) -> list[bool]:
-    """True for rows no other row beats (>= ``metric`` at <= MACs, strictly better in one)."""
+def pareto_flags(rows: list[dict], metric: str, cost: str = "macs") -> list[bool]:
+    """True for rows no other row beats (>= ``metric`` at <= ``cost``, strictly better in one)."""
     flags = []
     for r in rows:
-        dominated = any(o is not r and o["macs"] <= r["macs"] and o[metric] >= r[metric]
-                        and (o["macs"] < r["macs"] or o[metric] > r[metric]) for o in rows)
+        dominated = any(o is not r and o[cost] <= r[cost] and o[metric] >= r[metric]
+                        and (o[cost] < r[cost] or o[metric] > r[metric]) for o in rows)
         flags.append(not dominated)
     return flags
 
@@ -211,18 +214,24 @@ def evaluate_grid(model: SlimmableMaskRCNN, dataset: CocoDetection, widths: list
     for w, s in tqdm(configs, desc="detect eval", disable=len(configs) < 2):
         if calib_dataset is not None:
             calibrate_detector(model, calib_dataset, w, s, num_images=calib_images, batch_size=batch_size)
-        ap = evaluate_coco(model, dataset, w, s, batch_size=batch_size)
+        with allow_uncalibrated(model, calib_dataset is None):  # no calibration data: running statistics, as asked
+            ap = evaluate_coco(model, dataset, w, s, batch_size=batch_size)
         cost = detector_macs(model, w, s, mac_image_size)
         rows.append({"width": w, "resolution": s, **ap, "macs": cost["macs"], "backbone_macs": cost["backbone_macs"],
-                     "params": cost["params"], "mflops": cost["macs"] / 1e6, "latency_ms": None,
+                     "params": cost["params"], "mflops": cost["macs"] / 1e6,
+                     "backbone_mflops": cost["backbone_macs"] / 1e6, "latency_ms": None,
                      "mac_input_size": cost["input_size"], "calibrated": calib_dataset is not None})
-    for row, flag in zip(rows, pareto_flags(rows, metric)):
-        row["pareto"] = flag
+    for row, flag, flag_backbone in zip(rows, pareto_flags(rows, metric), pareto_flags(rows, metric, "backbone_macs")):
+        row["pareto"], row["pareto_backbone"] = flag, flag_backbone
     return rows
 
 
-_CSV_KEYS = ("width", "resolution", "box_ap", "mask_ap", "box_ap50", "mask_ap50", "mflops", "backbone_macs", "macs",
-             "params", "pareto")
+_CSV_KEYS = ("width", "resolution", "box_ap", "mask_ap", "box_ap50", "mask_ap50", "mflops", "backbone_mflops",
+             "backbone_macs", "macs", "params", "pareto", "pareto_backbone")
+# the two cost axes: the whole detector (heads included, dominated by them at small widths) and the backbone
+# (+ FPN), the part the width multiplier scales -- the paper's Fig. 10 axis
+COST_AXES = {"mflops": ("pareto", "MFLOPs of the whole detector (MACs, fixed image)"),
+             "backbone_mflops": ("pareto_backbone", "backbone + FPN MFLOPs (MACs, fixed image)")}
 
 
 def save_table(rows: list[dict], path: str | os.PathLike, meta: dict | None = None) -> Path:
@@ -233,8 +242,14 @@ def save_table(rows: list[dict], path: str | os.PathLike, meta: dict | None = No
     return atomic_write_text(path, json.dumps({"meta": meta or {}, "rows": rows}, indent=2))
 
 
-def plot_table(rows: list[dict], path: str | os.PathLike, title: str = "") -> Path:
-    """AP vs MFLOPs (box and mask), one line per width, the Pareto frontier (box AP) highlighted."""
+def plot_table(rows: list[dict], path: str | os.PathLike, title: str = "", cost: str = "mflops") -> Path:
+    """AP vs ``cost`` (box and mask), one line per width, the Pareto frontier (box AP) highlighted.
+
+    ``cost`` is ``mflops`` (the whole detector) or ``backbone_mflops`` (backbone + FPN), see ``COST_AXES``.
+    """
+    if cost not in COST_AXES:
+        raise MutualNetError(f"unknown cost axis {cost!r}; use one of {', '.join(COST_AXES)}")
+    flag, xlabel = COST_AXES[cost]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -243,13 +258,13 @@ def plot_table(rows: list[dict], path: str | os.PathLike, title: str = "") -> Pa
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     for ax, key, name in ((axes[0], "box_ap", "box AP"), (axes[1], "mask_ap", "mask AP")):
         for w in sorted({r["width"] for r in rows}):
-            pts = sorted((r["mflops"], 100 * r[key], r["resolution"]) for r in rows if r["width"] == w)
+            pts = sorted((r[cost], 100 * r[key], r["resolution"]) for r in rows if r["width"] == w)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=4, label=f"{w:g}x")
             for x, y, s in pts:
                 ax.annotate(str(s), (x, y), fontsize=7, textcoords="offset points", xytext=(3, 3))
-        front = sorted((r["mflops"], 100 * r[key]) for r in rows if r.get("pareto"))
+        front = sorted((r[cost], 100 * r[key]) for r in rows if r.get(flag))
         ax.plot([p[0] for p in front], [p[1] for p in front], "k--", lw=1, label="Pareto (box AP)")
-        ax.set_xlabel("MFLOPs (MACs, fixed image)")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(f"{name} (%)")
         ax.grid(alpha=0.3)
     axes[0].legend(title="width", fontsize=8)

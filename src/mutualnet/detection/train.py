@@ -30,6 +30,7 @@ from ..errors import MutualNetError
 from ..io import atomic_write_text, read_jsonl
 from ..profiling import resolve_device
 from ..train.config import apply_overrides, build_dataclass, read_yaml_mapping
+from ..train.guard import DivergenceGuard
 from ..train.step import SubNet, sample_subnets
 from ..validate import MAX_RESOLUTION, MAX_WIDTH
 from .data import CocoDetection, collate
@@ -53,9 +54,11 @@ class DetectionConfig:
     scales: list[int] = field(default_factory=lambda: [600, 480, 360, 240])  # short sides
     max_size: int = 1000  # long-side cap
     epochs: int = 24  # 2x schedule
-    max_iterations: int | None = None  # stop early (smoke tests)
+    max_iterations: int | None = None  # stop after this many iterations (a trial run; lr_steps keep their epochs)
     batch_size: int = 8
-    lr: float = 0.01  # 0.02 per 16 images
+    lr: float | None = None  # None: the linear scaling rule, base_lr * batch_size / base_batch_size
+    base_lr: float = 0.02  # learning rate at base_batch_size images per step (torchvision's detection reference)
+    base_batch_size: int = 16
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_iters: int = 500
@@ -98,11 +101,13 @@ class DetectionConfig:
             raise MutualNetError("num_subnets must be >= 2 (the sandwich rule runs the widest and the narrowest)")
         if not self.scales or min(self.scales) < 32:
             raise MutualNetError(f"scales must be input short sides >= 32, got {self.scales}")
-        if self.batch_size < 1 or self.epochs < 1:
-            raise MutualNetError("batch_size and epochs must be >= 1")
+        if self.batch_size < 1 or self.epochs < 1 or self.base_batch_size < 1:
+            raise MutualNetError("batch_size, base_batch_size and epochs must be >= 1")
         if max(self.scales) > MAX_RESOLUTION or not 1 <= self.max_size <= MAX_RESOLUTION:
             raise MutualNetError(f"scales and max_size must be at most {MAX_RESOLUTION} pixels")
-        checks = [(self.lr > 0, "lr must be > 0"), (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
+        checks = [(self.lr is None or self.lr > 0, "lr must be > 0 (or unset: the linear scaling rule)"),
+                  (self.base_lr > 0, "base_lr must be > 0"),
+                  (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
                   (self.weight_decay >= 0, "weight_decay must be >= 0"), (hi <= MAX_WIDTH, "width_range too wide"),
                   (self.num_workers >= 0 and self.warmup_iters >= 0, "num_workers and warmup_iters must be >= 0"),
                   (self.log_every >= 1, "log_every must be >= 1"),
@@ -112,6 +117,14 @@ class DetectionConfig:
         for ok, msg in checks:
             if not ok:
                 raise MutualNetError(msg)
+
+    def scaled_lr(self) -> float:
+        """``lr`` if set, else the linear scaling rule (Goyal et al., 2017): ``base_lr * batch_size / base_batch_size``.
+
+        Mask R-CNN's usual 0.02 is for 16 images per step; keeping it at 2 images (a CPU trial) is 8x too high
+        and diverges.
+        """
+        return float(self.lr) if self.lr is not None else self.base_lr * self.batch_size / self.base_batch_size
 
 
 def load_config(path: str | None = None, overrides: list[str] | None = None, **values: Any) -> DetectionConfig:
@@ -193,6 +206,7 @@ def train_detector(cfg: DetectionConfig, *, resume: str | Path | None = None, pr
     ``last.pt`` is never overwritten by a fresh run.
     """
     cfg.validate()
+    cfg = dataclasses.replace(cfg, lr=cfg.scaled_lr())  # config.yaml records the learning rate used
     out = Path(cfg.out)
     if resume is None and (out / "last.pt").exists():
         raise MutualNetError(f"{out} already holds a run (last.pt); resume it with --resume {out / 'last.pt'} or "
@@ -238,6 +252,7 @@ def train_detector(cfg: DetectionConfig, *, resume: str | Path | None = None, pr
         rows = [r for r in rows if isinstance(r, dict) and isinstance(r.get("iteration"), int) and r["iteration"] <= it]
         atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in rows))
     t0 = time.time()
+    guard = DivergenceGuard()
     bar = tqdm(total=total, initial=it, desc="detect train", disable=not progress)
     with open(metrics, "a") as log:
         for epoch in range(start_epoch, math.ceil(total / len(loader))):
@@ -254,6 +269,14 @@ def train_detector(cfg: DetectionConfig, *, resume: str | Path | None = None, pr
                 subnets = sample_subnets("mutual_gt", cfg.width_range, sorted(cfg.scales, reverse=True),
                                          cfg.num_subnets, generator)
                 logs = detection_step(model, images, targets, subnets)
+                why = guard.check(logs["loss"])
+                if why:
+                    bar.close()
+                    kept = f"{out / 'last.pt'} (epoch end) is untouched" if (out / "last.pt").exists() else \
+                        "no checkpoint was saved"
+                    raise MutualNetError(f"{why} at iteration {it + 1} (epoch {epoch + 1}, lr {lr:.3g}); training "
+                                         f"stopped and {kept}. Lower lr or raise warmup_iters, then resume with "
+                                         "--resume")
                 if cfg.clip_grad_norm:
                     torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
                 optimizer.step()

@@ -36,6 +36,7 @@ __all__ = [
     "bind_state",
     "config_key",
     "materialize",
+    "allow_uncalibrated",
 ]
 
 
@@ -247,7 +248,11 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
       the state dict as ``calib_stats.<key>.mean`` / ``.var``.
     * Eval mode uses the calibrated statistics of the active configuration when present, else those
       stored for the active width at any resolution (key ``w<width>_rany``, as released MutualNet /
-      US-Net weights carry them), else the shared running statistics sliced to the active width.
+      US-Net weights carry them). At the top width it may use the shared running statistics: they are
+      the widest sub-network's own. Any other configuration without statistics is refused with a
+      :class:`MutualNetError` that says how to calibrate it, because the widest's statistics sliced to a
+      narrower width are wrong for it and would cost accuracy silently; :func:`allow_uncalibrated`
+      runs it on them knowingly (cost measurements, an explicit ``--allow-uncalibrated``).
     """
 
     def __init__(
@@ -266,6 +271,7 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
         self._init_slim(max_width)
         self.calibrated: dict[str, tuple[Tensor, Tensor]] = {}
         self._calib: list | None = None
+        self.allow_uncalibrated = False  # eval below the top width on the running statistics (see allow_uncalibrated)
 
     def active_channels(self) -> int:
         if not self.slim:
@@ -280,14 +286,20 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
     def calibration_key(self) -> str:
         return config_key(self.slim_state.width, self.slim_state.resolution)
 
-    def active_stats(self) -> tuple[Tensor, Tensor]:
-        """(mean, var) that eval mode uses at the active configuration."""
-        c = self.active_channels()
+    def _stats(self) -> tuple[Tensor, Tensor] | None:
         stats = self.calibrated.get(self.calibration_key())
         if stats is None and self.calibrated:  # statistics of this width at any resolution (released weights)
             stats = self.calibrated.get(config_key(self.slim_state.width, None))
+        return stats
+
+    def active_stats(self) -> tuple[Tensor, Tensor]:
+        """(mean, var) that eval mode uses at the active configuration (see the class docstring's policy)."""
+        stats = self._stats()
         if stats is not None:
             return stats
+        if not (self.allow_uncalibrated or self.slim_state.width >= self.max_width - 1e-9):
+            raise MutualNetError(uncalibrated_message(self.slim_state.width, self.slim_state.resolution))
+        c = self.active_channels()
         return self.running_mean[:c], self.running_var[:c]
 
     def forward(self, x: Tensor) -> Tensor:
@@ -380,7 +392,10 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
         """A plain ``nn.BatchNorm2d`` with the active slice and the statistics eval mode would use."""
         c = self.active_channels()
         bn = nn.BatchNorm2d(c, self.eps, self.momentum, device=self.weight.device, dtype=self.weight.dtype)
-        mean, var = self.active_stats()
+        # a structural copy: without calibrated statistics it takes the running ones (the slimmable model's
+        # eval forward, which export checks against, is where uncalibrated configurations are refused)
+        stats = self._stats()
+        mean, var = stats if stats is not None else (self.running_mean[:c], self.running_var[:c])
         with torch.no_grad():
             bn.weight.copy_(self.weight[:c])
             bn.bias.copy_(self.bias[:c])
@@ -388,6 +403,46 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
             bn.running_var.copy_(var)
             bn.num_batches_tracked.copy_(self.num_batches_tracked)
         return bn
+
+
+def uncalibrated_message(width: float, resolution: int | tuple[int, int] | None) -> str:
+    """The error for eval at a configuration without BN statistics: what is wrong and the commands that fix it."""
+    res = resolution[0] if isinstance(resolution, tuple) else resolution
+    res_s = "RES" if res is None else str(res)
+    return (f"no calibrated BatchNorm statistics for width {width:g} at {res_s} px ({config_key(width, resolution)}); "
+            "only the widest sub-network may run on the shared running statistics. Calibrate it first: "
+            f"`mutualnet calibrate --checkpoint CKPT --width {width:g} --resolution {res_s} --out CKPT`, or "
+            f"mutualnet.calibrate.calibrate(model, images, {width:g}, {res_s}) in Python (`mutualnet search` "
+            "calibrates the whole grid); mutualnet.allow_uncalibrated(model) runs it on the running statistics "
+            "knowingly")
+
+
+class allow_uncalibrated:  # noqa: N801 - used like torch.set_grad_enabled: a call or a ``with`` block
+    """Let eval mode below the top width use the shared running statistics (sliced), or forbid it again.
+
+    Accuracy at such a configuration is not what the network can do (its BN statistics are the widest
+    sub-network's), so this is for work that does not depend on it: counting MACs, timing, tests of shapes,
+    or an export the user explicitly asked for uncalibrated. Like ``torch.set_grad_enabled`` it takes effect
+    at once; as a context manager it restores every layer's previous setting on exit::
+
+        with mutualnet.allow_uncalibrated(model):
+            model.eval()(x)            # no calibrated statistics needed here
+        mutualnet.allow_uncalibrated(model)   # from now on
+    """
+
+    def __init__(self, model: nn.Module, allow: bool = True) -> None:
+        self.model = model
+        self._bns = [m for m in model.modules() if isinstance(m, SlimmableBatchNorm2d)]
+        self._previous = [bn.allow_uncalibrated for bn in self._bns]
+        for bn in self._bns:
+            bn.allow_uncalibrated = bool(allow)
+
+    def __enter__(self) -> nn.Module:
+        return self.model
+
+    def __exit__(self, *exc: object) -> None:
+        for bn, p in zip(self._bns, self._previous):
+            bn.allow_uncalibrated = p
 
 
 _SLIMMABLE = (SlimmableConv2d, SlimmableLinear, SlimmableBatchNorm2d)

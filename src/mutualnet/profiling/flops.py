@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import MutualNetError
-from ..layers import active_num_params, get_width, set_width
+from ..layers import active_num_params, allow_uncalibrated, get_width, set_width
 
 __all__ = ["Profile", "profile", "count_macs"]
 
@@ -35,11 +35,11 @@ class Profile:
 
 
 def count_macs(model: nn.Module, x: torch.Tensor) -> int:
-    """Multiply-accumulates of one forward pass of ``model`` on ``x``."""
+    """Multiply-accumulates of one forward pass of ``model`` on ``x`` (any configuration: only shapes matter)."""
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), allow_uncalibrated(model), FlopCounterMode(display=False) as counter:
             model(x)
     finally:
         model.train(was_training)

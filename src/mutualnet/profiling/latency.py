@@ -10,18 +10,31 @@ import torch
 from torch import nn
 
 from ..errors import MutualNetError
-from ..layers import get_width, set_width
+from ..layers import allow_uncalibrated, get_width, set_width
 
 __all__ = ["Latency", "measure_latency", "resolve_device"]
 
 
 @dataclass(frozen=True)
 class Latency:
+    """One measurement: the median of ``repeats`` timed runs after ``warmup``, and its spread."""
+
     median_ms: float
     device: str
     batch_size: int
     threads: int
     repeats: int
+    warmup: int = 0
+    q1_ms: float | None = None  # first and third quartiles of the timed runs: their spread
+    q3_ms: float | None = None
+    min_ms: float | None = None
+
+    @property
+    def spread(self) -> float:
+        """Interquartile range relative to the median (0.05: the middle half of runs within 5%)."""
+        if self.q1_ms is None or self.q3_ms is None or self.median_ms <= 0:
+            return 0.0
+        return (self.q3_ms - self.q1_ms) / self.median_ms
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,7 +71,7 @@ def measure_latency(model: nn.Module, width: float, resolution: int, *, device: 
     x = torch.randn(batch_size, getattr(model, "in_chans", 3), resolution, resolution, device=dev)
     times = []
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), allow_uncalibrated(model):  # timing does not depend on the statistics
             for i in range(warmup + repeats):
                 if dev.type == "cuda":
                     torch.cuda.synchronize(dev)
@@ -71,4 +84,5 @@ def measure_latency(model: nn.Module, width: float, resolution: int, *, device: 
     finally:
         model.to(orig).train(was_training)
         set_width(model, previous)
-    return Latency(statistics.median(times), str(dev), batch_size, threads_used, repeats)
+    q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else (times[0],) * 3
+    return Latency(statistics.median(times), str(dev), batch_size, threads_used, repeats, warmup, q1, q3, min(times))

@@ -272,6 +272,8 @@ def build_query_table(
         if stats_ok:
             table.add(row)
     state.rows = list(table.rows)
+    timed = {(row["macs"], row["params"], row["resolution"]): row["latency_ms"] for row in table.rows
+             if row.get("latency_ms") is not None}
     todo = [(w, r) for r in resolutions for w in widths if table.find(w, r) is None]
     total = len(widths) * len(resolutions)
     start = time.perf_counter()
@@ -279,6 +281,7 @@ def build_query_table(
                dynamic_ncols=True)
     calib = val = None
     loaded_for = None
+    calib_used = state.timing.get("calib_images_per_config")  # what existed, not what was asked for
     try:
         for w, r in todo:
             src_res = r if resize_then_crop else resolutions[0]
@@ -288,6 +291,7 @@ def build_query_table(
                                        batch_size=calib_bs, num_workers=num_workers)
                 val = _val_source(_resolve(val_data, src_res), val_images, seed, batch_size,
                                   num_workers, cache_bytes)
+                calib_used = state.timing["calib_images_per_config"] = min(calib_images, len(calib))
                 if isinstance(calib, Tensor) and dev.type == "cuda":
                     calib = calib.to(dev)
                 loaded_for = src_res
@@ -299,10 +303,13 @@ def build_query_table(
             t1 = time.perf_counter()
             prof = profile(model, w, r)
             t2 = time.perf_counter()
-            lat = None
+            lat, same_network = None, (prof.macs, prof.params, r)  # widths rounding to the same channels
             if latency:
-                lat = measure_latency(model, w, r, device=str(dev), batch_size=latency_batch_size,
-                                      threads=threads).median_ms
+                lat = timed.get(same_network)
+                if lat is None:  # timed once per distinct network, so identical networks get one number
+                    lat = timed[same_network] = measure_latency(model, w, r, device=str(dev),
+                                                                batch_size=latency_batch_size,
+                                                                threads=threads).median_ms
             t3 = time.perf_counter()
             row = table.add({"width": w, "resolution": r, "top1": top1, "top5": top5, "macs": prof.macs,
                              "params": prof.params, "latency_ms": lat})
@@ -320,7 +327,8 @@ def build_query_table(
     table.meta.update({
         "widths": widths, "resolutions": resolutions, "val_images": val_images,
         "resize_then_crop": resize_then_crop, "resize": resize, "device": str(dev),
-        "calibration": {"images": calib_images, "batch_size": calib_bs, "seconds": round(t["calib_s"], 3),
+        "calibration": {"images": calib_images if calib_used is None else calib_used, "batch_size": calib_bs,
+                        "seconds": round(t["calib_s"], 3),
                         "images_per_s": round(t["calib_images"] / t["calib_s"], 1) if t["calib_s"] else None,
                         "share_of_search_time": round(t["calib_s"] / search_s, 3) if search_s else None},
         "timing_s": {k: round(v, 3) for k, v in t.items() if k.endswith("_s")} | {

@@ -25,7 +25,8 @@ from ..errors import MutualNetError
 from ..io import MAX_JSON_DEPTH, atomic_write_text, json_depth, read_json
 from ..validate import check_float, check_int, check_resolution, check_width
 
-__all__ = ["QueryTable", "ROW_KEYS", "TABLE_FORMAT", "pareto_frontier", "atomic_write_text"]
+__all__ = ["QueryTable", "ROW_KEYS", "TABLE_FORMAT", "pareto_frontier", "atomic_write_text", "fits_budget",
+           "MFLOPS_DECIMALS", "LATENCY_DECIMALS"]
 
 TABLE_FORMAT = "mutualnet-query-table"
 ROW_KEYS = ("width", "resolution", "top1", "top5", "macs", "params", "mflops", "latency_ms", "pareto")
@@ -47,6 +48,24 @@ def pareto_frontier(rows: list[dict], cost: str = "macs") -> list[dict]:
     return front
 
 
+LATENCY_MISSING = ("this query table has no latency measurements; measure them on the target device with "
+                   "`mutualnet latency --checkpoint calibrated.pt` (it updates the table inside calibrated.pt and "
+                   "query_table.json beside it), or select by MFLOPs")
+
+# costs are printed with these decimals (select, predict, errors), and budgets are compared at them
+MFLOPS_DECIMALS = 2
+LATENCY_DECIMALS = 3
+
+
+def fits_budget(cost: float, budget: float, decimals: int) -> bool:
+    """Whether ``cost`` fits ``budget`` at the precision costs are printed with.
+
+    A user who types the printed cost of a configuration (``--max-mflops 2.54`` for 2.542) means that
+    configuration; comparing the unrounded cost would refuse it.
+    """
+    return round(cost, decimals) <= budget + 1e-9
+
+
 def _as_int(v: object) -> object:
     """JSON and CSV may write counts as ``1.0e6``; a whole finite float is that integer, anything else stays
     as it is for the type check to refuse."""
@@ -64,8 +83,8 @@ def _short(row: object) -> str:
 
 
 def _describe(row: dict) -> str:
-    lat = f", {row['latency_ms']:.3g} ms" if row.get("latency_ms") is not None else ""
-    return (f"width {row['width']:g} at {row['resolution']} px ({row['mflops']:.4g} MFLOPs{lat}, "
+    lat = f", {row['latency_ms']:.{LATENCY_DECIMALS}f} ms" if row.get("latency_ms") is not None else ""
+    return (f"width {row['width']:g} at {row['resolution']} px ({row['mflops']:.{MFLOPS_DECIMALS}f} MFLOPs{lat}, "
             f"top-1 {row['top1']:.2f}%)")
 
 
@@ -136,8 +155,7 @@ class QueryTable:
     def frontier(self, cost: str = "macs") -> list[dict]:
         """The Pareto frontier by ``cost`` (``macs`` or ``latency_ms``), cheapest first."""
         if _COSTS.get(cost) == "latency_ms" and not self.has_latency:
-            raise MutualNetError("this query table has no latency measurements; rebuild it with "
-                                 "`mutualnet search --latency`")
+            raise MutualNetError(LATENCY_MISSING)
         return pareto_frontier(self.rows, cost)
 
     def select(self, max_mflops: float | None = None, max_latency_ms: float | None = None) -> dict:
@@ -152,25 +170,27 @@ class QueryTable:
         if not self.rows:
             raise MutualNetError("the query table is empty")
         if max_latency_ms is not None and not self.has_latency:
-            raise MutualNetError("this query table has no latency measurements; select by --max-mflops or rebuild "
-                                 "it with `mutualnet search --latency`")
+            raise MutualNetError(LATENCY_MISSING)
         fits = self.rows
         if max_mflops is not None:
-            fits = [r for r in fits if r["mflops"] <= max_mflops]
+            fits = [r for r in fits if fits_budget(r["mflops"], max_mflops, MFLOPS_DECIMALS)]
             if not fits:
                 cheapest = min(self.rows, key=lambda r: r["macs"])
                 raise MutualNetError(f"no configuration fits {max_mflops:g} MFLOPs; the cheapest is "
                                      f"{_describe(cheapest)}")
         if max_latency_ms is not None:
-            fits = [r for r in fits if r["latency_ms"] <= max_latency_ms]
+            fits = [r for r in fits if fits_budget(r["latency_ms"], max_latency_ms, LATENCY_DECIMALS)]
             if not fits:
-                pool = self.rows if max_mflops is None else [r for r in self.rows if r["mflops"] <= max_mflops]
+                pool = self.rows if max_mflops is None else [r for r in self.rows
+                                                               if fits_budget(r["mflops"], max_mflops, MFLOPS_DECIMALS)]
                 cheapest = min(pool, key=lambda r: r["latency_ms"])
                 raise MutualNetError(f"no configuration fits {max_latency_ms:g} ms"
                                      f"{'' if max_mflops is None else f' within {max_mflops:g} MFLOPs'}; "
                                      f"the fastest is {_describe(cheapest)}")
         cost = "macs" if max_latency_ms is None else "latency_ms"
-        return dict(max(fits, key=lambda r: (r["top1"], -r[cost], -r["macs"])))
+        best = dict(max(fits, key=lambda r: (r["top1"], -r[cost], -r["macs"])))
+        best["frontier"] = "latency" if cost == "latency_ms" else "mflops"  # the most accurate in budget is on it
+        return best
 
     # -- files --------------------------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -19,14 +19,14 @@ from typing import Any
 
 import yaml
 
-from ..data.transforms import RESIZE_MODES
+from ..data.transforms import PADDING_MODES, RESIZE_MODES
 from ..errors import MutualNetError
 from ..io import atomic_write_text, read_text
 from ..validate import MAX_CLASSES, MAX_IN_CHANS, MAX_RESOLUTION, MAX_THREADS, MAX_WIDTH, check_float, check_int
 
 __all__ = ["MODES", "ModelConfig", "DataConfig", "MethodConfig", "OptimConfig", "RunConfig", "TrainConfig",
            "load_config", "read_yaml_mapping", "apply_overrides", "config_from_dict", "build_dataclass",
-           "config_to_dict", "resolve", "save_config"]
+           "config_to_dict", "resolve", "save_config", "adopt_dataset"]
 
 # mutual: the paper. usnet: sandwich + inplace distillation at the highest resolution. usnet_msaug: usnet
 # with one random resolution per iteration shared by all sub-networks. mutual_gt: mutual's sampling with
@@ -52,11 +52,13 @@ class DataConfig:
     input_size: int | None = None  # None: the highest training resolution
     batch_size: int = 256  # global batch size, split evenly across processes
     val_batch_size: int | None = None  # None: batch_size
-    workers: int = 8  # data-loading processes per training process
+    workers: int | None = 8  # data-loading processes per training process; None: the CPU cores available
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop area range
     hflip: bool = True
-    color_jitter: float = 0.0
+    color_jitter: float = 0.0  # brightness = contrast = saturation jitter strength
+    lighting: float = 0.0  # PCA lighting noise std (AlexNet's; the original ImageNet recipes use 0.1); RGB only
     crop_padding: int = 4  # small in-memory datasets (CIFAR, Fashion-MNIST): random-crop padding (0: no crop)
+    padding_mode: str = "zeros"  # of that padding: zeros | reflect (the original CIFAR recipe)
     val_resize_ratio: float = 0.875  # validation: Resize(input_size / ratio) + CenterCrop(input_size)
     # how lower resolutions are made from a batch, in training and everything after (recorded in checkpoints):
     # antialias (bilinear, antialiased; our default) | official (bilinear, align_corners=True, as the original code)
@@ -312,6 +314,37 @@ def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
 
 
 # -- resolution of defaults and checks --------------------------------------------------------------
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's share), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def adopt_dataset(m: ModelConfig, dataset: dict) -> None:
+    """Give the model the dataset's classes and channels when the recipe leaves them open; refuse a mismatch.
+
+    A head with the wrong number of classes trains without complaint (a 10-class folder under a
+    1000-class ImageNet recipe starts at loss ln 1000), and a channel mismatch only fails once the loader
+    runs, so both are checked here, before anything is built. The synthetic dataset follows the model.
+    """
+    n_cls, chans = int(dataset["num_classes"]), int(dataset["in_chans"])
+    name = dataset.get("name", "the dataset")
+    follows_model = name == "synthetic"
+    if m.num_classes is None:
+        m.num_classes = n_cls
+    elif m.num_classes != n_cls and not follows_model:
+        where = f" in {dataset['root']}" if dataset.get("root") else ""
+        raise MutualNetError(
+            f"model.num_classes is {m.num_classes} but {name}{where} has {n_cls} classes; leave it out of the "
+            f"recipe (or --set model.num_classes=null) to use the dataset's, or --set model.num_classes={n_cls}")
+    given = m.args.setdefault("in_chans", chans)
+    if given != chans and not follows_model:
+        raise MutualNetError(f"model.args.in_chans is {given} but {name} images have {chans} channel"
+                             f"{'s' if chans != 1 else ''}; --set model.args.in_chans={chans}")
+
+
 def resolve(cfg: TrainConfig, dataset: dict | None = None) -> TrainConfig:
     """Fill the ``None`` defaults from the model registry (and ``dataset`` info) and check consistency.
 
@@ -345,11 +378,11 @@ def resolve(cfg: TrainConfig, dataset: dict | None = None) -> TrainConfig:
             res = [res[0] if t.resolution is None else t.resolution]
     m.width_range, t.resolutions = [float(lo), float(hi)], [int(x) for x in res]
     if dataset is not None:
-        if m.num_classes is None:
-            m.num_classes = int(dataset["num_classes"])
-        m.args.setdefault("in_chans", int(dataset["in_chans"]))
+        adopt_dataset(m, dataset)
     if d.input_size is None:
         d.input_size = t.resolutions[0]
+    if d.workers is None:
+        d.workers = available_cores()
     if d.input_size < t.resolutions[0]:
         raise MutualNetError(f"data.input_size {d.input_size} is below the highest resolution {t.resolutions[0]}")
     checks = [
@@ -359,6 +392,8 @@ def resolve(cfg: TrainConfig, dataset: dict | None = None) -> TrainConfig:
         (0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
         (d.batch_size >= 1, "data.batch_size must be positive"),
         (d.resize in RESIZE_MODES, f"data.resize must be one of {', '.join(RESIZE_MODES)}, got {d.resize!r}"),
+        (d.padding_mode in PADDING_MODES, f"data.padding_mode must be zeros or reflect, got {d.padding_mode!r}"),
+        (d.lighting >= 0 and d.color_jitter >= 0, "data.lighting and data.color_jitter must be >= 0"),
         (len(d.crop_scale) == 2 and 0 < d.crop_scale[0] <= d.crop_scale[1] <= 1,
          "data.crop_scale must be [lo, hi] within (0, 1]"),
         (o.lr > 0 and o.weight_decay >= 0 and 0 <= o.min_lr <= o.lr, "optim: need lr > 0, weight_decay >= 0, "

@@ -18,8 +18,8 @@ import contextlib
 import copy
 import csv
 import json
-import math
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from ..calibrate import calibrate
 from ..checkpoint import atomic_save, checkpoint_dict, load_checkpoint
 from ..data.transforms import model_resize, resize_batch
 from ..errors import MutualNetError
+from ..extras import missing
 from ..io import atomic_write_text
 from ..layers import SlimmableBatchNorm2d, config_key
 from ..models import create_model
@@ -52,6 +53,7 @@ from .distributed import (
     convert_sync_batchnorm,
     init_distributed,
 )
+from .guard import DivergenceGuard
 from .optim import build_optimizer, build_scheduler
 from .runfolder import (
     apply_lr,
@@ -63,9 +65,9 @@ from .runfolder import (
     save_order,
 )
 from .step import sample_subnets, train_step
-from .transfer import load_pretrained
+from .transfer import describe_init, load_pretrained
 
-__all__ = ["train", "train_one_epoch", "evaluate", "resume_config", "MetricsLog"]
+__all__ = ["train", "train_one_epoch", "evaluate", "resume_config", "MetricsLog", "RunClock", "epoch_line"]
 
 
 # -- metrics ----------------------------------------------------------------------------------------
@@ -85,7 +87,10 @@ class MetricsLog:
             for r in rows:
                 self._csv(r)
         self.tb = None
-        if tensorboard:
+        if tensorboard and missing("tensorboard"):
+            print("note: tensorboard is not installed, so metrics go to metrics.jsonl only (pip install "
+                  "\"mutualnet[tensorboard]\", or --set run.tensorboard=false to silence this)", file=sys.stderr)
+        elif tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=None if resume_step is None else resume_step + 1)
@@ -227,12 +232,13 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
                             temperature=t.temperature, autocast=ctx["autocast"], scaler=scaler, resize=cfg.data.resize)
         losses = all_reduce_mean(losses, info)
         total = float(losses.sum())
-        if not math.isfinite(total):
+        why = ctx["guard"].check(total)
+        if why:
             bar.close()
             last = ctx["run_dir"] / "last.pt"
             where = f"the last good checkpoint {last} is untouched" if last.exists() else "no checkpoint was saved"
             raise MutualNetError(
-                f"loss became {total} at iteration {state['step'] + 1} (epoch {state['epoch'] + 1}); training "
+                f"{why} at iteration {state['step'] + 1} (epoch {state['epoch'] + 1}); training "
                 f"stopped and {where}. Lower optim.lr, add optim.warmup_epochs or use run.amp=none/bf16, then "
                 "resume with --resume")
         if info.enabled:
@@ -246,6 +252,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         scheduler.step()
         state["step"] += 1
         state["epoch_step"] += 1
+        ctx["epoch_loss"] = [ctx["epoch_loss"][0] + total, ctx["epoch_loss"][1] + 1]
         seen += images.shape[0] * info.world_size
         bar.update(1)
         if state["step"] % r.log_every == 0 or state["epoch_step"] == ctx["steps_per_epoch"]:
@@ -316,12 +323,14 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     The run folder holds ``config.yaml`` (resolved), ``metrics.jsonl``, ``last.pt``, ``best.pt`` and
     ``tb/`` (TensorBoard). Under ``torchrun`` every process calls this; rank 0 writes the files.
     """
-    from ..data import build_dataset, dataset_info
+    from ..data import artefact_meta, build_dataset, dataset_info
 
     ckpt = _load_train_checkpoint(resume) if resume is not None else None
     data_info = dataset_info(cfg.data.name, cfg.data.root)
-    cfg = resolve(cfg, data_info.to_dict())
+    cfg = resolve(cfg, data_info.to_dict() | {"root": cfg.data.root})
     d, t, o, r = cfg.data, cfg.train, cfg.optim, cfg.run
+    if d.root is not None:  # recorded absolute, so calibrate/search/eval find the data from any folder
+        d.root = str(Path(d.root).expanduser().absolute())
     run_dir = Path(r.out)
     info = init_distributed("cuda" if r.device.startswith("cuda") or (
         r.device == "auto" and torch.cuda.is_available()) else "cpu")
@@ -333,6 +342,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             raise MutualNetError(f"{run_dir} already holds a run (last.pt); resume it with --resume "
                                  f"{run_dir / 'last.pt'} or choose another run.out")
         device = _device(r.device, info)
+        if device.type == "cpu" and r.amp != "none" and info.is_main:
+            print(f"note: run.amp={r.amp} on a CPU is usually slower than full precision; --set run.amp=none "
+                  "(configs/mobilenet_v2_imagefolder_cpu.yaml is the CPU-sized recipe)", file=sys.stderr)
         if r.threads:
             torch.set_num_threads(r.threads)
         if d.batch_size % info.world_size:
@@ -349,7 +361,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         common = {"root": d.root, "input_size": d.input_size, "synthetic_length": d.synthetic_length,
                   "seed": r.seed, **synth}
         train_ds = build_dataset(d.name, "train", crop_scale=tuple(d.crop_scale), hflip=d.hflip,
-                                 color_jitter=d.color_jitter, crop_padding=d.crop_padding, **common)
+                                 color_jitter=d.color_jitter, crop_padding=d.crop_padding, lighting=d.lighting,
+                                 padding_mode=d.padding_mode, **common)
         val_ds = build_dataset(d.name, "val", val_resize_ratio=d.val_resize_ratio, **common)
         if len(train_ds) < d.batch_size:
             raise MutualNetError(f"the training set has {len(train_ds)} images, fewer than data.batch_size "
@@ -370,7 +383,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         model = create_model(m.name, num_classes=m.num_classes, width_range=tuple(m.width_range), **m.args)
         model.resize_mode = d.resize  # calibration and evaluation below resize as training does
         if m.init and ckpt is None:  # transfer learning: all but the new classifier (see train/transfer.py)
-            load_pretrained(model, m.init)
+            report = load_pretrained(model, m.init)
+            if info.is_main:
+                print(describe_init(report), flush=True)
         if min(t.resolutions) < model.min_resolution:
             raise MutualNetError(f"resolution {min(t.resolutions)} is too small for {m.name} "
                                  f"(needs at least {model.min_resolution})")
@@ -384,7 +399,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
                                     o.min_lr)
         scaler = torch.amp.GradScaler(device.type) if r.amp == "fp16" else None
         sampler_gen = torch.Generator().manual_seed(r.seed + 1)
-        state = {"epoch": 0, "epoch_step": 0, "step": 0, "best_top1": None}
+        state = {"epoch": 0, "epoch_step": 0, "step": 0, "best_top1": None, "elapsed_s": 0.0}
 
         if ckpt is not None:
             try:
@@ -399,6 +414,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             if scaler is not None and ts.get("scaler"):
                 scaler.load_state_dict(ts["scaler"])
             state.update({k: ts[k] for k in ("epoch", "epoch_step", "step", "best_top1")})
+            state["elapsed_s"] = float(ts.get("elapsed_s", 0.0))
             rngs = ts["rng"]
             _set_rng_state(rngs[info.rank] if info.rank < len(rngs) else rngs[0], sampler_gen)
             if state["epoch_step"] >= steps_per_epoch:
@@ -406,6 +422,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         elif info.enabled:
             broadcast_model(model)
 
+        clock = RunClock(state, t.epochs * steps_per_epoch if r.max_steps is None
+                         else min(r.max_steps, t.epochs * steps_per_epoch))
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             if ckpt is not None:
@@ -416,12 +434,15 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         meta = {"mode": t.mode, "width_range": list(m.width_range), "resolutions": list(t.resolutions),
                 "num_subnets": t.num_subnets if t.mode not in ("single", "msaug") else 1, "resize": d.resize,
                 "dataset": {"name": data_info.name, "root": d.root, "num_classes": m.num_classes,
-                            "in_chans": model.in_chans, "input_size": d.input_size}, "epochs": t.epochs}
+                            "in_chans": model.in_chans, "input_size": d.input_size}, "epochs": t.epochs,
+                **artefact_meta(train_ds, data_info.name, d.input_size, d.val_resize_ratio, model.in_chans,
+                                 d.resize)}
         last_val: dict = {}
 
         def save(names: tuple[str, ...]) -> None:
             check_finite(model, state["step"], run_dir / "last.pt")  # parameters and BN statistics
             rngs = _gather(_rng_state(sampler_gen), info)
+            clock.sync()
             if not info.is_main:
                 return
             train_state = {**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -434,7 +455,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
 
         ctx = {"cfg": cfg, "info": info, "device": device, "autocast": _autocast(r.amp, device),
                "sampler_gen": sampler_gen, "steps_per_epoch": steps_per_epoch, "run_dir": run_dir, "log": log,
-               "save": save}
+               "save": save, "guard": DivergenceGuard()}
         calib_sampler = EpochSampler(len(train_ds), num_replicas=info.world_size, rank=info.rank, seed=r.seed + 7)
         calib_loader = DataLoader(SeededSamples(train_ds), batch_size=local_batch, sampler=calib_sampler,
                                   num_workers=min(d.workers, 2), generator=torch.Generator().manual_seed(r.seed))
@@ -445,25 +466,14 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
 
         while state["epoch"] < t.epochs:
             sampler.set_epoch(state["epoch"], state["epoch_step"] * local_batch)
+            ctx["epoch_loss"] = [0.0, 0]
             finished = train_one_epoch(model, train_loader, optimizer, scheduler, scaler, state, ctx)
-            if not finished:
-                save(("last.pt",))
-                break
-            epoch = state["epoch"]
+            epoch, ran = state["epoch"], ctx["epoch_loss"][1] > 0
             names = ("last.pt",)
-            if r.val_every and (epoch + 1) % r.val_every == 0:
-                row = {"kind": "val", "epoch": epoch, "step": state["step"]}
-                for tag, (w, res) in configs.items():
-                    autocast = ctx["autocast"]
-                    if tag == "widest":
-                        out = evaluate(model, val_loader, w, res, device, autocast=autocast, max_batches=r.val_batches,
-                                       info=info, channels_last=r.channels_last)
-                    else:
-                        batches = [x.to(device) for x, _ in _take(calib_loader, r.calib_batches)]
-                        with _calibrated(model, batches, w, res):
-                            out = evaluate(model, val_loader, w, res, device, autocast=autocast,
-                                           max_batches=r.val_batches, info=info, channels_last=r.channels_last)
-                    row |= {f"{k}_{tag}": v for k, v in out.items()} | {f"config_{tag}": config_key(w, res)}
+            row = None
+            due = r.val_every and ran and ((epoch + 1) % r.val_every == 0 or not finished)
+            if due:  # a run stopped by run.max_steps is validated too, so it leaves a best.pt
+                row = _validate(model, val_loader, calib_loader, configs, state, ctx)
                 last_val = {"top1": {tag: row[f"top1_{tag}"] for tag in configs}}
                 if log is not None:
                     log.write(row)
@@ -471,8 +481,16 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
                     state["best_top1"] = row["top1_widest"]
                     names = ("last.pt", "best.pt")
                 model.train()
-            state["epoch"], state["epoch_step"] = epoch + 1, 0
+            clock.tick()
+            if info.is_main and ran:
+                print(epoch_line(epoch, t.epochs, ctx["epoch_loss"], row, clock, finished), flush=True)
+            if finished:
+                state["epoch"], state["epoch_step"] = epoch + 1, 0
+            if not (run_dir / "best.pt").exists() and (not finished or state["epoch"] >= t.epochs):
+                names = ("last.pt", "best.pt")  # never validated: the final weights are the best known
             save(names)
+            if not finished:
+                break
     finally:
         if log is not None:
             log.close()
@@ -480,6 +498,84 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             lock.release()
         cleanup_distributed(info)
     return run_dir
+
+
+def _validate(model: nn.Module, val_loader: DataLoader, calib_loader: DataLoader, configs: dict, state: dict,
+              ctx: dict) -> dict:
+    """The validation row of ``state``'s epoch: top-1/top-5/loss of each configuration in ``configs``.
+
+    The widest uses the shared running statistics; any other configuration gets its own, re-estimated
+    from ``run.calib_batches`` training batches and dropped again (:func:`_calibrated`).
+    """
+    r, device = ctx["cfg"].run, ctx["device"]
+    kw = {"autocast": ctx["autocast"], "max_batches": r.val_batches, "info": ctx["info"],
+          "channels_last": r.channels_last}
+    row = {"kind": "val", "epoch": state["epoch"], "step": state["step"]}
+    for tag, (w, res) in configs.items():
+        if tag == "widest":
+            out = evaluate(model, val_loader, w, res, device, **kw)
+        else:
+            batches = [x.to(device) for x, _ in _take(calib_loader, r.calib_batches)]
+            with _calibrated(model, batches, w, res):
+                out = evaluate(model, val_loader, w, res, device, **kw)
+        row |= {f"{k}_{tag}": v for k, v in out.items()} | {f"config_{tag}": config_key(w, res)}
+    return row
+
+
+class RunClock:
+    """Wall time of a whole run, resumed parts included (kept in the checkpoint), and the time still to go."""
+
+    def __init__(self, state: dict, total_steps: int) -> None:
+        self.state, self.total_steps = state, total_steps
+        self.base, self.step0 = float(state.get("elapsed_s", 0.0)), state["step"]
+        self.t0 = self.epoch_t0 = time.perf_counter()
+        self.epoch_s = 0.0
+
+    def sync(self) -> float:
+        """Write the run's elapsed seconds into ``state`` (so a checkpoint carries them) and return them."""
+        self.state["elapsed_s"] = self.base + time.perf_counter() - self.t0
+        return self.state["elapsed_s"]
+
+    def tick(self) -> None:
+        """Close an epoch: its seconds (validation included) become ``epoch_s``."""
+        now = time.perf_counter()
+        self.epoch_s, self.epoch_t0 = now - self.epoch_t0, now
+        self.sync()
+
+    def eta_s(self) -> float | None:
+        """Seconds left at this session's pace (None before the first iteration)."""
+        done = self.state["step"] - self.step0
+        if done <= 0:
+            return None
+        return (time.perf_counter() - self.t0) / done * max(self.total_steps - self.state["step"], 0)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.1f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def epoch_line(epoch: int, epochs: int, loss: list, row: dict | None, clock: RunClock, finished: bool) -> str:
+    """The one line printed after every epoch, with or without progress bars.
+
+    ``loss`` is ``[sum, iterations]`` of the epoch's summed sub-network losses; ``row`` its validation.
+    """
+    head = f"epoch {epoch + 1}/{epochs}" + ("" if finished else f" (stopped by run.max_steps at iteration "
+                                                                 f"{clock.state['step']})")
+    parts = [f"loss {loss[0] / loss[1]:.4f}" if loss[1] else "no iterations"]
+    if row is not None:
+        acc = f"top-1 widest {row['top1_widest']:.2f}%"
+        if "top1_narrowest" in row:
+            acc += f", narrowest {row['top1_narrowest']:.2f}%"
+        parts.append(acc)
+    parts.append(f"{_duration(clock.epoch_s)} (run {_duration(clock.state['elapsed_s'])})")
+    eta = clock.eta_s()
+    if finished and eta:
+        parts.append(f"ETA {_duration(eta)}")
+    return f"{head}: " + ", ".join(parts)
 
 
 def _take(loader: DataLoader, n: int) -> list:

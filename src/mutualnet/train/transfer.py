@@ -15,11 +15,11 @@ import os
 
 from torch import nn
 
-from ..checkpoint import load_weights
+from ..checkpoint import read_weights
 from ..errors import MutualNetError
 from ..layers import SlimmableLinear
 
-__all__ = ["load_pretrained", "final_classifier_prefix"]
+__all__ = ["load_pretrained", "final_classifier_prefix", "describe_init"]
 
 
 def final_classifier_prefix(model: nn.Module) -> str:
@@ -30,20 +30,40 @@ def final_classifier_prefix(model: nn.Module) -> str:
     return names[-1] + "."
 
 
+def _check_width_range(model: nn.Module, source: tuple[float, float] | None, path: str) -> None:
+    """Refuse weights whose top width differs from the run's: every tensor is shaped by the top width.
+
+    A plain state dict (torchvision) is a width-1.0 network. A different *bottom* width is allowed: the
+    run then teaches the shared weights widths the source never ran at (reported by :func:`describe_init`).
+    """
+    run_lo, run_hi = model.width_range
+    src_hi = 1.0 if source is None else source[1]
+    if abs(src_hi - run_hi) > 1e-6:
+        held = "a plain state dict (a width-1.0 network)" if source is None else \
+            f"weights trained at widths [{source[0]:g}, {source[1]:g}]"
+        raise MutualNetError(f"{path} holds {held}, but this run's model.width_range is [{run_lo:g}, {run_hi:g}]; "
+                             f"pretrained weights must come from the same width range: --set "
+                             f"model.width_range=[{run_lo:g},{src_hi:g}]")
+
+
 def load_pretrained(model: nn.Module, path: str | os.PathLike) -> dict:
     """Load every weight of ``model`` except its final classifier from ``path``.
 
     Returns:
-        ``{"loaded": n, "skipped": [classifier keys], "source": model name or None}``.
+        ``{"loaded": n, "skipped": [classifier keys], "source": model name or None, "path": path,
+        "source_width_range": [lo, hi] or None, "width_range": [lo, hi] of the run}``.
 
     Raises:
-        MutualNetError: another architecture, another width range (shape mismatch), or missing weights.
+        MutualNetError: another architecture, another top width (shape mismatch), or missing weights.
     """
     path = os.fspath(path)
-    state, source = load_weights(path)
+    weights = read_weights(path)
+    state, source = weights.state, weights.model_name
     name = getattr(model, "model_name", None)
     if source is not None and name is not None and source != name:
         raise MutualNetError(f"{path} holds a {source}, but this run trains a {name}")
+    if hasattr(model, "width_range"):
+        _check_width_range(model, weights.width_range, path)
     head = final_classifier_prefix(model)
     own = model.state_dict()
     wanted, skipped = {}, []
@@ -61,4 +81,18 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike) -> dict:
                                  "width_range with a top width of 1.0)")
         wanted[key] = state[key]
     model.load_state_dict(wanted, strict=False)  # calib_stats.* of the source are not in `wanted`
-    return {"loaded": len(wanted), "skipped": skipped, "source": source}
+    return {"loaded": len(wanted), "skipped": skipped, "source": source, "path": path,
+            "source_width_range": list(weights.width_range) if weights.width_range else None,
+            "width_range": list(getattr(model, "width_range", ())) or None}
+
+
+def describe_init(report: dict) -> str:
+    """One line saying what :func:`load_pretrained` loaded and what it replaced (printed by the trainer)."""
+    src = report["source"] or "a plain state dict"
+    swr, wr = report.get("source_width_range"), report.get("width_range")
+    trained = f" trained at widths [{swr[0]:g}, {swr[1]:g}]" if swr else ""
+    line = (f"model.init: loaded {report['loaded']} tensors from {report['path']} ({src}{trained}); "
+            f"new classifier: {', '.join(report['skipped'])}")
+    if swr and wr and swr[0] > wr[0] + 1e-6:
+        line += f"; widths below {swr[0]:g} were never trained in the source"
+    return line

@@ -1,0 +1,102 @@
+"""``mutualnet eval``: top-1 / top-5 of one or more configurations of any mutualnet checkpoint.
+
+Works without a query table: a training checkpoint (``best.pt``), ``calibrated.pt``, a converted
+torchvision or released checkpoint (``mutualnet convert``). Each configuration is evaluated on the
+validation split of the checkpoint's dataset (``--dataset`` / ``--data-root`` override it) with the
+BatchNorm statistics it has: its calibrated ones, or, at the top width, the shared running ones. A
+narrower configuration without statistics is an error unless ``--calibrate`` re-estimates them first
+from ``--calib-images`` training images (the paper's post-statistics; the checkpoint is not changed:
+``mutualnet calibrate`` stores them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from torch.utils.data import DataLoader
+
+from ..calibrate import calibrate
+from ..errors import MutualNetError
+from ..layers import config_key
+from ..profiling import profile, resolve_device
+from .search import add_data_args, checkpoint_model, data_builder
+
+
+def _config(text: str) -> tuple[float, int]:
+    try:
+        w, r = text.split(",")
+        return float(w), int(r)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTH,RESOLUTION (e.g. 0.5,160), got {text!r}") from None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="accuracy of one or more width x resolution configurations of a checkpoint",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="any mutualnet checkpoint (best.pt, calibrated.pt, converted)")
+    p.add_argument("--config", dest="configs", type=_config, action="append", metavar="WIDTH,RESOLUTION",
+                   help="a configuration to evaluate (repeatable; default: the top width at the highest resolution)")
+    add_data_args(p)
+    p.add_argument("--calibrate", action="store_true",
+                   help="re-estimate BN statistics of each configuration first (needed for widths without them)")
+    p.add_argument("--calib-images", type=int, default=2000, help="training images for --calibrate (2000)")
+    p.add_argument("--val-images", type=int, help="validation images (default: all)")
+    p.add_argument("--batch-size", type=int, default=200, help="evaluation / calibration batch size")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=run)
+
+
+def _statistics(model, width: float, resolution: int, args: argparse.Namespace, build, crop: int,
+                workers: int) -> str:
+    """Make sure ``(width, resolution)`` has BN statistics; returns where they come from."""
+    from ..deploy.export import is_calibrated
+
+    if args.calibrate:
+        res = calibrate(model, build("train", crop), width, resolution, num_images=args.calib_images,
+                        batch_size=args.batch_size, seed=args.seed, num_workers=workers)
+        return f"re-estimated on {res.num_images} training images"
+    if is_calibrated(model, width, resolution):
+        return "calibrated (stored in the checkpoint)"
+    if abs(width - model.width_range[1]) < 1e-6:
+        return "shared running statistics (top width)"
+    raise MutualNetError(f"{config_key(width, resolution)} has no calibrated BatchNorm statistics in "
+                         f"{args.checkpoint}; add --calibrate to re-estimate them")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..search.build import _subset, evaluate  # the same seeded subset as `search --val-images`
+
+    ckpt, model = checkpoint_model(args.checkpoint)
+    if args.calib_images <= 0 or args.batch_size <= 0 or (args.val_images is not None and args.val_images <= 0):
+        raise MutualNetError("--calib-images, --batch-size and --val-images must be positive")
+    dev = resolve_device(args.device)
+    meta = ckpt.get("meta") or {}
+    top_res = max(meta.get("resolutions") or [0])
+    configs = args.configs or [(model.width_range[1], top_res)]
+    for w, r in configs:
+        model.set_width(w)  # range check before any data is read
+        if r < 1:
+            raise MutualNetError(f"resolution must be positive, got {r}")
+    if configs[0][1] == 0:
+        raise MutualNetError(f"{args.checkpoint} records no resolutions; pass --config WIDTH,RESOLUTION")
+    build, ds_info, workers = data_builder(args, ckpt, model)
+    crop = max([top_res, *(r for _, r in configs)])  # evaluation crop, resized on the device (as in training)
+    val = _subset(build("val", crop), args.val_images, args.seed)
+    model.to(dev)
+    results = []
+    for w, r in configs:
+        source = _statistics(model, w, r, args, build, crop, workers)
+        loader = DataLoader(val, batch_size=args.batch_size, num_workers=workers)
+        top1, top5, n = evaluate(model, loader, w, r, device=dev)
+        results.append({"width": w, "resolution": r, "top1": top1, "top5": top5, "images": n,
+                        "mflops": profile(model, w, r).mflops, "bn_statistics": source})
+    if args.json:
+        print(json.dumps({"checkpoint": str(args.checkpoint), "dataset": ds_info, "results": results}, indent=1))
+        return 0
+    for row in results:
+        print(f"width {row['width']:g} at {row['resolution']} px: top-1 {row['top1']:.2f}%, top-5 {row['top5']:.2f}% "
+              f"on {row['images']} {ds_info['name']} validation images ({row['mflops']:.2f} MFLOPs; BN: "
+              f"{row['bn_statistics']})")
+    return 0
