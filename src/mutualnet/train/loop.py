@@ -43,6 +43,7 @@ from ..extras import missing
 from ..io import atomic_write_text
 from ..layers import SlimmableBatchNorm2d, config_key
 from ..models import create_model
+from .compiled import CompiledModel
 from .config import (
     SINGLE_NETWORK_MODES,
     TrainConfig,
@@ -266,11 +267,12 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
                     scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler | None,
                     state: TrainState, *, cfg: TrainConfig, device: torch.device, info: DistInfo,
                     sampler_gen: torch.Generator, steps_per_epoch: int, log: MetricsLog | None,
-                    checkpointer: Checkpointer, guard: DivergenceGuard) -> EpochResult:
+                    checkpointer: Checkpointer, guard: DivergenceGuard,
+                    compiled: CompiledModel | None = None) -> EpochResult:
     """Run the rest of epoch ``state.epoch`` (``finished`` False when ``run.max_steps`` stopped it early).
 
     ``state`` is updated in place after every iteration; ``last.pt`` is written every ``run.save_every``;
-    ``guard`` stops a diverging run before its weights are saved.
+    ``guard`` stops a diverging run before its weights are saved; ``compiled`` (``run.compile``) runs the step.
     """
     result = EpochResult()
     t, r = cfg.train, cfg.run
@@ -289,8 +291,11 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         if r.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         subnets = sample_subnets(t.mode, cfg.model.width_range, t.resolutions, t.num_subnets, sampler_gen)
+        step_model = compiled or model
+        if step_model is not model:  # compiled: the same networks, a finite number of graphs
+            subnets = step_model.snap_subnets(subnets)
         optimizer.zero_grad(set_to_none=True)
-        losses = train_step(model, images, labels, subnets, label_smoothing=t.label_smoothing,
+        losses = train_step(step_model, images, labels, subnets, label_smoothing=t.label_smoothing,
                             temperature=t.temperature, autocast=autocast, scaler=scaler, resize=cfg.data.resize)
         losses = all_reduce_mean(losses, info)
         total = float(losses.sum())
@@ -394,7 +399,7 @@ def build_data(cfg: TrainConfig, data_info: DatasetInfo, info: DistInfo, device:
     if data_info.name == "synthetic":
         synth = {"num_classes": cfg.model.num_classes, "in_chans": cfg.model.args.get("in_chans")}
     common = {"root": d.root, "input_size": d.input_size, "synthetic_length": d.synthetic_length,
-              "seed": r.seed, **synth}
+              "seed": r.seed, "decoder": d.decoder, **synth}
     train_ds = build_dataset(d.name, "train", crop_scale=tuple(d.crop_scale), hflip=d.hflip,
                              color_jitter=d.color_jitter, crop_padding=d.crop_padding, lighting=d.lighting,
                              padding_mode=d.padding_mode, **common)
@@ -557,11 +562,12 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         checkpointer = Checkpointer(run_dir, model, optimizer, scheduler, scaler, sampler_gen, info, meta=meta,
                                     config=config, steps_per_epoch=data.steps_per_epoch, clock=clock)
         guard = DivergenceGuard()
+        compiled = CompiledModel(model, backend=r.compile_backend) if r.compile else None
         while state.epoch < t.epochs:
             data.sampler.set_epoch(state.epoch, state.epoch_step * data.local_batch)
             result = train_one_epoch(model, data.train, optimizer, scheduler, scaler, state, cfg=cfg, device=device,
                                      info=info, sampler_gen=sampler_gen, steps_per_epoch=data.steps_per_epoch,
-                                     log=log, checkpointer=checkpointer, guard=guard)
+                                     log=log, checkpointer=checkpointer, guard=guard, compiled=compiled)
             epoch, ran = state.epoch, result.iterations > 0
             names, top1, row = ("last.pt",), None, None
             if r.val_every and ran and ((epoch + 1) % r.val_every == 0 or not result.finished):
