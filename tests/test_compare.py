@@ -3,7 +3,17 @@ import json
 
 import pytest
 
-from mutualnet.compare import matched_budgets, run_compare, usnet_lower_width
+from mutualnet import MutualNetError
+from mutualnet.checkpoint import load_checkpoint
+from mutualnet.cli import main
+from mutualnet.compare import (
+    matched_budgets,
+    mean_table,
+    parse_seeds,
+    seed_budgets,
+    training_compute,
+    usnet_lower_width,
+)
 from mutualnet.demo import DEMO_RECIPE
 from mutualnet.models import create_model
 from mutualnet.profiling import profile
@@ -33,26 +43,147 @@ def test_matched_budgets_picks_best_within_budget():
     assert rows[2]["a"]["top1"] == 90 and rows[2]["b"]["top1"] == 85
 
 
+def _table(*rows):
+    return QueryTable([{"width": w, "resolution": r, "top1": a, "top5": 99, "macs": int(m * 1e6), "params": 1}
+                       for w, r, a, m in rows])
+
+
+def test_seed_budgets_give_mean_and_spread_of_each_seeds_best_pick():
+    s0 = {"a": _table((1, 28, 90, 10), (.5, 28, 80, 3)), "b": _table((1, 28, 85, 5))}
+    s1 = {"a": _table((1, 28, 92, 10), (.5, 28, 70, 3), (.5, 16, 76, 1.5)), "b": _table((1, 28, 87, 5))}
+    rows = seed_budgets([s0, s1], [2, 4, 12])
+    assert rows[0]["a"]["values"] == [76] and rows[0]["a"]["std"] == 0 and rows[0]["b"] is None  # one seed fits
+    assert rows[1]["a"]["mean"] == pytest.approx(78) and rows[1]["a"]["configs"] == [[.5, 28], [.5, 16]]
+    assert rows[1]["a"]["std"] == pytest.approx(2 ** 0.5 * 2)  # sample std of 80 and 76
+    assert rows[2]["a"]["mean"] == pytest.approx(91) and rows[2]["b"]["mean"] == pytest.approx(86)
+    assert (rows[2]["b"]["min"], rows[2]["b"]["max"], rows[2]["b"]["n"]) == (85, 87, 2)
+
+
+def test_mean_table_averages_configurations_every_seed_has():
+    m = mean_table([_table((1, 28, 90, 10), (.5, 28, 80, 3)), _table((1, 28, 94, 10))])
+    assert len(m) == 1 and m.rows[0]["top1"] == pytest.approx(92)
+    assert m.rows[0]["top1_std"] == pytest.approx(8 ** 0.5) and m.rows[0]["pareto"]
+
+
+def test_training_compute_counts_the_sub_networks_each_mode_trains():
+    model = create_model("resnet20_cifar", in_chans=1, width_range=(0.25, 1.0))
+
+    def macs(w, r):
+        return profile(model, w, r).macs
+
+    base = copy.deepcopy(DEMO_RECIPE)
+    base["model"]["width_range"] = [0.25, 1.0]
+    base["train"].update({"epochs": 3, "num_subnets": 2, "resolutions": [28, 16]})
+    full = macs(1.0, 28)
+
+    def compute(**train):
+        r = copy.deepcopy(base)
+        r["train"].update(train)
+        return training_compute(r, grid=4)
+
+    # two sub-networks: the widest at 28 px and the narrowest (mutual: at a random resolution)
+    assert compute(mode="usnet")["macs_per_image"] == pytest.approx(full + macs(0.25, 28))
+    assert compute(mode="mutual")["macs_per_image"] == pytest.approx(full + (macs(0.25, 28) + macs(0.25, 16)) / 2)
+    assert compute(mode="usnet_msaug")["macs_per_image"] == pytest.approx(
+        (full + macs(0.25, 28) + macs(1.0, 16) + macs(0.25, 16)) / 2)
+    single = compute(mode="single", width=0.5, resolution=16)
+    assert single == {"passes": 3, "macs_per_image": macs(0.5, 16), "full_epochs": pytest.approx(
+        3 * macs(0.5, 16) / full), "epochs": 3}
+    assert compute(mode="single")["full_epochs"] == pytest.approx(3)  # the unit: an epoch of the full network
+    four = compute(mode="mutual", num_subnets=4)
+    assert four["passes"] == 12
+    assert full + macs(0.25, 16) + 2 * macs(0.25, 16) < four["macs_per_image"] < full + macs(0.25, 28) + 2 * full
+
+
+def test_parse_seeds():
+    assert parse_seeds("3") == [3] and parse_seeds("0,1") == [0, 1]
+    for bad in ("1,1", "a", "-1,2", "1,"):
+        with pytest.raises(MutualNetError):
+            parse_seeds(bad)
+
+
+def _compare_argv(out, *extra):
+    return ["compare", "--out", str(out), "--epochs", "1", "--train-images", "32", "--width-step", "0.5",
+            "--calib-images", "32", "--val-images", "32", "--threads", "1", "--no-progress",
+            "--set", "data.name=synthetic", "--set", "data.synthetic_length=64", "--set", "data.batch_size=16",
+            "--set", "model.num_classes=4", "--set", "run.tensorboard=false", "--set", "optim.lr=0.1",
+            "--set", "run.val_every=0", *extra]
+
+
 @pytest.mark.slow
-def test_compare_runs_every_arm_end_to_end(tmp_path):
-    r = copy.deepcopy(DEMO_RECIPE)
-    r["data"] = {"name": "synthetic", "batch_size": 32, "workers": 0, "synthetic_length": 64}
-    r["model"]["num_classes"] = 4
-    r["model"]["width_range"] = [0.25, 1.0]
-    r["run"].update({"tensorboard": False})
-    r["optim"]["lr"] = 0.1
-    res = run_compare(tmp_path / "cmp", recipe=r, epochs=1, singles=[(1.0, 28), (0.25, 16)], width_step=0.25,
-                      calib_images=32, val_images=32, threads=1, progress=False)
-    assert set(res.tables) == {"MutualNet", "US-Net", "US-Net+", "Independent"}
-    assert {x["resolution"] for x in res.tables["US-Net"].rows} == {28}
-    assert {x["resolution"] for x in res.tables["US-Net+"].rows} == {28, 24, 20, 16}
-    assert len(res.tables["Independent"]) == 2
-    assert set(res.boost) == {"boosted_top1", "plain_top1", "mflops"}
-    summary = json.loads((tmp_path / "cmp" / "compare.json").read_text())
-    assert summary["usnet_width_range"][0] == res.usnet_width_lo
-    md = (tmp_path / "cmp" / "results.md").read_text()
-    assert "| budget (MFLOPs) | MutualNet | US-Net | US-Net+ | Independent |" in md and "boost" in md
-    assert (tmp_path / "cmp" / "compare.png").stat().st_size > 10_000
+def test_compare_runs_each_arm_for_every_seed_and_resumes(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    argv = _compare_argv(out, "--seeds", "0,1", "--arms", "mutualnet,usnet+,independent", "--singles", "0.5@16")
+    assert main(argv) == 0
+    for seed in (0, 1):
+        cfg = load_checkpoint(out / f"seed{seed}" / "mutualnet" / "train" / "last.pt")["config"]
+        assert cfg["run"]["seed"] == seed and cfg["data"]["train_subset"] == 32 and cfg["data"]["batch_size"] == 16
+        assert cfg["train"]["epochs"] == 1
+        plus = load_checkpoint(out / f"seed{seed}" / "usnet_plus" / "train" / "last.pt")["meta"]
+        assert plus["mode"] == "usnet" and plus["width_range"] == [0.5, 1.0]  # the paper's US-Net+: MutualNet's range
+    summary = json.loads((out / "compare.json").read_text())
+    assert summary["seeds"] == [0, 1]
+    assert {r["resolution"] for r in summary["per_seed"]["1"]["US-Net+"]} == {28, 24, 20, 16}
+    assert {(r["width"], r["resolution"]) for r in summary["per_seed"]["1"]["Independent"]} == {(0.5, 16)}
+    top = summary["matched"][-1]
+    assert top["MutualNet"]["n"] == 2 and top["MutualNet"]["mean"] == pytest.approx(
+        sum(top["MutualNet"]["values"]) / 2)
+    c = summary["compute"]
+    assert c["Independent"]["passes"] == 1 and c["MutualNet"]["passes"] == 4
+    assert c["US-Net+"]["full_epochs"] > c["MutualNet"]["full_epochs"] > c["Independent"]["full_epochs"]
+    md = (out / "results.md").read_text()
+    assert "| budget (MFLOPs) | MutualNet | US-Net+ | Independent |" in md and " ± " in md
+    assert "| MutualNet | 1 | 4 |" in md
+    assert (out / "compare.png").stat().st_size > 10_000
+    first = json.loads((out / "wall_time.json").read_text())
+    assert len(first) == 2 * 3 and summary["seconds"] == pytest.approx(sum(first.values()), abs=0.1)
+
+    # a rerun trains nothing again, and the wall time adds the new (short) part to the earlier one
+    before = (out / "seed0" / "mutualnet" / "train" / "last.pt").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "already finished" in capsys.readouterr().out
+    assert (out / "seed0" / "mutualnet" / "train" / "last.pt").stat().st_mtime_ns == before
+    second = json.loads((out / "wall_time.json").read_text())
+    assert all(second[k] >= first[k] for k in first) and sum(second.values()) > sum(first.values())
+
+
+@pytest.mark.slow
+def test_compare_min_cost_usnet_and_the_boost_at_equal_epochs_and_equal_compute(tmp_path):
+    out = tmp_path / "cmp"
+    assert main(_compare_argv(out, "--arms", "usnet,boost")) == 0
+    meta = load_checkpoint(out / "seed0" / "usnet" / "train" / "last.pt")["meta"]
+    assert meta["mode"] == "usnet" and meta["width_range"][0] < 0.5  # down to MutualNet's cheapest cost
+    summary = json.loads((out / "compare.json").read_text())
+    assert {r["resolution"] for r in summary["per_seed"]["0"]["US-Net"]} == {28}
+    boost, c = summary["boost"], summary["compute"]
+    epochs = boost["equal_compute_epochs"]
+    assert epochs == round(c["Boost"]["full_epochs"]) > 1 and c["Boost"]["plain_equal_compute"]["epochs"] == epochs
+    load = load_checkpoint(out / "seed0" / f"single_w1_r28_e{epochs}" / "train" / "last.pt")
+    assert load["meta"]["mode"] == "single" and load["config"]["train"]["epochs"] == epochs
+    assert {"boosted_top1", "plain_top1", "plain_equal_compute_top1"} <= set(boost)
+    assert f"trained alone for {epochs} epochs" in (out / "results.md").read_text()
+
+
+def test_compare_cli_rejects_bad_flags_in_one_line(tmp_path, capsys):
+    for argv, msg in ((["--seeds", "1,1"], "distinct"), (["--arms", "mutualnet,foo"], "unknown arm 'foo'"),
+                      (["--train-images", "0"], "--train-images"), (["--set", "data.nope=1"], "data.nope")):
+        try:
+            code = main(["compare", "--out", str(tmp_path / "x"), *argv])
+        except SystemExit as e:
+            code = e.code
+        assert code != 0
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_compare_help_states_the_demo_default_epochs(capsys):
+    try:
+        main(["compare", "--help"])
+    except SystemExit:
+        pass
+    assert f"(default: the demo's, {DEMO_RECIPE['train']['epochs']})" in " ".join(capsys.readouterr().out.split())
 
 
 def test_default_budgets_include_the_cheapest_and_the_full_configuration():

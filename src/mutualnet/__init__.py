@@ -9,6 +9,7 @@ Where to look:
     search/               the query table: accuracy x cost of every configuration, budget selection
     deploy/               export one configuration, a runtime-adaptive model, released weights
     detection/            Mask R-CNN + FPN on a slimmable backbone
+    slimming/             any CNN -> slimmable network by graph analysis (mutualnet.slim)
     profiling/            MACs (torch.utils.flop_counter) and latency of a configuration
     demo.py, compare.py   the Fashion-MNIST demo and the paper's comparison at small scale
 """
@@ -17,6 +18,7 @@ from .errors import MutualNetError
 from .layers import allow_uncalibrated, get_width, make_divisible, materialize, set_width, slim_channels, use_width
 from .models import create_model, list_models, model_info
 from .profiling import measure_latency, profile
+from .slimming import slim
 
 __version__ = "0.1.0"
 
@@ -34,4 +36,5 @@ __all__ = [
     "slim_channels",
     "profile",
     "measure_latency",
+    "slim",
 ]

@@ -3,17 +3,23 @@
 Every arm uses the demo's recipe (same data, epochs, optimizer and seed) and differs only in what the
 paper varies:
 
-* **MutualNet** — widths [0.25, 1.0] x resolutions {28, 24, 20, 16}, mutual learning.
+* **MutualNet** — the recipe's width range (demo: [0.5, 1.0]) x resolutions {28, 24, 20, 16}, mutual learning.
 * **US-Net** — widths only, every sub-network at the highest resolution (sandwich rule + inplace
   distillation), with the width lower bound that reaches MutualNet's minimum FLOPs (or, where channel
-  rounding cannot go that low, the narrowest width it can), evaluated at the highest resolution.
-* **US-Net+** — the same US-Net network evaluated at every resolution (the paper's Fig. 1).
+  rounding cannot go that low, the narrowest width it can), evaluated at the highest resolution: the
+  paper's Fig. 1 US-Net ([0.05, 1.0] x 224 px for MobileNet v1).
+* **US-Net+** — the paper's US-Net+: US-Net trained over MutualNet's width range at the highest resolution,
+  then evaluated at every resolution (paper Sec. 1 and 4.3), so it differs from MutualNet only in training.
 * **Independent** — one network per configuration, each trained alone at its width and resolution.
-* **Boost** — the single-network booster: widths [0.9, 1.0] trained mutually, evaluated at full width,
-  vs the full network trained alone.
+* **Boost** — the single-network booster: widths [0.9, 1.0] trained mutually, evaluated at full width, vs
+  the full network trained alone for the same epochs *and* for the same training compute.
 
-``mutualnet compare`` writes one folder per arm (train + search), ``compare.json``, ``compare.png`` (every
-curve on one plot) and ``results.md`` (accuracy at matched budgets). Interrupted arms resume.
+Each arm runs once per seed (``seeds``); accuracies are reported as mean and spread over seeds, and every arm's
+training compute (sub-network forward passes per image, forward MACs in full-network epochs, see
+:func:`training_compute`) is reported beside its accuracy so that equal epochs and equal compute are both
+visible. ``mutualnet compare`` writes one folder per seed and arm (train + search), ``compare.json``,
+``compare.png`` (seed-mean frontiers with spreads) and ``results.md``. Interrupted arms resume, and the wall
+time of every (partial) run is accumulated in ``wall_time.json``.
 """
 
 from __future__ import annotations
@@ -21,26 +27,46 @@ from __future__ import annotations
 import copy
 import json
 import math
+import statistics
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cli.plot import plot_tables
 from .demo import make_recipe, run_pipeline
+from .errors import MutualNetError
+from .io import atomic_write, atomic_write_text
 from .models import create_model
 from .profiling import profile
 from .search import QueryTable, width_grid
+from .train.config import apply_overrides, config_from_dict
 
-__all__ = ["CompareResult", "run_compare", "usnet_lower_width", "matched_budgets"]
+__all__ = ["ARMS", "CompareResult", "run_compare", "usnet_lower_width", "matched_budgets", "seed_budgets",
+           "mean_table", "training_compute", "parse_seeds"]
+
+# arm key -> name in tables and plots; the keys select arms (``--arms``)
+ARMS = {"mutualnet": "MutualNet", "usnet": "US-Net", "usnet+": "US-Net+", "independent": "Independent",
+        "boost": "Boost"}
 
 
 @dataclass
 class CompareResult:
+    """What :func:`run_compare` measured: one query table per seed and arm, their summary, and the cost."""
+
     out: Path
-    tables: dict[str, QueryTable]
-    boost: dict[str, float] = field(default_factory=dict)
+    seeds: list[int]
+    tables: dict[int, dict[str, QueryTable]]  # seed -> arm name -> table
+    compute: dict[str, dict] = field(default_factory=dict)  # arm name -> training_compute(...)
+    boost: dict[str, dict] = field(default_factory=dict)  # seed-wise top-1s of the boosted and plain networks
     usnet_width_lo: float = 0.0
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time of every run in ``out`` so far, resumed parts included
+
+    @property
+    def mean_tables(self) -> dict[str, QueryTable]:
+        """Per arm, every configuration's top-1 averaged over seeds (``top1_std``: its spread)."""
+        names = [n for n in self.tables[self.seeds[0]]]
+        return {n: mean_table([self.tables[s][n] for s in self.seeds]) for n in names}
 
 
 def usnet_lower_width(recipe: dict, step: float = 0.05) -> float:
@@ -62,6 +88,65 @@ def usnet_lower_width(recipe: dict, step: float = 0.05) -> float:
     return max(w for w, c in costs.items() if c == cheapest)
 
 
+def training_compute(recipe: dict, *, full: tuple[float, int] | None = None, grid: int = 16) -> dict:
+    """The expected training cost of ``recipe``: what "equal compute" means when arms train different networks.
+
+    Sub-network widths are drawn uniformly from the width range and resolutions uniformly from the list
+    (:func:`mutualnet.train.step.sample_subnets`), so the expected forward MACs of one iteration are exact
+    sums over those distributions (widths on a ``grid``-point midpoint rule, which channel rounding makes
+    piecewise constant). The backward pass costs about twice the forward, for every arm alike.
+
+    Args:
+        recipe: A training recipe (``model``, ``train`` sections as in :data:`mutualnet.demo.DEMO_RECIPE`).
+        full: The (width, resolution) whose epoch is the unit of ``full_epochs`` (default: the recipe's widest
+            at its highest resolution).
+        grid: Width points of the expectation over the width range.
+
+    Returns:
+        ``passes``: sub-network forward passes per training image over the run; ``macs_per_image``: expected
+        forward MACs per image and iteration; ``full_epochs``: the run's forward MACs in epochs of ``full``
+        (MAC-epochs), ``epochs``.
+    """
+    m, t = recipe["model"], recipe["train"]
+    res = sorted(t["resolutions"], reverse=True)
+    lo, hi = m["width_range"]
+    mode, n, epochs = t.get("mode", "mutual"), int(t.get("num_subnets", 4)), int(t["epochs"])
+    full = full or (hi, res[0])
+    model = create_model(m["name"], num_classes=m.get("num_classes"), width_range=(min(lo, full[0]), max(hi, full[0])),
+                         **m.get("args", {}))
+    cache: dict[tuple[float, int], int] = {}
+
+    def macs(w: float, r: int) -> int:
+        if (w, r) not in cache:
+            cache[(w, r)] = profile(model, w, r).macs
+        return cache[(w, r)]
+
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values)
+
+    widths = [lo + (hi - lo) * (i + 0.5) / grid for i in range(grid)] if hi > lo else [hi]
+    if mode == "single":
+        per, passes = macs(t.get("width") or hi, t.get("resolution") or res[0]), 1
+    elif mode == "msaug":
+        per, passes = mean([macs(t.get("width") or hi, r) for r in res]), 1
+    else:
+        def sandwich(top_res: list[int], other_res: list[int]) -> float:
+            return (mean([macs(hi, r) for r in top_res]) + mean([macs(lo, r) for r in other_res])
+                    + (n - 2) * mean([macs(w, r) for w in widths for r in other_res]))
+
+        if mode in ("mutual", "mutual_gt"):
+            per = sandwich([res[0]], res)
+        elif mode == "usnet":
+            per = sandwich([res[0]], [res[0]])
+        elif mode == "usnet_msaug":  # one random resolution shared by all sub-networks
+            per = mean([sandwich([r], [r]) for r in res])
+        else:
+            raise MutualNetError(f"unknown train.mode {mode!r}")
+        passes = n
+    return {"passes": passes * epochs, "macs_per_image": per, "full_epochs": per * epochs / macs(*full),
+            "epochs": epochs}
+
+
 def matched_budgets(tables: dict[str, QueryTable], budgets: list[float]) -> list[dict]:
     """Best top-1 of each arm within each MFLOPs budget (None where the arm has nothing that cheap)."""
     rows = []
@@ -74,61 +159,198 @@ def matched_budgets(tables: dict[str, QueryTable], budgets: list[float]) -> list
     return rows
 
 
-def _single(recipe: dict, width: float, resolution: int) -> dict:
+def _spread(values: list[float]) -> dict:
+    """Mean, sample standard deviation (0 for one value), min and max."""
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "n": len(values), "values": list(values)}
+
+
+def seed_budgets(per_seed: Sequence[dict[str, QueryTable]], budgets: list[float]) -> list[dict]:
+    """Per budget and arm: the best top-1 within the budget of each seed, summarised as mean and spread.
+
+    Each seed picks its own best configuration (a user would search each trained network), so the spread
+    includes the choice; ``configs`` lists the (width, resolution) each seed picked. ``None`` where no seed
+    has anything that cheap.
+    """
+    matched = [matched_budgets(tables, budgets) for tables in per_seed]
+    names = list(per_seed[0])
+    rows = []
+    for i, b in enumerate(budgets):
+        row: dict = {"mflops": b}
+        for name in names:
+            picks = [m[i][name] for m in matched if m[i][name] is not None]
+            row[name] = None if not picks else {
+                **_spread([p["top1"] for p in picks]),
+                "configs": [[p["width"], p["resolution"]] for p in picks]}
+        rows.append(row)
+    return rows
+
+
+def mean_table(tables: Sequence[QueryTable]) -> QueryTable:
+    """Configurations present in every table, with top-1/top-5 averaged (``top1_std``: spread over tables)."""
+    keys = set.intersection(*({(r["width"], r["resolution"]) for r in t.rows} for t in tables))
+    rows = []
+    for w, r in sorted(keys):
+        found = [t.find(w, r) for t in tables]
+        top1 = [f["top1"] for f in found]
+        rows.append({**{k: found[0][k] for k in ("width", "resolution", "macs", "params")},
+                     "top1": statistics.fmean(top1), "top5": statistics.fmean(f["top5"] for f in found),
+                     "top1_std": statistics.stdev(top1) if len(top1) > 1 else 0.0})
+    return QueryTable(rows, meta={"seeds": len(tables)})
+
+
+def _single(recipe: dict, width: float, resolution: int, epochs: int | None = None) -> dict:
     r = copy.deepcopy(recipe)
     r["train"].update({"mode": "single", "width": width, "resolution": resolution})
+    if epochs is not None:
+        r["train"]["epochs"] = epochs
     return r
 
 
-def run_compare(out: str | Path = "runs/compare", *, recipe: dict | None = None, epochs: int | None = None,
-                data_root: str | None = None, singles: list[tuple[float, int]] | None = None, boost: bool = True,
-                width_step: float = 0.05, calib_images: int = 2000, val_images: int | None = None,
-                budgets: list[float] | None = None, threads: int | None = None,
-                progress: bool = True) -> CompareResult:
-    """Train and search every arm (see the module docstring); write the JSON, the plot and ``results.md``."""
+@contextmanager
+def _clock(path: Path, key: str) -> Iterator[None]:
+    """Add the seconds spent inside to ``path[key]`` (JSON), also when interrupted, so resumed work adds up."""
     t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        times = json.loads(path.read_text()) if path.exists() else {}
+        times[key] = round(times.get(key, 0.0) + time.perf_counter() - t0, 3)
+        atomic_write_text(path, json.dumps(times, indent=2))
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,5"`` -> [0, 1, 5]; ``"3"`` -> [3] (one run, seed 3)."""
+    try:
+        values = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise MutualNetError(f"--seeds expects a list like 0,1,2, got {text!r}") from None
+    if len(set(values)) != len(values) or min(values) < 0:
+        raise MutualNetError(f"--seeds must be distinct non-negative integers, got {text!r}")
+    return values
+
+
+def run_compare(out: str | Path = "runs/compare", *, recipe: dict | None = None, epochs: int | None = None,
+                data_root: str | None = None, seeds: Sequence[int] = (0,), arms: Sequence[str] | None = None,
+                train_images: int | None = None, overrides: list[str] | None = None,
+                singles: list[tuple[float, int]] | None = None, width_step: float = 0.05, calib_images: int = 2000,
+                val_images: int | None = None, budgets: list[float] | None = None, threads: int | None = None,
+                progress: bool = True) -> CompareResult:
+    """Train and search every arm for every seed (see the module docstring); write JSON, plot and ``results.md``.
+
+    Args:
+        out: Output folder; ``out/seed<S>/<arm>`` holds each run. Rerun with the same folder to resume.
+        recipe: The base recipe (default: the demo's); ``epochs``, ``data_root``, ``train_images`` (a fixed
+            random subset of the training set, the same for every arm and seed) and ``overrides``
+            (``key=value`` as ``mutualnet train --set``) change it for every arm.
+        seeds: ``run.seed`` of each repetition.
+        arms: Keys of :data:`ARMS` to run (default: all).
+        singles: The independent networks, (width, resolution) each.
+        width_step, calib_images, val_images: The search of every arm (``mutualnet search``); the calibration
+            and validation subsets are the same for every arm and seed.
+        budgets: MFLOPs budgets of the table (default: 8 log-spaced over MutualNet's range).
+    """
+    arms = list(arms or ARMS)
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        raise MutualNetError(f"unknown arm {unknown[0]!r}; choose from {', '.join(ARMS)}")
+    if not seeds:
+        raise MutualNetError("give at least one seed")
     out = Path(out)
     base = make_recipe(recipe, epochs=epochs, data_root=data_root)
+    if train_images is not None:
+        base["data"]["train_subset"] = train_images
+    base = apply_overrides(base, list(overrides or []))
+    config_from_dict(base)  # bad --set keys or values fail now, not after the first arm
     res = sorted(base["train"]["resolutions"], reverse=True)
     lo, hi = base["model"]["width_range"]
     singles = singles or [(hi, res[0]), (round((lo + hi) / 2, 2), res[len(res) // 2]), (lo, res[-1])]
     kw = {"width_step": width_step, "calib_images": calib_images, "val_images": val_images, "threads": threads,
           "progress": progress}
+    full = (hi, res[0])
+    w_us = usnet_lower_width(base) if "usnet" in arms else lo
 
-    def arm(name: str, rec: dict, **extra) -> QueryTable:
-        print(f"== {name}")
-        return run_pipeline(rec, out / name, **kw, **extra)[2]
-
-    tables: dict[str, QueryTable] = {"MutualNet": arm("mutualnet", base)}
-    w_us = usnet_lower_width(base, width_step)
     us = copy.deepcopy(base)
-    us["model"]["width_range"] = [w_us, hi]
-    us["train"]["mode"] = "usnet"
-    tables["US-Net"] = arm("usnet", us, search_resolutions=[res[0]])
-    tables["US-Net+"] = run_pipeline(us, out / "usnet", search_name="search_all_resolutions", **kw)[2]
-    independent = QueryTable(meta={"mode": "single", "configs": singles})
-    for w, r in singles:
-        t = arm(f"single_w{w:g}_r{r}", _single(base, w, r))
-        for row in t.rows:
-            independent.add({k: row[k] for k in ("width", "resolution", "top1", "top5", "macs", "params",
-                                                 "latency_ms")})
-    independent.mark_pareto()
-    tables["Independent"] = independent
-    boost_result: dict[str, float] = {}
-    if boost:
-        b = copy.deepcopy(base)
-        b["model"]["width_range"] = [0.9, hi]
-        tb = run_pipeline(b, out / "boost", **{**kw, "width_step": round(hi - 0.9, 6) or 0.1},
-                          search_resolutions=[res[0]])[2]
-        boosted = tb.find(hi, res[0])
-        plain = independent.find(hi, res[0])
-        if boosted and plain:
-            boost_result = {"boosted_top1": boosted["top1"], "plain_top1": plain["top1"],
-                            "mflops": boosted["mflops"]}
+    us["model"]["width_range"], us["train"]["mode"] = [w_us, hi], "usnet"
+    us_plus = copy.deepcopy(base)
+    us_plus["train"]["mode"] = "usnet"
+    boosted = copy.deepcopy(base)
+    boosted["model"]["width_range"] = [0.9, hi]
+    plain = _single(base, *full)
+    compute = {ARMS[key]: training_compute(rec, full=full) for key, rec in (
+        ("mutualnet", base), ("usnet", us), ("usnet+", us_plus)) if key in arms}
+    single_compute = {s: training_compute(_single(base, *s), full=full) for s in singles}
+    if "independent" in arms:
+        compute["Independent"] = {
+            "passes": sum(c["passes"] for c in single_compute.values()),
+            "full_epochs": sum(c["full_epochs"] for c in single_compute.values()),
+            "epochs": base["train"]["epochs"], "networks": {f"{w:g}@{r}": c for (w, r), c in single_compute.items()}}
+    equal_compute_epochs = None
+    if "boost" in arms:
+        compute["Boost"] = training_compute(boosted, full=full)  # and the plain network for about as much
+        one = training_compute(_single(plain, *full, epochs=1), full=full)["full_epochs"]
+        equal_compute_epochs = max(base["train"]["epochs"], round(compute["Boost"]["full_epochs"] / one))
+        compute["Boost"]["plain_equal_compute"] = training_compute(_single(base, *full, equal_compute_epochs),
+                                                                   full=full)
 
-    all_costs = sorted(r["mflops"] for r in tables["MutualNet"].frontier())
-    budgets = budgets or _default_budgets(all_costs)
-    result = CompareResult(out, tables, boost_result, w_us, time.perf_counter() - t0)
+    clock = out / "wall_time.json"
+
+    def arm(seed: int, folder: str, rec: dict, name: str, **extra) -> QueryTable:
+        rec = copy.deepcopy(rec)
+        rec["run"]["seed"] = seed
+        print(f"== seed {seed}: {name}", flush=True)
+        with _clock(clock, f"seed{seed}/{folder}"):
+            return run_pipeline(rec, out / f"seed{seed}" / folder, **{**kw, **extra})[2]
+
+    tables: dict[int, dict[str, QueryTable]] = {}
+    boost: dict[str, list[float]] = {"boosted_top1": [], "plain_top1": [], "plain_equal_compute_top1": []}
+    for seed in seeds:
+        t: dict[str, QueryTable] = {}
+        if "mutualnet" in arms:
+            t["MutualNet"] = arm(seed, "mutualnet", base, "MutualNet")
+        if "usnet" in arms:
+            t["US-Net"] = arm(seed, "usnet", us, f"US-Net [{w_us:g}, {hi:g}] at {res[0]} px",
+                              search_resolutions=[res[0]])
+        if "usnet+" in arms:
+            t["US-Net+"] = arm(seed, "usnet_plus", us_plus, f"US-Net+ [{lo:g}, {hi:g}] at every resolution")
+        single_tables: dict[tuple[float, int], QueryTable] = {}
+        if "independent" in arms:
+            independent = QueryTable(meta={"mode": "single", "configs": singles})
+            for w, r in singles:
+                single_tables[(w, r)] = arm(seed, f"single_w{w:g}_r{r}", _single(base, w, r),
+                                            f"independent ({w:g}, {r})")
+                for row in single_tables[(w, r)].rows:
+                    independent.add({k: row[k] for k in ("width", "resolution", "top1", "top5", "macs", "params",
+                                                         "latency_ms")})
+            t["Independent"] = independent
+        if "boost" in arms:
+            tb = arm(seed, "boost", boosted, f"boost [0.9, {hi:g}]", width_step=round(hi - 0.9, 6) or 0.1,
+                     search_resolutions=[res[0]])
+            tp = single_tables.get(full) or arm(seed, f"single_w{hi:g}_r{res[0]}", plain,
+                                                f"independent ({hi:g}, {res[0]})")
+            if equal_compute_epochs > base["train"]["epochs"]:
+                te = arm(seed, f"single_w{hi:g}_r{res[0]}_e{equal_compute_epochs}", _single(plain, *full,
+                                                                                             equal_compute_epochs),
+                         f"independent ({hi:g}, {res[0]}) for {equal_compute_epochs} epochs (the boost's compute)")
+            else:
+                te = tp
+            for k, tab in (("boosted_top1", tb), ("plain_top1", tp), ("plain_equal_compute_top1", te)):
+                boost[k].append(tab.find(*full)["top1"])
+        tables[seed] = t
+
+    seconds = sum(json.loads(clock.read_text()).values()) if clock.exists() else 0.0
+    boost_summary: dict = {}
+    if "boost" in arms:
+        boost_summary = {k: _spread(v) for k, v in boost.items()}
+        boost_summary |= {"equal_compute_epochs": equal_compute_epochs,
+                          "mflops": profile(create_model(base["model"]["name"],
+                                                         num_classes=base["model"].get("num_classes"),
+                                                         width_range=(lo, hi), **base["model"].get("args", {})),
+                                            *full).mflops}
+    result = CompareResult(out, list(seeds), tables, compute, boost_summary, w_us, seconds)
+    curves = result.mean_tables
+    ref = curves.get("MutualNet") or next((c for n, c in curves.items() if n != "Boost"), None)
+    budgets = budgets or _default_budgets(sorted(r["mflops"] for r in ref.rows) if ref else [])
     _write(result, base, budgets, singles)
     return result
 
@@ -141,32 +363,100 @@ def _default_budgets(costs: list[float]) -> list[float]:
     return [math.ceil(lo * (hi / lo) ** (i / (n - 1)) * 100 - 1e-6) / 100 for i in range(n)]
 
 
+def _arm_of(folder: str) -> str:
+    if folder.startswith("single_") and folder.count("_") == 2:
+        return "Independent"
+    return {"mutualnet": "MutualNet", "usnet": "US-Net", "usnet_plus": "US-Net+"}.get(folder, "Boost")
+
+
+def _plot(tables: dict[str, QueryTable], out: Path, title: str) -> Path:
+    """Every arm's frontier of seed-mean accuracies, with the seeds' standard deviation as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=150)
+    for (name, t), ls in zip(tables.items(), ["-", "--", ":", "-.", "-"]):
+        front = t.frontier()
+        bars = ax.errorbar([r["mflops"] for r in front], [r["top1"] for r in front],
+                           yerr=[r.get("top1_std", 0.0) for r in front], marker="o", ms=3, lw=1.4, ls=ls,
+                           capsize=2, label=name, zorder=3)
+        rest = [r for r in t.rows if not r["pareto"]]
+        ax.scatter([r["mflops"] for r in rest], [r["top1"] for r in rest], s=8, alpha=0.3,
+                   color=bars.lines[0].get_color(), zorder=2)
+    ax.set_xlabel("MFLOPs")
+    ax.set_ylabel("top-1 accuracy (%), mean over seeds")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    try:
+        return atomic_write(out, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
+
+
+def _cell(s: dict | None) -> str:
+    if s is None:
+        return "—"
+    return f"{s['mean']:.2f} ± {s['std']:.2f}" if s["n"] > 1 else f"{s['mean']:.2f}"
+
+
 def _write(res: CompareResult, recipe: dict, budgets: list[float], singles: list[tuple[float, int]]) -> None:
-    out = res.out
-    names = list(res.tables)
-    plot_tables([res.tables[n] for n in names], names, out / "compare.png",
-                title=f"{recipe['model']['name']} on {recipe['data']['name']}, {recipe['train']['epochs']} "
-                      f"epoch{'s' if recipe['train']['epochs'] != 1 else ''}")
-    matched = matched_budgets(res.tables, budgets)
+    out, seeds = res.out, res.seeds
+    curves = res.mean_tables
+    names = list(curves)
+    epochs = recipe["train"]["epochs"]
+    subset = recipe["data"].get("train_subset")
+    data = f"{recipe['data']['name']}" + (f" ({subset} training images)" if subset else "")
+    title = (f"{recipe['model']['name']} on {data}, {epochs} epoch{'s' if epochs != 1 else ''}, "
+             f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}")
+    if curves:
+        _plot(curves, out / "compare.png", title)
+    per_budget = seed_budgets([res.tables[s] for s in seeds], budgets) if names else []
+    times = json.loads((out / "wall_time.json").read_text()) if (out / "wall_time.json").exists() else {}
+    wall: dict[str, float] = {}
+    for key, sec in times.items():
+        seed, folder = key.split("/", 1)
+        if int(seed.removeprefix("seed")) in seeds:
+            wall[_arm_of(folder)] = wall.get(_arm_of(folder), 0.0) + sec
     summary = {
-        "recipe": recipe, "usnet_width_range": [res.usnet_width_lo, recipe["model"]["width_range"][1]],
+        "recipe": recipe, "seeds": seeds, "usnet_width_range": [res.usnet_width_lo, recipe["model"]["width_range"][1]],
         "singles": [list(s) for s in singles], "boost": res.boost, "seconds": round(res.seconds, 1),
-        "matched": [{"mflops": m["mflops"], **{n: (None if m[n] is None else {
-            "top1": m[n]["top1"], "width": m[n]["width"], "resolution": m[n]["resolution"],
-            "mflops": m[n]["mflops"]}) for n in names}} for m in matched],
+        "compute": res.compute, "wall_seconds": {k: round(v, 1) for k, v in wall.items()},
+        "matched": per_budget,
+        "per_seed": {str(s): {n: t.rows for n, t in res.tables[s].items()} for s in seeds},
         "ranges_mflops": {n: [min(r["mflops"] for r in t.rows), max(r["mflops"] for r in t.rows)]
-                          for n, t in res.tables.items()},
+                          for n, t in curves.items() if t.rows},
     }
-    (out / "compare.json").write_text(json.dumps(summary, indent=2))
-    lines = [f"| budget (MFLOPs) | {' | '.join(names)} |", "|---" * (len(names) + 1) + "|"]
-    for m in matched:
-        cells = ["—" if m[n] is None else f"{m[n]['top1']:.2f} ({m[n]['width']:g}, {m[n]['resolution']})"
-                 for n in names]
-        lines.append(f"| {m['mflops']:g} | {' | '.join(cells)} |")
-    text = ["Best top-1 (%) within each budget; in brackets the (width, resolution) that achieves it.", "",
-            *lines, ""]
+    atomic_write_text(out / "compare.json", json.dumps(summary, indent=2))
+    spread = "mean ± sample standard deviation over seeds " + ", ".join(map(str, seeds)) if len(seeds) > 1 \
+        else f"seed {seeds[0]}"
+    text = [f"Best top-1 (%) within each budget ({spread}); each seed picks its own best configuration.", ""]
+    if names:
+        text += [f"| budget (MFLOPs) | {' | '.join(names)} |", "|---" * (len(names) + 1) + "|"]
+        text += [f"| {m['mflops']:g} | {' | '.join(_cell(m[n]) for n in names)} |" for m in per_budget]
+        text += ["", "Configurations (width, resolution) picked at each budget, per seed:", "",
+                 f"| budget (MFLOPs) | {' | '.join(names)} |", "|---" * (len(names) + 1) + "|"]
+        text += [f"| {m['mflops']:g} | " + " | ".join(
+            "—" if m[n] is None else " / ".join(f"({w:g}, {r})" for w, r in m[n]["configs"]) for n in names) + " |"
+            for m in per_budget]
+    text += ["", "Training compute per arm (forward passes only; the backward pass costs about twice as much for "
+                 "every arm). MAC-epochs: forward MACs of the whole run in epochs of the full network "
+                 f"({recipe['model']['width_range'][1]:g}, {max(recipe['train']['resolutions'])} px).", "",
+             "| arm | epochs | sub-network passes per image | MAC-epochs | wall time, all seeds (min) |",
+             "|---|---|---|---|---|"]
+    for name, c in res.compute.items():
+        text.append(f"| {name} | {c['epochs']} | {c['passes']} | {c['full_epochs']:.2f} | "
+                    f"{wall.get(name, 0.0) / 60:.1f} |")
     if res.boost:
-        text.append(f"Single-network boost at full width and {recipe['train']['resolutions'][0]} px: "
-                    f"{res.boost['boosted_top1']:.2f}% trained with widths [0.9, 1.0] vs "
-                    f"{res.boost['plain_top1']:.2f}% trained alone.")
-    (out / "results.md").write_text("\n".join(text) + "\n")
+        b = res.boost
+        text += ["", f"Single-network boost at full width and {max(recipe['train']['resolutions'])} px "
+                     f"({b['mflops']:.2f} MFLOPs): {_cell(b['boosted_top1'])}% trained with widths [0.9, 1.0] "
+                     f"({res.compute['Boost']['full_epochs']:.2f} MAC-epochs) vs {_cell(b['plain_top1'])}% trained "
+                     f"alone for the same {epochs} epochs ({1.0 * epochs:.2f} MAC-epochs) and "
+                     f"{_cell(b['plain_equal_compute_top1'])}% trained alone for {b['equal_compute_epochs']} epochs "
+                     "(about the boosted run's compute)."]
+    text += ["", f"Wall time of all runs in {out}, resumed parts included: {res.seconds / 60:.1f} min."]
+    atomic_write_text(out / "results.md", "\n".join(text) + "\n")

@@ -34,6 +34,7 @@ __all__ = [
     "get_width",
     "use_width",
     "bind_state",
+    "channel_config",
     "config_key",
     "materialize",
     "allow_uncalibrated",
@@ -74,58 +75,15 @@ class _Slimmable:
         return self.slim_state.width
 
 
-class _LeadingSlice(torch.autograd.Function):
-    """``param[index]`` whose backward adds the slice's gradient into ``param.grad[index]`` in place.
-
-    Autograd's own slice backward builds a zero tensor of the parameter's full shape, copies the slice's
-    gradient into it, and ``.grad`` then accumulates all of it: three full-size passes per narrow layer and
-    sub-network, where one slice-size add is enough. So during ``.backward()`` this writes ``.grad`` itself
-    and hands autograd no gradient; the resulting ``.grad`` is identical (the same additions in the same
-    order, the parameter's strides). What is lost is that hooks on the parameter do not see these
-    contributions, which nothing here relies on: gradients are all-reduced from ``.grad`` after backward
-    (:mod:`mutualnet.train.distributed`), and GradScaler and clipping read ``.grad``. Under
-    ``torch.autograd.grad`` or ``create_graph=True`` the ordinary full-shape gradient is returned.
-    """
-
-    @staticmethod
-    def forward(ctx, param: Tensor, index: tuple[slice, ...]) -> Tensor:  # noqa: ANN001
-        ctx.param, ctx.index = param, index
-        return param[index]
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, None]:  # noqa: ANN001
-        param, index = ctx.param, ctx.index
-        if not torch.is_grad_enabled() and _accumulates_into_grad(param):
-            if param.grad is None:
-                param.grad = torch.zeros_like(param)
-            param.grad[index].add_(grad)
-            return None, None
-        full = grad.new_zeros(param.shape)
-        full[index] = grad
-        return full, None
-
-
-def _accumulates_into_grad(param: Tensor) -> bool:
-    """Whether the running backward accumulates into ``param.grad`` (``.backward()``, not ``autograd.grad``)."""
-    try:
-        return torch._C._will_engine_execute_node(torch.autograd.graph.get_gradient_edge(param).node)
-    except RuntimeError:  # raised under torch.autograd.grad, which returns gradients instead
-        return False
-
-
 def _leading(t: Tensor | None, *sizes: int) -> Tensor | None:
     """The leading ``sizes`` entries of ``t`` along its first dimensions.
 
-    Returns ``t`` itself when nothing is cut, so the widest sub-network runs the plain parameter. A cut
-    trainable parameter goes through :class:`_LeadingSlice` (its gradient lands in place in ``.grad``);
-    anything else (buffers, no grad, a non-leaf, torch.compile tracing) is sliced plainly.
+    Returns ``t`` itself when nothing is cut, so the widest sub-network runs the plain parameter without a
+    slice in the autograd graph (no full-shape zero gradient to allocate and copy into).
     """
     if t is None or all(s == d for s, d in zip(sizes, t.shape)):
         return t
-    index = tuple(slice(0, s) for s in sizes)
-    if t.requires_grad and t.is_leaf and torch.is_grad_enabled() and not torch.compiler.is_compiling():
-        return _LeadingSlice.apply(t, index)
-    return t[index]
+    return t[tuple(slice(0, s) for s in sizes)]
 
 
 def _check_channels(x: Tensor, expected: int, layer: nn.Module) -> None:
@@ -146,6 +104,9 @@ class SlimmableConv2d(nn.Conv2d, _Slimmable):
         depthwise: One group per channel; input and output channels are slimmed together.
         groups: Fixed number of groups for a grouped (non-depthwise) convolution; the sub-network
             uses the leading ``in/groups`` kernel channels of its leading output filters.
+        group_width: Channels per group of a grouped convolution with ``in_channels == out_channels`` whose
+            *number* of groups follows the width (ResNeXt, RegNet): the sub-network keeps whole leading
+            groups. ``depthwise`` is the case ``group_width=1``.
         max_width: Widest width the layer must support (allocated shape).
         slim_in: Slim the input channels (False for the stem, which sees the image).
         slim_out: Slim the output channels (False for a fixed-width head).
@@ -168,16 +129,20 @@ class SlimmableConv2d(nn.Conv2d, _Slimmable):
         slim_in: bool = True,
         slim_out: bool = True,
         ratio: tuple[int, int] = (1, 1),
+        group_width: int | None = None,
     ) -> None:
-        if depthwise and in_channels != out_channels:
-            raise ValueError("a depthwise convolution needs in_channels == out_channels")
+        if depthwise:
+            group_width = 1
+        if group_width is not None and in_channels != out_channels:
+            raise ValueError("a depthwise or group-width convolution needs in_channels == out_channels")
         self.base_in, self.base_out = in_channels, out_channels
         self.slim_in, self.slim_out, self.ratio, self.depthwise = slim_in, slim_out, tuple(ratio), depthwise
+        self.group_width = group_width
         in_max = slim_channels(in_channels, max_width, ratio[0]) if slim_in else in_channels
         out_max = slim_channels(out_channels, max_width, ratio[1]) if slim_out else out_channels
-        if depthwise:
+        if group_width is not None:
             in_max = out_max = max(in_max, out_max)
-            groups = in_max
+            groups = in_max // group_width
         super().__init__(in_max, out_max, kernel_size, stride, padding, dilation, groups, bias)
         self.fixed_groups = groups
         self._init_slim(max_width)
@@ -186,15 +151,18 @@ class SlimmableConv2d(nn.Conv2d, _Slimmable):
         """``(in, out)`` channels at the active width."""
         w = self.slim_state.width
         cout = slim_channels(self.base_out, w, self.ratio[1]) if self.slim_out else self.out_channels
-        if self.depthwise:
+        if self.group_width is not None:
             return cout, cout
         cin = slim_channels(self.base_in, w, self.ratio[0]) if self.slim_in else self.in_channels
         return cin, cout
 
     def _active(self) -> tuple[Tensor, Tensor | None, int, int]:
         cin, cout = self.active_channels()
-        if self.depthwise:
-            return _leading(self.weight, cout), _leading(self.bias, cout), cout, cin
+        if self.group_width is not None:
+            if cout % self.group_width:
+                raise MutualNetError(f"width {self.width:g} gives {cout} channels, not a multiple of the group "
+                                     f"width {self.group_width}")
+            return _leading(self.weight, cout), _leading(self.bias, cout), cout // self.group_width, cin
         if cin % self.fixed_groups:
             raise MutualNetError(
                 f"width {self.width:g} gives {cin} channels, not divisible by {self.fixed_groups} groups")
@@ -329,6 +297,10 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
     def calibration_key(self) -> str:
         return config_key(self.slim_state.width, self.slim_state.resolution)
 
+    def _select(self, t: Tensor | None) -> Tensor | None:
+        """The active channels of a per-channel tensor (the leading ones; a subclass may pick others)."""
+        return _leading(t, self.active_channels())
+
     def _stats(self) -> tuple[Tensor, Tensor] | None:
         stats = self.calibrated.get(self.calibration_key())
         if stats is None and self.calibrated:  # statistics of this width at any resolution (released weights)
@@ -342,13 +314,12 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
             return stats
         if not (self.allow_uncalibrated or self.slim_state.width >= self.max_width - 1e-9):
             raise MutualNetError(uncalibrated_message(self.slim_state.width, self.slim_state.resolution))
-        c = self.active_channels()
-        return self.running_mean[:c], self.running_var[:c]
+        return self._select(self.running_mean), self._select(self.running_var)
 
     def forward(self, x: Tensor) -> Tensor:
         c = self.active_channels()
         _check_channels(x, c, self)
-        weight, bias = _leading(self.weight, c), _leading(self.bias, c)
+        weight, bias = self._select(self.weight), self._select(self.bias)
         if self._calib is not None:  # normalise with this batch's statistics and merge them (exactly) into the total
             # momentum 1 makes the fused kernel hand back the batch mean and unbiased variance it normalised with
             mean_b, var_b = x.new_zeros(c), x.new_ones(c)
@@ -438,10 +409,10 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
         # a structural copy: without calibrated statistics it takes the running ones (the slimmable model's
         # eval forward, which export checks against, is where uncalibrated configurations are refused)
         stats = self._stats()
-        mean, var = stats if stats is not None else (self.running_mean[:c], self.running_var[:c])
+        mean, var = stats if stats is not None else (self._select(self.running_mean), self._select(self.running_var))
         with torch.no_grad():
-            bn.weight.copy_(self.weight[:c])
-            bn.bias.copy_(self.bias[:c])
+            bn.weight.copy_(self._select(self.weight))
+            bn.bias.copy_(self._select(self.bias))
             bn.running_mean.copy_(mean)
             bn.running_var.copy_(var)
             bn.num_batches_tracked.copy_(self.num_batches_tracked)
@@ -547,6 +518,17 @@ def get_width(model: nn.Module) -> float:
         if is_slimmable(m):
             return m.slim_state.width
     raise MutualNetError("model has no slimmable layers")
+
+
+def channel_config(model: nn.Module, width: float) -> tuple:
+    """The active channels of every slimmable layer of ``model`` at ``width``: which network the width is.
+
+    Channel rounding makes neighbouring widths the same network (every layer keeps the same channels), so
+    anything that costs a forward pass per width (search rows, compiled graphs) only needs one per distinct
+    value of this tuple.
+    """
+    with use_width(model, width):
+        return tuple(m.active_channels() for m in model.modules() if is_slimmable(m))
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from torch import nn
 from ..errors import MutualNetError
 from ..validate import MAX_CLASSES, MAX_IN_CHANS, check_int, check_width
 
-__all__ = ["register_model", "create_model", "list_models", "model_info", "ModelInfo"]
+__all__ = ["register_model", "register_prefix", "create_model", "list_models", "model_info", "ModelInfo"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,31 @@ class ModelInfo:
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _INFO: dict[str, ModelInfo] = {}
+
+
+@dataclass(frozen=True)
+class _Prefix:
+    """A family of models named ``<prefix><name>`` built by one function (``tv/resnet50``)."""
+
+    names: Callable[[], list[str]]  # the names after the prefix
+    info: Callable[[str], ModelInfo]
+    build: Callable[..., nn.Module]  # build(name, **create_model args)
+
+
+_PREFIXES: dict[str, _Prefix] = {}
+
+
+def register_prefix(prefix: str, *, names: Callable[[], list[str]], info: Callable[[str], ModelInfo],
+                    build: Callable[..., nn.Module]) -> None:
+    """Register every ``prefix + name`` for ``name in names()``: models made by a function, not one each."""
+    _PREFIXES[prefix] = _Prefix(names, info, build)
+
+
+def _prefixed(name: str) -> tuple[_Prefix, str] | None:
+    for prefix, fam in _PREFIXES.items():
+        if name.startswith(prefix) and name[len(prefix):] in fam.names():
+            return fam, name[len(prefix):]
+    return None
 
 
 def register_model(
@@ -65,17 +90,34 @@ def register_model(
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    """Names of registered models matching a shell-style ``pattern``, sorted."""
-    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+    """Names of registered models matching a shell-style ``pattern``, sorted.
+
+    Prefixed families (``tv/<name>``: torchvision's CNNs, converted) are listed when ``pattern`` starts with
+    their prefix, e.g. ``list_models("tv/*")``.
+    """
+    names = [n for n in _MODELS if fnmatch.fnmatch(n, pattern)]
+    for prefix, fam in _PREFIXES.items():
+        if pattern.startswith(prefix):
+            names += [prefix + n for n in fam.names() if fnmatch.fnmatch(prefix + n, pattern)]
+    return sorted(names)
 
 
 def model_info(name: str) -> ModelInfo:
     if name not in _INFO:
-        raise MutualNetError(_unknown(name))
+        found = _prefixed(name)
+        if found is None:
+            raise MutualNetError(_unknown(name))
+        return found[0].info(found[1])
     return _INFO[name]
 
 
 def _unknown(name: str) -> str:
+    for prefix, fam in _PREFIXES.items():
+        if name.startswith(prefix):
+            stem = name[len(prefix):].split("_")[0]
+            close = [prefix + n for n in fam.names() if stem and stem in n][:5]
+            hint = f" (did you mean: {', '.join(close)}?)" if close else ""
+            return f"unknown model {name!r}{hint}; `mutualnet models '{prefix}*'` lists them"
     close = [n for n in _MODELS if name.split("_")[0] in n][:5]
     hint = f" (did you mean: {', '.join(close)}?)" if close else ""
     return f"unknown model {name!r}{hint}; `mutualnet models` lists them"
@@ -100,9 +142,7 @@ def create_model(
 
     The returned model records ``model_name`` and ``model_args`` so checkpoints can rebuild it.
     """
-    if name not in _MODELS:
-        raise MutualNetError(_unknown(name))
-    info = _INFO[name]
+    info = model_info(name)
     args = {k: v for k, v in kwargs.items() if v is not None}
     args["num_classes"] = check_int(info.num_classes if num_classes is None else num_classes, "num_classes", 1,
                                     MAX_CLASSES)
@@ -114,8 +154,9 @@ def create_model(
     if not lo <= hi:
         raise MutualNetError(f"width_range must satisfy 0 < lo <= hi, got ({lo:g}, {hi:g})")
     args["width_range"] = (lo, hi)
+    found = None if name in _MODELS else _prefixed(name)
     try:
-        model = _MODELS[name](**args)
+        model = _MODELS[name](**args) if found is None else found[0].build(found[1], **args)
     except (TypeError, ValueError) as e:  # a family-specific argument of the wrong name or type
         raise MutualNetError(f"bad arguments for model {name!r}: {e}") from None
     model.model_name = name

@@ -64,6 +64,7 @@ class DataConfig:
     # antialias (bilinear, antialiased; our default) | official (bilinear, align_corners=True, as the original code)
     resize: str = "antialias"
     synthetic_length: int = 512  # samples in the synthetic dataset (tests and smoke runs)
+    train_subset: int | None = None  # train on this many images, a fixed random subset (seed 0); None: all
 
 
 @dataclass
@@ -187,6 +188,7 @@ _BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
     "data.crop_padding": (0, MAX_RESOLUTION, False),
     "data.val_resize_ratio": (0, 1, True),
     "data.synthetic_length": (1, 1 << 24, False),
+    "data.train_subset": (1, None, False),
     "train.num_subnets": (1, 1024, False),
     "train.resolutions": (1, MAX_RESOLUTION, False),
     "train.width": (0, MAX_WIDTH, True),

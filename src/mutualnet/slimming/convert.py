@@ -1,0 +1,257 @@
+"""``slim(model, width_range)``: any traceable CNN becomes a slimmable network in place.
+
+The analysis (:mod:`mutualnet.slimming.graph`) says which channels move together; here every
+``Conv2d`` / ``BatchNorm2d`` / ``Linear`` that touches a slimmed group is replaced by its slimmable
+version from :mod:`mutualnet.layers` under the *same attribute name*, holding the same tensors, and all of
+them are bound to one shared state. The model keeps its own ``forward``: at width 1.0 it computes exactly
+what it computed before, and its state-dict keys are unchanged, so pretrained weights load as they are.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, fx, nn
+from torch.nn.utils.stateless import _reparametrize_module
+
+from ..errors import MutualNetError
+from ..layers import (
+    SlimmableBatchNorm2d,
+    SlimmableConv2d,
+    SlimmableLinear,
+    SlimState,
+    bind_state,
+    is_slimmable,
+    slim_channels,
+)
+from ..layers.concat import ConcatBatchNorm2d, ConcatConv2d, ConcatLinear
+from ..models._base import SlimmableNet
+from .graph import Label, Plan, analyse
+
+__all__ = ["slim", "SlimmedNet"]
+
+
+class SlimmedNet(SlimmableNet):
+    """Mixed into a converted model's class: the width surface of the hand-written models.
+
+    A converted model is an instance of ``Slimmed<Original>``, a subclass of both this class and its
+    original class, so ``isinstance(model, torchvision.models.ResNet)`` still holds and its own ``forward``
+    runs (after the input check that records the resolution for BatchNorm calibration).
+    """
+
+    _slim_base: type[nn.Module]
+    slim_plan: Plan
+
+    def forward(self, x: Tensor, *args, **kwargs):  # noqa: ANN201 - whatever the original returns
+        self._check_input(x)
+        return self._slim_base.forward(self, x, *args, **kwargs)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.forward_stages(x)[-1]
+
+    def forward_stages(self, x: Tensor) -> list[Tensor]:
+        """The last feature map at each spatial reduction (what a detection neck reads)."""
+        self._check_input(x)
+        names = [name for name, _, _ in self.slim_plan.stages]
+        gm = _stage_module(self, names)
+        out = gm(x)
+        return list(out) if isinstance(out, (list, tuple)) else [out]
+
+    @property
+    def feature_info(self) -> list[dict]:
+        w = self.width
+        return [{"module": name, "num_chs": label_channels(self.slim_plan, label, w), "reduction": r}
+                for name, label, r in self.slim_plan.stages]
+
+    def reset_classifier(self, num_classes: int) -> None:  # pragma: no cover - rebuild instead
+        raise MutualNetError("a converted model keeps its classifier; build it with num_classes=... instead")
+
+
+def label_channels(plan: Plan, label: Label, width: float) -> int:
+    """Active channels of a (possibly concatenated) tensor at ``width``."""
+    total = 0
+    for s in label:
+        g = plan.groups[s.group]
+        total += g.channels if g.fixed else slim_channels(g.channels, width, g.ratio)
+    return total
+
+
+class _LeafTracer(fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return is_slimmable(m) or super().is_leaf_module(m, qualname)
+
+
+def _stage_module(model: SlimmedNet, names: list[str]) -> fx.GraphModule:
+    cls = type(model)
+    model.__class__ = model._slim_base  # trace the original forward (the input check is not traceable)
+    try:
+        graph = _LeafTracer().trace(model)
+    finally:
+        model.__class__ = cls
+    nodes = {n.name: n for n in graph.nodes}
+    missing = [n for n in names if n not in nodes]
+    if missing:  # pragma: no cover - the same code traces to the same graph
+        raise MutualNetError(f"cannot find stage nodes {missing} in the converted model's graph")
+    out = next(n for n in graph.nodes if n.op == "output")
+    graph.erase_node(out)
+    graph.output(tuple(nodes[n] for n in names))
+    gm = fx.GraphModule(model, graph)
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+    return gm
+
+
+_CLASSES: dict[type, type] = {}
+
+
+def _slimmed_class(cls: type[nn.Module]) -> type:
+    if issubclass(cls, SlimmedNet):
+        return cls
+    if cls not in _CLASSES:
+        _CLASSES[cls] = type(f"Slimmed{cls.__name__}", (SlimmedNet, cls),
+                             {"_slim_base": cls, "__module__": __name__, "__doc__": cls.__doc__})
+    return _CLASSES[cls]
+
+
+def _segments(plan: Plan, label: Label) -> tuple[tuple[int, int, bool], ...]:
+    out = []
+    for s in label:
+        g = plan.groups[s.group]
+        out.append((g.channels * s.mult, g.ratio * s.mult, g.fixed is None))
+    return tuple(out)
+
+
+def _one(plan: Plan, label: Label) -> tuple[int, bool]:
+    """(ratio, slimmed) of a single-segment label."""
+    (s,) = label
+    g = plan.groups[s.group]
+    return g.ratio * s.mult, g.fixed is None
+
+
+def _replacement(plan: Plan, port, mod: nn.Module) -> nn.Module | None:
+    """The slimmable layer for ``mod`` (None: it touches only fixed channels and stays as it is)."""
+    slim_in, slim_out = plan.slimmed(port.inp), plan.slimmed(port.out)
+    if port.kind == "bn":
+        if len(port.inp) > 1:
+            return ConcatBatchNorm2d(_segments(plan, port.inp), mod.eps, mod.momentum)
+        r, s = _one(plan, port.inp)
+        return SlimmableBatchNorm2d(mod.num_features, mod.eps, mod.momentum, slim=s, ratio=r)
+    if not (slim_in or slim_out):
+        return None
+    if port.kind == "linear":
+        r_out, s_out = _one(plan, port.out)
+        bias = mod.bias is not None
+        if len(port.inp) > 1:
+            return ConcatLinear(_segments(plan, port.inp), mod.out_features, bias, slim_out=s_out, out_ratio=r_out)
+        r_in, s_in = _one(plan, port.inp)
+        return SlimmableLinear(mod.in_features, mod.out_features, bias, slim_in=s_in, slim_out=s_out,
+                               ratio=(r_in, r_out))
+    conv_args = (mod.kernel_size, mod.stride, mod.padding, mod.dilation)
+    bias = mod.bias is not None
+    r_out, s_out = _one(plan, port.out)
+    if len(port.inp) > 1:
+        return ConcatConv2d(_segments(plan, port.inp), mod.out_channels, *conv_args, bias, slim_out=s_out,
+                            out_ratio=r_out)
+    r_in, s_in = _one(plan, port.inp)
+    kw = dict(slim_in=s_in, slim_out=s_out, ratio=(r_in, r_out))
+    if port.kind in ("depthwise", "group_width"):
+        return SlimmableConv2d(mod.in_channels, mod.out_channels, *conv_args, 1, bias,
+                               group_width=mod.in_channels // mod.groups, **kw)
+    return SlimmableConv2d(mod.in_channels, mod.out_channels, *conv_args, mod.groups, bias, **kw)
+
+
+def _set(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, attr, module)
+
+
+def _probe_min_resolution(model: nn.Module, in_chans: int, upper: int) -> int:
+    """Smallest square input side the network runs on (binary search on the meta device: no arithmetic)."""
+    was = model.training
+    model.eval()
+    meta = {k: torch.empty_like(v, device="meta") for k, v in [*model.named_parameters(), *model.named_buffers()]}
+
+    def runs(r: int) -> bool:
+        try:
+            with torch.no_grad(), _reparametrize_module(model, meta):
+                model._slim_base.forward(model, torch.zeros(1, in_chans, r, r, device="meta"))
+            return True
+        except (RuntimeError, ValueError, IndexError, MutualNetError):
+            return False
+
+    lo, hi = 1, upper
+    try:
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if runs(mid):
+                hi = mid
+            else:
+                lo = mid + 1
+    finally:
+        model.train(was)
+    return lo
+
+
+def slim(model: nn.Module, width_range: tuple[float, float] = (0.25, 1.0), *, input_size: int = 224,
+         in_chans: int | None = None, fixed: tuple[str, ...] | list[str] = ()) -> SlimmedNet:
+    """Turn ``model`` into a slimmable network (in place) and return it.
+
+    Args:
+        model: A CNN built of ``Conv2d`` / ``BatchNorm2d`` / ``Linear`` and ordinary operations, traceable by
+            ``torch.fx`` (every torchvision classification CNN is).
+        width_range: ``(lo, hi)`` widths it will run at; ``hi`` must be 1.0 (the network as given).
+        input_size: Image side used to trace shapes (matters only for a flatten without adaptive pooling).
+        in_chans: Image channels; found from the first convolution when None.
+        fixed: Names of modules whose output channels never slim (MobileNet v2's 1280-channel head).
+
+    Returns:
+        The same object, now an instance of ``Slimmed<Class>``: ``set_width``, ``width_range``,
+        ``materialize``-able, profiled, trained and exported like the zoo models.
+
+    Raises:
+        MutualNetError: one line naming the node that cannot be slimmed and why.
+    """
+    lo, hi = (float(width_range[0]), float(width_range[1]))
+    if not (0 < lo <= hi):
+        raise MutualNetError(f"width_range must satisfy 0 < lo <= hi, got ({lo:g}, {hi:g})")
+    if not math.isclose(hi, 1.0):
+        raise MutualNetError(f"a converted network is slimmed from its own width: width_range must end at 1.0, "
+                             f"got {hi:g}")
+    if isinstance(model, SlimmedNet) or any(is_slimmable(m) for m in model.modules()):
+        raise MutualNetError(f"{type(model).__name__} already has slimmable layers")
+    if in_chans is None:
+        first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        if first is None:
+            raise MutualNetError(f"cannot slim {type(model).__name__}: it has no Conv2d")
+        in_chans = first.in_channels
+    p = next(model.parameters())
+    example = torch.zeros(2, in_chans, input_size, input_size, device=p.device, dtype=p.dtype)
+    plan = analyse(model, example, fixed=tuple(fixed))
+    modules = dict(model.named_modules())
+    for name, port in plan.ports.items():
+        old = modules[name]
+        with torch.device("meta"):  # no allocation or initialisation: the layer takes over old's tensors
+            new = _replacement(plan, port, old)
+        if new is None:
+            continue
+        new.load_state_dict(old.state_dict(keep_vars=True), assign=True)
+        _set(model, name, new.train(old.training))
+    model.__class__ = _slimmed_class(type(model))
+    _bind(model, (lo, hi))
+    model.slim_plan = plan
+    model.in_chans = in_chans
+    model.num_classes = _num_outputs(model)
+    model.min_resolution = _probe_min_resolution(model, in_chans, input_size)
+    return model
+
+
+def _bind(model: nn.Module, width_range: tuple[float, float]) -> None:
+    """The one place a converted model gets its width range and shared state."""
+    model.width_range = width_range
+    bind_state(model, SlimState(width=width_range[1]))
+
+
+def _num_outputs(model: nn.Module) -> int | None:
+    last = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    return getattr(last[-1], "out_features", getattr(last[-1], "out_channels", None)) if last else None

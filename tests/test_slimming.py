@@ -1,0 +1,238 @@
+"""mutualnet.slim: any CNN -> slimmable network by graph analysis, and tv/<name> in the registry and CLI.
+
+The generic model tests (tests/test_models.py) also run over a few converted torchvision models; here are the
+guarantees specific to conversion. The full zoo is covered by scripts/slim_coverage.py (docs/slimming.md).
+"""
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import mutualnet as mn
+from mutualnet.cli import main
+from mutualnet.deploy import AdaptiveNet
+from mutualnet.layers import SlimmableBatchNorm2d, SlimmableLinear, is_slimmable
+from mutualnet.layers.concat import ConcatBatchNorm2d, ConcatConv2d, ConcatLinear, segment_channels
+from mutualnet.profiling import count_macs
+
+
+def _torchvision(name, **kw):
+    torch.manual_seed(0)
+    return torchvision.models.get_model(name, weights=None, num_classes=5, **kw).eval()
+
+
+def _small_densenet():  # torchvision's DenseNet code at a size that keeps the test fast
+    torch.manual_seed(0)
+    return torchvision.models.DenseNet(16, (2, 2, 2), 32, bn_size=2, num_classes=5).eval()
+
+
+def _small_regnet_y():
+    from torchvision.models.regnet import BlockParams, RegNet
+
+    torch.manual_seed(0)
+    params = BlockParams.from_init_params(depth=6, w_0=24, w_a=24.48, w_m=2.54, group_width=8, se_ratio=0.25)
+    return RegNet(params, num_classes=5).eval()
+
+
+# one per pattern: residual adds; SE gates, hard-swish and a hidden linear; group-width convolutions with SE;
+# concatenation -> convolution; concatenation -> BatchNorm and linear
+NETS = {"resnet18": lambda: _torchvision("resnet18"), "mobilenet_v3_small": lambda: _torchvision("mobilenet_v3_small"),
+        "regnet_y": _small_regnet_y, "squeezenet1_1": lambda: _torchvision("squeezenet1_1"),
+        "densenet": _small_densenet}
+
+
+def _leading_only(m, grad):
+    """Whether ``grad`` of ``m``'s weight is zero outside the channels its active sub-network uses."""
+    if isinstance(m, (ConcatConv2d, ConcatLinear)):
+        cout = m.active_channels()[1]
+        mask = torch.zeros_like(grad, dtype=torch.bool)
+        idx = m.segment_index(grad.device)
+        mask[:cout, (idx if idx is not None else slice(None))] = True
+    elif isinstance(m, ConcatBatchNorm2d):
+        mask = torch.zeros_like(grad, dtype=torch.bool)
+        idx = m.segment_index(grad.device)
+        mask[idx if idx is not None else slice(None)] = True
+    elif isinstance(m, SlimmableBatchNorm2d):
+        mask = torch.zeros_like(grad, dtype=torch.bool)
+        mask[:m.active_channels()] = True
+    else:
+        cin, cout = m.active_channels()
+        per_group = cin // (cin // m.group_width if getattr(m, "group_width", None) else
+                            getattr(m, "fixed_groups", 1))
+        mask = torch.zeros_like(grad, dtype=torch.bool)
+        mask[:cout, :per_group] = True
+    return grad[~mask].abs().sum() == 0 and grad[mask].abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_converted_torchvision_model_guarantees(name):
+    tv = NETS[name]()
+    reference = copy.deepcopy(tv)
+    model = mn.slim(tv, (0.25, 1.0))
+    assert isinstance(model, type(reference)) and model.width_range == (0.25, 1.0)
+    # same keys and tensors: torchvision weights load strictly, and the top width computes exactly the original
+    assert list(model.state_dict()) == list(reference.state_dict())
+    model.load_state_dict(reference.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference(x))
+    # MACs never decrease with width, and the narrowest is much cheaper
+    macs = [mn.profile(model, w, 32).macs for w in (0.25, 0.4, 0.55, 0.7, 0.85, 1.0)]
+    assert macs == sorted(macs) and macs[0] < macs[-1] / 4
+    # at the narrowest width only the leading slice of every slimmable layer receives gradient
+    model.train().set_width(0.25)
+    model(x).logsumexp(1).sum().backward()
+    cut = [m for m in model.modules() if is_slimmable(m) and m.weight.grad is not None
+           and m.active_num_params() < m.weight.numel() + (0 if m.bias is None else m.bias.numel())]
+    assert cut and all(_leading_only(m, m.weight.grad) for m in cut)
+
+
+def test_concat_layers_pick_the_leading_channels_of_each_part():
+    model = mn.slim(_small_densenet(), (0.25, 1.0))
+    assert isinstance(model.features.denseblock1.denselayer2.norm1, ConcatBatchNorm2d)
+    assert isinstance(model.features.denseblock1.denselayer2.conv1, ConcatConv2d)
+    assert isinstance(model.classifier, ConcatLinear)
+    bn = model.features.denseblock1.denselayer2.norm1  # cat(stem 32, layer1's 16)
+    assert bn.segments == ((32, 1, True), (16, 1, True))
+    model.set_width(0.5)
+    assert segment_channels(bn.segments, 0.5) == [16, 8]
+    assert bn.segment_index(torch.device("cpu")).tolist() == list(range(16)) + list(range(32, 40))
+
+
+def test_tv_mobilenet_v2_and_resnet50_equal_the_hand_written_zoo_models():
+    for name, widths in [("mobilenet_v2", (0.35, 0.5, 0.75, 1.0)), ("resnet50", (0.25, 0.9))]:
+        tv = mn.create_model(f"tv/{name}", num_classes=5, width_range=(0.25, 1.0)).eval()
+        zoo = mn.create_model(name, num_classes=5, width_range=(0.25, 1.0)).eval()
+        zoo.load_state_dict(tv.state_dict(), strict=True)  # same keys and shapes
+        for m in (tv, zoo):  # the same running statistics in both: outputs are compared, not accuracy
+            mn.allow_uncalibrated(m)
+        x = torch.randn(2, 3, 48, 48)
+        for w in widths:
+            tv.set_width(w)
+            zoo.set_width(w)
+            with torch.no_grad():
+                torch.testing.assert_close(tv(x), zoo(x), rtol=0, atol=0)
+            assert mn.profile(tv, w, 32) == mn.profile(zoo, w, 32)
+
+
+def test_flatten_before_the_classifier_and_materialize():
+    net = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Flatten(), nn.Linear(32 * 7 * 7, 64), nn.ReLU(), nn.Linear(64, 10)).eval()
+    model = mn.slim(net, (0.5, 1.0), input_size=28)
+    mn.allow_uncalibrated(model)
+    assert model.in_chans == 1 and model.num_classes == 10 and model.min_resolution == 28
+    fc = model[9]
+    assert isinstance(fc, SlimmableLinear) and fc.ratio == (49, 1) and fc.slim_out  # 49 features per channel
+    assert not is_slimmable(model[0]) or not model[0].slim_in  # the stem keeps the image's channel
+    model.set_width(0.5)
+    x = torch.randn(3, 1, 28, 28)
+    dense = mn.materialize(model)
+    assert dense[9].in_features == 16 * 49 and dense[11].out_features == 10
+    with torch.no_grad():
+        torch.testing.assert_close(dense(x), model(x))
+    assert mn.profile(model, 0.5, 28).macs == count_macs(dense, x[:1])
+
+
+class _Split(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        a, _ = self.conv(x).chunk(2, dim=1)
+        return self.head(a).mean((2, 3))
+
+
+class _Scale(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3)
+        self.gamma = nn.Parameter(torch.ones(16, 1, 1))
+        self.head = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        return self.head(self.conv(x) * self.gamma).mean((2, 3))
+
+
+@pytest.mark.parametrize("net,match", [
+    (lambda: torchvision.models.shufflenet_v2_x0_5(),
+     r"cannot slim ShuffleNetV2: node 'view' \(\.view\(\), in stage2\.0 \(InvertedResidual\)\) splits 48 channels "
+     r"into 2 groups of 24 \(a channel shuffle\)"),
+    (lambda: torchvision.models.convnext_tiny(), r"cannot slim ConvNeXt: node 'permute' \(\.permute\(\), in "
+                                                 r"features\.0\.1 \(LayerNorm2d\)\) moves the channel dimension"),
+    (_Split, r"node 'chunk' \(\.chunk\(\)\) splits the channel dimension"),
+    (_Scale, r"node 'mul' \(mul\) combines a tensor with a per-channel constant or parameter \(gamma\)"),
+])
+def test_unsupported_patterns_are_refused_in_one_line(net, match):
+    with pytest.raises(mn.MutualNetError, match=match) as e:
+        mn.slim(net())
+    assert "\n" not in str(e.value)
+
+
+def test_slim_argument_errors():
+    with pytest.raises(mn.MutualNetError, match="must end at 1.0"):
+        mn.slim(_torchvision("resnet18"), (0.25, 0.5))
+    with pytest.raises(mn.MutualNetError, match="unknown modules of ResNet: nope"):
+        mn.slim(_torchvision("resnet18"), fixed=["nope"])
+    model = mn.slim(_torchvision("resnet18"))
+    with pytest.raises(mn.MutualNetError, match="already has slimmable layers"):
+        mn.slim(model)
+    with pytest.raises(mn.MutualNetError, match="unknown model 'tv/resnet19'"):
+        mn.create_model("tv/resnet19")
+
+
+def test_tv_models_through_train_search_export_profile_and_adaptive(tmp_path, capsys):
+    """A converted model goes through every workflow unchanged: the CLI and AdaptiveNet."""
+    out = tmp_path / "run"
+    recipe = Path(__file__).parent.parent / "configs" / "resnet20_fashion_mnist.yaml"
+    sets = ["model.name=tv/mobilenet_v3_small", "model.args={in_chans: 1}", "data.name=synthetic",
+            "data.synthetic_length=16", "data.batch_size=8", "data.workers=0", "train.resolutions=[32, 24]",
+            "train.epochs=1", "run.device=cpu", "run.progress=false", "run.calib_batches=1", f"run.out={out}"]
+    assert main(["train", "--config", str(recipe), *[a for s in sets for a in ("--set", s)]]) == 0
+    search = tmp_path / "search"
+    assert main(["search", "--checkpoint", str(out / "last.pt"), "--out", str(search), "--width-step", "0.75",
+                 "--calib-images", "16", "--val-images", "16", "--eval-batch-size", "16", "--no-progress"]) == 0
+    ckpt = search / "calibrated.pt"
+    for fmt in ("torchscript", "onnx"):
+        f = tmp_path / f"m.{'ts' if fmt == 'torchscript' else 'onnx'}"
+        assert main(["export", "--checkpoint", str(ckpt), "--width", "0.25", "--resolution", "24",
+                     "--format", fmt, "--out", str(f)]) == 0
+        assert f.stat().st_size > 10_000
+    capsys.readouterr()
+    assert main(["profile", "--model", "tv/mobilenet_v3_small", "--width", "0.25", "--resolution", "32",
+                 "--width-range", "0.25,1.0", "--num-classes", "10", "--in-chans", "1", "--json"]) == 0
+    prof = json.loads(capsys.readouterr().out)
+    table = json.loads((search / "query_table.json").read_text())
+    assert prof["macs"] == next(r["macs"] for r in table["rows"] if (r["width"], r["resolution"]) == (0.25, 32))
+    net = AdaptiveNet.from_checkpoint(ckpt)
+    budget = sorted(r["mflops"] for r in net.table.rows)[1]
+    row = net.set_budget(mflops=budget)
+    assert row == net.table.select(max_mflops=budget) and net.width == row["width"] and net.is_calibrated()
+    assert net.logits(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+
+
+def test_list_models_and_model_info():
+    names = mn.list_models("tv/*")
+    assert "tv/resnet50" in names and "tv/efficientnet_b0" in names and not any("fasterrcnn" in n for n in names)
+    assert all(n.startswith("tv/") for n in names) and not any(n.startswith("tv/") for n in mn.list_models())
+    info = mn.model_info("tv/inception_v3")
+    assert info.input_size == 299 and info.width_range == (0.25, 1.0)
+
+
+def test_readme_snippet_runs_and_small_input_stem():
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    block = text.split("## Any CNN: `mutualnet.slim`")[1].split("```python")[1].split("```")[0]
+    scope = {}
+    exec(block, scope)  # noqa: S102 - the README's own example
+    assert scope["model"].width_range == (0.25, 1.0) and scope["model"].width == 1.0
+    model = mn.create_model("tv/resnet18", num_classes=10, in_chans=1, small_input=True, width_range=(0.5, 1.0))
+    assert model.conv1.in_channels == 1 and model.conv1.stride == (1, 1) and model.model_args["small_input"]
+    model.set_width(0.5)
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
