@@ -18,6 +18,8 @@ ours without halving: cost ratio (wall time and MAC-weighted images) and whether
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import time
 from unittest import mock
 
@@ -41,6 +43,7 @@ def main() -> None:
     p.add_argument("--checkpoint", help="trained checkpoint for --recipes (default: an untrained model)")
     p.add_argument("--original-calib-images", type=int, default=9216)
     p.add_argument("--halving", type=float, default=0.125)
+    p.add_argument("--run-original", action="store_true", help="--recipes: also run the original recipe (slow)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -97,47 +100,58 @@ def recipes(args: argparse.Namespace) -> None:
     import mutualnet.search.build as build
     from mutualnet.checkpoint import load_checkpoint, model_from_checkpoint
 
-    if args.checkpoint:
-        model = model_from_checkpoint(load_checkpoint(args.checkpoint)).eval()
-    else:
-        model = mn.create_model("resnet20_cifar", in_chans=1, width_range=(0.5, 1.0)).eval()
+    model = (model_from_checkpoint(load_checkpoint(args.checkpoint)) if args.checkpoint else
+             mn.create_model("resnet20_cifar", in_chans=1, width_range=(0.5, 1.0))).eval()
+    weights = copy.deepcopy(model.state_dict())
+
+    def fresh():  # the same weights, no calibrated statistics
+        m = copy.deepcopy(model)
+        m.load_state_dict(weights)
+        return m
     val = build_dataset("fashion_mnist", "val", input_size=28)
     calib = build_dataset("fashion_mnist", "train", input_size=28, augment=False)
     header(f"search: original recipe vs ours, {args.checkpoint or 'untrained model'}", torch.device("cpu"))
     kw = {"resolutions": [28, 24, 20, 16], "width_step": args.width_step, "val_images": args.val_images,
           "progress": False}
+    variants = {"ours (no halving)": None, "ours": args.halving}
+    if args.run_original:
+        variants = {"original": None} | variants
     runs, tables = {}, {}
-    every = {"original": True, "ours (no halving)": False, "ours": False}
-    for name, exhaustive in every.items():
-        m = model_from_checkpoint(load_checkpoint(args.checkpoint)).eval() if args.checkpoint else model
+    for name, halving in variants.items():
         patch = (mock.patch.object(build, "distinct_widths", lambda _, ws: {float(w): float(w) for w in ws})
-                 if exhaustive else mock.patch.object(build, "time", build.time))
+                 if name == "original" else contextlib.nullcontext())
         with patch:
             t0 = time.perf_counter()
             tables[name] = build_query_table(
-                m, val, calib, calib_images=args.original_calib_images if exhaustive else args.calib_images,
-                halving=args.halving if name == "ours" else None, **kw)
+                fresh(), val, calib, halving=halving,
+                calib_images=args.original_calib_images if name == "original" else args.calib_images, **kw)
             runs[name] = time.perf_counter() - t0
-    orig = tables["original"]
-    print(f"{len(orig)} configurations, {tables['ours'].meta['distinct_networks']} distinct networks; "
-          f"validation set {orig.meta['validation']['images_evaluated'] // len(orig)} images")
+    ref = tables["ours (no halving)"]
+    n_val = ref.meta["validation"]["images_evaluated"] // ref.meta["distinct_networks"]
+    # the original recipe: every configuration calibrated on its images and validated on all; counted from the
+    # MACs of each row (run it too with --run-original)
+    original = sum((args.original_calib_images + n_val) * r["macs"] for r in ref.rows)
+    print(f"{len(ref)} configurations, {ref.meta['distinct_networks']} distinct networks; validation set {n_val} "
+          f"images; original recipe: {args.original_calib_images} calibration images + all validation images for "
+          f"every configuration = {original / 1e12:.2f} T MAC-weighted images")
+    base = "original" if "original" in runs else "ours (no halving)"
     for name, t in tables.items():
-        front = [(r["width"], r["resolution"]) for r in t.frontier()]
-        work = _work(t, model, name == "original") / _work(orig, model, True)
-        print(f"{name:18s}: {runs[name]:8.1f} s  ({runs[name] / runs['original']:.3f}x original wall; "
-              f"{work:.3f}x its MAC-weighted images); calibration {t.meta['calibration']['images']} "
-              f"images x {t.meta['distinct_networks']} networks, {t.meta['validation']['images_evaluated']} "
-              f"validation images; frontier {len(front)} configurations")
+        work = _work(t, model, name == "original") / original
+        print(f"{name:18s}: {runs[name]:8.1f} s wall ({runs[name] / runs[base]:.3f}x {base}); "
+              f"{work:.3f}x the original recipe's MAC-weighted images; calibration "
+              f"{t.meta['calibration']['images']} images x {t.meta['distinct_networks']} networks, "
+              f"{t.meta['validation']['images_evaluated']} validation images; frontier {len(t.frontier())} "
+              "configurations")
     same = [(r["width"], r["resolution"], r["top1"]) for r in tables["ours"].frontier()] == \
-        [(r["width"], r["resolution"], r["top1"]) for r in tables["ours (no halving)"].frontier()]
+        [(r["width"], r["resolution"], r["top1"]) for r in ref.frontier()]
     print(f"frontier of ours with halving identical to ours without: {same}")
-    f_orig = {(r["width"], r["resolution"]) for r in orig.frontier()}
-    f_ours = {(r["width"], r["resolution"]) for r in tables["ours"].frontier()}
-    moved = max(abs(a["top1"] - tables["ours (no halving)"].find(a["width"], a["resolution"])["top1"])
-                for a in orig.rows)
-    print(f"frontier configurations shared with the original recipe: {len(f_orig & f_ours)} of {len(f_orig)} "
-          f"(calibration on {args.calib_images} vs {args.original_calib_images} images moves top-1 by up to "
-          f"{moved:.2f} points)")
+    if "original" in tables:
+        f_orig = {(r["width"], r["resolution"]) for r in tables["original"].frontier()}
+        f_ours = {(r["width"], r["resolution"]) for r in tables["ours"].frontier()}
+        moved = max(abs(a["top1"] - ref.find(a["width"], a["resolution"])["top1"]) for a in tables["original"].rows)
+        print(f"frontier configurations shared with the original recipe: {len(f_orig & f_ours)} of {len(f_orig)} "
+              f"(calibration on {args.calib_images} vs {args.original_calib_images} images moves top-1 by up to "
+              f"{moved:.2f} points)")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ CASES = {
     "bench_search.py": (["--val-images", "100", "--calib-images", "50", "--width-step", "0.75", "--threads", "1"],
                         r"calibration: .*% of search time"),
     "bench_search.py --recipes": (["--recipes", "--val-images", "64", "--calib-images", "16",
-                                   "--original-calib-images", "32", "--width-step", "0.5", "--threads", "1"],
+                                   "--original-calib-images", "32", "--width-step", "0.5", "--threads", "1",
+                                   "--run-original"],
                                   r"halving identical to ours without: True"),
 }
 
