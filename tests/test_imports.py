@@ -67,7 +67,7 @@ def test_the_documented_layers_cover_the_package():
 
 def test_every_import_goes_down_the_documented_layers():
     levels = _levels()
-    assert _violations(lambda src, dst: levels[dst] < levels[src]) == []
+    assert _violations(lambda src, dst: levels[dst] <= levels[src]) == []
 
 
 def test_nothing_below_the_cli_imports_the_cli():
@@ -84,4 +84,4 @@ def test_the_check_sees_imports():  # the walker itself: relative, nested and fu
     assert "mutualnet.search.build" in _imports(PACKAGE / "search" / "__init__.py")
     assert "mutualnet.data" in _imports(PACKAGE / "train" / "loop.py")  # `from ..data import ...` in train()
     levels = _levels()
-    assert _violations(lambda src, dst: levels[dst] < levels[src] and dst != "layers") != []
+    assert _violations(lambda src, dst: levels[dst] <= levels[src] and dst != "layers") != []
