@@ -21,6 +21,7 @@ from ..layers import (
     SlimmableConv2d,
     SlimmableLinear,
     SlimState,
+    WidthRange,
     bind_state,
     is_slimmable,
     slim_channels,
@@ -256,8 +257,8 @@ def slim(model: nn.Module, width_range: tuple[float, float] = (0.25, 1.0), *, in
 
 def _bind(model: nn.Module, width_range: tuple[float, float]) -> None:
     """The one place a converted model gets its width range and shared state."""
-    model.width_range = width_range
-    bind_state(model, SlimState(width=width_range[1]))
+    model.width_range = WidthRange(float(width_range[0]), float(width_range[1]))
+    bind_state(model, SlimState(width=model.width_range.hi))
 
 
 def _num_outputs(model: nn.Module) -> int | None:
