@@ -119,8 +119,9 @@ def test_compare_runs_each_arm_for_every_seed_and_resumes(tmp_path, capsys):
         cfg = load_checkpoint(out / f"seed{seed}" / "mutualnet" / "train" / "last.pt")["config"]
         assert cfg["run"]["seed"] == seed and cfg["data"]["train_subset"] == 32 and cfg["data"]["batch_size"] == 16
         assert cfg["train"]["epochs"] == 1
-        plus = load_checkpoint(out / f"seed{seed}" / "usnet_plus" / "train" / "last.pt")["meta"]
-        assert plus["mode"] == "usnet" and plus["width_range"] == [0.5, 1.0]  # the paper's US-Net+: MutualNet's range
+        plus = load_checkpoint(out / f"seed{seed}" / "usnet_plus" / "train" / "last.pt")
+        assert plus["meta"]["mode"] == "usnet"  # the paper's US-Net+: MutualNet's range (stored once, in model_args)
+        assert plus["model_args"]["width_range"] == [0.5, 1.0]
     summary = json.loads((out / "compare.json").read_text())
     assert summary["seeds"] == [0, 1]
     assert {r["resolution"] for r in summary["per_seed"]["1"]["US-Net+"]} == {28, 24, 20, 16}
@@ -152,8 +153,8 @@ def test_compare_runs_each_arm_for_every_seed_and_resumes(tmp_path, capsys):
 def test_compare_min_cost_usnet_and_the_boost_at_equal_epochs_and_equal_compute(tmp_path):
     out = tmp_path / "cmp"
     assert main(_compare_argv(out, "--arms", "usnet,boost")) == 0
-    meta = load_checkpoint(out / "seed0" / "usnet" / "train" / "last.pt")["meta"]
-    assert meta["mode"] == "usnet" and meta["width_range"][0] < 0.5  # down to MutualNet's cheapest cost
+    ckpt = load_checkpoint(out / "seed0" / "usnet" / "train" / "last.pt")
+    assert ckpt["meta"]["mode"] == "usnet" and ckpt["model_args"]["width_range"][0] < 0.5  # MutualNet's cheapest cost
     summary = json.loads((out / "compare.json").read_text())
     assert {r["resolution"] for r in summary["per_seed"]["0"]["US-Net"]} == {28}
     boost, c = summary["boost"], summary["compute"]
@@ -191,3 +192,35 @@ def test_default_budgets_include_the_cheapest_and_the_full_configuration():
 
     b = _default_budgets([2.541888, 10.0, 31.021952])
     assert b[0] >= 2.541888 and b[-1] >= 31.021952 and len(b) == 8 and b == sorted(b)
+
+
+def _documented_compare_command() -> list[str]:
+    """The ``mutualnet compare`` command of docs/results.md (a fenced bash block, continuation lines joined)."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "results.md").read_text()
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        joined = block.replace("\\\n", " ")
+        for line in joined.splitlines():
+            if "mutualnet compare" in line:
+                argv = shlex.split(line.split("#")[0])
+                return argv[argv.index("compare"):]
+    raise AssertionError("docs/results.md shows no mutualnet compare command")
+
+
+def test_the_documented_comparison_has_the_promised_size_and_runs_shrunk(tmp_path):
+    """docs/results.md's command parses, has >= 2 seeds and >= 5 epochs for the four arms, and runs (shrunk)."""
+    from mutualnet.cli import build_parser
+
+    argv = _documented_compare_command()
+    args = build_parser().parse_args(argv)
+    assert len(args.seeds) >= 2 and args.epochs >= 5
+    assert {"mutualnet", "usnet", "usnet+", "independent"} <= set(args.arms)
+    # the same command, shrunk: later flags win, --set adds to the documented ones
+    out = tmp_path / "cmp"
+    shrunk = [*argv, "--out", str(out), "--seeds", "0", "--arms", "mutualnet", "--epochs", "1",
+              *_compare_argv(out)[3:]]
+    assert main(shrunk) == 0
+    assert json.loads((out / "compare.json").read_text())["recipe"]["data"]["train_subset"] == 32
