@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
@@ -14,10 +15,46 @@ from .data.transforms import model_resize, resize_batch
 from .errors import MutualNetError
 from .layers import Resolution, use_config
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "hits"]
 
 
 @torch.no_grad()
+def hits(model: nn.Module, batches: Iterable, width: float, resolution: Resolution, *,
+         device: torch.device | str | None = None, autocast: contextlib.AbstractContextManager | None = None,
+         max_batches: int | None = None, channels_last: bool = False,
+         resize: str | None = None) -> tuple[Tensor, Tensor, float]:
+    """The one evaluation loop: per-image top-1 and top-5 hits (bool, in order) and the summed cross-entropy.
+
+    Each batch ``(images, labels)`` is resized to ``resolution`` on the device (the paper's test-time
+    recipe) and run at (``width``, ``resolution``); the model's configuration and mode are restored after.
+    :func:`evaluate` sums them; the search's successive halving compares configurations image by image.
+    """
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    resize = model_resize(model, resize)
+    was_training = model.training
+    model.eval()
+    h1, h5, loss = [], [], torch.zeros((), dtype=torch.float64, device=dev)
+    try:
+        with use_config(model, width, resolution):
+            for i, (x, y) in enumerate(batches):
+                if max_batches is not None and i >= max_batches:
+                    break
+                x, y = x.to(dev, non_blocking=True).float(), torch.as_tensor(y).to(dev, non_blocking=True)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with autocast or contextlib.nullcontext():
+                    logits = model(resize_batch(x, resolution, resize)).float()
+                hit = logits.topk(min(5, logits.shape[1]), dim=1).indices == y[:, None]
+                h1.append(hit[:, 0])
+                h5.append(hit.any(1))
+                loss += F.cross_entropy(logits, y, reduction="sum").double()
+    finally:
+        model.train(was_training)
+    if not h1:
+        return torch.zeros(0, dtype=torch.bool), torch.zeros(0, dtype=torch.bool), 0.0
+    return torch.cat(h1).cpu(), torch.cat(h5).cpu(), float(loss)
+
+
 def evaluate(model: nn.Module, data: tuple[Tensor, Tensor] | DataLoader, width: float, resolution: Resolution,
              device: torch.device | str | None = None, *, batch_size: int = 200,
              autocast: contextlib.AbstractContextManager | None = None, max_batches: int | None = None,
@@ -39,30 +76,14 @@ def evaluate(model: nn.Module, data: tuple[Tensor, Tensor] | DataLoader, width: 
         ``{"top1", "top5", "loss", "count"}``.
     """
     dev = torch.device(device) if device is not None else next(model.parameters()).device
-    resize = model_resize(model, resize)
     if isinstance(data, tuple):
         images, labels = data
         batches = ((images[i:i + batch_size], labels[i:i + batch_size]) for i in range(0, len(images), batch_size))
     else:
         batches = data
-    was_training = model.training
-    model.eval()
-    sums = torch.zeros(4, dtype=torch.float64, device=dev)  # correct1, correct5, loss, count
-    try:
-        with use_config(model, width, resolution):
-            for i, (x, y) in enumerate(batches):
-                if max_batches is not None and i >= max_batches:
-                    break
-                x, y = x.to(dev, non_blocking=True).float(), torch.as_tensor(y).to(dev, non_blocking=True)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with autocast or contextlib.nullcontext():
-                    logits = model(resize_batch(x, resolution, resize)).float()
-                hit = logits.topk(min(5, logits.shape[1]), dim=1).indices == y[:, None]
-                sums += torch.stack([hit[:, 0].sum(), hit.any(1).sum(), F.cross_entropy(logits, y, reduction="sum"),
-                                     torch.tensor(len(y), device=dev)]).double()
-    finally:
-        model.train(was_training)
+    h1, h5, loss = hits(model, batches, width, resolution, device=dev, autocast=autocast, max_batches=max_batches,
+                        channels_last=channels_last, resize=resize)
+    sums = torch.tensor([float(h1.sum()), float(h5.sum()), loss, float(len(h1))], dtype=torch.float64, device=dev)
     if distributed and dist.is_available() and dist.is_initialized():
         dist.all_reduce(sums)
     c1, c5, loss, n = sums.tolist()

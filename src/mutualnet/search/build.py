@@ -30,10 +30,11 @@ from tqdm.auto import tqdm
 
 from ..calibrate import calibrate, check_resolution, load_images
 from ..checkpoint import atomic_save
-from ..data.transforms import model_resize, resize_batch
+from ..data.transforms import model_resize
 from ..errors import MutualNetError
+from ..evaluate import hits
 from ..io import read_json, read_torch_file
-from ..layers import SlimmableBatchNorm2d, channel_config, config_key, use_config, width_range_of
+from ..layers import SlimmableBatchNorm2d, channel_config, config_key, width_range_of
 from ..profiling import measure_latency, profile, resolve_device
 from .table import QueryTable, atomic_write_text
 
@@ -57,27 +58,11 @@ def model_fingerprint(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-@torch.no_grad()
 def _hits(model: nn.Module, batches, width: float, resolution: int, dev: torch.device,
           resize: str) -> tuple[Tensor, Tensor]:
-    """Per-image top-1 and top-5 hits (bool) at (``width``, ``resolution``), in the order of ``batches``."""
-    was_training = model.training
-    model.eval()
-    h1, h5 = [], []
-    try:
-        with use_config(model, width, resolution):
-            for x, y in batches:
-                x = resize_batch(x.to(dev, non_blocking=True).float(), resolution, resize)
-                y = torch.as_tensor(y).to(dev)
-                logits = model(x)
-                hit = logits.topk(min(5, logits.shape[1]), dim=1).indices == y[:, None]
-                h1.append(hit[:, 0].cpu())
-                h5.append(hit.any(1).cpu())
-    finally:
-        model.train(was_training)
-    if not h1:
-        return torch.zeros(0, dtype=torch.bool), torch.zeros(0, dtype=torch.bool)
-    return torch.cat(h1), torch.cat(h5)
+    """Per-image top-1 and top-5 hits (bool) at (``width``, ``resolution``): :func:`mutualnet.evaluate.hits`."""
+    h1, h5, _ = hits(model, batches, width, resolution, device=dev, resize=resize)
+    return h1, h5
 
 
 def _batches(data: tuple[Tensor, Tensor] | DataLoader, batch_size: int, start: int = 0, stop: int | None = None):
