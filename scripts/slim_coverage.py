@@ -65,8 +65,11 @@ def check(name: str) -> dict:
     size = info.input_size
     t0 = time.perf_counter()
     try:
-        with torch.device("meta"):  # conversion and MACs need shapes only
-            meta = mn.create_model(f"tv/{name}", num_classes=10, width_range=(0.25, 1.0))
+        try:
+            with torch.device("meta"):  # conversion and MACs need shapes only
+                meta = mn.create_model(f"tv/{name}", num_classes=10, width_range=(0.25, 1.0))
+        except RuntimeError:  # a builder that computes its widths with tensors (RegNet) cannot run on meta
+            meta = mn.create_model(f"tv/{name}", num_classes=10, width_range=(0.25, 1.0)).to("meta")
     except mn.MutualNetError as e:
         return row | {"status": "refused", "reason": str(e).split(": ", 1)[-1]}
     row["status"] = "converted"
@@ -94,6 +97,9 @@ def check(name: str) -> dict:
     x = torch.randn(2, 3, res, res)
     with torch.no_grad():
         y, y_ref = model(x), reference(x)
+    # export compares logits with an absolute tolerance; untrained networks (Inception's wide initialisation)
+    # can have logits in the hundreds, where folding BN into convolutions moves float rounding beyond 1e-4
+    atol = 1e-4 * max(1.0, float(y.abs().max()))
     row["top_equal"] = bool(torch.equal(y, y_ref))
     row["top_max_abs_diff"] = float((y - y_ref).abs().max())
     del reference
@@ -117,7 +123,7 @@ def check(name: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for fmt, suffix in (("torchscript", "ts"), ("onnx", "onnx")):
             try:
-                net, _ = export_subnet(model, 0.5, res, allow_uncalibrated=True)
+                net, _ = export_subnet(model, 0.5, res, allow_uncalibrated=True, atol=atol)
                 save_exported(net, Path(tmp) / f"m.{suffix}", fmt)
                 row[f"export_{fmt}"] = "ok"
             except Exception as e:  # noqa: BLE001 - recorded in the table
