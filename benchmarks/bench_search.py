@@ -6,13 +6,22 @@ test set for evaluation. The weights are untrained (accuracy is irrelevant here;
 compares calibration throughput with a plain forward pass at the same configuration, to show calibration
 is dominated by the forward passes.
 
+``--recipes`` instead compares, on a trained checkpoint of the demo's model (widths [0.5, 1.0]), the original
+MutualNet recipe (every width x resolution: 9,216-image post-statistics + the full validation set) with ours
+(identical networks once, 2,000 calibration images, successive halving from 1/8 of the validation set), and
+ours without halving: cost ratio (wall time and MAC-weighted images) and whether the frontiers are identical.
+
     python benchmarks/bench_search.py [--val-images 10000] [--width-step 0.05] [--threads 2]
+    python benchmarks/bench_search.py --recipes --checkpoint runs/demo/train/last.pt [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import time
+from unittest import mock
 
 import torch
 from _common import header, ratio_text, rounds
@@ -30,9 +39,16 @@ def main() -> None:
     p.add_argument("--calib-images", type=int, default=2000)
     p.add_argument("--width-step", type=float, default=0.05)
     p.add_argument("--threads", type=int)
+    p.add_argument("--recipes", action="store_true", help="original recipe vs ours (see above)")
+    p.add_argument("--checkpoint", help="trained checkpoint for --recipes (default: an untrained model)")
+    p.add_argument("--original-calib-images", type=int, default=9216)
+    p.add_argument("--halving", type=float, default=0.125)
+    p.add_argument("--run-original", action="store_true", help="--recipes: also run the original recipe (slow)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.recipes:
+        return recipes(args)
     model = mn.create_model("resnet20_cifar", in_chans=1, width_range=(0.25, 1.0)).eval()
     val = build_dataset("fashion_mnist", "val", input_size=28)
     calib = build_dataset("fashion_mnist", "train", input_size=28, augment=False)
@@ -65,6 +81,77 @@ def main() -> None:
           f"{cal['images_per_s']:.0f} img/s")
     timing = table.meta["timing_s"]
     print(f"evaluation: {timing['eval_s']:.1f} s; MAC counting: {timing['profile_s']:.1f} s")
+
+
+
+def _work(table, model, exhaustive: bool) -> float:
+    """MAC-weighted images a table cost: calibration and validation images of each network it computed."""
+    import mutualnet.search.build as build
+
+    widths = table.meta["widths"]
+    same = {w: w for w in widths} if exhaustive else build.distinct_widths(model, widths)
+    n_val = max(r.get("val_images") or 0 for r in table.rows) or table.meta["validation"]["images_evaluated"] // len(
+        [r for r in table.rows if same[r["width"]] == r["width"]])
+    return sum((table.meta["calibration"]["images"] + (r.get("val_images") or n_val)) * r["macs"]
+               for r in table.rows if same[r["width"]] == r["width"])
+
+
+def recipes(args: argparse.Namespace) -> None:
+    import mutualnet.search.build as build
+    from mutualnet.checkpoint import load_checkpoint, model_from_checkpoint
+
+    model = (model_from_checkpoint(load_checkpoint(args.checkpoint)) if args.checkpoint else
+             mn.create_model("resnet20_cifar", in_chans=1, width_range=(0.5, 1.0))).eval()
+    weights = copy.deepcopy(model.state_dict())
+
+    def fresh():  # the same weights, no calibrated statistics
+        m = copy.deepcopy(model)
+        m.load_state_dict(weights)
+        return m
+    val = build_dataset("fashion_mnist", "val", input_size=28)
+    calib = build_dataset("fashion_mnist", "train", input_size=28, augment=False)
+    header(f"search: original recipe vs ours, {args.checkpoint or 'untrained model'}", torch.device("cpu"))
+    kw = {"resolutions": [28, 24, 20, 16], "width_step": args.width_step, "val_images": args.val_images,
+          "progress": False}
+    variants = {"ours (no halving)": None, "ours": args.halving}
+    if args.run_original:
+        variants = {"original": None} | variants
+    runs, tables = {}, {}
+    for name, halving in variants.items():
+        patch = (mock.patch.object(build, "distinct_widths", lambda _, ws: {float(w): float(w) for w in ws})
+                 if name == "original" else contextlib.nullcontext())
+        with patch:
+            t0 = time.perf_counter()
+            tables[name] = build_query_table(
+                fresh(), val, calib, halving=halving,
+                calib_images=args.original_calib_images if name == "original" else args.calib_images, **kw)
+            runs[name] = time.perf_counter() - t0
+    ref = tables["ours (no halving)"]
+    n_val = ref.meta["validation"]["images_evaluated"] // ref.meta["distinct_networks"]
+    # the original recipe: every configuration calibrated on its images and validated on all; counted from the
+    # MACs of each row (run it too with --run-original)
+    original = sum((args.original_calib_images + n_val) * r["macs"] for r in ref.rows)
+    print(f"{len(ref)} configurations, {ref.meta['distinct_networks']} distinct networks; validation set {n_val} "
+          f"images; original recipe: {args.original_calib_images} calibration images + all validation images for "
+          f"every configuration = {original / 1e12:.2f} T MAC-weighted images")
+    base = "original" if "original" in runs else "ours (no halving)"
+    for name, t in tables.items():
+        work = _work(t, model, name == "original") / original
+        print(f"{name:18s}: {runs[name]:8.1f} s wall ({runs[name] / runs[base]:.3f}x {base}); "
+              f"{work:.3f}x the original recipe's MAC-weighted images; calibration "
+              f"{t.meta['calibration']['images']} images x {t.meta['distinct_networks']} networks, "
+              f"{t.meta['validation']['images_evaluated']} validation images; frontier {len(t.frontier())} "
+              "configurations")
+    same = [(r["width"], r["resolution"], r["top1"]) for r in tables["ours"].frontier()] == \
+        [(r["width"], r["resolution"], r["top1"]) for r in ref.frontier()]
+    print(f"frontier of ours with halving identical to ours without: {same}")
+    if "original" in tables:
+        f_orig = {(r["width"], r["resolution"]) for r in tables["original"].frontier()}
+        f_ours = {(r["width"], r["resolution"]) for r in tables["ours"].frontier()}
+        moved = max(abs(a["top1"] - ref.find(a["width"], a["resolution"])["top1"]) for a in tables["original"].rows)
+        print(f"frontier configurations shared with the original recipe: {len(f_orig & f_ours)} of {len(f_orig)} "
+              f"(calibration on {args.calib_images} vs {args.original_calib_images} images moves top-1 by up to "
+              f"{moved:.2f} points)")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from _common import Timing, device_sync, header, ratio_text
 
 import mutualnet as mn
-from mutualnet.layers import slimmable
 from mutualnet.train.step import SubNet, distill_loss, resize, train_step
 
 
@@ -44,17 +43,6 @@ class Marks:
         return [(b[0] - a[0], b[1] - a[1]) for a, b in itertools.pairwise(p)]
 
 
-@contextlib.contextmanager
-def autograd_slicing():
-    """The slicing before the in-place slice gradient: plain ``param[index]`` (autograd's slice backward)."""
-    original = slimmable._LeadingSlice.apply
-    slimmable._LeadingSlice.apply = lambda t, index: t[index]
-    try:
-        yield
-    finally:
-        slimmable._LeadingSlice.apply = original
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", default="mobilenet_v2_cifar")
@@ -64,8 +52,6 @@ def main() -> None:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--autograd-slicing", action="store_true",
-                   help="also time the slimmable step with plain slicing (the implementation before), alternated")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
@@ -96,10 +82,6 @@ def main() -> None:
         model.zero_grad(set_to_none=True)
         train_step(model, x, y, plan, autocast=autocast)
 
-    def slim_autograd_slicing() -> None:
-        with autograd_slicing():
-            slim()
-
     def dense_step() -> None:
         teacher = None
         for net, sub in zip(dense, plan):
@@ -112,8 +94,6 @@ def main() -> None:
                 teacher = logits.detach()
 
     steps = {"slimmable": slim, "dense": dense_step}
-    if args.autograd_slicing:
-        steps["autograd slicing"] = slim_autograd_slicing
     for fn in steps.values():  # warm-up
         fn()
         fn()
@@ -134,18 +114,16 @@ def main() -> None:
     header(f"training step, {args.model}, batch {args.batch}, amp {args.amp}, "
            f"channels_last {args.channels_last}", dev)
     print(f"plan: {[(s.width, s.resolution) for s in plan]}")
-    d = total["dense"]
-    print(f"4 dense models, same plan       : {d.spread()}  ({args.batch / d.median:.0f} img/s)")
-    for k in [k for k in steps if k != "dense"]:
-        s = total[k]
-        print(f"-- {k} 4-sub-network step: {s.spread()}  ({args.batch / s.median:.0f} img/s)")
-        for i, sub in enumerate(plan):
-            for j, what in enumerate(("forward ", "backward")):
-                a, b = phase[k][2 * i + j], phase["dense"][2 * i + j]
-                print(f"  ({sub.width:g}, {sub.resolution}) {what} vs dense twin: {a.median * 1e3:8.2f} vs "
-                      f"{b.median * 1e3:8.2f} ms, {ratio_text(a, b)}")
-        goal = "   (goal <= 1.02x)" if k == "slimmable" else ""
-        print(f"ratio {k} / dense{' ' * (17 - len(k))}: {ratio_text(s, d)}{goal}")
+    s, d = total["slimmable"], total["dense"]
+    print(f"slimmable 4-sub-network step : {s.spread()}  ({args.batch / s.median:.0f} img/s)")
+    print(f"4 dense models, same plan    : {d.spread()}  ({args.batch / d.median:.0f} img/s)")
+    for i, sub in enumerate(plan):
+        for j, what in enumerate(("forward ", "backward")):
+            a, b = phase["slimmable"][2 * i + j], phase["dense"][2 * i + j]
+            print(f"  ({sub.width:g}, {sub.resolution}) {what} vs dense twin: {a.median * 1e3:8.2f} vs "
+                  f"{b.median * 1e3:8.2f} ms, {ratio_text(a, b)}")
+    print(f"ratio slimmable / dense      : {ratio_text(s, d)}   (goal <= 1.02x)")
+
 
 if __name__ == "__main__":
     main()

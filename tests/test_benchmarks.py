@@ -1,5 +1,6 @@
 """Every benchmark script runs end to end (tiny sizes) and prints its side-by-side ratio."""
 
+import os
 import re
 import subprocess
 import sys
@@ -18,19 +19,25 @@ CASES = {
     "bench_data_path.py": (["--model", "resnet20_cifar", "--resolutions", "32,28,24,20", "--images", "16",
                             "--batch", "4", "--workers", "0"], r"speed-up device / loader"),
     "bench_inference.py": (["--resolution", "64", "--repeats", "2", "--threads", "1"], r"ratio ours / torchvision"),
+    "bench_runtime.py": (["--configs", "mobilenet_v2_cifar:0.5:32", "--repeats", "2"], r"onnxruntime .*x eager"),
     "bench_search.py": (["--val-images", "100", "--calib-images", "50", "--width-step", "0.75", "--threads", "1"],
                         r"calibration: .*% of search time"),
+    "bench_search.py --recipes": (["--recipes", "--val-images", "64", "--calib-images", "16",
+                                   "--original-calib-images", "32", "--width-step", "0.5", "--threads", "1",
+                                   "--run-original"],
+                                  r"halving identical to ours without: True"),
 }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(CASES))
 def test_benchmark_runs_and_reports_a_ratio(script):
-    if script == "bench_search.py" and not Path("/usr/share/datasets/fashion-mnist").exists():
+    if script.startswith("bench_search.py") and not Path("/usr/share/datasets/fashion-mnist").exists():
         pytest.skip("needs Debian's dataset-fashion-mnist (scripts/setup.sh installs it)")
     args, pattern = CASES[script]
-    out = subprocess.run([sys.executable, str(BENCH / script), *args], cwd=BENCH, capture_output=True, text=True,
-                         timeout=600, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    out = subprocess.run([sys.executable, str(BENCH / script.split()[0]), *args], cwd=BENCH, capture_output=True,
+                         text=True, timeout=600, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin",
+                              **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}})
     assert out.returncode == 0, out.stderr[-2000:]
     assert re.search(pattern, out.stdout), out.stdout
     ratios = [float(x) for x in re.findall(r"([0-9.]+)x", out.stdout)]

@@ -191,3 +191,35 @@ def test_default_budgets_include_the_cheapest_and_the_full_configuration():
 
     b = _default_budgets([2.541888, 10.0, 31.021952])
     assert b[0] >= 2.541888 and b[-1] >= 31.021952 and len(b) == 8 and b == sorted(b)
+
+
+def _documented_compare_command() -> list[str]:
+    """The ``mutualnet compare`` command of docs/results.md (a fenced bash block, continuation lines joined)."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "results.md").read_text()
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        joined = block.replace("\\\n", " ")
+        for line in joined.splitlines():
+            if "mutualnet compare" in line:
+                argv = shlex.split(line.split("#")[0])
+                return argv[argv.index("compare"):]
+    raise AssertionError("docs/results.md shows no mutualnet compare command")
+
+
+def test_the_documented_comparison_has_the_promised_size_and_runs_shrunk(tmp_path):
+    """docs/results.md's command parses, has >= 2 seeds and >= 5 epochs for the four arms, and runs (shrunk)."""
+    from mutualnet.cli import build_parser
+
+    argv = _documented_compare_command()
+    args = build_parser().parse_args(argv)
+    assert len(args.seeds) >= 2 and args.epochs >= 5
+    assert {"mutualnet", "usnet", "usnet+", "independent"} <= set(args.arms)
+    # the same command, shrunk: later flags win, --set adds to the documented ones
+    out = tmp_path / "cmp"
+    shrunk = [*argv, "--out", str(out), "--seeds", "0", "--arms", "mutualnet", "--epochs", "1",
+              *_compare_argv(out)[3:]]
+    assert main(shrunk) == 0
+    assert json.loads((out / "compare.json").read_text())["recipe"]["data"]["train_subset"] == 32

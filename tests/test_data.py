@@ -184,3 +184,33 @@ def test_fashion_mnist_from_a_given_path(tmp_path):
         build_dataset("fashion_mnist", "val", root=tmp_path)
     with pytest.raises(mn.MutualNetError, match="directory .* not found"):
         build_dataset("fashion_mnist", "val", root=tmp_path / "nope")
+
+
+def test_imagefolder_decoders_give_the_same_pipeline(tmp_path):
+    """torchvision.io (the default) and PIL decode to the same pixels; the transforms then run on either."""
+    from PIL import Image
+
+    from mutualnet.data import datasets
+
+    g = torch.Generator().manual_seed(0)
+    for split in ("train", "val"):
+        for c in range(2):
+            d = tmp_path / split / f"c{c}"
+            d.mkdir(parents=True)
+            for i in range(2):
+                arr = (torch.rand(40, 52, 3, generator=g) * 255).to(torch.uint8).numpy()
+                Image.fromarray(arr).save(d / f"{i}.jpg", quality=95)
+    Image.fromarray((torch.rand(30, 30, generator=g) * 255).to(torch.uint8).numpy()).save(tmp_path / "val/c0/g.png")
+    sets = {dec: datasets.build_dataset("imagefolder", "val", root=tmp_path, input_size=32, decoder=dec)
+            for dec in ("torchvision", "pil")}
+    assert len(sets["pil"]) == len(sets["torchvision"]) == 5
+    for i in range(5):  # libjpeg-turbo in both: same pixels; resizing tensors vs PIL differs by rounding only
+        a, b = sets["torchvision"][i][0], sets["pil"][i][0]
+        assert a.shape == b.shape == (3, 32, 32) and (a - b).abs().mean() < 0.05
+    train = datasets.build_dataset("imagefolder", "train", root=tmp_path, input_size=24, color_jitter=0.4)
+    assert train[0][0].shape == (3, 24, 24) and train[0][0].dtype == torch.float32
+    (tmp_path / "val/c1/bad.jpg").write_bytes((tmp_path / "val/c1/0.jpg").read_bytes()[:200])  # truncated
+    with pytest.raises(mn.MutualNetError, match="cannot read image .*bad.jpg"):
+        [x for x in datasets.build_dataset("imagefolder", "val", root=tmp_path, input_size=32)]
+    with pytest.raises(mn.MutualNetError, match="unknown image decoder"):
+        datasets.build_dataset("imagefolder", "val", root=tmp_path, decoder="cv2")

@@ -246,3 +246,39 @@ def test_exports_carry_preprocessing_and_class_names(calibrated, tmp_path, capsy
     assert meta["preprocessing"] == {"mean": [0.5] * 3, "std": [0.25] * 3, "input_size": 32, "resize_ratio": 0.875,
                                      "resize": "antialias"}
     assert meta["class_names"][:2] == ["class0", "class1"]
+
+
+def test_latency_per_runtime_and_adaptive_net_on_onnxruntime(calibrated, tmp_path, capsys):
+    _, path, model, table = calibrated
+    t = tmp_path / "rt.json"
+    QueryTable(rows=[table.find(w, r) for w, r in [(0.25, 16), (0.5, 24), (1.0, 32)]]).save(t)
+    assert main(["latency", "--table", str(t), "--checkpoint", str(path), "--threads", "1", "--repeats", "2",
+                 "--warmup", "1", "--runtime", "onnxruntime,eager,torchscript"]) == 0
+    assert "onnxruntime" in capsys.readouterr().out
+    filled = QueryTable.load(t)
+    assert filled.runtimes == ["eager", "torchscript", "onnxruntime"]
+    assert all(r["latency_ms"] == r["latency_onnxruntime_ms"] > 0 and r["latency_eager_ms"] > 0 for r in filled.rows)
+    assert filled.meta["latency"]["runtime"] == "onnxruntime"
+    assert t.with_suffix(".csv").read_text().splitlines()[0].endswith(
+        ",pareto,latency_eager_ms,latency_torchscript_ms,latency_onnxruntime_ms")
+    budget = sorted(r["latency_eager_ms"] for r in filled.rows)[1]
+    assert main(["select", "--table", str(t), "--max-latency-ms", str(budget), "--runtime", "eager", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == filled.select(max_latency_ms=budget, runtime="eager")
+    assert main(["select", "--table", str(t), "--max-latency-ms", "1", "--runtime", "tvm"]) == 2
+    assert main(["latency", "--table", str(t), "--checkpoint", str(path), "--runtime", "tvm"]) == 2
+
+    net = AdaptiveNet.from_checkpoint(path, table=t, runtime="onnxruntime")
+    eager = AdaptiveNet.from_checkpoint(path, table=t)
+    x = torch.randn(2, 3, 40, 40)
+    assert not net._runners  # sessions are built on first use
+    for row in filled.rows:
+        net.set_config(row["width"], row["resolution"])
+        eager.set_config(row["width"], row["resolution"])
+        assert (net.logits(x) - eager.logits(x)).abs().max() <= 1e-4
+    assert len(net._runners) == 3
+    b = filled.rows[1]["latency_onnxruntime_ms"]
+    assert net.set_budget(latency_ms=b) == filled.select(max_latency_ms=b, runtime="onnxruntime")
+    ts = AdaptiveNet.from_checkpoint(path, table=t, runtime="torchscript")
+    ts.set_config(0.5, 24)
+    eager.set_config(0.5, 24)
+    assert (ts.logits(x) - eager.logits(x)).abs().max() <= 1e-4

@@ -257,6 +257,8 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, ckpt_path, capsys):
          "too small"),
         (["search", "--checkpoint", str(ckpt_path), "--out", str(tmp_path / "o"), "--dataset", "cifar10"],
          "needs --data-root"),
+        (["search", "--checkpoint", str(ckpt_path), "--out", str(tmp_path / "o"), "--halving", "2"],
+         "halving must be a fraction"),
         (["calibrate", "--checkpoint", str(ckpt_path), "--width", "0.9", "--resolution", "16",
           "--out", str(tmp_path / "c.pt")], "outside"),
         (["plot", str(table), str(table), "--labels", "a", "--out", str(tmp_path / "p.png")], "1 labels for 2"),
@@ -286,6 +288,55 @@ def test_resize_then_crop_builds_each_resolution(tmp_path):
     assert len(table) == 2 and table.meta["resize_then_crop"] is True
     with pytest.raises(mn.MutualNetError, match="resize_then_crop needs"):
         build_query_table(_tiny(), data("val")(16), data("train")(16), resolutions=[16], resize_then_crop=True)
+
+
+def test_identical_networks_are_searched_once_and_the_table_equals_the_exhaustive_one(monkeypatch):
+    import mutualnet.search.build as build
+
+    model, widths = _trained_tiny(), [0.25 + 0.025 * i for i in range(11)]  # 11 widths, 3 distinct networks
+    same = build.distinct_widths(model, widths)
+    assert len(set(same.values())) == 3 and same[0.275] == 0.25 and same[0.5] != 0.5
+    tr = build_dataset("synthetic", "train", input_size=16, synthetic_length=64, num_classes=4)
+    va = build_dataset("synthetic", "val", input_size=16, synthetic_length=64, num_classes=4)
+    calls = []
+    real = build.calibrate
+    monkeypatch.setattr(build, "calibrate", lambda *a, **kw: (calls.append(a[2:4]), real(*a, **kw))[1])
+
+    def search(m):
+        return build_query_table(m, va, tr, resolutions=[12], widths=widths, calib_images=48, batch_size=32,
+                                 progress=False)
+
+    fast = search(model)
+    assert len(calls) == 3 and len(fast) == 11 and fast.meta["distinct_networks"] == 3
+    calls.clear()
+    monkeypatch.setattr(build, "distinct_widths", lambda m, ws: {float(w): float(w) for w in ws})
+    slow_model = _trained_tiny()
+    slow = search(slow_model)
+    assert len(calls) == 11 and slow.rows == fast.rows
+    for r in fast.rows:  # every width holds statistics, equal to those calibrated on their own
+        key = config_key(r["width"], r["resolution"])
+        for a, b in zip(model.modules(), slow_model.modules()):
+            if isinstance(a, SlimmableBatchNorm2d):
+                torch.testing.assert_close(a.calibrated[key], b.calibrated[key])
+
+
+def test_successive_halving_keeps_the_exhaustive_frontier_for_less(tmp_path):
+    from mutualnet.data.synthetic import SyntheticImages
+
+    tr, va = SyntheticImages(64, 4, 16, noise=1.5), SyntheticImages(400, 4, 16, noise=1.5, offset=64)
+    kw = {"resolutions": [24, 16, 8], "widths": [0.25, 0.5], "calib_images": 48, "batch_size": 100,
+          "progress": False}
+    full = build_query_table(_trained_tiny(), va, tr, **kw)
+    fast = build_query_table(_trained_tiny(), va, tr, halving=0.125, state_dir=tmp_path, **kw)
+    assert [(r["width"], r["resolution"], r["top1"]) for r in fast.frontier()] == \
+        [(r["width"], r["resolution"], r["top1"]) for r in full.frontier()]
+    assert all(r["val_images"] == 400 for r in fast.rows if r["pareto"])
+    assert min(r["val_images"] for r in fast.rows) == 50  # dominated at 24 px: stopped after 1/8 of the images
+    assert fast.meta["validation"]["images_evaluated"] < 0.8 * full.meta["validation"]["images_evaluated"]
+    fast.save(tmp_path / "t.json")
+    assert (tmp_path / "t.csv").read_text().splitlines()[0].endswith(",pareto,val_images")
+    with pytest.raises(mn.MutualNetError, match="halving must be a fraction"):
+        build_query_table(_trained_tiny(), va, tr, halving=1.5, **kw)
 
 
 def test_search_times_identical_networks_once(tmp_path):

@@ -450,6 +450,10 @@ def _write(res: CompareResult, recipe: dict, budgets: list[float], singles: list
     for name, c in res.compute.items():
         text.append(f"| {name} | {c['epochs']} | {c['passes']} | {c['full_epochs']:.2f} | "
                     f"{wall.get(name, 0.0) / 60:.1f} |")
+    nets = res.compute.get("Independent", {}).get("networks")
+    if nets:
+        text += ["", "Independent networks, one per configuration: " + ", ".join(
+            f"({k.replace('@', ', ')} px) {c['full_epochs']:.2f}" for k, c in nets.items()) + " MAC-epochs."]
     if res.boost:
         b = res.boost
         text += ["", f"Single-network boost at full width and {max(recipe['train']['resolutions'])} px "

@@ -30,6 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=A.positive_int, default=1)
     p.add_argument("--warmup", type=A.nonneg_int, default=5)
     p.add_argument("--repeats", type=A.positive_int, default=20)
+    p.add_argument("--runtime", default="eager",
+                   help="runtimes to measure, comma-separated: eager (the slimmable model, as AdaptiveNet runs it), "
+                        "torchscript, onnxruntime (the exported sub-network, CPU); each fills its column "
+                        "latency_<runtime>_ms, and the first is the table's latency_ms (default: eager)")
     p.add_argument("--out", help="write the filled table here instead of updating the table's copies")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -39,10 +43,20 @@ def _same_configs(a, b) -> bool:
     return {(r["width"], r["resolution"]) for r in a.rows} == {(r["width"], r["resolution"]) for r in b.rows}
 
 
+def _runtimes(text: str) -> list[str]:
+    from ..search.table import RUNTIMES
+
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names or any(n not in RUNTIMES for n in names):
+        raise MutualNetError(f"--runtime: expected runtimes from {', '.join(RUNTIMES)}, got {text!r}")
+    return names
+
+
 def _copy_latency(src, dst) -> None:
     """Put ``src``'s measured latencies (and how they were measured) into ``dst``, a copy of the same table."""
     for row in dst.rows:
-        row["latency_ms"] = src.find(row["width"], row["resolution"])["latency_ms"]
+        measured = src.find(row["width"], row["resolution"])
+        row.update({k: v for k, v in measured.items() if k.startswith("latency_")})
     dst.meta["latency"] = src.meta["latency"]
     dst.mark_pareto()
 
@@ -50,6 +64,7 @@ def _copy_latency(src, dst) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..search.table import QueryTable
 
+    runtimes = _runtimes(args.runtime)
     if args.threads is not None and args.threads < 1:
         raise MutualNetError(f"--threads must be positive, got {args.threads}")
     ckpt = load_checkpoint(args.checkpoint)
@@ -67,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         raise MutualNetError(f"table width {bad[0]['width']:g} is outside the checkpoint's range [{lo:g}, {hi:g}]; "
                              "is it the table of another model?")
     info = fill_latency(table, model, device=args.device, batch_size=args.batch_size, threads=args.threads,
-                        warmup=args.warmup, repeats=args.repeats, progress=not args.no_progress)
+                        warmup=args.warmup, repeats=args.repeats, progress=not args.no_progress,
+                        runtimes=runtimes)
     written = _write_copies(args, ckpt, table, embedded)
     fast = min(table.rows, key=lambda r: r["latency_ms"])
     slow = max(table.rows, key=lambda r: r["latency_ms"])
@@ -75,7 +91,11 @@ def run(args: argparse.Namespace) -> int:
           f"{info['device']} (batch {info['batch_size']}, {info['threads']} threads, median of {info['repeats']} "
           f"after {info['warmup']} warm-up, {info['remeasured']} re-measured): {fast['latency_ms']:.3f} ms "
           f"(w{fast['width']:g} r{fast['resolution']}) to {slow['latency_ms']:.3f} ms "
-          f"(w{slow['width']:g} r{slow['resolution']})")
+          f"(w{slow['width']:g} r{slow['resolution']}) on {info['runtime']}")
+    if len(runtimes) > 1:
+        sums = {rt: sum(r[f"latency_{rt}_ms"] for r in table.rows) for rt in runtimes}
+        print("sum over configurations: " + ", ".join(f"{rt} {v:.2f} ms ({v / sums[runtimes[0]]:.3f}x)"
+                                                      for rt, v in sums.items()))
     print("updated " + ", ".join(str(p) for p in written))
     return 0
 

@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget-latency-ms", type=A.positive_float, help="latency budget (needs a table with latency)")
     p.add_argument("--topk", type=A.positive_int, default=1, help="classes to print per image")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--runtime", default="eager", choices=["eager", "torchscript", "onnxruntime"],
+                   help="run the slimmable model (eager) or the configuration's exported sub-network on TorchScript "
+                        "or ONNX Runtime (CPU); a latency budget uses that runtime's column of the table")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("images", nargs="+", help="image files")
     p.set_defaults(func=run)
@@ -32,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     resolve_device(args.device)
-    net = AdaptiveNet.from_checkpoint(args.checkpoint, args.table, device=args.device)
+    net = AdaptiveNet.from_checkpoint(args.checkpoint, args.table, device=args.device, runtime=args.runtime)
     if args.budget_mflops is not None or args.budget_latency_ms is not None:
         row = net.set_budget(mflops=args.budget_mflops, latency_ms=args.budget_latency_ms)
     else:

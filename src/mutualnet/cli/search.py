@@ -89,6 +89,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-images", type=A.positive_int, default=2000,
                    help="training images per BN calibration (2000)")
     p.add_argument("--val-images", type=A.positive_int, help="validation images (default: all)")
+    p.add_argument("--halving", type=float, metavar="FRACTION",
+                   help="successive halving: validate every network on this fraction of the images first, then "
+                        "only those that can still reach the frontier on twice as many, up to all (e.g. 0.125)")
     p.add_argument("--eval-batch-size", type=A.positive_int, default=200, help="calibration / evaluation batch size")
     p.add_argument("--latency", action="store_true", help="also measure median forward latency")
     p.add_argument("--device", default="cpu", help="cpu or cuda (search and latency)")
@@ -135,8 +138,9 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         table = build_query_table(
             model, val, calib, resolutions=resolutions, widths=widths, calib_images=args.calib_images,
-            val_images=args.val_images, batch_size=args.eval_batch_size, device=args.device, latency=args.latency,
-            latency_batch_size=args.batch_size, threads=args.threads, resize_then_crop=args.resize_then_crop,
+            val_images=args.val_images, halving=args.halving, batch_size=args.eval_batch_size, device=args.device,
+            latency=args.latency, latency_batch_size=args.batch_size, threads=args.threads,
+            resize_then_crop=args.resize_then_crop,
             state_dir=out, meta=meta, num_workers=workers, seed=args.seed, progress=not args.no_progress)
         table.save(out / "query_table.json")
         model.to("cpu")

@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-mflops", type=A.positive_float, help="budget in MFLOPs (multiply-accumulates / 1e6)")
     p.add_argument("--max-latency-ms", type=A.positive_float,
                    help="budget in measured milliseconds (table needs latency)")
+    p.add_argument("--runtime", help="check --max-latency-ms against this runtime's column (eager, torchscript, "
+                   "onnxruntime; filled by `mutualnet latency --runtime`; default: the table's latency_ms)")
     p.add_argument("--json", action="store_true", help="print the selected row as JSON")
     p.set_defaults(func=run)
 
@@ -32,11 +34,13 @@ def run(args: argparse.Namespace) -> int:
         if v is not None and not v > 0:
             raise MutualNetError(f"--{name.replace('_', '-')} must be positive, got {v:g}")
     table = QueryTable.load(args.table)
-    row = table.select(max_mflops=args.max_mflops, max_latency_ms=args.max_latency_ms)
+    row = table.select(max_mflops=args.max_mflops, max_latency_ms=args.max_latency_ms, runtime=args.runtime)
     if args.json:
         print(json.dumps(row, indent=2))
         return 0
-    lat = f", {row['latency_ms']:.{LATENCY_DECIMALS}f} ms" if row.get("latency_ms") is not None else ""
+    key = "latency_ms" if args.runtime is None else f"latency_{args.runtime}_ms"
+    where = "" if args.runtime is None else f" on {args.runtime}"
+    lat = f", {row[key]:.{LATENCY_DECIMALS}f} ms{where}" if row.get(key) is not None else ""
     print(f"width {row['width']:g} at {row['resolution']} px: top-1 {row['top1']:.2f}%, top-5 {row['top5']:.2f}%, "
           f"{row['mflops']:.{MFLOPS_DECIMALS}f} MFLOPs, {row['params'] / 1e6:.3f}M params{lat} "
           f"(the most accurate within the budget, on the {_FRONTIER[row['frontier']]} frontier)")

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from torchvision import datasets as tvd
 
 from ..errors import MutualNetError
-from ..io import read_bytes, read_image, read_pickle
+from ..io import read_bytes, read_image, read_image_tensor, read_pickle
 from .preprocess import DATASET_STATS
 from .synthetic import SyntheticImages
 from .transforms import TensorImages, eval_transform, resize_uint8, train_transform
@@ -91,14 +91,20 @@ def _load_rgb(path: str) -> Image.Image:
     return read_image(path, "RGB")
 
 
+# how ``imagefolder`` reads a file; the transforms are the same for both (benchmarks/bench_jpeg_path.py)
+DECODERS = {"torchvision": read_image_tensor, "pil": _load_rgb}
+
+
 def _build_imagefolder(root, split, input_size, augment, crop_scale, hflip, color_jitter, val_resize_ratio,
-                       lighting=0.0):
+                       lighting=0.0, decoder="torchvision"):
     classes = _imagefolder_classes(root)
+    if decoder not in DECODERS:
+        raise MutualNetError(f"unknown image decoder {decoder!r}; choose one of {', '.join(DECODERS)}")
     tf = (train_transform(input_size, crop_scale=crop_scale, hflip=hflip, color_jitter=color_jitter,
                           lighting=lighting) if augment
           else eval_transform(input_size, resize_ratio=val_resize_ratio))
     try:
-        ds = tvd.ImageFolder(str(_imagefolder_dir(root, split)), transform=tf, loader=_load_rgb)
+        ds = tvd.ImageFolder(str(_imagefolder_dir(root, split)), transform=tf, loader=DECODERS[decoder])
     except (FileNotFoundError, OSError) as e:
         raise MutualNetError(f"bad image folder {Path(root) / split}: {e}") from None
     if ds.classes != classes:
@@ -202,7 +208,8 @@ def build_dataset(name: str, split: str, *, root: str | os.PathLike | None = Non
                   augment: bool | None = None, crop_scale: tuple[float, float] = (0.08, 1.0), hflip: bool = True,
                   color_jitter: float = 0.0, val_resize_ratio: float = 0.875, synthetic_length: int = 512,
                   seed: int = 0, crop_padding: int = 4, num_classes: int | None = None,
-                  in_chans: int | None = None, lighting: float = 0.0, padding_mode: str = "zeros") -> Dataset:
+                  in_chans: int | None = None, lighting: float = 0.0, padding_mode: str = "zeros",
+                  decoder: str = "torchvision") -> Dataset:
     """Build a dataset split yielding ``(normalised float C x H x W tensor, int label)``.
 
     Args:
@@ -218,6 +225,8 @@ def build_dataset(name: str, split: str, *, root: str | os.PathLike | None = Non
         lighting: PCA lighting noise std (:class:`~mutualnet.data.transforms.Lighting`; RGB images only).
         crop_padding, padding_mode: padding of the random crop used for the small datasets (CIFAR,
             Fashion-MNIST), ``"zeros"`` or ``"reflect"``.
+        decoder: how ``imagefolder`` decodes files: ``torchvision`` (torchvision.io into a uint8 tensor, the
+            faster per core) or ``pil``; the transforms are the same.
         synthetic_length, seed, num_classes, in_chans: the synthetic dataset's size, seed and shape (the
             ``val`` split holds different samples of the same classes).
     """
@@ -237,7 +246,7 @@ def build_dataset(name: str, split: str, *, root: str | os.PathLike | None = Non
                                offset=0 if split == "train" else synthetic_length)
     if key == "imagefolder":
         return _build_imagefolder(root, split, input_size or 224, augment, crop_scale, hflip, color_jitter,
-                                  val_resize_ratio, lighting)
+                                  val_resize_ratio, lighting, decoder)
     images, labels, classes = (_load_fashion_mnist(root, split) if key == "fashion_mnist"
                                else _load_cifar(key, root, split))
     if input_size is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +22,9 @@ from ..data.preprocess import preprocessing_of
 from ..data.transforms import model_resize, resize_batch
 from ..errors import MutualNetError
 from ..io import read_image
+from ..layers import config_key
 from .export import is_calibrated
+from .runtime import build_runner, check_runtime
 
 __all__ = ["AdaptiveNet", "Prediction", "normalisation", "load_query_table", "measure_switch_us"]
 
@@ -60,9 +63,19 @@ class AdaptiveNet:
         meta: Checkpoint meta (class names, dataset normalisation, resolutions, resize mode; a missing
             ``resize`` falls back to the mode recorded on ``model``).
         device: Where to run.
+        runtime: ``eager`` runs the slimmable model (a switch is one attribute write); ``torchscript`` or
+            ``onnxruntime`` run each configuration's exported sub-network, built on its first use and kept
+            (CPU). Latency budgets are checked against that runtime's column of the table.
+        threads: Intra-op threads of the ONNX Runtime sessions (default: torch's).
     """
 
-    def __init__(self, model: nn.Module, table, meta: dict | None = None, device: str | torch.device = "cpu") -> None:
+    def __init__(self, model: nn.Module, table, meta: dict | None = None, device: str | torch.device = "cpu",
+                 runtime: str = "eager", threads: int | None = None) -> None:
+        self.runtime = check_runtime(runtime)
+        if runtime != "eager" and torch.device(device).type != "cpu":
+            raise MutualNetError(f"runtime {runtime} runs on the CPU; use device cpu (or runtime eager)")
+        self.threads = threads
+        self._runners: dict[tuple[str, int], Callable[[Tensor], Tensor]] = {}
         self.model = model.eval().to(device)
         self.table = table
         self.meta = dict(meta or {})
@@ -82,13 +95,14 @@ class AdaptiveNet:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike | dict, table: str | os.PathLike | None = None,
-                        device: str | torch.device = "cpu") -> AdaptiveNet:
+                        device: str | torch.device = "cpu", runtime: str = "eager",
+                        threads: int | None = None) -> AdaptiveNet:
         """Build from a checkpoint with calibrated statistics (``calibrated.pt`` from ``mutualnet search``)."""
         ckpt = path if isinstance(path, dict) else load_checkpoint(path)
         qt = load_query_table(ckpt, table)
         if not qt.rows:
             raise MutualNetError("the query table is empty")
-        return cls(model_from_checkpoint(ckpt), qt, ckpt.get("meta") or {}, device)
+        return cls(model_from_checkpoint(ckpt), qt, ckpt.get("meta") or {}, device, runtime, threads)
 
     # -- switching ---------------------------------------------------------------------------------
     @property
@@ -119,7 +133,10 @@ class AdaptiveNet:
 
         A budget below the cheapest configuration raises :class:`MutualNetError` (never a silent fallback).
         """
-        row = self.table.select(max_mflops=mflops, max_latency_ms=latency_ms)
+        runtime = self.runtime
+        if runtime == "eager" and not self.table.has_latency_on("eager"):
+            runtime = None  # a table measured before runtimes had columns: its latency_ms is eager's
+        row = self.table.select(max_mflops=mflops, max_latency_ms=latency_ms, runtime=runtime)
         self._switch(row)
         return row
 
@@ -141,7 +158,13 @@ class AdaptiveNet:
         if images.dim() == 3:
             images = images.unsqueeze(0)
         x = resize_batch(images.to(self.device, torch.float32), self.resolution, self.resize)
-        return self.model(x)
+        if self.runtime == "eager":
+            return self.model(x)
+        key = (config_key(self.width, self.resolution), self.resolution)
+        if key not in self._runners:  # built lazily: only the configurations a deployment switches to
+            self._runners[key] = build_runner(self.model, self.width, self.resolution, self.runtime,
+                                              threads=self.threads)
+        return self._runners[key](x)
 
     def prepare(self, images, *, normalised: bool = False) -> Tensor:
         """A normalised batch from image files, PIL images, or ``[0, 1]`` tensors (``C x H x W`` or a batch).

@@ -13,11 +13,18 @@ this device. Three things make the numbers trustworthy on a machine that is doin
   ``meta["latency"]["networks"]``;
 - **outliers re-measured**: a network slower than a costlier one at the same resolution, or with a wide
   spread, is timed again and the lower median kept (interference only ever adds time).
+
+Each runtime a deployment may use (``eager``: the slimmable model, ``torchscript`` / ``onnxruntime``: the
+exported sub-network, see :mod:`mutualnet.deploy.runtime`) fills its own column ``latency_<runtime>_ms``;
+``latency_ms`` is the first runtime's, the one the table is deployed with.
 """
 
 from __future__ import annotations
 
 import platform
+import statistics
+import time
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -26,8 +33,10 @@ from tqdm import tqdm
 from ..errors import MutualNetError
 from ..layers import config_key
 from ..profiling import Latency, measure_latency, resolve_device
+from ..search.table import latency_column
+from .runtime import build_runner
 
-__all__ = ["fill_latency", "network_groups", "suspect_networks"]
+__all__ = ["fill_latency", "network_groups", "suspect_networks", "runtime_latency"]
 
 SPREAD_LIMIT = 0.25  # interquartile range above this share of the median: re-measure
 SLOWER_THAN_COSTLIER = 1.10  # slower than a network with more MACs at the same resolution by this factor
@@ -52,43 +61,81 @@ def suspect_networks(measured: dict[tuple[int, int, int], Latency]) -> list[tupl
     return sorted(set(suspects))
 
 
+def runtime_latency(model: nn.Module, width: float, resolution: int, runtime: str = "eager", *,
+                    device: str = "cpu", batch_size: int = 1, threads: int | None = None, warmup: int = 5,
+                    repeats: int = 20) -> Latency:
+    """:func:`measure_latency` of (``width``, ``resolution``) on ``runtime`` (the others than eager: CPU)."""
+    if runtime == "eager":
+        return measure_latency(model, width, resolution, device=device, batch_size=batch_size, threads=threads,
+                               warmup=warmup, repeats=repeats)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    run = build_runner(model, width, resolution, runtime, threads=threads, allow_uncalibrated=True)  # as eager
+    x = torch.randn(batch_size, getattr(model, "in_chans", 3), resolution, resolution)
+    times = []
+    for i in range(warmup + repeats):
+        t0 = time.perf_counter()
+        run(x)
+        if i >= warmup:
+            times.append((time.perf_counter() - t0) * 1e3)
+    q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else (times[0],) * 3
+    return Latency(statistics.median(times), "cpu", batch_size, torch.get_num_threads(), repeats, warmup, q1, q3,
+                   min(times))
+
+
 def fill_latency(table, model: nn.Module, *, device: str = "cpu", batch_size: int = 1, threads: int | None = None,
-                 warmup: int = 5, repeats: int = 20, progress: bool = True, remeasure: int = 1) -> dict:
+                 warmup: int = 5, repeats: int = 20, progress: bool = True, remeasure: int = 1,
+                 runtimes: Sequence[str] = ("eager",)) -> dict:
     """Measure every row of ``table`` (a :class:`mutualnet.search.QueryTable`) in place; returns the metadata.
 
-    Rows are measured on the slimmable model itself (what :class:`~mutualnet.deploy.AdaptiveNet` runs),
-    one measurement per distinct network (:func:`network_groups`); suspicious measurements
-    (:func:`suspect_networks`) are repeated up to ``remeasure`` times, keeping the lower median.
+    Rows are measured on each of ``runtimes`` (``eager``: the slimmable model itself, what
+    :class:`~mutualnet.deploy.AdaptiveNet` runs by default), one measurement per distinct network
+    (:func:`network_groups`); suspicious measurements (:func:`suspect_networks`) are repeated up to
+    ``remeasure`` times, keeping the lower median. Each runtime fills ``latency_<runtime>_ms``; ``latency_ms``
+    is the first runtime's.
     """
     dev = resolve_device(device)
     if batch_size < 1 or repeats < 1 or warmup < 0:
         raise MutualNetError("batch size and repeats must be positive, warm-up non-negative")
+    runtimes = list(dict.fromkeys(runtimes))
+    if not runtimes:
+        raise MutualNetError("give at least one runtime")
+    for rt in runtimes:
+        latency_column(rt)
+        if rt != "eager" and dev.type != "cpu":
+            raise MutualNetError(f"runtime {rt} is measured on the CPU; use --device cpu (or --runtime eager)")
     previous_threads = torch.get_num_threads()
     groups = network_groups(table.rows)
-    measured: dict[tuple[int, int, int], Latency] = {}
+    by_runtime: dict[str, dict[tuple[int, int, int], Latency]] = {}
     remeasured: set[tuple[int, int, int]] = set()
 
-    def measure(key: tuple[int, int, int]) -> Latency:
+    def measure(key: tuple[int, int, int], runtime: str) -> Latency:
         row = groups[key][-1]  # the widest of identical networks: its width is the one make_divisible keeps
-        return measure_latency(model, row["width"], row["resolution"], device=str(dev), batch_size=batch_size,
-                               threads=threads, warmup=warmup, repeats=repeats)
+        return runtime_latency(model, row["width"], row["resolution"], runtime, device=str(dev),
+                               batch_size=batch_size, threads=threads, warmup=warmup, repeats=repeats)
 
     try:
-        for key in tqdm(groups, desc=f"latency on {dev}", unit="network", disable=not progress):
-            measured[key] = measure(key)
-        for _ in range(max(remeasure, 0)):
-            for key in suspect_networks(measured):
-                again = measure(key)
-                remeasured.add(key)
-                if again.median_ms < measured[key].median_ms:
-                    measured[key] = again
+        for rt in runtimes:
+            measured = by_runtime[rt] = {}
+            for key in tqdm(groups, desc=f"{rt} latency on {dev}", unit="network", disable=not progress):
+                measured[key] = measure(key, rt)
+            for _ in range(max(remeasure, 0)):
+                for key in suspect_networks(measured):
+                    again = measure(key, rt)
+                    remeasured.add(key)
+                    if again.median_ms < measured[key].median_ms:
+                        measured[key] = again
+        measured = by_runtime[runtimes[0]]
         threads_used = next(iter(measured.values())).threads
     finally:
         torch.set_num_threads(previous_threads)
     for key, rows in groups.items():
         for row in rows:
+            for rt in runtimes:
+                row[latency_column(rt)] = by_runtime[rt][key].median_ms
             row["latency_ms"] = measured[key].median_ms
     info = {"device": str(dev), "batch_size": batch_size, "threads": threads_used if dev.type == "cpu" else None,
+            "runtime": runtimes[0], "runtimes": runtimes,
             "warmup": warmup, "repeats": repeats, "statistic": "median",
             "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor()
                                                                                        or platform.machine()),

@@ -34,6 +34,7 @@ __all__ = [
     "get_width",
     "use_width",
     "bind_state",
+    "channel_config",
     "config_key",
     "materialize",
     "allow_uncalibrated",
@@ -74,58 +75,15 @@ class _Slimmable:
         return self.slim_state.width
 
 
-class _LeadingSlice(torch.autograd.Function):
-    """``param[index]`` whose backward adds the slice's gradient into ``param.grad[index]`` in place.
-
-    Autograd's own slice backward builds a zero tensor of the parameter's full shape, copies the slice's
-    gradient into it, and ``.grad`` then accumulates all of it: three full-size passes per narrow layer and
-    sub-network, where one slice-size add is enough. So during ``.backward()`` this writes ``.grad`` itself
-    and hands autograd no gradient; the resulting ``.grad`` is identical (the same additions in the same
-    order, the parameter's strides). What is lost is that hooks on the parameter do not see these
-    contributions, which nothing here relies on: gradients are all-reduced from ``.grad`` after backward
-    (:mod:`mutualnet.train.distributed`), and GradScaler and clipping read ``.grad``. Under
-    ``torch.autograd.grad`` or ``create_graph=True`` the ordinary full-shape gradient is returned.
-    """
-
-    @staticmethod
-    def forward(ctx, param: Tensor, index: tuple[slice, ...]) -> Tensor:  # noqa: ANN001
-        ctx.param, ctx.index = param, index
-        return param[index]
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, None]:  # noqa: ANN001
-        param, index = ctx.param, ctx.index
-        if not torch.is_grad_enabled() and _accumulates_into_grad(param):
-            if param.grad is None:
-                param.grad = torch.zeros_like(param)
-            param.grad[index].add_(grad)
-            return None, None
-        full = grad.new_zeros(param.shape)
-        full[index] = grad
-        return full, None
-
-
-def _accumulates_into_grad(param: Tensor) -> bool:
-    """Whether the running backward accumulates into ``param.grad`` (``.backward()``, not ``autograd.grad``)."""
-    try:
-        return torch._C._will_engine_execute_node(torch.autograd.graph.get_gradient_edge(param).node)
-    except RuntimeError:  # raised under torch.autograd.grad, which returns gradients instead
-        return False
-
-
 def _leading(t: Tensor | None, *sizes: int) -> Tensor | None:
     """The leading ``sizes`` entries of ``t`` along its first dimensions.
 
-    Returns ``t`` itself when nothing is cut, so the widest sub-network runs the plain parameter. A cut
-    trainable parameter goes through :class:`_LeadingSlice` (its gradient lands in place in ``.grad``);
-    anything else (buffers, no grad, a non-leaf, torch.compile tracing) is sliced plainly.
+    Returns ``t`` itself when nothing is cut, so the widest sub-network runs the plain parameter without a
+    slice in the autograd graph (no full-shape zero gradient to allocate and copy into).
     """
     if t is None or all(s == d for s, d in zip(sizes, t.shape)):
         return t
-    index = tuple(slice(0, s) for s in sizes)
-    if t.requires_grad and t.is_leaf and torch.is_grad_enabled() and not torch.compiler.is_compiling():
-        return _LeadingSlice.apply(t, index)
-    return t[index]
+    return t[tuple(slice(0, s) for s in sizes)]
 
 
 def _check_channels(x: Tensor, expected: int, layer: nn.Module) -> None:
@@ -560,6 +518,17 @@ def get_width(model: nn.Module) -> float:
         if is_slimmable(m):
             return m.slim_state.width
     raise MutualNetError("model has no slimmable layers")
+
+
+def channel_config(model: nn.Module, width: float) -> tuple:
+    """The active channels of every slimmable layer of ``model`` at ``width``: which network the width is.
+
+    Channel rounding makes neighbouring widths the same network (every layer keeps the same channels), so
+    anything that costs a forward pass per width (search rows, compiled graphs) only needs one per distinct
+    value of this tuple.
+    """
+    with use_width(model, width):
+        return tuple(m.active_channels() for m in model.modules() if is_slimmable(m))
 
 
 @contextlib.contextmanager

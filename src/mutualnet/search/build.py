@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,12 +33,13 @@ from ..checkpoint import atomic_save
 from ..data.transforms import model_resize, resize_batch
 from ..errors import MutualNetError
 from ..io import read_json, read_torch_file
-from ..layers import SlimmableBatchNorm2d, config_key, get_width, set_width
+from ..layers import SlimmableBatchNorm2d, channel_config, config_key, get_width, set_width
 from ..profiling import measure_latency, profile, resolve_device
 from .grid import width_grid
 from .table import QueryTable, atomic_write_text
 
-__all__ = ["build_query_table", "evaluate", "model_fingerprint", "clear_search_state", "STATE_FILE"]
+__all__ = ["build_query_table", "evaluate", "distinct_widths", "can_reach_frontier", "model_fingerprint",
+           "clear_search_state", "STATE_FILE"]
 
 STATE_FILE = "query_table.partial.json"
 STATS_DIR = "partial_stats"
@@ -57,6 +59,43 @@ def model_fingerprint(model: nn.Module) -> str:
 
 
 @torch.no_grad()
+def _hits(model: nn.Module, batches, width: float, resolution: int, dev: torch.device,
+          resize: str) -> tuple[Tensor, Tensor]:
+    """Per-image top-1 and top-5 hits (bool) at (``width``, ``resolution``), in the order of ``batches``."""
+    previous, was_training = get_width(model), model.training
+    set_width(model, width)
+    model.eval()
+    h1, h5 = [], []
+    try:
+        for x, y in batches:
+            x = resize_batch(x.to(dev, non_blocking=True).float(), resolution, resize)
+            y = torch.as_tensor(y).to(dev)
+            logits = model(x)
+            hit = logits.topk(min(5, logits.shape[1]), dim=1).indices == y[:, None]
+            h1.append(hit[:, 0].cpu())
+            h5.append(hit.any(1).cpu())
+    finally:
+        set_width(model, previous)
+        model.train(was_training)
+    if not h1:
+        return torch.zeros(0, dtype=torch.bool), torch.zeros(0, dtype=torch.bool)
+    return torch.cat(h1), torch.cat(h5)
+
+
+def _batches(data: tuple[Tensor, Tensor] | DataLoader, batch_size: int, start: int = 0, stop: int | None = None):
+    """Batches of images ``start:stop`` of in-memory ``(images, labels)`` or of a loader's dataset."""
+    if isinstance(data, tuple):
+        images, labels = data
+        stop = len(images) if stop is None else stop
+        return ((images[i:min(i + batch_size, stop)], labels[i:min(i + batch_size, stop)])
+                for i in range(start, stop, batch_size))
+    if start == 0 and stop is None:
+        return data
+    stop = len(data.dataset) if stop is None else stop
+    return DataLoader(Subset(data.dataset, range(start, stop)), batch_size=batch_size, shuffle=False,
+                      num_workers=data.num_workers)
+
+
 def evaluate(model: nn.Module, data: tuple[Tensor, Tensor] | DataLoader, width: float, resolution: int, *,
              batch_size: int = 200, device: torch.device | str | None = None,
              resize: str | None = None) -> tuple[float, float, int]:
@@ -67,31 +106,48 @@ def evaluate(model: nn.Module, data: tuple[Tensor, Tensor] | DataLoader, width: 
     """
     resize = model_resize(model, resize)
     dev = torch.device(device) if device is not None else next(model.parameters()).device
-    previous, was_training = get_width(model), model.training
-    set_width(model, width)
-    model.eval()
-    if isinstance(data, tuple):
-        images, labels = data
-        batches = ((images[i:i + batch_size], labels[i:i + batch_size]) for i in range(0, len(images), batch_size))
-    else:
-        batches = data
-    c1 = c5 = n = 0
-    try:
-        for x, y in batches:
-            x = resize_batch(x.to(dev, non_blocking=True).float(), resolution, resize)
-            y = torch.as_tensor(y).to(dev)
-            logits = model(x)
-            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            hit = top == y[:, None]
-            c1 += int(hit[:, 0].sum())
-            c5 += int(hit.any(1).sum())
-            n += len(y)
-    finally:
-        set_width(model, previous)
-        model.train(was_training)
-    if n == 0:
+    h1, h5 = _hits(model, _batches(data, batch_size), width, resolution, dev, resize)
+    if len(h1) == 0:
         raise MutualNetError("the validation set is empty")
-    return 100.0 * c1 / n, 100.0 * c5 / n, n
+    return 100.0 * float(h1.float().mean()), 100.0 * float(h5.float().mean()), len(h1)
+
+
+def distinct_widths(model: nn.Module, widths: Sequence[float]) -> dict[float, float]:
+    """Each width mapped to the first width of ``widths`` that is the same network (same channels everywhere).
+
+    Channel rounding makes neighbouring widths identical networks: the demo's 11 widths are 5 networks.
+    Their rows (accuracy, MACs, latency) and calibrated statistics are equal, so a search computes one.
+    """
+    first: dict[tuple, float] = {}
+    return {float(w): first.setdefault(channel_config(model, w), float(w)) for w in widths}
+
+
+def can_reach_frontier(hits: dict, macs: dict, z: float = 3.0) -> set:
+    """Configurations not significantly beaten by a cheaper-or-equal one on the images both have seen.
+
+    ``hits[c]`` is the top-1 hit vector of configuration ``c`` on the first ``len(hits[c])`` validation images
+    (in a random order), ``macs[c]`` its cost. ``c`` is dropped when some ``b`` with ``macs[b] <= macs[c]``
+    wins on more of their common images than it loses, by more than ``z`` standard deviations of the paired
+    (McNemar) sign test: ``wins - losses > z * sqrt(wins + losses)``. Such a ``c`` is off the frontier unless
+    the rest of the images reverse a gap of ``z`` sigmas.
+    """
+    keep = set()
+    for c, hc in hits.items():
+        beaten = False
+        for b, hb in hits.items():
+            if b == c or macs[b] > macs[c]:
+                continue
+            n = min(len(hb), len(hc))
+            if n == 0:
+                continue
+            wins = int((hb[:n] & ~hc[:n]).sum())
+            losses = int((hc[:n] & ~hb[:n]).sum())
+            if wins - losses > z * (wins + losses) ** 0.5:
+                beaten = True
+                break
+        if not beaten:
+            keep.add(c)
+    return keep
 
 
 def _bn_stats(model: nn.Module, key: str) -> dict[str, Tensor]:
@@ -183,12 +239,19 @@ def _subset(ds: Dataset, n: int | None, seed: int) -> Dataset:
     return Subset(ds, idx)
 
 
-def _val_source(ds: Dataset, n: int | None, seed: int, batch_size: int, num_workers: int, cache_bytes: int):
+def _val_source(ds: Dataset, n: int | None, seed: int, batch_size: int, num_workers: int, cache_bytes: int,
+                shuffle: bool = False):
     ds = _subset(ds, n, seed)
+    if shuffle:  # a random order, so that every prefix is a random sample (class-sorted folders are common)
+        ds = Subset(ds, torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed + 1)).tolist())
     x0, _ = ds[0]
     if len(ds) * x0.numel() * 2 <= cache_bytes:
         return load_images(ds, None, batch_size=batch_size, num_workers=num_workers)
     return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+
+
+def _num_images(val: tuple[Tensor, Tensor] | DataLoader) -> int:
+    return len(val[0]) if isinstance(val, tuple) else len(val.dataset)
 
 
 def build_query_table(
@@ -201,6 +264,7 @@ def build_query_table(
     width_step: float = 0.05,
     calib_images: int = 2000,
     val_images: int | None = None,
+    halving: float | None = None,
     batch_size: int = 200,
     calib_batch_size: int | None = None,
     device: str = "cpu",
@@ -218,6 +282,12 @@ def build_query_table(
 ) -> QueryTable:
     """Calibrate and evaluate every (width, resolution); the model keeps every configuration's BN statistics.
 
+    Widths that are the same network (:func:`distinct_widths`) are calibrated and evaluated once; their rows
+    and statistics are copies. With ``halving``, every network is first validated on that fraction of the
+    validation images (a random sample), then only those that can still reach the frontier
+    (:func:`can_reach_frontier`) on twice as many, and so on up to all images; a row's ``val_images`` says
+    how many images its accuracy is from, and every row on the final frontier has seen them all.
+
     Args:
         model: the trained slimmable model.
         val_data, calib_data: validation and calibration (training images, evaluation transform) datasets
@@ -225,6 +295,8 @@ def build_query_table(
         resolutions: input sides to evaluate (any order; reported highest first).
         widths: explicit widths; default: ``width_grid(*model.width_range, width_step)``.
         calib_images, val_images: images for calibration (per configuration) and validation (None: all).
+        halving: first fraction of the validation images (in (0, 1]) for successive halving; None: all images
+            for every configuration.
         batch_size, calib_batch_size: evaluation and calibration batch sizes.
         device: where calibration, evaluation and (with ``latency``) timing run.
         latency, latency_batch_size, threads: also measure median forward latency on ``device``.
@@ -251,6 +323,8 @@ def build_query_table(
         raise MutualNetError("resize_then_crop needs val_data and calib_data as callables resolution -> Dataset")
     if calib_images <= 0:
         raise MutualNetError(f"number of calibration images must be positive, got {calib_images}")
+    if halving is not None and not 0 < halving <= 1:
+        raise MutualNetError(f"halving must be a fraction in (0, 1], got {halving:g}")
     dev = resolve_device(device)
     if threads is not None:
         torch.set_num_threads(threads)
@@ -263,63 +337,120 @@ def build_query_table(
                  "resize_then_crop": resize_then_crop, "resize": resize, "latency": latency, "seed": seed,
                  "latency_batch_size": latency_batch_size if latency else None,
                  "device": str(dev), "dataset": meta.get("dataset")}
+    if halving is not None:
+        signature["halving"] = halving
     state = _State(Path(state_dir) if state_dir is not None else None, signature)
+    state.timing.setdefault("val_images_evaluated", 0)
     table = QueryTable(meta=meta)
+    hits: dict[tuple[float, int], tuple[Tensor, Tensor]] = {}
     for row in state.rows:
         key = config_key(row["width"], row["resolution"])
-        stats_ok = state.dir is not None and state.stats_path(key).is_file() and _restore_bn_stats(
-            model, key, _read_stats(state.stats_path(key)))
-        if stats_ok:
+        saved = (_read_stats(state.stats_path(key))
+                 if state.dir is not None and state.stats_path(key).is_file() else {})
+        if _restore_bn_stats(model, key, saved):
             table.add(row)
+            if "_hits1" in saved:
+                hits[(row["width"], row["resolution"])] = (saved["_hits1"] > 0.5, saved["_hits5"] > 0.5)
     state.rows = list(table.rows)
-    timed = {(row["macs"], row["params"], row["resolution"]): row["latency_ms"] for row in table.rows
-             if row.get("latency_ms") is not None}
-    todo = [(w, r) for r in resolutions for w in widths if table.find(w, r) is None]
+
+    same = distinct_widths(model, widths)
+    distinct = [(w, r) for r in resolutions for w in widths if same[w] == w]
     total = len(widths) * len(resolutions)
     start = time.perf_counter()
-    bar = tqdm(total=total, initial=total - len(todo), desc="search", unit="cfg", disable=not progress,
-               dynamic_ncols=True)
-    calib = val = None
-    loaded_for = None
-    calib_used = state.timing.get("calib_images_per_config")  # what existed, not what was asked for
-    try:
-        for w, r in todo:
-            src_res = r if resize_then_crop else resolutions[0]
-            if loaded_for != src_res:  # decode once per source resolution (once in all, by default)
-                calib = val = None
-                calib, _ = load_images(_resolve(calib_data, src_res), calib_images, seed=seed,
-                                       batch_size=calib_bs, num_workers=num_workers)
-                val = _val_source(_resolve(val_data, src_res), val_images, seed, batch_size,
-                                  num_workers, cache_bytes)
-                calib_used = state.timing["calib_images_per_config"] = min(calib_images, len(calib))
-                if isinstance(calib, Tensor) and dev.type == "cuda":
-                    calib = calib.to(dev)
-                loaded_for = src_res
-            bar.set_postfix_str(f"w={w:g} r={r}")
+    bar = tqdm(total=total, initial=len(table), desc="search", unit="cfg", disable=not progress, dynamic_ncols=True)
+    data: dict = {"for": None}
+
+    def load(r: int):
+        src_res = r if resize_then_crop else resolutions[0]
+        if data["for"] != src_res:  # decode once per source resolution (once in all, by default)
+            data.clear()
+            data["calib"], _ = load_images(_resolve(calib_data, src_res), calib_images, seed=seed,
+                                           batch_size=calib_bs, num_workers=num_workers)
+            data["val"] = _val_source(_resolve(val_data, src_res), val_images, seed, batch_size, num_workers,
+                                      cache_bytes, shuffle=halving is not None)
+            state.timing["calib_images_per_config"] = min(calib_images, len(data["calib"]))  # what existed
+            if isinstance(data["calib"], Tensor) and dev.type == "cuda":
+                data["calib"] = data["calib"].to(dev)
+            data["for"] = src_res
+        return data["calib"], data["val"]
+
+    def run(w: float, r: int, upto: int | None) -> None:
+        """Make sure (w, r) is calibrated and validated on the first ``upto`` images (None: all)."""
+        calib, val = load(r)
+        n_all = _num_images(val)
+        upto = n_all if upto is None else min(upto, n_all)
+        row, key = table.find(w, r), config_key(w, r)
+        if row is not None and row.get("val_images", n_all) >= upto:
+            return
+        bar.set_postfix_str(f"w={w:g} r={r}")
+        if row is None:
             res = calibrate(model, calib, w, r, num_images=calib_images, batch_size=calib_bs, device=dev,
                             resize=resize)
-            t0 = time.perf_counter()
-            top1, top5, _ = evaluate(model, val, w, r, batch_size=batch_size, device=dev, resize=resize)
+            state.timing["calib_s"] += res.seconds
+            state.timing["calib_images"] += res.num_images
             t1 = time.perf_counter()
             prof = profile(model, w, r)
             t2 = time.perf_counter()
-            lat, same_network = None, (prof.macs, prof.params, r)  # widths rounding to the same channels
+            lat = None  # timed once per distinct network: widths rounding to the same channels copy this row
             if latency:
-                lat = timed.get(same_network)
-                if lat is None:  # timed once per distinct network, so identical networks get one number
-                    lat = timed[same_network] = measure_latency(model, w, r, device=str(dev),
-                                                                batch_size=latency_batch_size,
-                                                                threads=threads).median_ms
-            t3 = time.perf_counter()
-            row = table.add({"width": w, "resolution": r, "top1": top1, "top5": top5, "macs": prof.macs,
-                             "params": prof.params, "latency_ms": lat})
-            for k, v in (("calib_s", res.seconds), ("calib_images", res.num_images), ("eval_s", t1 - t0),
-                         ("profile_s", t2 - t1), ("latency_s", t3 - t2)):
-                state.timing[k] += v
-            state.commit({k: row[k] for k in ("width", "resolution", "top1", "top5", "macs", "params",
-                                              "latency_ms")}, _bn_stats(model, res.key), res.key)
+                lat = measure_latency(model, w, r, device=str(dev), batch_size=latency_batch_size,
+                                      threads=threads).median_ms
+            state.timing["profile_s"] += t2 - t1
+            state.timing["latency_s"] += time.perf_counter() - t2
+            row = {"width": w, "resolution": r, "macs": prof.macs, "params": prof.params, "latency_ms": lat}
+        have = hits.get((w, r), (torch.zeros(0, dtype=torch.bool),) * 2)
+        t0 = time.perf_counter()
+        more = _hits(model, _batches(val, batch_size, len(have[0]), upto), w, r, dev, resize)
+        state.timing["eval_s"] += time.perf_counter() - t0
+        state.timing["val_images_evaluated"] += len(more[0])
+        h1, h5 = torch.cat([have[0], more[0]]), torch.cat([have[1], more[1]])
+        if len(h1) == 0:
+            raise MutualNetError("the validation set is empty")
+        hits[(w, r)] = (h1, h5)
+        row = {k: row[k] for k in ("width", "resolution", "macs", "params", "latency_ms")} | {
+            "top1": 100.0 * float(h1.float().mean()), "top5": 100.0 * float(h5.float().mean())}
+        if halving is not None:
+            row["val_images"] = len(h1)
+        new = table.find(w, r) is None
+        table.add(row)
+        # hits are stored as floats: the guarded reader accepts floating-point tensors only
+        stats = _bn_stats(model, key) | ({"_hits1": h1.float(), "_hits5": h5.float()} if halving is not None else {})
+        state.rows = [x for x in state.rows if (x["width"], x["resolution"]) != (w, r)]
+        state.commit(row, stats, key)
+        bar.update(int(new))
+
+    try:
+        if halving is None:
+            for w, r in distinct:
+                run(w, r, None)
+        else:
+            n_all = _num_images(load(resolutions[0])[1])
+            n, alive = max(1, math.ceil(halving * n_all)), list(distinct)
+            while True:
+                for w, r in alive:
+                    run(w, r, n)
+                top1_hits = {c: hits[c][0] for c in distinct}
+                macs = {c: table.find(*c)["macs"] for c in distinct}
+                keep = can_reach_frontier(top1_hits, macs)
+                alive = [c for c in alive if c in keep]
+                if n >= n_all:
+                    break
+                n = min(2 * n, n_all)
+            # a row measured on part of the images never stands on the final frontier
+            while short := [(r["width"], r["resolution"]) for r in table.rows
+                            if r["pareto"] and r.get("val_images", n_all) < n_all]:
+                for w, r in short:
+                    run(w, r, None)
+        for w, r in ((w, r) for r in resolutions for w in widths if same[w] != w and table.find(w, r) is None):
+            src = table.find(same[w], r)
+            key, src_key = config_key(w, r), config_key(same[w], r)
+            for m in model.modules():
+                if isinstance(m, SlimmableBatchNorm2d) and src_key in m.calibrated:
+                    m.calibrated[key] = m.calibrated[src_key]
+            row = {k: src.get(k) for k in (*_ROW_FIELDS, "val_images") if k in src} | {"width": w}
+            table.add(row)
+            state.commit(row, _bn_stats(model, key), key)
             bar.update(1)
-            bar.set_postfix_str(f"w={w:g} r={r} top1={top1:.1f}")
     finally:
         bar.close()
     t = state.timing
@@ -327,13 +458,18 @@ def build_query_table(
     table.meta.update({
         "widths": widths, "resolutions": resolutions, "val_images": val_images,
         "resize_then_crop": resize_then_crop, "resize": resize, "device": str(dev),
-        "calibration": {"images": calib_images if calib_used is None else calib_used, "batch_size": calib_bs,
+        "distinct_networks": len(distinct),
+        "calibration": {"images": int(t.get("calib_images_per_config", calib_images)), "batch_size": calib_bs,
                         "seconds": round(t["calib_s"], 3),
                         "images_per_s": round(t["calib_images"] / t["calib_s"], 1) if t["calib_s"] else None,
                         "share_of_search_time": round(t["calib_s"] / search_s, 3) if search_s else None},
+        "validation": {"images_evaluated": t["val_images_evaluated"], "halving": halving},
         "timing_s": {k: round(v, 3) for k, v in t.items() if k.endswith("_s")} | {
             "this_run_wall": round(time.perf_counter() - start, 3)},
         "latency": ({"device": str(dev), "batch_size": latency_batch_size, "threads": torch.get_num_threads()}
                     if latency else None),
     })
     return table
+
+
+_ROW_FIELDS = ("width", "resolution", "top1", "top5", "macs", "params", "latency_ms")

@@ -25,12 +25,28 @@ from ..errors import MutualNetError
 from ..io import MAX_JSON_DEPTH, atomic_write_text, json_depth, read_json
 from ..validate import check_float, check_int, check_resolution, check_width
 
-__all__ = ["QueryTable", "ROW_KEYS", "TABLE_FORMAT", "pareto_frontier", "atomic_write_text", "fits_budget",
-           "MFLOPS_DECIMALS", "LATENCY_DECIMALS"]
+__all__ = ["QueryTable", "ROW_KEYS", "OPTIONAL_KEYS", "RUNTIMES", "TABLE_FORMAT", "latency_column", "pareto_frontier",
+           "atomic_write_text", "fits_budget", "MFLOPS_DECIMALS", "LATENCY_DECIMALS"]
 
 TABLE_FORMAT = "mutualnet-query-table"
 ROW_KEYS = ("width", "resolution", "top1", "top5", "macs", "params", "mflops", "latency_ms", "pareto")
-_COSTS = {"macs": "macs", "mflops": "macs", "latency_ms": "latency_ms", "latency": "latency_ms"}
+RUNTIMES = ("eager", "torchscript", "onnxruntime")  # see mutualnet.deploy.runtime
+# columns a table has only when it was built that way: validation images of a row (successive halving), the
+# latency on each runtime it was measured on (``latency_ms`` is the one of the runtime it is deployed with)
+OPTIONAL_KEYS = ("val_images",) + tuple(f"latency_{rt}_ms" for rt in RUNTIMES)
+
+
+def latency_column(runtime: str | None = None) -> str:
+    """The row key of the latency measured on ``runtime`` (None: ``latency_ms``, the table's own runtime)."""
+    if runtime is None:
+        return "latency_ms"
+    if runtime not in RUNTIMES:
+        raise MutualNetError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    return f"latency_{runtime}_ms"
+
+
+_COSTS = {"macs": "macs", "mflops": "macs", "latency_ms": "latency_ms", "latency": "latency_ms"} | {
+    f"latency_{rt}_ms": f"latency_{rt}_ms" for rt in RUNTIMES}
 
 
 def pareto_frontier(rows: list[dict], cost: str = "macs") -> list[dict]:
@@ -82,8 +98,8 @@ def _short(row: object) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def _describe(row: dict) -> str:
-    lat = f", {row['latency_ms']:.{LATENCY_DECIMALS}f} ms" if row.get("latency_ms") is not None else ""
+def _describe(row: dict, lat_key: str = "latency_ms") -> str:
+    lat = f", {row[lat_key]:.{LATENCY_DECIMALS}f} ms" if row.get(lat_key) is not None else ""
     return (f"width {row['width']:g} at {row['resolution']} px ({row['mflops']:.{MFLOPS_DECIMALS}f} MFLOPs{lat}, "
             f"top-1 {row['top1']:.2f}%)")
 
@@ -116,8 +132,14 @@ class QueryTable:
             r["top5"] = check_float(r["top5"], "top5", 0.0, 100.0)
             r["macs"] = check_int(_as_int(r["macs"]), "macs", 0)
             r["params"] = check_int(_as_int(r["params"]), "params", 0)
-            lat = r.get("latency_ms")
-            r["latency_ms"] = None if lat is None or lat == "" else check_float(lat, "latency_ms", 0.0)
+            for k in ("latency_ms", *(c for c in OPTIONAL_KEYS if c.startswith("latency_"))):
+                lat = r.get(k)
+                if k == "latency_ms" or k in r:
+                    r[k] = None if lat is None or lat == "" else check_float(lat, k, 0.0)
+            if r.get("val_images") not in (None, ""):
+                r["val_images"] = check_int(_as_int(r["val_images"]), "val_images", 1)
+            else:
+                r.pop("val_images", None)
         except KeyError as e:
             raise MutualNetError(f"malformed query table row {_short(row)}: missing {e}") from None
         except MutualNetError as e:
@@ -149,17 +171,32 @@ class QueryTable:
 
     @property
     def has_latency(self) -> bool:
-        return bool(self.rows) and all(r.get("latency_ms") is not None for r in self.rows)
+        return self.has_latency_on(None)
+
+    def has_latency_on(self, runtime: str | None) -> bool:
+        """Whether every row has a latency measured on ``runtime`` (None: the table's ``latency_ms``)."""
+        col = latency_column(runtime)
+        return bool(self.rows) and all(r.get(col) is not None for r in self.rows)
+
+    @property
+    def runtimes(self) -> list[str]:
+        """The runtimes every row has a latency column of."""
+        return [rt for rt in RUNTIMES if self.has_latency_on(rt)]
 
     # -- using --------------------------------------------------------------------------------------
     def frontier(self, cost: str = "macs") -> list[dict]:
         """The Pareto frontier by ``cost`` (``macs`` or ``latency_ms``), cheapest first."""
-        if _COSTS.get(cost) == "latency_ms" and not self.has_latency:
+        if _COSTS.get(cost, "").startswith("latency") and not all(r.get(_COSTS[cost]) is not None
+                                                                  for r in self.rows):
             raise MutualNetError(LATENCY_MISSING)
         return pareto_frontier(self.rows, cost)
 
-    def select(self, max_mflops: float | None = None, max_latency_ms: float | None = None) -> dict:
+    def select(self, max_mflops: float | None = None, max_latency_ms: float | None = None,
+               runtime: str | None = None) -> dict:
         """The most accurate configuration within every given budget (ties: the cheaper one).
+
+        ``runtime`` picks the latency column the budget is checked against (``latency_<runtime>_ms``, filled
+        by ``mutualnet latency --runtime``); None uses ``latency_ms``.
 
         Raises:
             MutualNetError: no budget given, latency asked of a table without it, or a budget below the
@@ -169,7 +206,11 @@ class QueryTable:
             raise MutualNetError("give a budget: max_mflops and/or max_latency_ms")
         if not self.rows:
             raise MutualNetError("the query table is empty")
-        if max_latency_ms is not None and not self.has_latency:
+        lat_key = latency_column(runtime)
+        if max_latency_ms is not None and not self.has_latency_on(runtime):
+            if runtime is not None:
+                raise MutualNetError(f"this query table has no {runtime} latency measurements; measure them with "
+                                     f"`mutualnet latency --runtime {runtime}`")
             raise MutualNetError(LATENCY_MISSING)
         fits = self.rows
         if max_mflops is not None:
@@ -179,23 +220,28 @@ class QueryTable:
                 raise MutualNetError(f"no configuration fits {max_mflops:g} MFLOPs; the cheapest is "
                                      f"{_describe(cheapest)}")
         if max_latency_ms is not None:
-            fits = [r for r in fits if fits_budget(r["latency_ms"], max_latency_ms, LATENCY_DECIMALS)]
+            fits = [r for r in fits if fits_budget(r[lat_key], max_latency_ms, LATENCY_DECIMALS)]
             if not fits:
                 pool = self.rows if max_mflops is None else [r for r in self.rows
                                                                if fits_budget(r["mflops"], max_mflops, MFLOPS_DECIMALS)]
-                cheapest = min(pool, key=lambda r: r["latency_ms"])
+                cheapest = min(pool, key=lambda r: r[lat_key])
                 raise MutualNetError(f"no configuration fits {max_latency_ms:g} ms"
                                      f"{'' if max_mflops is None else f' within {max_mflops:g} MFLOPs'}; "
-                                     f"the fastest is {_describe(cheapest)}")
-        cost = "macs" if max_latency_ms is None else "latency_ms"
+                                     f"the fastest is {_describe(cheapest, lat_key)}")
+        cost = "macs" if max_latency_ms is None else lat_key
         best = dict(max(fits, key=lambda r: (r["top1"], -r[cost], -r["macs"])))
-        best["frontier"] = "latency" if cost == "latency_ms" else "mflops"  # the most accurate in budget is on it
+        best["frontier"] = "latency" if cost != "macs" else "mflops"  # the most accurate in budget is on it
         return best
 
     # -- files --------------------------------------------------------------------------------------
+    def columns(self) -> list[str]:
+        """The row keys written to files: :data:`ROW_KEYS`, then the optional ones some row has."""
+        return list(ROW_KEYS) + [k for k in OPTIONAL_KEYS if any(r.get(k) is not None for r in self.rows)]
+
     def to_dict(self) -> dict:
+        cols = self.columns()
         return {"format": TABLE_FORMAT, "version": 1, "meta": dict(self.meta),
-                "rows": [{k: r.get(k) for k in ROW_KEYS} for r in self.rows]}
+                "rows": [{k: r.get(k) for k in cols} for r in self.rows]}
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "query table") -> QueryTable:
@@ -209,9 +255,9 @@ class QueryTable:
         if json_depth(d) > MAX_JSON_DEPTH:
             raise MutualNetError(f"{source} is nested more than {MAX_JSON_DEPTH} levels deep")
         for i, row in enumerate(d["rows"]):
-            if isinstance(row, dict) and (unknown := sorted(set(row) - set(ROW_KEYS))):
+            if isinstance(row, dict) and (unknown := sorted(set(row) - set(ROW_KEYS) - set(OPTIONAL_KEYS))):
                 raise MutualNetError(f"{source} row {i} has unknown field {unknown[0]!r}; "
-                                     f"fields: {', '.join(ROW_KEYS)}")
+                                     f"fields: {', '.join(ROW_KEYS + OPTIONAL_KEYS)}")
         try:
             return cls(rows=d["rows"], meta=dict(d.get("meta") or {}))
         except MutualNetError as e:
@@ -219,10 +265,11 @@ class QueryTable:
 
     def to_csv(self) -> str:
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(ROW_KEYS), lineterminator="\n")
+        cols = self.columns()
+        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
         w.writeheader()
         for r in self.rows:
-            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in ROW_KEYS})
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
         return buf.getvalue()
 
     def save(self, path: str | os.PathLike) -> Path:

@@ -65,6 +65,7 @@ class DataConfig:
     resize: str = "antialias"
     synthetic_length: int = 512  # samples in the synthetic dataset (tests and smoke runs)
     train_subset: int | None = None  # train on this many images, a fixed random subset (seed 0); None: all
+    decoder: str = "torchvision"  # imagefolder: torchvision (torchvision.io, faster per core) | pil
 
 
 @dataclass
@@ -108,6 +109,8 @@ class RunConfig:
     max_steps: int | None = None  # stop after this many iterations (the schedule still spans all epochs)
     sync_bn: bool = False  # distributed: batch statistics over all processes
     threads: int | None = None  # torch CPU threads (None: torch's default)
+    compile: bool = False  # torch.compile the step, one graph per distinct sub-network (mutualnet.train.compiled)
+    compile_backend: str = "inductor"  # inductor (fused kernels) | aot_eager (graph capture only, for checks)
 
 
 @dataclass
@@ -405,6 +408,9 @@ def resolve(cfg: TrainConfig, dataset: dict | None = None) -> TrainConfig:
         (r.save_every >= 0 and r.val_every >= 0 and r.log_every >= 1, "run: save_every/val_every >= 0, "
                                                                       "log_every >= 1"),
         (r.max_steps is None or r.max_steps >= 1, "run.max_steps must be positive"),
+        (r.compile_backend in ("inductor", "aot_eager"),
+         f"run.compile_backend must be inductor or aot_eager, got {r.compile_backend!r}"),
+        (d.decoder in ("torchvision", "pil"), f"data.decoder must be torchvision or pil, got {d.decoder!r}"),
     ]
     for ok, msg in checks:
         if not ok:

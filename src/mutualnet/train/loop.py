@@ -40,6 +40,7 @@ from ..extras import missing
 from ..io import atomic_write_text
 from ..layers import SlimmableBatchNorm2d, config_key
 from ..models import create_model
+from .compiled import CompiledModel
 from .config import TrainConfig, apply_overrides, config_from_dict, config_to_dict, resolve, save_config
 from .distributed import (
     DistInfo,
@@ -227,8 +228,11 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         if r.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         subnets = sample_subnets(t.mode, cfg.model.width_range, t.resolutions, t.num_subnets, ctx["sampler_gen"])
+        step_model = ctx.get("compiled") or model
+        if step_model is not model:  # compiled: the same networks, a finite number of graphs
+            subnets = step_model.snap_subnets(subnets)
         optimizer.zero_grad(set_to_none=True)
-        losses = train_step(model, images, labels, subnets, label_smoothing=t.label_smoothing,
+        losses = train_step(step_model, images, labels, subnets, label_smoothing=t.label_smoothing,
                             temperature=t.temperature, autocast=ctx["autocast"], scaler=scaler, resize=cfg.data.resize)
         losses = all_reduce_mean(losses, info)
         total = float(losses.sum())
@@ -359,7 +363,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         if data_info.name == "synthetic":
             synth = {"num_classes": cfg.model.num_classes, "in_chans": cfg.model.args.get("in_chans")}
         common = {"root": d.root, "input_size": d.input_size, "synthetic_length": d.synthetic_length,
-                  "seed": r.seed, **synth}
+                  "seed": r.seed, "decoder": d.decoder, **synth}
         train_ds = build_dataset(d.name, "train", crop_scale=tuple(d.crop_scale), hflip=d.hflip,
                                  color_jitter=d.color_jitter, crop_padding=d.crop_padding, lighting=d.lighting,
                                  padding_mode=d.padding_mode, **common)
@@ -457,7 +461,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
 
         ctx = {"cfg": cfg, "info": info, "device": device, "autocast": _autocast(r.amp, device),
                "sampler_gen": sampler_gen, "steps_per_epoch": steps_per_epoch, "run_dir": run_dir, "log": log,
-               "save": save, "guard": DivergenceGuard()}
+               "save": save, "guard": DivergenceGuard(),
+               "compiled": CompiledModel(model, backend=r.compile_backend) if r.compile else None}
         calib_sampler = EpochSampler(len(train_ds), num_replicas=info.world_size, rank=info.rank, seed=r.seed + 7)
         calib_loader = DataLoader(SeededSamples(train_ds), batch_size=local_batch, sampler=calib_sampler,
                                   num_workers=min(d.workers, 2), generator=torch.Generator().manual_seed(r.seed))

@@ -1,0 +1,59 @@
+"""Deployed latency per runtime: the slimmable model in PyTorch eager vs the exported sub-network on TorchScript
+and ONNX Runtime (what ``mutualnet latency --runtime`` measures), CPU, batch 1.
+
+All runners of one configuration are timed in alternation in one process; each prints its median, the
+min-max over rounds and its ratio to eager (goal for the MobileNets: onnxruntime <= 0.2x eager).
+
+    python benchmarks/bench_runtime.py [--threads 1] [--repeats 30]
+        [--configs mobilenet_v2:0.7:128,mobilenet_v2:1.0:224,mobilenet_v1:0.5:128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from _common import header
+
+import mutualnet as mn
+from mutualnet.deploy.runtime import RUNTIMES, build_runner
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--configs", default="mobilenet_v2:0.7:128,mobilenet_v2:1.0:224,mobilenet_v1:0.5:128,"
+                                        "mobilenet_v1:1.0:224")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    header(f"deployed latency by runtime, batch 1, {args.threads} thread(s)", torch.device("cpu"))
+    for spec in args.configs.split(","):
+        name, width, res = spec.split(":")
+        width, res = float(width), int(res)
+        model = mn.create_model(name).eval()
+        x = torch.randn(1, model.in_chans, res, res)
+        runners = {rt: build_runner(model, width, res, rt, threads=args.threads, allow_uncalibrated=True)
+                   for rt in RUNTIMES}  # untrained weights: timing only
+        ref = runners["eager"](x)
+        for rt, run in runners.items():
+            assert (run(x) - ref).abs().max() <= 1e-3 * max(1.0, float(ref.abs().max())), rt
+            for _ in range(3):
+                run(x)
+        times: dict[str, list[float]] = {rt: [] for rt in runners}
+        for _ in range(args.repeats):
+            for rt, run in runners.items():
+                t0 = time.perf_counter()
+                run(x)
+                times[rt].append((time.perf_counter() - t0) * 1e3)
+        med = {rt: statistics.median(v) for rt, v in times.items()}
+        print(f"{name} width {width:g} at {res} px (n={args.repeats} rounds, alternated)")
+        for rt, v in times.items():
+            print(f"  {rt:12s} {med[rt]:8.2f} ms  (min {min(v):.2f}, max {max(v):.2f})  "
+                  f"{med[rt] / med['eager']:.3f}x eager")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Run one configuration on the runtime it is deployed with: PyTorch eager, TorchScript or ONNX Runtime.
+
+The slimmable model in eager PyTorch pays per-layer Python and dispatch costs that dominate at batch 1 on a
+CPU; the same sub-network exported as a plain network with BatchNorm folded (:func:`export_subnet`) and run by
+a graph runtime does the same arithmetic with less overhead (ONNX Runtime fuses convolution + activation and
+plans memory once). Latency tables therefore carry one column per runtime (``latency_<runtime>_ms``), and
+selection and :class:`~mutualnet.deploy.AdaptiveNet` use the column of the runtime the user deploys with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import MutualNetError
+from ..layers import allow_uncalibrated as _allow
+from ..layers import use_width
+from ..search.table import RUNTIMES, latency_column
+
+__all__ = ["RUNTIMES", "check_runtime", "build_runner"]
+
+
+def check_runtime(runtime: str) -> str:
+    """``runtime`` if it is one of :data:`RUNTIMES`, else a one-line error saying which exist."""
+    latency_column(runtime)
+    return runtime
+
+
+def build_runner(model: nn.Module, width: float, resolution: int, runtime: str = "eager", *,
+                 threads: int | None = None, allow_uncalibrated: bool = False) -> Callable[[Tensor], Tensor]:
+    """A function ``images (N, C, resolution, resolution) -> logits`` running one configuration on ``runtime``.
+
+    ``eager`` runs the slimmable model itself at ``width`` (what an :class:`AdaptiveNet` switches); the others
+    run the exported sub-network (BN folded) traced by TorchScript (frozen, optimised for inference) or as an
+    ONNX Runtime session (``threads`` intra-op threads, default: torch's), on the CPU.
+    ``allow_uncalibrated`` runs a configuration without calibrated BN statistics (timing untrained models).
+    """
+    from .export import _onnx_export, export_subnet  # export imports this package's siblings
+
+    check_runtime(runtime)
+    if runtime == "eager":
+        def run_eager(x: Tensor) -> Tensor:
+            with torch.inference_mode(), use_width(model, width), (
+                    _allow(model) if allow_uncalibrated else contextlib.nullcontext()):
+                return model(x)
+
+        return run_eager
+    net, _ = export_subnet(model, width, resolution, allow_uncalibrated=allow_uncalibrated)
+    net = net.cpu().eval()
+    x = torch.randn(1, getattr(model, "in_chans", 3), resolution, resolution)
+    if runtime == "torchscript":
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(net, x, check_trace=False)))
+
+        def run_ts(images: Tensor) -> Tensor:
+            with torch.inference_mode():
+                return traced(images)
+
+        return run_ts
+    try:
+        import onnxruntime as ort
+    except ImportError:  # pragma: no cover - a dependency of the package
+        raise MutualNetError("the onnxruntime runtime needs the onnxruntime package (pip install onnxruntime)") \
+            from None
+    model_bytes = _onnx_export(net, x)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads or torch.get_num_threads())
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    with contextlib.redirect_stderr(io.StringIO()):
+        sess = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+
+    def run_ort(images: Tensor) -> Tensor:
+        return torch.from_numpy(sess.run(None, {name: images.detach().cpu().float().contiguous().numpy()})[0])
+
+    return run_ort
