@@ -2,7 +2,9 @@
 and ONNX Runtime (what ``mutualnet latency --runtime`` measures), CPU, batch 1.
 
 All runners of one configuration are timed in alternation in one process; each prints its median, the
-min-max over rounds and its ratio to eager (goal for the MobileNets: onnxruntime <= 0.2x eager).
+min-max over rounds and its ratio to eager, in wall time and in this process's CPU time (the steadier number
+on a shared machine; ONNX Runtime runs its one intra-op thread in this process). Goal for the MobileNets:
+onnxruntime <= 0.2x eager.
 
     python benchmarks/bench_runtime.py [--threads 1] [--repeats 30]
         [--configs mobilenet_v2:0.7:128,mobilenet_v2:1.0:224,mobilenet_v1:0.5:128]
@@ -43,16 +45,19 @@ def main() -> None:
             for _ in range(3):
                 run(x)
         times: dict[str, list[float]] = {rt: [] for rt in runners}
+        cpu: dict[str, list[float]] = {rt: [] for rt in runners}
         for _ in range(args.repeats):
             for rt, run in runners.items():
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 run(x)
                 times[rt].append((time.perf_counter() - t0) * 1e3)
+                cpu[rt].append((time.process_time() - c0) * 1e3)
         med = {rt: statistics.median(v) for rt, v in times.items()}
+        cmed = {rt: statistics.median(v) for rt, v in cpu.items()}
         print(f"{name} width {width:g} at {res} px (n={args.repeats} rounds, alternated)")
         for rt, v in times.items():
             print(f"  {rt:12s} {med[rt]:8.2f} ms  (min {min(v):.2f}, max {max(v):.2f})  "
-                  f"{med[rt] / med['eager']:.3f}x eager")
+                  f"{med[rt] / med['eager']:.3f}x eager; cpu {cmed[rt]:.2f} ms, {cmed[rt] / cmed['eager']:.3f}x eager")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ def calibrate_config(model, width: float, resolution: int, images: torch.Tensor)
     """Calibrate one configuration with the layers' own hooks (exact statistics over ``images``)."""
     bns = [m for m in model.modules() if isinstance(m, SlimmableBatchNorm2d)]
     model.eval()
-    with mn.use_width(model, width), torch.no_grad():
+    with mn.use_config(model, width, resolution), torch.no_grad():
         for bn in bns:
             bn.begin_calibration()
         x = torch.nn.functional.interpolate(images, size=(resolution, resolution), mode="bilinear",

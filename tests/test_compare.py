@@ -119,8 +119,9 @@ def test_compare_runs_each_arm_for_every_seed_and_resumes(tmp_path, capsys):
         cfg = load_checkpoint(out / f"seed{seed}" / "mutualnet" / "train" / "last.pt")["config"]
         assert cfg["run"]["seed"] == seed and cfg["data"]["train_subset"] == 32 and cfg["data"]["batch_size"] == 16
         assert cfg["train"]["epochs"] == 1
-        plus = load_checkpoint(out / f"seed{seed}" / "usnet_plus" / "train" / "last.pt")["meta"]
-        assert plus["mode"] == "usnet" and plus["width_range"] == [0.5, 1.0]  # the paper's US-Net+: MutualNet's range
+        plus = load_checkpoint(out / f"seed{seed}" / "usnet_plus" / "train" / "last.pt")
+        assert plus["meta"]["mode"] == "usnet"  # the paper's US-Net+: MutualNet's range (stored once, in model_args)
+        assert plus["model_args"]["width_range"] == [0.5, 1.0]
     summary = json.loads((out / "compare.json").read_text())
     assert summary["seeds"] == [0, 1]
     assert {r["resolution"] for r in summary["per_seed"]["1"]["US-Net+"]} == {28, 24, 20, 16}
@@ -152,8 +153,8 @@ def test_compare_runs_each_arm_for_every_seed_and_resumes(tmp_path, capsys):
 def test_compare_min_cost_usnet_and_the_boost_at_equal_epochs_and_equal_compute(tmp_path):
     out = tmp_path / "cmp"
     assert main(_compare_argv(out, "--arms", "usnet,boost")) == 0
-    meta = load_checkpoint(out / "seed0" / "usnet" / "train" / "last.pt")["meta"]
-    assert meta["mode"] == "usnet" and meta["width_range"][0] < 0.5  # down to MutualNet's cheapest cost
+    ckpt = load_checkpoint(out / "seed0" / "usnet" / "train" / "last.pt")
+    assert ckpt["meta"]["mode"] == "usnet" and ckpt["model_args"]["width_range"][0] < 0.5  # MutualNet's cheapest cost
     summary = json.loads((out / "compare.json").read_text())
     assert {r["resolution"] for r in summary["per_seed"]["0"]["US-Net"]} == {28}
     boost, c = summary["boost"], summary["compute"]

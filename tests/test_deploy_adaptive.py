@@ -48,7 +48,7 @@ def test_set_budget_switches_without_reloading_and_matches_each_configuration(ca
         seen.add((net.width, net.resolution))
         # the same answer as the slimmable model at that configuration, with its calibrated statistics
         xr = torch.nn.functional.interpolate(x, size=(net.resolution,) * 2, mode="bilinear", antialias=True)
-        with torch.no_grad(), mn.use_width(model, net.width):
+        with torch.no_grad(), mn.use_config(model, net.width, net.resolution):
             ref = model.eval()(xr)
         assert (net.logits(x) - ref).abs().max() <= 1e-5
     assert len(seen) >= 3
@@ -72,7 +72,7 @@ def test_predictions_resize_as_the_checkpoint_records(calibrated):
     net.set_config(0.5, 24)
     x = torch.randn(2, 3, 32, 32)
     xr = torch.nn.functional.interpolate(x, size=(24, 24), mode="bilinear", align_corners=True)
-    with torch.no_grad(), mn.use_width(model, 0.5):
+    with torch.no_grad(), mn.use_config(model, 0.5, 24):
         ref = model.eval()(xr)
     assert net.resize == "official" and (net.logits(x) - ref).abs().max() <= 1e-5
 

@@ -27,7 +27,7 @@ def test_export_matches_slimmable_with_calibrated_stats(name, width, res, fold):
     calibrate_config(model, width, res, torch.randn(16, model.in_chans, 32, 32) * 3 - 1)
     assert is_calibrated(model, width, res)
     x = torch.randn(4, model.in_chans, res, res)
-    with mn.use_width(model, width), torch.no_grad():
+    with mn.use_config(model, width, res), torch.no_grad():
         ref = model(x)
         # the calibrated statistics matter: the shared running statistics give different logits
         stats = {id(m): m.calibrated.pop(mn.layers.config_key(width, res)) for m in model.modules()
@@ -157,7 +157,7 @@ def test_cli_export_by_budget_and_explicit(calibrated_ckpt, tmp_path, capsys):
     x = torch.randn(2, 3, 24, 24)
     ck = load_checkpoint(path)
     ref_model = mn.checkpoint.model_from_checkpoint(ck).eval()
-    with torch.no_grad(), mn.use_width(ref_model, 0.5):
+    with torch.no_grad(), mn.use_config(ref_model, 0.5, 24):
         assert (net(x) - ref_model(x)).abs().max() <= 1e-4
 
 

@@ -194,6 +194,20 @@ def test_calibration_is_keyed_by_width_and_scale(coco):
     assert key in bn.calibrated and bn.calibrated[key][0].shape == (8,)
     out = evaluate_coco(model, ds, 0.125, 64)
     assert 0.0 <= out["box_ap"] <= 1.0 and 0.0 <= out["mask_ap"] <= 1.0 and out["num_detections"] > 0
+    assert (model.width, model.scale) == (0.25, 96)  # calibration and evaluation restore the configuration
+
+    class Broken(torch.utils.data.Dataset):  # the third image cannot be read
+        def __len__(self):
+            return len(ds)
+
+        def __getitem__(self, i):
+            if i == 2:
+                raise OSError("truncated image")
+            return ds[i]
+
+    with pytest.raises(OSError):  # the classifier's calibration loop: nothing kept of a partial pass
+        calibrate_detector(model, Broken(), 0.25, 64, num_images=4, batch_size=1)
+    assert "w0.250_r64" not in bn.calibrated and not bn.calibrating
 
 
 def test_backbone_init_from_classification_checkpoint(tmp_path):
@@ -239,7 +253,7 @@ def test_train_lowers_loss_then_cli_eval_reports_ap(coco, tmp_path, capsys):
     for c in loss_before:
         assert loss_after[c] < 0.8 * loss_before[c]
     logs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert logs[-1]["iteration"] == 100 and len([k for k in logs[0] if k.startswith("loss_w")]) == 3
+    assert logs[-1]["step"] == 100 and len([k for k in logs[0] if k.startswith("loss_w")]) == 3
 
     rc = main(["detect", "eval", "--checkpoint", str(run / "last.pt"), "--annotations", str(ann), "--images",
                str(images), "--out", str(tmp_path / "eval"), "--widths", "0.125,0.25", "--calib-images", "10",
@@ -263,6 +277,16 @@ def test_train_lowers_loss_then_cli_eval_reports_ap(coco, tmp_path, capsys):
     assert all(r["backbone_mflops"] == r["backbone_macs"] / 1e6 < r["mflops"] for r in rows)
     assert any(r["pareto_backbone"] for r in rows)
     assert (tmp_path / "eval" / "detection_table.csv").exists()
+    # a detection table is a query table ranked by box AP: select and plot read it
+    assert table["metric"] == "box_ap"
+    budget = sorted(r["mflops"] for r in rows)[1] + 1e-6
+    capsys.readouterr()
+    assert main(["select", "--table", str(tmp_path / "eval" / "detection_table.json"), "--max-mflops", str(budget),
+                 "--json"]) == 0
+    best = max((r for r in rows if r["mflops"] <= budget), key=lambda r: (r["box_ap"], -r["macs"]))
+    assert json.loads(capsys.readouterr().out)["box_ap"] == best["box_ap"]
+    assert main(["plot", str(tmp_path / "eval" / "detection_table.json"), "--out", str(tmp_path / "d.png")]) == 0
+    assert (tmp_path / "d.png").stat().st_size > 0
 
 
 def test_detection_step_accumulates_over_subnets(coco):
@@ -300,8 +324,8 @@ def test_resume_continues_exactly_and_runs_are_never_overwritten(coco, tmp_path,
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(pa, pb, msg=name)
     rows = [json.loads(r) for r in (half / "metrics.jsonl").read_text().splitlines()]
-    assert [r["iteration"] for r in rows] == [1, 2, 3, 4]
-    assert load_checkpoint(half / "last.pt")["iteration"] == 4
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert load_checkpoint(half / "last.pt")["train_state"]["step"] == 4
     from mutualnet.checkpoint import model_from_checkpoint
 
     with pytest.raises(mn.MutualNetError, match="holds a detection model"):
@@ -319,7 +343,7 @@ def test_lr_follows_the_linear_scaling_rule_and_a_diverging_loss_stops_the_run(c
     assert load_config(None, ["batch_size=2", "lr=0.1"], annotations="a", images="b").scaled_lr() == 0.1
     losses = iter([4.4] * 25 + [499_355.0] + [4.4] * 100)
 
-    def fake_step(model, images, targets, subnets):  # the loss a too-high learning rate produced
+    def fake_step(model, images, targets, subnets, **kwargs):  # the loss a too-high learning rate produced
         return {"loss": next(losses)}
 
     monkeypatch.setattr(dtrain, "detection_step", fake_step)
@@ -331,7 +355,7 @@ def test_lr_follows_the_linear_scaling_rule_and_a_diverging_loss_stops_the_run(c
                                                 r"at iteration 26 \(epoch 6, lr 0.0025\).*last.pt .* untouched"):
         train_detector(cfg, progress=False)
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["lr"] == pytest.approx(0.0025)
-    assert load_checkpoint(tmp_path / "run" / "last.pt")["iteration"] == 25
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["train_state"]["step"] == 25
 
 
 def test_divergence_guard():

@@ -156,3 +156,18 @@ def test_reset_classifier_keeps_width_switching():
         model.set_width(model.width_range[0])
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, 3)
         assert model.model_args["num_classes"] == 3
+
+
+@pytest.mark.parametrize("name", [m for m in MODELS if not m.startswith("tv/")])  # converted: their own head
+def test_head_name_is_the_one_classifier_rule(name):
+    """``head_name`` names the final Linear: reset_classifier, transfer learning and detection all use it."""
+    from mutualnet.train.transfer import final_classifier_prefix
+
+    model = _build(name)
+    head = model.get_classifier()
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert head is linears[-1] and head.out_features == 7
+    assert final_classifier_prefix(model) == model.head_name + "."
+    model.reset_classifier(3)
+    assert model.get_classifier() is not head and model.get_classifier().out_features == 3
+    assert model.get_classifier().slim_state is model.slim_state

@@ -75,7 +75,7 @@ def test_calibrated_stats_are_exact_mean_and_var_of_bn_inputs():
         torch.testing.assert_close(var.double(), xs.var(1, unbiased=True), rtol=1e-5, atol=1e-6)
     # eval at that configuration now uses them; other configurations are untouched
     bn = next(iter(bns.values()))
-    model.set_width(width)
+    mn.set_config(model, width, res)
     model(torch.randn(2, 3, res, res))
     assert bn.calibration_key() == key and bn.active_stats()[0] is bn.calibrated[key][0]
     assert list(bn.calibrated) == [key]

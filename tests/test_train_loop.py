@@ -51,7 +51,10 @@ def test_training_run_writes_a_complete_run_folder(tmp_path):
 
     ckpt = load_checkpoint(run_dir / "last.pt")
     meta = ckpt["meta"]
-    assert meta["mode"] == "mutual" and meta["width_range"] == [0.25, 1.0] and meta["resolutions"] == [16, 12, 8]
+    assert meta["mode"] == "mutual" and meta["resolutions"] == [16, 12, 8]
+    # the width range is stored once: in model_args, which rebuild the model
+    assert ckpt["model_args"]["width_range"] == [0.25, 1.0] and "width_range" not in meta
+    assert "width_range" not in ckpt["config"]["model"]
     assert meta["dataset"] == {"name": "synthetic", "root": None, "num_classes": 10, "in_chans": 3,
                                "input_size": 16}
     ts = ckpt["train_state"]
@@ -75,10 +78,11 @@ def test_every_mode_trains(tmp_path, mode):
     assert len(train_rows) == 1
     n = 1 if mode in ("single", "msaug") else 4
     assert all(len(r["losses"]) == n for r in train_rows)
-    meta = load_checkpoint(run_dir / "last.pt")["meta"]
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    meta = ckpt["meta"]
     assert meta["mode"] == mode
     if mode in ("single", "msaug"):
-        assert meta["width_range"] == [1.0, 1.0]
+        assert ckpt["model_args"]["width_range"] == [1.0, 1.0]
     if mode == "single":
         assert meta["resolutions"] == [16]
     if mode in ("usnet", "mutual_gt"):  # the widest's CE and the others' losses have the same scale

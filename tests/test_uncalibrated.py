@@ -17,7 +17,7 @@ _threads = pytest.fixture(autouse=True)(one_thread)
 def test_library_eval_refuses_an_uncalibrated_width_and_says_how_to_calibrate():
     model = trained_like("resnet20_cifar", width_range=(0.25, 1.0))
     x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad(), mn.use_width(model, 0.5):
+    with torch.no_grad(), mn.use_config(model, 0.5, 32):
         with pytest.raises(mn.MutualNetError, match=r"width 0.5 at 32 px.*`mutualnet calibrate --checkpoint CKPT "
                                                     r"--width 0.5 --resolution 32"):
             model(x)
@@ -28,6 +28,7 @@ def test_library_eval_refuses_an_uncalibrated_width_and_says_how_to_calibrate():
         calibrate(model, torch.randn(16, 3, 32, 32) * 3 - 1, 0.5, 32)
         calibrated = model(x)
         assert (calibrated - sliced).abs().max() > 1e-3  # the statistics it would have used silently are wrong
+    with torch.no_grad(), mn.use_config(model, 0.5, 24):
         with pytest.raises(mn.MutualNetError, match="width 0.5 at 24 px"):  # per resolution, too
             model(torch.randn(2, 3, 24, 24))
     with torch.no_grad():

@@ -15,7 +15,19 @@ Where to look:
 """
 
 from .errors import MutualNetError
-from .layers import allow_uncalibrated, get_width, make_divisible, materialize, set_width, slim_channels, use_width
+from .layers import (
+    WidthRange,
+    allow_uncalibrated,
+    get_config,
+    get_width,
+    make_divisible,
+    materialize,
+    set_config,
+    set_width,
+    slim_channels,
+    use_config,
+    use_width,
+)
 from .models import create_model, list_models, model_info
 from .profiling import measure_latency, profile
 from .slimming import slim
@@ -30,6 +42,10 @@ __all__ = [
     "set_width",
     "get_width",
     "use_width",
+    "set_config",
+    "get_config",
+    "use_config",
+    "WidthRange",
     "materialize",
     "allow_uncalibrated",
     "make_divisible",

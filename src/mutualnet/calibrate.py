@@ -14,7 +14,9 @@ resized to the target resolution on the device, so calibration cost is the forwa
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -22,17 +24,17 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .data.transforms import model_resize, resize_batch
 from .errors import MutualNetError
-from .layers import SlimmableBatchNorm2d, config_key, get_width, set_width
-from .validate import MAX_RESOLUTION
+from .layers import Resolution, SlimmableBatchNorm2d, config_key, use_config
+from .layers import check_resolution as _check_resolution
 
-__all__ = ["CalibrationResult", "calibrate", "load_images", "check_resolution"]
+__all__ = ["CalibrationResult", "calibrate", "calibrate_batches", "load_images", "check_resolution"]
 
 
 @dataclass(frozen=True)
 class CalibrationResult:
     key: str
     width: float
-    resolution: int
+    resolution: Resolution
     num_images: int
     seconds: float
 
@@ -79,14 +81,8 @@ def load_images(dataset: Dataset, num_images: int | None = None, *, seed: int = 
 
 
 def check_resolution(model: nn.Module, resolution: int) -> int:
-    resolution = int(resolution)
-    lo = getattr(model, "min_resolution", 1)
-    if resolution < lo:
-        raise MutualNetError(f"resolution {resolution} is too small for {getattr(model, 'model_name', 'this model')} "
-                             f"(needs at least {lo})")
-    if resolution > MAX_RESOLUTION:
-        raise MutualNetError(f"resolution {resolution} is above the limit of {MAX_RESOLUTION} pixels (memory)")
-    return resolution
+    """``resolution`` as an int; :class:`MutualNetError` below the model's smallest input or above the memory limit."""
+    return _check_resolution(model, int(resolution))
 
 
 @torch.no_grad()
@@ -116,8 +112,7 @@ def calibrate(model: nn.Module, dataset: Dataset | Tensor, width: float, resolut
     """
     resolution = check_resolution(model, resolution)
     resize = model_resize(model, resize)
-    bns = [m for m in model.modules() if isinstance(m, SlimmableBatchNorm2d)]
-    if not bns:
+    if not any(isinstance(m, SlimmableBatchNorm2d) for m in model.modules()):
         raise MutualNetError("model has no slimmable BatchNorm layers to calibrate")
     if num_images is None or num_images <= 0:
         raise MutualNetError(f"number of calibration images must be positive, got {num_images}")
@@ -129,26 +124,45 @@ def calibrate(model: nn.Module, dataset: Dataset | Tensor, width: float, resolut
         raise MutualNetError(f"calibration images are {tuple(images.shape[-2:])}, expected {resize_from}x{resize_from}")
     dev = torch.device(device) if device is not None else _device_of(model)
     model.to(dev)
-    previous, was_training = get_width(model), model.training
-    set_width(model, width)
+    batches = (resize_batch(images[i:i + batch_size].to(dev, non_blocking=True).float(), resolution, resize)
+               for i in range(0, len(images), batch_size))
+    return calibrate_batches(model, batches, width, resolution)
+
+
+@torch.no_grad()
+def calibrate_batches(model: nn.Module, batches: Iterable[Any], width: float, resolution: Resolution, *,
+                      forward: Callable[[Any], Any] | None = None) -> CalibrationResult:
+    """The one calibration loop: run ``batches`` at (``width``, ``resolution``) and store every BN's statistics.
+
+    Args:
+        model: The slimmable model (classifier or detector); its configuration and mode are restored after.
+        batches: Inputs ``forward`` accepts, already at ``resolution`` (any iterable, consumed once).
+        width, resolution: The configuration whose statistics are estimated.
+        forward: How a batch goes through the network (default ``model(batch)``; a detector runs its
+            transform and backbone).
+
+    Interrupted (an exception or Ctrl-C), no layer keeps statistics of part of the images.
+    """
+    bns = [m for m in model.modules() if isinstance(m, SlimmableBatchNorm2d)]
+    if not bns:
+        raise MutualNetError("model has no slimmable BatchNorm layers to calibrate")
+    forward = model if forward is None else forward
+    was_training = model.training
     model.eval()
-    start = time.perf_counter()
-    for bn in bns:
-        bn.begin_calibration()
-    done = False
-    try:
-        for i in range(0, len(images), batch_size):
-            x = images[i:i + batch_size].to(dev, non_blocking=True).float()
-            model(resize_batch(x, resolution, resize))
-        done = True
-    finally:
-        if done:
+    start, count = time.perf_counter(), 0
+    with use_config(model, width, resolution):
+        for bn in bns:
+            bn.begin_calibration()
+        try:
+            for batch in batches:
+                forward(batch)
+                count += len(batch)
             keys = {bn.end_calibration() for bn in bns}
-        else:  # interrupted: store nothing rather than statistics of part of the images
+        finally:
             for bn in bns:
-                bn._calib = None
-        set_width(model, previous)
-        model.train(was_training)
+                bn.abort_calibration()
+            model.train(was_training)
+    dev = _device_of(model)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - start
@@ -156,4 +170,6 @@ def calibrate(model: nn.Module, dataset: Dataset | Tensor, width: float, resolut
     keys.discard(None)
     if keys and keys != {key}:  # pragma: no cover - a layer outside the model's shared state
         raise RuntimeError(f"BN layers calibrated under different keys: {sorted(keys)}")
-    return CalibrationResult(key, float(width), resolution, len(images), seconds)
+    if count == 0:
+        raise MutualNetError("no calibration images")
+    return CalibrationResult(key, float(width), resolution, count, seconds)

@@ -7,10 +7,13 @@ runs code)::
       "format": "mutualnet", "version": 1,
       "model_name": "mobilenet_v2", "model_args": {...create_model kwargs, incl. width_range...},
       "model": <state dict, calibrated BN statistics included as calib_stats.* entries>,
-      "meta": {"resolutions": [...], "mode": "mutual", "resize": "antialias", ...},   # how it was trained
+      "meta": {"resolutions": [...], "mode": "mutual", "resize": "antialias", ...},   # CheckpointMeta
       ... training state (optimizer, scheduler, scaler, rng, epoch, step) added by the trainer ...
       "query_table": {...}                                     # optional, added by `mutualnet search`
     }
+
+The width range is stored once, in ``model_args`` (what rebuilds the model); :class:`CheckpointMeta` types
+the ``meta`` entry that training, search and detection all write.
 
 Writes go to a temporary file in the same folder, are fsynced, then renamed over the target, so a
 crash while saving never corrupts the last good checkpoint.
@@ -18,8 +21,9 @@ crash while saving never corrupts the last good checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,28 +36,76 @@ from .io import atomic_save, read_torch_file
 from .models import create_model
 from .validate import check_resolution
 
-__all__ = ["FORMAT", "VERSION", "atomic_save", "save_checkpoint", "load_checkpoint", "model_from_checkpoint",
-           "checkpoint_dict", "read_torch_file", "is_checkpoint", "load_weights", "read_weights", "Weights",
-           "resize_mode"]
+__all__ = ["FORMAT", "VERSION", "CheckpointMeta", "checkpoint_meta", "atomic_save",
+           "save_checkpoint", "load_checkpoint", "model_from_checkpoint", "checkpoint_dict", "read_torch_file",
+           "is_checkpoint", "load_weights", "read_weights", "Weights", "resize_mode"]
 
 FORMAT = "mutualnet"
 VERSION = 1
 
 
-def checkpoint_dict(model: nn.Module, meta: dict | None = None, **extra: Any) -> dict:
+@dataclass
+class CheckpointMeta:
+    """How a checkpoint's weights were made: the ``meta`` entry, written by training, search and detection.
+
+    Stored as a plain dict (``weights_only`` loading); :meth:`from_dict` reads any older checkpoint (a
+    ``width_range`` there is dropped: ``model_args`` holds it) and keeps unknown keys in ``extra``.
+    """
+
+    task: str = "classification"  # classification | detection
+    mode: str | None = None  # training mode (mutual, usnet, ...; see mutualnet.train.config.MODES)
+    resolutions: list[int] = field(default_factory=list)  # training resolutions (detection: scales), highest first
+    num_subnets: int | None = None  # sub-networks per iteration
+    dataset: dict = field(default_factory=dict)  # name, root, num_classes, ... (detection: annotations, cat_ids)
+    epochs: int | None = None  # epochs the run was planned for
+    epoch: int | None = None  # epoch the weights are from
+    step: int | None = None  # iterations done
+    top1: dict | None = None  # the last validation's top-1 per evaluated configuration
+    resize: str | None = None  # how lower resolutions are made: antialias | official (data.transforms.resize_batch)
+    max_size: int | None = None  # detection: long-side cap of the input
+    calibrated: bool = False  # holds the BN statistics of every searched configuration
+    extra: dict = field(default_factory=dict)  # anything else (class_names, released_widths, source, ...)
+
+    def to_dict(self) -> dict:
+        """The plain dict stored in the checkpoint; fields at their default are left out."""
+        default = CheckpointMeta()
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        return {k: v for k, v in d.items() if v != getattr(default, k)} | dict(self.extra)
+
+    @classmethod
+    def from_dict(cls, d: dict | CheckpointMeta | None) -> CheckpointMeta:
+        if isinstance(d, CheckpointMeta):
+            return dataclasses.replace(d)
+        d = dict(d or {})
+        d.pop("width_range", None)  # older checkpoints repeated model_args["width_range"] here
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {k: d.pop(k) for k in list(d) if k in names and d[k] is not None}
+        return cls(**known, extra=d)
+
+
+def checkpoint_meta(ckpt: dict) -> CheckpointMeta:
+    """The typed meta of a loaded checkpoint (any version)."""
+    meta = CheckpointMeta.from_dict(ckpt.get("meta"))
+    if ckpt.get("task"):
+        meta.task = ckpt["task"]
+    return meta
+
+
+def checkpoint_dict(model: nn.Module, meta: CheckpointMeta | dict | None = None, **extra: Any) -> dict:
     """The dict :func:`save_checkpoint` writes for ``model`` (built by :func:`mutualnet.create_model`).
 
-    ``meta["resize"]`` (how lower resolutions are made, see :func:`mutualnet.data.transforms.resize_batch`)
+    ``meta.resize`` (how lower resolutions are made, see :func:`mutualnet.data.transforms.resize_batch`)
     is always recorded: from ``meta`` when it has it, else the model's ``resize_mode``, else the default.
     """
     name = getattr(model, "model_name", None)
     if name is None:
         raise MutualNetError("model was not built by mutualnet.create_model; cannot describe it in a checkpoint")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    meta = dict(meta or {})
-    meta["resize"] = check_resize(meta.get("resize") or getattr(model, "resize_mode", DEFAULT_RESIZE))
-    return {"format": FORMAT, "version": VERSION, "model_name": name, "model_args": dict(model.model_args),
-            "model": state, "meta": meta, **extra}
+    meta = CheckpointMeta.from_dict(meta)
+    meta.resize = check_resize(meta.resize or getattr(model, "resize_mode", DEFAULT_RESIZE))
+    task = {} if meta.task == "classification" else {"task": meta.task}  # what model_from_checkpoint refuses
+    return {"format": FORMAT, "version": VERSION, **task, "model_name": name, "model_args": dict(model.model_args),
+            "model": state, "meta": meta.to_dict(), **extra}
 
 
 def resize_mode(ckpt: dict) -> str:
@@ -65,7 +117,8 @@ def resize_mode(ckpt: dict) -> str:
     return check_resize((ckpt.get("meta") or {}).get("resize") or DEFAULT_RESIZE)
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict | None = None, **extra: Any) -> Path:
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: CheckpointMeta | dict | None = None,
+                    **extra: Any) -> Path:
     return atomic_save(checkpoint_dict(model, meta, **extra), path)
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from .checkpoint import load_checkpoint
-from .cli.plot import plot_tables
 from .errors import MutualNetError
-from .search import QueryTable
+from .search import QueryTable, search_checkpoint
+from .search.plot import plot_tables
 from .train import train
 from .train.config import apply_overrides, config_from_dict
 
@@ -70,8 +70,6 @@ def run_pipeline(recipe: dict, out: str | Path, *, overrides: list[str] | None =
 
     Returns ``(run_dir, search_dir, table)``.
     """
-    from .cli import main as cli_main
-
     out = Path(out)
     run_dir, search_dir = out / "train", out / search_name
     data = apply_overrides(_deep_copy(recipe), [f"run.out={run_dir}", f"run.progress={str(progress).lower()}"]
@@ -88,18 +86,8 @@ def run_pipeline(recipe: dict, out: str | Path, *, overrides: list[str] | None =
         train(cfg)
     table_path = search_dir / "query_table.json"
     if not (table_path.exists() and (search_dir / "calibrated.pt").exists()):
-        argv = ["search", "--checkpoint", str(last), "--out", str(search_dir), "--width-step", str(width_step),
-                "--calib-images", str(calib_images)]
-        if val_images:
-            argv += ["--val-images", str(val_images)]
-        if search_resolutions:
-            argv += ["--resolutions", ",".join(str(r) for r in search_resolutions)]
-        if threads:
-            argv += ["--threads", str(threads)]
-        if not progress:
-            argv += ["--no-progress"]
-        if cli_main(argv) != 0:
-            raise MutualNetError(f"the search of {last} failed (see the message above)")
+        search_checkpoint(last, search_dir, width_step=width_step, calib_images=calib_images, val_images=val_images,
+                          resolutions=search_resolutions, threads=threads, progress=progress)
     return run_dir, search_dir, QueryTable.load(table_path)
 
 

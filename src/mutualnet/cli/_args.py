@@ -13,7 +13,7 @@ from ..validate import MAX_CLASSES, MAX_IN_CHANS, MAX_RESOLUTION, MAX_THREADS, M
 
 __all__ = ["int_arg", "float_arg", "positive_int", "nonneg_int", "resolution", "resolutions", "width", "widths",
            "threads", "positive_float", "seed", "float_list", "width_step", "num_classes", "in_chans", "configs",
-           "size"]
+           "size", "add_data_args"]
 
 
 def _number(text: str, kind: type) -> int | float:
@@ -103,3 +103,12 @@ def size(text: str) -> tuple[int, int]:
     if len(parts) != 2:
         raise argparse.ArgumentTypeError(f"expected HxW, e.g. 480x640, got {text!r}")
     return resolution(parts[0]), resolution(parts[1])
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    """The flags of :func:`mutualnet.data.checkpoint.data_from_checkpoint`, shared by search and calibrate."""
+    p.add_argument("--dataset", help="dataset name (default: the checkpoint's meta 'dataset')")
+    p.add_argument("--data-root", help="dataset folder (default: the checkpoint's)")
+    p.add_argument("--workers", type=nonneg_int,
+                   help="data loader workers (default: 0 for in-memory datasets, else 4)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the calibration / validation subsets")

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..calibrate import calibrate
-from ..checkpoint import atomic_save, checkpoint_dict
-from ..errors import MutualNetError
-from ..profiling import resolve_device
+from ..search.run import calibrate_checkpoint
 from . import _args as A
-from .search import add_data_args, checkpoint_model, data_builder
+from ._args import add_data_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,18 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    ckpt, model = checkpoint_model(args.checkpoint)
-    if args.calib_images <= 0 or args.batch_size <= 0:
-        raise MutualNetError("--calib-images and --batch-size must be positive")
-    model.set_width(args.width)  # range check before any data is read
-    dev = resolve_device(args.device)
-    build, _, workers = data_builder(args, ckpt, model)
-    crop = args.crop_size or max([*ckpt.get("meta", {}).get("resolutions", []), args.resolution])
-    res = calibrate(model, build("train", crop), args.width, args.resolution, num_images=args.calib_images,
-                    batch_size=args.batch_size, device=dev, seed=args.seed, num_workers=workers)
-    model.to("cpu")
-    fresh = checkpoint_dict(model, ckpt.get("meta"))
-    atomic_save(ckpt | {"model": fresh["model"]}, args.out)
+    res = calibrate_checkpoint(args.checkpoint, args.width, args.resolution, args.out, dataset=args.dataset,
+                               data_root=args.data_root, workers=args.workers, seed=args.seed,
+                               calib_images=args.calib_images, crop_size=args.crop_size, batch_size=args.batch_size,
+                               device=args.device)
     print(f"calibrated {res.key} on {res.num_images} images in {res.seconds:.2f}s "
           f"({res.images_per_s:.0f} images/s); wrote {args.out}")
     return 0

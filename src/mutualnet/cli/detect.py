@@ -5,7 +5,8 @@
 
 ``eval`` calibrates BN per (width, scale) on the training images named in the checkpoint (or
 ``--calib-annotations/--calib-images``), computes COCO box / mask AP and MACs per configuration, and writes
-``detection_table.json`` (+ ``.csv``; backbone and whole-detector MFLOPs are both columns) and two plots:
+``detection_table.json`` (+ ``.csv``; backbone and whole-detector MFLOPs are both columns), a query table
+ranked by ``--metric`` that ``mutualnet select`` and ``mutualnet plot`` read, and two plots:
 ``ap_backbone_mflops.png`` (AP vs the backbone + FPN cost the width scales, the paper's axis) and
 ``ap_mflops.png`` (AP vs the whole detector, whose heads dominate at small widths).
 
@@ -93,7 +94,7 @@ def run_train(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     require("coco", "detection")
     from ..checkpoint import load_checkpoint
-    from ..detection import CocoDetection, detector_from_checkpoint, evaluate_grid, plot_table, save_table
+    from ..detection import CocoDetection, detector_from_checkpoint, evaluate_grid, plot_table
     from ..profiling import resolve_device
 
     dataset = CocoDetection(args.annotations, args.images)  # data problems surface before the checkpoint is read
@@ -110,8 +111,7 @@ def run_eval(args: argparse.Namespace) -> int:
     widths = args.widths or sorted({round(lo + (hi - lo) * i / 3, 3) for i in range(4)})
     scales = args.scales or list(model.scales)
     for w in widths:
-        if not lo - 1e-6 <= w <= hi + 1e-6:
-            raise MutualNetError(f"width {w:g} is outside the detector's trained range [{lo:g}, {hi:g}]")
+        model.width_range.check(w)
     calib = None
     if not args.no_calibrate:
         data = ckpt.get("meta", {}).get("dataset", {})
@@ -121,14 +121,15 @@ def run_eval(args: argparse.Namespace) -> int:
             raise MutualNetError("BN calibration needs training images: pass --calib-annotations and --calib-folder "
                                  "(or --no-calibrate)")
         calib = CocoDetection(ann, folder)
-    rows = evaluate_grid(model, dataset, widths, scales, calib_dataset=calib, calib_images=args.calib_images,
-                         batch_size=args.batch_size, mac_image_size=args.mac_size, metric=args.metric)
     out = Path(args.out)
-    meta = {"checkpoint": str(args.checkpoint), "annotations": str(args.annotations), "metric": args.metric,
+    meta = {"checkpoint": str(args.checkpoint), "model": ckpt["model_name"], "annotations": str(args.annotations),
             "mac_image_size": list(args.mac_size), "max_size": model.max_size,
             "macs": "conv/matmul MACs of backbone+FPN+RPN on the image, box head on the RPN's post-NMS proposals, "
                     "mask head on detections_per_img boxes"}
-    save_table(rows, out / "detection_table.json", meta)
+    table = evaluate_grid(model, dataset, widths, scales, calib_dataset=calib, calib_images=args.calib_images,
+                          batch_size=args.batch_size, mac_image_size=args.mac_size, metric=args.metric, meta=meta)
+    table.save(out / "detection_table.json")
+    rows = table.rows
     title = f"{ckpt['model_name']} on {Path(args.annotations).name}"
     plot_table(rows, out / "ap_mflops.png", title=title)
     plot_table(rows, out / "ap_backbone_mflops.png", title=title, cost="backbone_mflops")

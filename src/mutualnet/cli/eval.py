@@ -17,10 +17,12 @@ import json
 from torch.utils.data import DataLoader
 
 from ..calibrate import calibrate
+from ..checkpoint import load_checkpoint, model_from_checkpoint
+from ..data.checkpoint import data_from_checkpoint
 from ..errors import MutualNetError
 from ..layers import config_key
 from ..profiling import profile, resolve_device
-from .search import add_data_args, checkpoint_model, data_builder
+from ._args import add_data_args
 
 
 def _config(text: str) -> tuple[float, int]:
@@ -59,7 +61,7 @@ def _statistics(model, width: float, resolution: int, args: argparse.Namespace, 
         return f"re-estimated on {res.num_images} training images"
     if is_calibrated(model, width, resolution):
         return "calibrated (stored in the checkpoint)"
-    if abs(width - model.width_range[1]) < 1e-6:
+    if model.width_range.is_top(width):
         return "shared running statistics (top width)"
     raise MutualNetError(f"{config_key(width, resolution)} has no calibrated BatchNorm statistics in "
                          f"{args.checkpoint}; add --calibrate to re-estimate them")
@@ -68,7 +70,8 @@ def _statistics(model, width: float, resolution: int, args: argparse.Namespace, 
 def run(args: argparse.Namespace) -> int:
     from ..search.build import _subset, evaluate  # the same seeded subset as `search --val-images`
 
-    ckpt, model = checkpoint_model(args.checkpoint)
+    ckpt = load_checkpoint(args.checkpoint)
+    model = model_from_checkpoint(ckpt).eval()
     if args.calib_images <= 0 or args.batch_size <= 0 or (args.val_images is not None and args.val_images <= 0):
         raise MutualNetError("--calib-images, --batch-size and --val-images must be positive")
     dev = resolve_device(args.device)
@@ -76,12 +79,13 @@ def run(args: argparse.Namespace) -> int:
     top_res = max(meta.get("resolutions") or [0])
     configs = args.configs or [(model.width_range[1], top_res)]
     for w, r in configs:
-        model.set_width(w)  # range check before any data is read
+        model.width_range.check(w)  # before any data is read
         if r < 1:
             raise MutualNetError(f"resolution must be positive, got {r}")
     if configs[0][1] == 0:
         raise MutualNetError(f"{args.checkpoint} records no resolutions; pass --config WIDTH,RESOLUTION")
-    build, ds_info, workers = data_builder(args, ckpt, model)
+    data = data_from_checkpoint(ckpt, model, dataset=args.dataset, data_root=args.data_root, workers=args.workers)
+    build, ds_info, workers = data.build, data.info, data.workers
     crop = max([top_res, *(r for _, r in configs)])  # evaluation crop, resized on the device (as in training)
     val = _subset(build("val", crop), args.val_images, args.seed)
     model.to(dev)

@@ -19,8 +19,8 @@ from ..errors import MutualNetError
 from ..extras import require
 from ..layers import config_key
 from ..profiling import profile
+from ..search.run import artefact_fields
 from . import _args as A
-from .search import artefact_fields
 
 _SUFFIX = {".onnx": "onnx", ".ts": "torchscript", ".torchscript": "torchscript", ".jit": "torchscript"}
 
@@ -72,9 +72,7 @@ def run(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     model = model_from_checkpoint(ckpt).eval()
     width, res, row = choose_config(args, ckpt, model)
-    lo, hi = model.width_range
-    if not lo - 1e-6 <= width <= hi + 1e-6:
-        raise MutualNetError(f"width {width:g} is outside this model's trained range [{lo:g}, {hi:g}]")
+    model.width_range.check(width)
     if not is_calibrated(model, width, res) and args.allow_uncalibrated:
         print(f"warning: {config_key(width, res)} has no calibrated BN statistics; using the shared running "
               "statistics", file=sys.stderr)

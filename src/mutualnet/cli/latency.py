@@ -77,10 +77,10 @@ def run(args: argparse.Namespace) -> int:
     if not table.rows:
         raise MutualNetError(f"query table {args.table or args.checkpoint} is empty")
     model = model_from_checkpoint(ckpt).eval()
-    lo, hi = model.width_range
-    if bad := [r for r in table.rows if not lo - 1e-6 <= r["width"] <= hi + 1e-6]:
-        raise MutualNetError(f"table width {bad[0]['width']:g} is outside the checkpoint's range [{lo:g}, {hi:g}]; "
-                             "is it the table of another model?")
+    rng = model.width_range
+    if bad := [r for r in table.rows if not rng.contains(r["width"])]:
+        raise MutualNetError(f"table width {bad[0]['width']:g} is outside the checkpoint's range "
+                             f"[{rng.lo:g}, {rng.hi:g}]; is it the table of another model?")
     info = fill_latency(table, model, device=args.device, batch_size=args.batch_size, threads=args.threads,
                         warmup=args.warmup, repeats=args.repeats, progress=not args.no_progress,
                         runtimes=runtimes)

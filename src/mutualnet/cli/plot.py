@@ -8,11 +8,10 @@ trained networks), labelled from ``--labels`` or the training mode recorded in e
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..errors import MutualNetError
-from ..io import atomic_write
 from ..search import QueryTable
+from ..search.plot import plot_tables, table_label
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,66 +25,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _label(table: QueryTable, path: str) -> str:
-    m = table.meta
-    if m.get("mode"):
-        return f"{m.get('model', '')} {m['mode']}".strip()
-    return Path(path).parent.name if Path(path).name == "query_table.json" else Path(path).stem
-
-
-def plot_tables(tables: list[QueryTable], labels: list[str], out: str | Path, *, cost: str = "macs",
-                title: str | None = None) -> Path:
-    """Draw accuracy vs cost and save to ``out`` (matplotlib, Agg backend: no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    xkey, xlabel = ("mflops", "MFLOPs") if cost == "macs" else ("latency_ms", "latency (ms)")
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=150)
-    if len(tables) == 1:
-        t = tables[0]
-        front = t.frontier(cost)
-        ax.scatter([r[xkey] for r in t.rows], [r["top1"] for r in t.rows], s=10, c="0.8",
-                   label="all configurations", zorder=1)
-        ax.plot([r[xkey] for r in front], [r["top1"] for r in front], c="0.3", lw=1, zorder=2)
-        resolutions = sorted({r["resolution"] for r in t.rows}, reverse=True)
-        cmap = plt.get_cmap("viridis", max(len(resolutions), 2))
-        for i, res in enumerate(resolutions):
-            pts = [r for r in front if r["resolution"] == res]
-            if pts:
-                ax.scatter([r[xkey] for r in pts], [r["top1"] for r in pts], s=28, color=cmap(i),
-                           label=f"{res} px", zorder=3, edgecolors="k", linewidths=0.4)
-        ax.legend(title="frontier resolution", fontsize=8)
-    else:
-        styles = ["-", "--", ":", "-."]
-        for i, (t, label) in enumerate(zip(tables, labels)):
-            front = t.frontier(cost)
-            (line,) = ax.plot([r[xkey] for r in front], [r["top1"] for r in front], marker="o", ms=3, lw=1.4,
-                              ls=styles[i % len(styles)], label=label, zorder=3)
-            rest = [r for r in t.rows if not r.get("pareto")]  # dominated configurations, faint
-            ax.scatter([r[xkey] for r in rest], [r["top1"] for r in rest], s=8, color=line.get_color(), alpha=0.3,
-                       zorder=2)
-        ax.legend(fontsize=8)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("top-1 accuracy (%)")
-    if title is None and len(tables) == 1:
-        m = tables[0].meta
-        title = " ".join(str(v) for v in (m.get("model"), (m.get("dataset") or {}).get("name")) if v)
-    if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out = Path(out)
-    try:  # written beside the target, then renamed: a failure never leaves half an image over an old one
-        atomic_write(out, lambda tmp: fig.savefig(tmp, format=out.suffix.lstrip(".") or None))
-    except ValueError as e:  # unknown image format
-        raise MutualNetError(f"cannot write {out}: {e}") from None
-    finally:
-        plt.close(fig)
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     if args.labels is not None and len(args.labels) != len(args.tables):
         raise MutualNetError(f"{len(args.labels)} labels for {len(args.tables)} tables; give one label per table")
@@ -93,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     for t, p in zip(tables, args.tables):
         if not t.rows:
             raise MutualNetError(f"query table {p} is empty")
-    labels = args.labels or [_label(t, p) for t, p in zip(tables, args.tables)]
+    labels = args.labels or [table_label(t, p) for t, p in zip(tables, args.tables)]
     out = plot_tables(tables, labels, args.out, cost=args.cost, title=args.title)
     print(f"wrote {out}")
     return 0

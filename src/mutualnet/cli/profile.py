@@ -8,7 +8,6 @@ import json
 from ..errors import MutualNetError
 from ..models import create_model, model_info
 from ..profiling import measure_latency, profile
-from ..search import width_grid
 from . import _args as A
 
 
@@ -39,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     if args.grid:
         if args.width is not None or args.resolution is not None:
             raise MutualNetError("--grid profiles every configuration; drop --width/--resolution")
-        configs = [(w, r) for r in (args.resolutions or info.resolutions) for w in width_grid(lo, hi, args.width_step)]
+        grid = model.width_range.grid(args.width_step)
+        configs = [(w, r) for r in (args.resolutions or info.resolutions) for w in grid]
     else:
         configs = [(hi if args.width is None else args.width,
                     info.input_size if args.resolution is None else args.resolution)]

@@ -9,71 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import time
-from collections.abc import Callable
-from pathlib import Path
 
-from ..checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from ..data import build_dataset, preprocessing_of
-from ..errors import MutualNetError
-from ..io import clean_stale_temps, folder_lock
-from ..models import model_info
-from ..search import build_query_table, clear_search_state, width_grid
-from ..search.build import STATS_DIR
+from ..search.run import search_checkpoint
 from . import _args as A
-
-
-def add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", help="dataset name (default: the checkpoint's meta 'dataset')")
-    p.add_argument("--data-root", help="dataset folder (default: the checkpoint's)")
-    p.add_argument("--workers", type=A.nonneg_int,
-                   help="data loader workers (default: 0 for in-memory datasets, else 4)")
-    p.add_argument("--seed", type=A.seed, default=0, help="seed of the calibration / validation subsets")
-
-
-def checkpoint_model(path: str):
-    """(checkpoint dict, model) of a mutualnet checkpoint, with one-line errors for bad files."""
-    ckpt = load_checkpoint(path)
-    return ckpt, model_from_checkpoint(ckpt).eval()
-
-
-def data_builder(args: argparse.Namespace, ckpt: dict, model) -> tuple[Callable, dict, int]:
-    """A ``(split, input_size) -> Dataset`` builder from the checkpoint's dataset meta and the overrides."""
-    meta_ds = dict(ckpt.get("meta", {}).get("dataset") or {})
-    name = args.dataset or meta_ds.get("name")
-    if not name:
-        raise MutualNetError(f"{args.checkpoint} does not record its dataset; pass --dataset (and --data-root)")
-    root = args.data_root if args.data_root is not None else (meta_ds.get("root") if not args.dataset
-                                                              or args.dataset == meta_ds.get("name") else None)
-    cfg = ckpt.get("config") or {}  # the trainer's resolved config, when the checkpoint carries it
-    cfg_data, cfg_run = cfg.get("data") or {}, cfg.get("run") or {}
-    kw = {"val_resize_ratio": float(cfg_data.get("val_resize_ratio") or 0.875)}
-    if name == "synthetic":  # same templates as in training: same seed
-        kw |= {"num_classes": model.num_classes, "in_chans": model.in_chans,
-               "synthetic_length": int(meta_ds.get("synthetic_length") or cfg_data.get("synthetic_length") or 512),
-               "seed": int(meta_ds.get("seed") or cfg_run.get("seed") or 0)}
-    workers = args.workers if args.workers is not None else (4 if name == "imagefolder" else 0)
-
-    def build(split: str, size: int):
-        return build_dataset(name, split, root=root, input_size=size, augment=False, **kw)
-
-    info = {"name": name, "root": None if root is None else str(Path(root).expanduser().absolute())}
-    return build, info, workers
-
-
-def artefact_fields(meta: dict, resolutions: list[int]) -> dict:
-    """Preprocessing and class names for a table or export, so it can be used without its checkpoint."""
-    fields = {"preprocessing": preprocessing_of(meta if meta.get("preprocessing") or meta.get("resolutions")
-                                                else {**meta, "resolutions": resolutions}).to_dict()}
-    if meta.get("class_names"):
-        fields["class_names"] = list(meta["class_names"])
-    return fields
-
-
-def search_resolutions(args: argparse.Namespace, ckpt: dict) -> list[int]:
-    res = args.resolutions or ckpt.get("meta", {}).get("resolutions") or model_info(ckpt["model_name"]).resolutions
-    return sorted({int(r) for r in res}, reverse=True)
+from ._args import add_data_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -105,55 +44,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    ckpt, model = checkpoint_model(args.checkpoint)
-    for name in ("calib_images", "eval_batch_size", "batch_size"):
-        if getattr(args, name) <= 0:
-            raise MutualNetError(f"--{name.replace('_', '-')} must be positive")
-    if args.val_images is not None and args.val_images <= 0:
-        raise MutualNetError("--val-images must be positive")
-    lo, hi = model.width_range
-    if args.widths:
-        if not (lo - 1e-6 <= args.widths[0] <= args.widths[1] <= hi + 1e-6):
-            raise MutualNetError(f"--widths {args.widths[0]:g},{args.widths[1]:g} is outside the trained range "
-                                 f"[{lo:g}, {hi:g}]")
-        lo, hi = args.widths
-    widths = width_grid(lo, hi, args.width_step)
-    resolutions = search_resolutions(args, ckpt)
-    build, ds_info, workers = data_builder(args, ckpt, model)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise MutualNetError(f"--out {out} exists and is not a folder")
-    top = resolutions[0]
-    if args.resize_then_crop:
-        val, calib = (lambda r: build("val", r)), (lambda r: build("train", r))
-    else:
-        val, calib = build("val", top), build("train", top)
-    ckpt_meta = dict(ckpt.get("meta", {}))
-    meta = {"model": ckpt["model_name"], "model_args": ckpt["model_args"],
-            "checkpoint": os.path.abspath(args.checkpoint), "mode": ckpt_meta.get("mode"),
-            "dataset": ds_info, **artefact_fields(ckpt_meta, resolutions)}
-    with folder_lock(out, "search folder"):  # one search per folder; a killed one's temp files are removed
-        for folder in (out, out / STATS_DIR):
-            clean_stale_temps(folder)
-        t0 = time.perf_counter()
-        table = build_query_table(
-            model, val, calib, resolutions=resolutions, widths=widths, calib_images=args.calib_images,
-            val_images=args.val_images, halving=args.halving, batch_size=args.eval_batch_size, device=args.device,
-            latency=args.latency, latency_batch_size=args.batch_size, threads=args.threads,
-            resize_then_crop=args.resize_then_crop,
-            state_dir=out, meta=meta, num_workers=workers, seed=args.seed, progress=not args.no_progress)
-        table.save(out / "query_table.json")
-        model.to("cpu")
-        save_checkpoint(out / "calibrated.pt", model, meta=ckpt_meta | {"calibrated": True},
-                        query_table=table.to_dict())
-        clear_search_state(out)
+    res = search_checkpoint(
+        args.checkpoint, args.out, dataset=args.dataset, data_root=args.data_root, workers=args.workers,
+        seed=args.seed, width_step=args.width_step, widths=args.widths, resolutions=args.resolutions,
+        calib_images=args.calib_images, val_images=args.val_images, halving=args.halving,
+        batch_size=args.eval_batch_size,
+        device=args.device, latency=args.latency, latency_batch_size=args.batch_size, threads=args.threads,
+        resize_then_crop=args.resize_then_crop, progress=not args.no_progress)
+    table = res.table
     cal = table.meta["calibration"]
     best = max(table.rows, key=lambda r: r["top1"])
-    print(f"searched {len(table)} configurations ({len(widths)} widths x {len(resolutions)} resolutions) in "
-          f"{time.perf_counter() - t0:.1f}s; calibration {cal['images_per_s']} images/s, "
+    print(f"searched {len(table)} configurations ({res.num_widths} widths x {res.num_resolutions} resolutions) in "
+          f"{res.seconds:.1f}s; calibration {cal['images_per_s']} images/s, "
           f"{100 * (cal['share_of_search_time'] or 0):.0f}% of search time")
     print(f"best: width {best['width']:g} at {best['resolution']} px, top-1 {best['top1']:.2f}%, "
           f"{best['mflops']:.2f} MFLOPs; frontier: {sum(r['pareto'] for r in table.rows)} configurations")
-    print(json.dumps({"table": str(out / "query_table.json"), "csv": str(out / "query_table.csv"),
-                      "checkpoint": str(out / "calibrated.pt")}))
+    print(json.dumps({"table": str(res.table_path), "csv": str(res.csv_path), "checkpoint": str(res.checkpoint_path)}))
     return 0

@@ -7,7 +7,7 @@ import json
 
 from ..errors import MutualNetError
 from ..search import QueryTable
-from ..search.table import LATENCY_DECIMALS, MFLOPS_DECIMALS
+from ..search.table import LATENCY_DECIMALS, METRICS, MFLOPS_DECIMALS
 from . import _args as A
 
 _FRONTIER = {"mflops": "accuracy-MFLOPs", "latency": "accuracy-latency"}
@@ -41,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
     key = "latency_ms" if args.runtime is None else f"latency_{args.runtime}_ms"
     where = "" if args.runtime is None else f" on {args.runtime}"
     lat = f", {row[key]:.{LATENCY_DECIMALS}f} ms{where}" if row.get(key) is not None else ""
-    print(f"width {row['width']:g} at {row['resolution']} px: top-1 {row['top1']:.2f}%, top-5 {row['top5']:.2f}%, "
+    acc = (f"top-1 {row['top1']:.2f}%, top-5 {row['top5']:.2f}%" if table.metric == "top1"
+           else f"{METRICS[table.metric]} {row[table.metric]:.4g}")
+    print(f"width {row['width']:g} at {row['resolution']} px: {acc}, "
           f"{row['mflops']:.{MFLOPS_DECIMALS}f} MFLOPs, {row['params'] / 1e6:.3f}M params{lat} "
           f"(the most accurate within the budget, on the {_FRONTIER[row['frontier']]} frontier)")
     return 0

@@ -89,7 +89,6 @@ class AdaptiveNet:
         self.class_names = list(names) if names else None
         self.input_size = self.preprocessing.input_size  # images are cropped here, then resized (the paper's recipe)
         self.config: dict | None = None
-        self._lo, self._hi = model.width_range
         top = max(table.rows, key=lambda r: (r["width"], r["resolution"]))
         self.set_config(top["width"], top["resolution"])
 
@@ -141,11 +140,10 @@ class AdaptiveNet:
         return row
 
     def _switch(self, row: dict) -> None:
-        w = float(row["width"])
-        if not self._lo - 1e-6 <= w <= self._hi + 1e-6:
-            raise MutualNetError(f"table width {w:g} is outside the model's range [{self._lo:g}, {self._hi:g}]")
-        # every slimmable layer reads this one shared state object: the switch is one write
-        self.model.slim_state.width = w
+        w = self.model.width_range.check(row["width"], "table width")
+        # every slimmable layer reads this one shared state object: the switch is two attribute writes
+        state = self.model.slim_state
+        state.width, state.resolution = w, int(row["resolution"])
         self.config = row
 
     def is_calibrated(self) -> bool:

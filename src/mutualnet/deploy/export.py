@@ -40,7 +40,7 @@ from ..data.transforms import DEFAULT_RESIZE, model_resize
 from ..errors import MutualNetError
 from ..extras import require
 from ..io import atomic_write_bytes
-from ..layers import SlimmableBatchNorm2d, config_key, get_width, materialize, set_width
+from ..layers import SlimmableBatchNorm2d, config_key, materialize, use_config
 from ..layers import allow_uncalibrated as _allow_uncalibrated
 from ..models import create_model
 
@@ -181,26 +181,22 @@ def export_subnet(model: nn.Module, width: float, resolution: int, *, fold_bn: b
         The model's width is restored.
     """
     resolution = int(resolution)
-    min_res = getattr(model, "min_resolution", 1)
-    if resolution < min_res:
-        raise MutualNetError(f"resolution {resolution} is too small for this network (needs at least {min_res})")
-    previous, was_training = get_width(model), model.training
-    set_width(model, width)  # range check first: a clear error for a width outside the trained range
-    try:
-        calibrated = is_calibrated(model, width, resolution)
-        top = all(width >= bn.max_width - 1e-9 for bn in _bns(model))  # the widest's running statistics are its own
-        if not calibrated and (require_calibrated or not (top or allow_uncalibrated)):
-            raise MutualNetError(_uncalibrated_message(model, width, resolution))
-        model.eval()
-        x = _example(model, resolution)
-        with torch.no_grad(), _allow_uncalibrated(model) if allow_uncalibrated else contextlib.nullcontext():
-            ref = model(x)  # also sets slim_state.resolution, which selects the calibrated statistics
-            net = materialize(model).eval()
-            pairs = fold_batchnorm(net, x) if fold_bn else []
-            out = net(x)
-    finally:
-        set_width(model, previous)
-        model.train(was_training)
+    was_training = model.training
+    with use_config(model, width, resolution):  # checks the width range and the resolution first
+        try:
+            calibrated = is_calibrated(model, width, resolution)
+            top = all(width >= bn.max_width - 1e-9 for bn in _bns(model))  # the widest's running statistics
+            if not calibrated and (require_calibrated or not (top or allow_uncalibrated)):
+                raise MutualNetError(_uncalibrated_message(model, width, resolution))
+            model.eval()
+            x = _example(model, resolution)
+            with torch.no_grad(), _allow_uncalibrated(model) if allow_uncalibrated else contextlib.nullcontext():
+                ref = model(x)
+                net = materialize(model, width, resolution).eval()
+                pairs = fold_batchnorm(net, x) if fold_bn else []
+                out = net(x)
+        finally:
+            model.train(was_training)
     diff = max_abs_diff(out, ref)
     if not diff <= atol:
         raise MutualNetError(f"exported network differs from the slimmable model by {diff:.3g} (> {atol:g}); "

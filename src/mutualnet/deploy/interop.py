@@ -226,17 +226,17 @@ def _load_bn_stats(bn: SlimmableBatchNorm2d, theirs: _Layer, widths: list[float]
 def released_checkpoint(obj: dict | str | os.PathLike, *, arch: str | None = None,
                         widths: list[float] | None = None, source: str = "released") -> dict:
     """A mutualnet checkpoint dict (see :mod:`mutualnet.checkpoint`) holding a released model."""
-    from ..checkpoint import checkpoint_dict
+    from ..checkpoint import CheckpointMeta, checkpoint_dict
     from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
     model = load_released(obj, arch=arch, widths=widths)
     # the original code resizes with align_corners=True bilinear (no antialias) in training, post-statistics
     # and test: recording "official" makes calibration, search and deployment of these weights do the same
-    meta = {"resolutions": [224, 192, 160, 128], "mode": source, "resize": "official",
-            "width_range": list(model.width_range),
-            "released_widths": [float(width_key(w)) for w in model.released_widths],
-            "dataset": {"name": "imagefolder", "num_classes": model.num_classes, "in_chans": 3, "input_size": 224,
-                        "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}}
+    meta = CheckpointMeta(
+        mode=source, resolutions=[224, 192, 160, 128], resize="official",
+        dataset={"name": "imagefolder", "num_classes": model.num_classes, "in_chans": 3, "input_size": 224,
+                 "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        extra={"released_widths": [float(width_key(w)) for w in model.released_widths]})
     return checkpoint_dict(model, meta)
 
 

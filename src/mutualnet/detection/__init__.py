@@ -4,7 +4,7 @@
     model.py      SlimmableMaskRCNN (torchvision's MaskRCNN), build / rebuild from a checkpoint
     data.py       COCO-format dataset (annotation JSON + image folder)
     train.py      sandwich-rule training, one input scale per sub-network
-    evaluate.py   BN calibration, COCO box / mask AP per (width, scale), MACs, AP-MFLOPs table and plot
+    evaluate.py   BN calibration, COCO box / mask AP per (width, scale), MACs, the AP-MFLOPs query table
 """
 
 from .backbone import SlimmableBackboneWithFPN
@@ -17,12 +17,11 @@ from .evaluate import (
     evaluate_coco,
     evaluate_grid,
     plot_table,
-    save_table,
 )
 from .model import SlimmableMaskRCNN, build_detector, detector_from_checkpoint, load_backbone_weights
 from .train import DetectionConfig, detection_step, load_config, resume_config, train_detector
 
 __all__ = ["SlimmableBackboneWithFPN", "CocoDetection", "collate", "load_coco", "calibrate_detector", "coco_eval",
-           "coco_results", "detector_macs", "evaluate_coco", "evaluate_grid", "plot_table", "save_table",
+           "coco_results", "detector_macs", "evaluate_coco", "evaluate_grid", "plot_table",
            "SlimmableMaskRCNN", "build_detector", "detector_from_checkpoint", "load_backbone_weights",
            "DetectionConfig", "detection_step", "load_config", "resume_config", "train_detector"]

@@ -28,20 +28,18 @@ from ..models import SlimmableNet
 
 __all__ = ["SlimmableBackboneWithFPN", "default_return_stages"]
 
-_CLASSIFIER_ATTRS = ("classifier", "fc", "head")
-
-
 def default_return_stages(body: SlimmableNet) -> list[int]:
     """Indices of the stages the FPN reads: the last four with stride >= 4 (C2..C5 for ResNet and VGG)."""
     idx = [i for i, (_, _, _, stride) in enumerate(body.stage_specs) if stride >= 4]
     return idx[-4:]
 
 
-def _drop_classifier(body: nn.Module) -> None:
-    """Replace the classification head by ``nn.Identity`` (VGG's alone holds ~120M parameters)."""
-    for name in _CLASSIFIER_ATTRS:
-        if isinstance(body._modules.get(name), nn.Module):
-            body._modules[name] = nn.Identity()
+def _drop_classifier(body: SlimmableNet) -> None:
+    """Replace the classification head (the top-level module holding ``head_name``) by ``nn.Identity``.
+
+    VGG's head alone holds ~120M parameters.
+    """
+    setattr(body, body.head_name.split(".")[0], nn.Identity())
 
 
 class SlimmableBackboneWithFPN(nn.Module):

@@ -1,8 +1,9 @@
 """Evaluate a slimmable detector per (width, scale): COCO AP, MACs, and the AP-MFLOPs table.
 
 * **BN calibration** (:func:`calibrate_detector`): the backbone's BN statistics of a configuration are
-  re-estimated from training images resized to that scale, exactly as for classification (see
-  :mod:`mutualnet.detection.model` for why detection training keeps batch statistics).
+  re-estimated from training images resized to that scale by the classifier's own loop
+  (:func:`mutualnet.calibrate.calibrate_batches`, with the detector's transform + backbone as the forward);
+  see :mod:`mutualnet.detection.model` for why detection training keeps batch statistics.
 * **AP** (:func:`evaluate_coco`): predictions are mapped back to COCO category ids and image coordinates,
   boxes written as XYWH, masks thresholded at 0.5 and RLE-encoded with ``pycocotools.mask``; pycocotools'
   ``COCOeval`` computes box AP ('bbox') and mask AP ('segm') at IoU 0.50:0.05:0.95.
@@ -12,6 +13,8 @@
   to a multiple of 32): backbone + FPN + RPN head over the whole image, the box head on the RPN's
   ``post_nms_top_n`` proposals, and the mask head on ``detections_per_img`` boxes -- the fixed counts
   MMDetection's FLOPs counter also assumes, since the real counts depend on the image.
+* **The table** (:func:`evaluate_grid`) is a :class:`mutualnet.search.QueryTable` whose metric is ``box_ap``
+  or ``mask_ap``: ``mutualnet select`` and ``mutualnet plot`` read it like a classification table.
 """
 
 from __future__ import annotations
@@ -32,14 +35,16 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
+from ..calibrate import calibrate_batches
 from ..errors import MutualNetError
-from ..io import atomic_write, atomic_write_text
-from ..layers import SlimmableBatchNorm2d, active_num_params, allow_uncalibrated
+from ..io import atomic_write
+from ..layers import active_num_params, allow_uncalibrated, use_config
+from ..search.table import QueryTable, pareto_frontier
 from .data import CocoDetection, collate
 from .model import SlimmableMaskRCNN
 
 __all__ = ["calibrate_detector", "coco_results", "coco_eval", "evaluate_coco", "detector_macs", "evaluate_grid",
-           "pareto_flags", "save_table", "plot_table", "active_num_params"]
+           "plot_table", "COST_AXES", "active_num_params"]
 
 
 def _loader(dataset: CocoDetection, batch_size: int, num_workers: int = 0) -> DataLoader:
@@ -50,7 +55,6 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-@torch.no_grad()
 def calibrate_detector(model: SlimmableMaskRCNN, dataset: CocoDetection, width: float, scale: int, *,
                        num_images: int = 200, batch_size: int = 2) -> str:
     """Estimate exact BN statistics of (``width``, ``scale``) from ``num_images`` images of ``dataset``.
@@ -58,21 +62,12 @@ def calibrate_detector(model: SlimmableMaskRCNN, dataset: CocoDetection, width: 
     Only the backbone has BatchNorm; the images go through the detector's own transform (resize, normalise,
     pad) and the backbone. Returns the configuration key the statistics are stored under.
     """
-    model.eval().set_config(width, scale)
-    bns = [m for m in model.backbone.modules() if isinstance(m, SlimmableBatchNorm2d)]
     n = min(num_images, len(dataset))
     if n < 1:
         raise MutualNetError("calibration needs at least one image")
     device = _device(model)
-    for bn in bns:
-        bn.begin_calibration()
-    try:
-        for images, _ in _loader(Subset(dataset, range(n)), batch_size):
-            batch, _ = model.transform([im.to(device) for im in images])
-            model.backbone(batch.tensors)
-    finally:
-        keys = {bn.end_calibration() for bn in bns}
-    return next(iter(keys))
+    batches = ([im.to(device) for im in images] for images, _ in _loader(Subset(dataset, range(n)), batch_size))
+    return calibrate_batches(model, batches, width, scale, forward=model.backbone_features).key
 
 
 def coco_results(outputs: list[dict], image_ids: list[int], cat_ids: list[int], *, masks: bool = True) -> list[dict]:
@@ -126,15 +121,16 @@ def coco_eval(coco_gt: COCO, results: list[dict], image_ids: list[int], iou_type
 def evaluate_coco(model: SlimmableMaskRCNN, dataset: CocoDetection, width: float, scale: int, *,
                   batch_size: int = 2, progress: bool = False) -> dict:
     """Box and mask AP of the detector at (``width``, ``scale``) on ``dataset`` (uses calibrated BN if present)."""
-    model.eval().set_config(width, scale)
+    model.eval()
     device = _device(model)
     results, seen = [], []
     it = _loader(dataset, batch_size)
-    for images, targets in tqdm(it, desc=f"eval w{width:g} s{scale}", leave=False, disable=not progress):
-        outputs = model([im.to(device) for im in images])
-        ids = [int(t["image_id"]) for t in targets]
-        results += coco_results(outputs, ids, dataset.cat_ids)
-        seen += ids
+    with use_config(model, width, scale):
+        for images, targets in tqdm(it, desc=f"eval w{width:g} s{scale}", leave=False, disable=not progress):
+            outputs = model([im.to(device) for im in images])
+            ids = [int(t["image_id"]) for t in targets]
+            results += coco_results(outputs, ids, dataset.cat_ids)
+            seen += ids
     stats = coco_eval(dataset.coco, results, seen)
     return {"box_ap": stats["bbox"][0], "mask_ap": stats["segm"][0], "box_ap50": stats["bbox"][1],
             "mask_ap50": stats["segm"][1], "num_detections": len(results)}
@@ -154,60 +150,47 @@ def detector_macs(model: SlimmableMaskRCNN, width: float, scale: int, image_size
     Returns ``{"macs", "backbone_macs" (backbone + FPN), "params" (active), "input_size" (H, W after resize and
     padding)}``. The detector's mode, width and scale are restored afterwards.
     """
-    was_training, prev_width, prev_scale = model.training, model.width, model.scale
-    model.eval().set_config(width, scale)
-    allowed = contextlib.ExitStack()
-    allowed.enter_context(allow_uncalibrated(model))  # counting MACs does not depend on BN statistics
+    was_training = model.training
+    model.eval()
     try:
-        p = next(model.parameters())
-        batch, _ = model.transform([torch.zeros(3, *image_size, device=p.device, dtype=p.dtype)])
-        x = batch.tensors
-        h, w = batch.image_sizes[0]
-        feats: dict[str, Tensor] = {}
-        backbone = _macs(lambda: feats.update(model.backbone(x)))
-        rpn = _macs(lambda: model.rpn.head(list(feats.values())))
-        heads = model.roi_heads
+        with use_config(model, width, scale), allow_uncalibrated(model):  # MACs do not depend on BN statistics
+            p = next(model.parameters())
+            batch, _ = model.preprocess([torch.zeros(3, *image_size, device=p.device, dtype=p.dtype)])
+            x = batch.tensors
+            h, w = batch.image_sizes[0]
+            feats: dict[str, Tensor] = {}
+            backbone = _macs(lambda: feats.update(model.backbone(x)))
+            rpn = _macs(lambda: model.rpn.head(list(feats.values())))
+            heads = model.roi_heads
 
-        def boxes(n: int) -> list[Tensor]:  # n boxes spread over the image, sizes 32..256 px
-            t = torch.linspace(0, 1, n, device=p.device, dtype=p.dtype)
-            side = 32 + 224 * t.flip(0)
-            x0, y0 = t * (w - 1) * 0.5, t.roll(n // 2) * (h - 1) * 0.5
-            return [torch.stack([x0, y0, (x0 + side).clamp(max=w), (y0 + side).clamp(max=h)], 1)]
+            def boxes(n: int) -> list[Tensor]:  # n boxes spread over the image, sizes 32..256 px
+                t = torch.linspace(0, 1, n, device=p.device, dtype=p.dtype)
+                side = 32 + 224 * t.flip(0)
+                x0, y0 = t * (w - 1) * 0.5, t.roll(n // 2) * (h - 1) * 0.5
+                return [torch.stack([x0, y0, (x0 + side).clamp(max=w), (y0 + side).clamp(max=h)], 1)]
 
-        n_prop = model.rpn.post_nms_top_n()
-        box = _macs(lambda: heads.box_predictor(heads.box_head(heads.box_roi_pool(feats, boxes(n_prop),
-                                                                                  batch.image_sizes))))
-        n_det = heads.detections_per_img
-        mask = _macs(lambda: heads.mask_predictor(heads.mask_head(heads.mask_roi_pool(feats, boxes(n_det),
+            n_prop = model.rpn.post_nms_top_n()
+            box = _macs(lambda: heads.box_predictor(heads.box_head(heads.box_roi_pool(feats, boxes(n_prop),
                                                                                       batch.image_sizes))))
-        params = active_num_params(model)
+            n_det = heads.detections_per_img
+            mask = _macs(lambda: heads.mask_predictor(heads.mask_head(heads.mask_roi_pool(feats, boxes(n_det),
+                                                                                          batch.image_sizes))))
+            params = active_num_params(model)
     finally:
-        allowed.close()
-        model.set_config(prev_width, prev_scale)
         model.train(was_training)
     return {"macs": int(backbone + rpn + box + mask), "backbone_macs": int(backbone), "params": int(params),
             "input_size": [int(x.shape[-2]), int(x.shape[-1])]}
 
 
-def pareto_flags(rows: list[dict], metric: str, cost: str = "macs") -> list[bool]:
-    """True for rows no other row beats (>= ``metric`` at <= ``cost``, strictly better in one)."""
-    flags = []
-    for r in rows:
-        dominated = any(o is not r and o[cost] <= r[cost] and o[metric] >= r[metric]
-                        and (o[cost] < r[cost] or o[metric] > r[metric]) for o in rows)
-        flags.append(not dominated)
-    return flags
-
-
 def evaluate_grid(model: SlimmableMaskRCNN, dataset: CocoDetection, widths: list[float], scales: list[int], *,
                   calib_dataset: CocoDetection | None = None, calib_images: int = 200, batch_size: int = 2,
-                  mac_image_size: tuple[int, int] = (480, 640), metric: str = "box_ap") -> list[dict]:
-    """The AP-MFLOPs table: one row per (width, scale).
+                  mac_image_size: tuple[int, int] = (480, 640), metric: str = "box_ap",
+                  meta: dict | None = None) -> QueryTable:
+    """The AP-MFLOPs table: a :class:`~mutualnet.search.QueryTable` ranked by ``metric``, a row per (width, scale).
 
-    Rows have the query table's shape -- ``width``, ``resolution`` (the scale), ``macs``, ``params``,
-    ``mflops``, ``latency_ms`` (None: not measured), ``pareto`` -- with ``box_ap`` / ``mask_ap`` (and AP50s)
-    in place of top-1 / top-5; ``pareto`` is computed on ``metric``. BN is calibrated per row on
-    ``calib_dataset`` unless it is None.
+    Rows hold ``width``, ``resolution`` (the scale), ``macs``, ``params``, ``mflops``, ``latency_ms`` (None:
+    not measured), ``pareto``, and ``box_ap`` / ``mask_ap`` (and AP50s) in place of top-1 / top-5. BN is
+    calibrated per row on ``calib_dataset`` unless it is None.
     """
     rows = []
     configs = [(float(w), int(s)) for s in sorted(set(scales), reverse=True) for w in sorted(set(widths))]
@@ -221,25 +204,17 @@ def evaluate_grid(model: SlimmableMaskRCNN, dataset: CocoDetection, widths: list
                      "params": cost["params"], "mflops": cost["macs"] / 1e6,
                      "backbone_mflops": cost["backbone_macs"] / 1e6, "latency_ms": None,
                      "mac_input_size": cost["input_size"], "calibrated": calib_dataset is not None})
-    for row, flag, flag_backbone in zip(rows, pareto_flags(rows, metric), pareto_flags(rows, metric, "backbone_macs")):
-        row["pareto"], row["pareto_backbone"] = flag, flag_backbone
-    return rows
+    table = QueryTable(rows, dict(meta or {}), metric=metric)
+    backbone_front = {id(r) for r in pareto_frontier(table.rows, "backbone_macs", metric)}
+    for r in table.rows:  # the frontier by the cost the width scales (the paper's axis), beside the whole detector's
+        r["pareto_backbone"] = id(r) in backbone_front
+    return table
 
 
-_CSV_KEYS = ("width", "resolution", "box_ap", "mask_ap", "box_ap50", "mask_ap50", "mflops", "backbone_mflops",
-             "backbone_macs", "macs", "params", "pareto", "pareto_backbone")
 # the two cost axes: the whole detector (heads included, dominated by them at small widths) and the backbone
 # (+ FPN), the part the width multiplier scales -- the paper's Fig. 10 axis
 COST_AXES = {"mflops": ("pareto", "MFLOPs of the whole detector (MACs, fixed image)"),
              "backbone_mflops": ("pareto_backbone", "backbone + FPN MFLOPs (MACs, fixed image)")}
-
-
-def save_table(rows: list[dict], path: str | os.PathLike, meta: dict | None = None) -> Path:
-    """Write the table as JSON (``{"meta", "rows"}``) and a CSV beside it."""
-    path = Path(path)
-    lines = [",".join(_CSV_KEYS)] + [",".join(str(r[k]) for k in _CSV_KEYS) for r in rows]
-    atomic_write_text(path.with_suffix(".csv"), "\n".join(lines) + "\n")
-    return atomic_write_text(path, json.dumps({"meta": meta or {}, "rows": rows}, indent=2))
 
 
 def plot_table(rows: list[dict], path: str | os.PathLike, title: str = "", cost: str = "mflops") -> Path:

@@ -2,10 +2,10 @@
 
 The detector is torchvision's :class:`~torchvision.models.detection.MaskRCNN`; only the backbone (and the
 FPN's lateral convolutions, see :mod:`.backbone`) is slimmable. A *configuration* is a backbone width and an
-input scale (the short side the images are resized to, the long side capped at ``max_size``);
-:meth:`SlimmableMaskRCNN.set_config` switches both: the width through the shared slim state, the scale
-through torchvision's ``GeneralizedRCNNTransform.min_size/max_size``. The scale is also written to
-``slim_state.resolution``, so BatchNorm statistics calibrated for a configuration are keyed by
+input scale (the short side the images are resized to, the long side capped at ``max_size``). Both live
+in the shared slim state like a classifier's (width, resolution): ``mutualnet.use_config(detector, w, s)``
+or :meth:`SlimmableMaskRCNN.set_config` switch them, the forward hands the scale to torchvision's
+``GeneralizedRCNNTransform``, and BatchNorm statistics calibrated for a configuration are keyed by
 (width, scale) -- e.g. ``w0.250_r480`` -- whatever the padded shape of a particular batch is.
 
 BatchNorm: the backbone's slimmable BN normalises with batch statistics while training (as in MutualNet's
@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from torch import Tensor
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
@@ -30,7 +31,7 @@ from torchvision.models.detection.rpn import RPNHead
 
 from ..checkpoint import load_checkpoint, load_weights
 from ..errors import MutualNetError
-from ..layers import set_width
+from ..layers import set_config
 from ..models import create_model, list_models
 from .backbone import SlimmableBackboneWithFPN
 
@@ -51,6 +52,8 @@ class SlimmableMaskRCNN(MaskRCNN):
         detector_args: Keyword arguments of :func:`build_detector` that rebuild this detector.
     """
 
+    min_resolution = 32  # the smallest scale a stride-32 backbone takes
+
     def __init__(self, backbone: SlimmableBackboneWithFPN, num_classes: int, *, scales: tuple[int, ...],
                  max_size: int, **kwargs: Any) -> None:
         super().__init__(backbone, num_classes, min_size=scales[0], max_size=max_size, **kwargs)
@@ -67,18 +70,30 @@ class SlimmableMaskRCNN(MaskRCNN):
 
     @property
     def scale(self) -> int:
-        return int(self.transform.min_size[-1])
+        return int(self.slim_state.resolution)
 
     def set_config(self, width: float, scale: int, max_size: int | None = None) -> SlimmableMaskRCNN:
         """Run at backbone ``width`` on images resized to short side ``scale`` (long side <= ``max_size``)."""
         scale = int(scale)
-        if scale < 32:
+        if scale < self.min_resolution:
             raise MutualNetError(f"input scale {scale} is too small for a detector with a stride-32 backbone")
-        set_width(self, width)
-        self.transform.min_size = (scale,)
-        self.transform.max_size = int(self.max_size if max_size is None else max_size)
-        self.slim_state.resolution = scale
+        set_config(self, width, scale)
+        if max_size is not None:
+            self.max_size = int(max_size)
         return self
+
+    def preprocess(self, images: list[Tensor], targets: list[dict] | None = None):  # noqa: ANN201
+        """torchvision's transform (resize to the active scale, normalise, pad): ``(ImageList, targets)``."""
+        self.transform.min_size, self.transform.max_size = (self.scale,), self.max_size
+        return self.transform(images, targets)
+
+    def backbone_features(self, images: list[Tensor]) -> dict[str, Tensor]:
+        """The FPN features of ``images`` at the active configuration (what BN calibration runs)."""
+        return self.backbone(self.preprocess(images)[0].tensors)
+
+    def forward(self, images: list[Tensor], targets: list[dict] | None = None):  # noqa: ANN201
+        self.transform.min_size, self.transform.max_size = (self.scale,), self.max_size
+        return super().forward(images, targets)
 
 
 def build_detector(
@@ -149,6 +164,7 @@ def build_detector(
         rpn_pre_nms_top_n_test=rpn_pre_nms_top_n_test, rpn_post_nms_top_n_test=rpn_post_nms_top_n_test,
         box_detections_per_img=box_detections_per_img)
     model.detector_args = args
+    model.model_name, model.model_args = f"maskrcnn_{backbone}", args  # what checkpoint_dict describes
     return model
 
 

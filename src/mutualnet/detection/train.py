@@ -5,32 +5,39 @@ the same images; every sub-network gets its own input scale (the widest the larg
 classification training; the others a random one of ``scales``) and is trained on the ground truth -- the sum
 of Mask R-CNN's losses, no inplace distillation, as in the paper. The plan comes from the classification
 trainer's :func:`mutualnet.train.step.sample_subnets` in its ``mutual_gt`` mode, so both tasks sample alike.
-Gradients of all sub-networks accumulate and the optimiser steps once. The loop follows torchvision's
-detection reference: SGD with momentum, linear warm-up, step decay; ``config.yaml`` + ``metrics.jsonl`` +
-``last.pt`` in the run folder.
+Gradients of all sub-networks accumulate and the optimiser steps once. The recipe is torchvision's detection
+reference (SGD with momentum, linear warm-up, step decay); the loop is built from the classification trainer's
+parts (:mod:`mutualnet.train.loop`): the same schedule builder, AMP, data order (``EpochSampler`` +
+``SeededSamples``: every image's flip is a function of (seed, epoch, index)), :class:`TrainState`,
+:class:`Checkpointer` (``last.pt`` with every random state, refusing non-finite weights), :func:`restore` and
+:class:`MetricsLog`, so a run resumes exactly, mid-epoch too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
-import math
-import time
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..checkpoint import FORMAT, VERSION, atomic_save, load_checkpoint
+from ..checkpoint import CheckpointMeta, checkpoint_dict, load_checkpoint
 from ..errors import MutualNetError
-from ..io import atomic_write_text, read_jsonl
+from ..io import atomic_write_text
+from ..layers import use_config
 from ..profiling import resolve_device
 from ..train.config import apply_overrides, build_dataclass, read_yaml_mapping
+from ..train.distributed import DistInfo, EpochSampler, SeededSamples
 from ..train.guard import DivergenceGuard
+from ..train.loop import Checkpointer, MetricsLog, TrainState, autocast_for, optimizer_step, restore
+from ..train.optim import build_scheduler
 from ..train.step import SubNet, sample_subnets
 from ..validate import MAX_RESOLUTION, MAX_WIDTH
 from .data import CocoDetection, collate
@@ -65,9 +72,12 @@ class DetectionConfig:
     lr_steps: list[int] = field(default_factory=lambda: [16, 22])  # epochs where lr *= 0.1
     clip_grad_norm: float | None = None
     device: str = "auto"
+    amp: str = "none"  # none | bf16 | fp16 (fp16 uses a GradScaler)
     num_workers: int = 4
     seed: int = 0
     log_every: int = 20
+    save_every: int = 500  # also save last.pt every this many iterations (0: only at epoch end)
+    tensorboard: bool = False
     # shared FPN / heads and torchvision's sampling sizes
     fpn_channels: int = 256
     representation_size: int = 1024
@@ -117,6 +127,8 @@ class DetectionConfig:
         for ok, msg in checks:
             if not ok:
                 raise MutualNetError(msg)
+        if self.amp not in ("none", "bf16", "fp16"):
+            raise MutualNetError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
 
     def scaled_lr(self) -> float:
         """``lr`` if set, else the linear scaling rule (Goyal et al., 2017): ``base_lr * batch_size / base_batch_size``.
@@ -141,7 +153,9 @@ def load_config(path: str | None = None, overrides: list[str] | None = None, **v
     return cfg
 
 
-def detection_step(model: SlimmableMaskRCNN, images: list, targets: list, subnets: list[SubNet]) -> dict[str, float]:
+def detection_step(model: SlimmableMaskRCNN, images: list, targets: list, subnets: list[SubNet], *,
+                   autocast: contextlib.AbstractContextManager | None = None,
+                   scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
     """Forward + backward every sub-network on the batch; gradients accumulate (the caller steps once).
 
     Returns the summed loss of each sub-network (``loss_w<width>_s<scale>``) and their mean (``loss``).
@@ -150,12 +164,12 @@ def detection_step(model: SlimmableMaskRCNN, images: list, targets: list, subnet
     total = 0.0
     for net in subnets:
         width, scale = net.width, net.resolution
-        model.set_config(width, scale)
-        losses = model(images, targets)
-        loss = sum(losses.values())
+        with use_config(model, width, scale), autocast or contextlib.nullcontext():
+            losses = model(images, targets)
+        loss = sum(v.float() for v in losses.values())
         if not torch.isfinite(loss):
             raise MutualNetError(f"loss is {loss.item()} at width {width:g}, scale {scale}; lower the learning rate")
-        loss.backward()
+        (scaler.scale(loss) if scaler is not None else loss).backward()
         logs[f"loss_w{width:.3f}_s{scale}"] = loss.item()
         total += loss.item()
     logs["loss"] = total / len(subnets)
@@ -164,46 +178,45 @@ def detection_step(model: SlimmableMaskRCNN, images: list, targets: list, subnet
 
 def detector_checkpoint(model: SlimmableMaskRCNN, cfg: DetectionConfig, dataset: CocoDetection, **extra: Any) -> dict:
     """Self-describing detection checkpoint (mutualnet format, ``task: detection``)."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    meta = {"task": TASK, "mode": "mutual", "resolutions": sorted(cfg.scales, reverse=True),
-            "width_range": list(cfg.width_range), "max_size": cfg.max_size,
-            "dataset": {"name": "coco", "annotations": str(cfg.annotations), "images": str(cfg.images),
-                        "num_classes": dataset.num_classes, "cat_ids": dataset.cat_ids}}
-    return {"format": FORMAT, "version": VERSION, "task": TASK, "model_name": f"maskrcnn_{cfg.backbone}",
-            "model_args": dict(model.detector_args), "model": state, "meta": meta,
-            "config": _plain(dataclasses.asdict(cfg)), **extra}
+    return checkpoint_dict(model, _meta(cfg, dataset), config=_config(cfg), **extra)
+
+
+def _meta(cfg: DetectionConfig, dataset: CocoDetection) -> CheckpointMeta:
+    return CheckpointMeta(task=TASK, mode="mutual_gt", resolutions=sorted(cfg.scales, reverse=True),
+                          num_subnets=cfg.num_subnets, epochs=cfg.epochs, max_size=cfg.max_size,
+                          dataset={"name": "coco", "annotations": str(cfg.annotations), "images": str(cfg.images),
+                                   "num_classes": dataset.num_classes, "cat_ids": dataset.cat_ids})
+
+
+def _config(cfg: DetectionConfig) -> dict:
+    """The config as a checkpoint stores it: the width range lives once, in ``model_args``."""
+    return {k: v for k, v in _plain(dataclasses.asdict(cfg)).items() if k != "width_range"}
 
 
 def _plain(d: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-def _lr_factor(it: int, epoch: int, cfg: DetectionConfig) -> float:
-    warm = 1.0 if it >= cfg.warmup_iters else 0.001 + (1 - 0.001) * it / max(cfg.warmup_iters, 1)
-    return warm * 0.1 ** sum(epoch >= s for s in cfg.lr_steps)
-
-
-def _resume_state(path: str | Path) -> dict:
+def _load_train_checkpoint(path: str | Path) -> dict:
     ckpt = load_checkpoint(path)
-    if ckpt.get("task") != TASK or not {"optimizer", "subnet_rng", "torch_rng", "epoch", "iteration"} <= set(ckpt):
+    if ckpt.get("task") != TASK or not isinstance(ckpt.get("config"), dict) or "train_state" not in ckpt:
         raise MutualNetError(f"{path} is not a detection training checkpoint (written by `mutualnet detect train`)")
     return ckpt
 
 
 def resume_config(path: str | Path, overrides: list[str] | None = None) -> DetectionConfig:
     """The config a detection checkpoint was trained with, with ``key=value`` overrides (e.g. ``epochs=36``)."""
-    ckpt = load_checkpoint(path)
-    if ckpt.get("task") != TASK or not isinstance(ckpt.get("config"), dict):
-        raise MutualNetError(f"{path} is not a detection training checkpoint (written by `mutualnet detect train`)")
-    return load_config(None, overrides, **ckpt["config"])
+    ckpt = _load_train_checkpoint(path)
+    config = {"width_range": ckpt["model_args"]["width_range"], **ckpt["config"]}
+    return load_config(None, overrides, **config)
 
 
 def train_detector(cfg: DetectionConfig, *, resume: str | Path | None = None, progress: bool = True) -> Path:
     """Train, writing ``config.yaml``, ``metrics.jsonl`` and ``last.pt`` to ``cfg.out``; returns the run folder.
 
-    ``last.pt`` is written atomically at the end of every epoch and holds the optimizer and sampling state;
-    ``resume`` continues from such a checkpoint at the next epoch. A run folder that already holds a
-    ``last.pt`` is never overwritten by a fresh run.
+    ``last.pt`` is written atomically at the end of every epoch and every ``save_every`` iterations, with the
+    optimizer, schedule, scaler, every random state and the position in the epoch; ``resume`` continues from
+    it exactly. A run folder that already holds a ``last.pt`` is never overwritten by a fresh run.
     """
     cfg.validate()
     cfg = dataclasses.replace(cfg, lr=cfg.scaled_lr())  # config.yaml records the learning rate used
@@ -211,84 +224,78 @@ def train_detector(cfg: DetectionConfig, *, resume: str | Path | None = None, pr
     if resume is None and (out / "last.pt").exists():
         raise MutualNetError(f"{out} already holds a run (last.pt); resume it with --resume {out / 'last.pt'} or "
                              "choose another --out")
-    ckpt = _resume_state(resume) if resume is not None else None
+    ckpt = _load_train_checkpoint(resume) if resume is not None else None
     torch.manual_seed(cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed)  # the sub-network plan
-    sampler_gen = torch.Generator()  # the image order, reseeded per epoch so a resumed run sees the same order
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    info = DistInfo()
     device = resolve_device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                             "cpu" if cfg.device == "auto" else cfg.device)
     dataset = CocoDetection(cfg.annotations, cfg.images, train=True, skip_empty=True)
     model = build_detector(cfg.backbone, dataset.num_classes, **cfg.model_kwargs())
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    start_epoch, it = 0, 0
-    if ckpt is not None:
-        try:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise MutualNetError(f"cannot resume from {resume}: it does not match this config "
-                                 f"({str(e).strip().splitlines()[0][:200]})") from None
-        generator.set_state(ckpt["subnet_rng"])
-        torch.set_rng_state(ckpt["torch_rng"])  # RPN / RoI sampling draws from the global generator
-        start_epoch, it = int(ckpt["epoch"]) + 1, int(ckpt["iteration"])
-    elif cfg.init:
+    if ckpt is None and cfg.init:
         load_backbone_weights(model, cfg.init)
     model.to(device).train()
-    for state in optimizer.state.values():  # after a resume, the momentum buffers follow the model's device
-        for k, v in state.items():
-            if torch.is_tensor(v):
-                state[k] = v.to(device)
+    batch_size = min(cfg.batch_size, len(dataset))
+    sampler = EpochSampler(len(dataset), seed=cfg.seed)
+    loader = DataLoader(SeededSamples(dataset), batch_size=batch_size, sampler=sampler, drop_last=True,
+                        num_workers=cfg.num_workers, collate_fn=collate, persistent_workers=cfg.num_workers > 0,
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    steps_per_epoch = len(dataset) // batch_size
+    total = cfg.epochs * steps_per_epoch if cfg.max_iterations is None else min(cfg.max_iterations,
+                                                                                 cfg.epochs * steps_per_epoch)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scheduler = build_scheduler(optimizer, total, cfg.warmup_iters,
+                                milestones=[e * steps_per_epoch for e in cfg.lr_steps])
+    scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
+    autocast = autocast_for(cfg.amp, device)
+    generator = torch.Generator().manual_seed(cfg.seed)  # the sub-network plan
+    state = TrainState()
+    if ckpt is not None:
+        state = restore(ckpt, resume, model, optimizer, scheduler, scaler, generator, info, steps_per_epoch)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", yaml.safe_dump(_plain(dataclasses.asdict(cfg)), sort_keys=False))
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=RandomSampler(dataset, generator=sampler_gen),
-                        num_workers=cfg.num_workers, collate_fn=collate, drop_last=len(dataset) >= cfg.batch_size,
-                        persistent_workers=cfg.num_workers > 0)
-    total = cfg.epochs * len(loader) if cfg.max_iterations is None else min(cfg.max_iterations,
-                                                                            cfg.epochs * len(loader))
-    metrics = out / "metrics.jsonl"
-    if ckpt is not None and metrics.exists():  # rows after the checkpoint, and a line torn by a kill, are dropped
-        rows, _ = read_jsonl(metrics, "metrics log")
-        rows = [r for r in rows if isinstance(r, dict) and isinstance(r.get("iteration"), int) and r["iteration"] <= it]
-        atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in rows))
-    t0 = time.time()
+    log = MetricsLog(out, csv_files=False, tensorboard=cfg.tensorboard,
+                     resume_step=state.step if ckpt is not None else None)
+    checkpointer = Checkpointer(out, model, optimizer, scheduler, scaler, generator, info, meta=_meta(cfg, dataset),
+                                config=_config(cfg), steps_per_epoch=steps_per_epoch)
+    scales = sorted(cfg.scales, reverse=True)
     guard = DivergenceGuard()
-    bar = tqdm(total=total, initial=it, desc="detect train", disable=not progress)
-    with open(metrics, "a") as log:
-        for epoch in range(start_epoch, math.ceil(total / len(loader))):
-            sampler_gen.manual_seed(cfg.seed * 100003 + epoch)
+    bar = tqdm(total=total, initial=state.step, desc="detect train", disable=not progress)
+    try:
+        while state.step < total:
+            sampler.set_epoch(state.epoch, state.epoch_step * batch_size)
             for images, targets in loader:
-                if it >= total:
+                if state.step >= total:
                     break
-                lr = cfg.lr * _lr_factor(it, epoch, cfg)
-                for g in optimizer.param_groups:
-                    g["lr"] = lr
                 images = [im.to(device) for im in images]
                 targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
                 optimizer.zero_grad(set_to_none=True)
-                subnets = sample_subnets("mutual_gt", cfg.width_range, sorted(cfg.scales, reverse=True),
-                                         cfg.num_subnets, generator)
-                logs = detection_step(model, images, targets, subnets)
+                subnets = sample_subnets("mutual_gt", cfg.width_range, scales, cfg.num_subnets, generator)
+                logs = detection_step(model, images, targets, subnets, autocast=autocast, scaler=scaler)
                 why = guard.check(logs["loss"])
                 if why:
-                    bar.close()
-                    kept = f"{out / 'last.pt'} (epoch end) is untouched" if (out / "last.pt").exists() else \
-                        "no checkpoint was saved"
-                    raise MutualNetError(f"{why} at iteration {it + 1} (epoch {epoch + 1}, lr {lr:.3g}); training "
-                                         f"stopped and {kept}. Lower lr or raise warmup_iters, then resume with "
-                                         "--resume")
+                    last = out / "last.pt"
+                    kept = f"{last} is untouched" if last.exists() else "no checkpoint was saved"
+                    raise MutualNetError(f"{why} at iteration {state.step + 1} (epoch {state.epoch + 1}, lr "
+                                         f"{optimizer.param_groups[0]['lr']:.3g}); training stopped and {kept}. Lower "
+                                         "lr or raise warmup_iters, then resume with --resume")
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
                 if cfg.clip_grad_norm:
                     torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
-                optimizer.step()
-                it += 1
+                lr = optimizer_step(optimizer, scheduler, scaler, state)
                 bar.update(1)
                 bar.set_postfix(loss=f"{logs['loss']:.3f}", lr=f"{lr:.2g}")
-                if it % cfg.log_every == 0 or it == 1 or it == total:
-                    log.write(json.dumps({"iteration": it, "epoch": epoch, "lr": lr,
-                                          "time_s": round(time.time() - t0, 2), **logs}) + "\n")
-                    log.flush()
-            atomic_save(detector_checkpoint(model, cfg, dataset, optimizer=optimizer.state_dict(), epoch=epoch,
-                                            iteration=it, subnet_rng=generator.get_state(),
-                                            torch_rng=torch.get_rng_state()), out / "last.pt")
-    bar.close()
+                if state.step % cfg.log_every == 0 or state.step == 1 or state.step == total:
+                    log.write({"kind": "train", "epoch": state.epoch, "step": state.step, "lr": lr, **logs})
+                if cfg.save_every and state.step % cfg.save_every == 0 and state.epoch_step < steps_per_epoch:
+                    checkpointer.save(state)
+            if state.epoch_step >= steps_per_epoch:
+                state.epoch, state.epoch_step = state.epoch + 1, 0
+            checkpointer.save(state)
+    finally:
+        bar.close()
+        log.close()
     return out

@@ -1,23 +1,31 @@
-"""Slimmable building blocks and the channel-rounding rule."""
+"""Slimmable building blocks (and their synchronised BatchNorm) and the channel-rounding rule."""
 
 from .blocks import ConvBNAct, init_weights
 from .helpers import make_divisible, slim_channels, width_key
 from .slimmable import (
+    Resolution,
     SlimmableBatchNorm2d,
     SlimmableConv2d,
     SlimmableLinear,
     SlimState,
+    WidthRange,
     active_num_params,
     allow_uncalibrated,
     bind_state,
     channel_config,
+    check_resolution,
     config_key,
+    get_config,
     get_width,
     is_slimmable,
     materialize,
+    set_config,
     set_width,
+    use_config,
     use_width,
+    width_range_of,
 )
+from .sync_bn import SyncSlimmableBatchNorm2d, convert_sync_batchnorm
 
 __all__ = [
     "ConvBNAct",
@@ -26,9 +34,13 @@ __all__ = [
     "slim_channels",
     "width_key",
     "SlimState",
+    "WidthRange",
+    "Resolution",
     "SlimmableConv2d",
     "SlimmableLinear",
     "SlimmableBatchNorm2d",
+    "SyncSlimmableBatchNorm2d",
+    "convert_sync_batchnorm",
     "active_num_params",
     "allow_uncalibrated",
     "bind_state",
@@ -39,4 +51,9 @@ __all__ = [
     "materialize",
     "set_width",
     "use_width",
+    "set_config",
+    "get_config",
+    "use_config",
+    "check_resolution",
+    "width_range_of",
 ]

@@ -4,9 +4,11 @@ A slimmable layer allocates its widest shape and, at active width ``w``, compute
 channels of its weights (``slim_channels`` decides how many). Weights are shared across widths, which
 is what lets the sub-networks of MutualNet teach each other.
 
-All slimmable layers of a model share one :class:`SlimState` (the active width and input resolution),
-so switching width is O(1) per layer and BatchNorm can look up statistics for the active
-(width, resolution) configuration.
+All slimmable layers of a model share one :class:`SlimState`: the active configuration, a width and an
+input resolution. It is the one owner of both: :func:`set_config` / :func:`use_config` write them (with
+:func:`set_width` / :func:`use_width` for the width alone), the model's forward only *checks* its input
+against the active resolution, and BatchNorm reads the pair to pick the statistics calibrated for it.
+Switching is one attribute write, O(1) for the whole model.
 """
 
 from __future__ import annotations
@@ -15,24 +17,34 @@ import contextlib
 import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import MutualNetError
+from ..validate import MAX_RESOLUTION
 from .helpers import slim_channels, width_key
 
 __all__ = [
     "SlimState",
+    "WidthRange",
+    "Resolution",
     "SlimmableConv2d",
     "SlimmableLinear",
     "SlimmableBatchNorm2d",
+    "CalibrationMoments",
     "is_slimmable",
     "active_num_params",
     "set_width",
     "get_width",
     "use_width",
+    "set_config",
+    "get_config",
+    "use_config",
+    "check_resolution",
+    "width_range_of",
     "bind_state",
     "channel_config",
     "config_key",
@@ -41,12 +53,55 @@ __all__ = [
 ]
 
 
+Resolution = int | tuple[int, int]
+
+
 @dataclass
 class SlimState:
-    """Active configuration shared by every slimmable layer of one model."""
+    """The active configuration, shared by every slimmable layer of one model (the only copy of it).
+
+    Written by :func:`set_config` / :func:`use_config` (and :func:`set_width`); never by a forward pass.
+    """
 
     width: float = 1.0
-    resolution: int | tuple[int, int] | None = None  # set by the model's forward from the input
+    resolution: Resolution | None = None  # input side the model is configured for; None: not fixed (any input)
+
+
+class WidthRange(NamedTuple):
+    """The widths a model was built and trained for, ``lo <= w <= hi``; the one place that says "in range".
+
+    A tuple, so ``lo, hi = model.width_range`` keeps working. Comparisons allow 1e-6 of float round-off
+    (``0.1 + 0.2`` is in ``[0.3, 1.0]``).
+    """
+
+    lo: float
+    hi: float
+
+    def contains(self, width: float) -> bool:
+        """Whether ``width`` is in the range."""
+        return self.lo - 1e-6 <= float(width) <= self.hi + 1e-6
+
+    def check(self, width: float, what: str = "width") -> float:
+        """``width`` as a float; :class:`MutualNetError` naming the range when it is outside."""
+        if not self.contains(width):
+            raise MutualNetError(f"{what} {float(width):g} is outside this model's trained range "
+                                 f"[{self.lo:g}, {self.hi:g}]")
+        return float(width)
+
+    def is_top(self, width: float) -> bool:
+        """Whether ``width`` is the top of the range (the width whose running BN statistics are its own)."""
+        return abs(float(width) - self.hi) <= 1e-6
+
+    def grid(self, step: float = 0.05) -> list[float]:
+        """``lo, lo + step, ..., hi`` (``hi`` always included): the widths a query table covers."""
+        if not step > 0:
+            raise MutualNetError(f"width step must be positive, got {step:g}")
+        lo, hi = self.lo, self.hi
+        n = int(round((hi - lo) / step + 1e-9))
+        widths = [round(lo + i * step, 4) for i in range(n + 1) if lo + i * step <= hi + 1e-9]
+        if not widths or abs(widths[-1] - hi) > 1e-6:
+            widths.append(round(hi, 4))
+        return widths
 
 
 def config_key(width: float, resolution: int | tuple[int, int] | None) -> str:
@@ -245,6 +300,33 @@ class SlimmableLinear(nn.Linear, _Slimmable):
 _CALIB_PREFIX = "calib_stats."
 
 
+@dataclass
+class CalibrationMoments:
+    """Per-channel count, mean and sum of squared deviations of a BatchNorm's inputs, in float64.
+
+    Merged batch by batch with Chan et al.'s pairwise update, exact for any batch sizes; it reuses the
+    batch statistics BN computes anyway instead of keeping float64 copies of every activation.
+    """
+
+    count: int = 0
+    mean: Tensor | None = None
+    m2: Tensor | None = None
+
+    def merge(self, n_b: int, mean_b: Tensor, m2_b: Tensor) -> None:
+        if self.count == 0:
+            self.count, self.mean, self.m2 = n_b, mean_b, m2_b
+            return
+        n = self.count + n_b
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * (n_b / n)
+        self.m2 = self.m2 + m2_b + delta * delta * (self.count * n_b / n)
+        self.count = n
+
+    def variance(self) -> Tensor:
+        """Unbiased variance, as torch BN keeps it."""
+        return self.m2 / max(self.count - 1, 1)
+
+
 class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
     """BatchNorm whose affine parameters are shared and sliced across widths.
 
@@ -281,7 +363,7 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
         super().__init__(n_max, eps, momentum)
         self._init_slim(max_width)
         self.calibrated: dict[str, tuple[Tensor, Tensor]] = {}
-        self._calib: list | None = None
+        self._calib: CalibrationMoments | None = None  # accumulating, between begin_ and end_calibration
         self.allow_uncalibrated = False  # eval below the top width on the running statistics (see allow_uncalibrated)
 
     def active_channels(self) -> int:
@@ -325,7 +407,7 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
             mean_b, var_b = x.new_zeros(c), x.new_ones(c)
             out = F.batch_norm(x, mean_b, var_b, weight, bias, True, 1.0, self.eps)
             n_b = x.numel() // c
-            self._merge_calibration(n_b, mean_b.double(), var_b.double() * (n_b - 1))
+            self._calib.merge(n_b, mean_b.double(), var_b.double() * (n_b - 1))
             return out
         if self.training:
             full = self.tracks_running_stats_now()
@@ -340,31 +422,26 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
         return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
 
     # -- calibration (post-statistics) -------------------------------------------------------------
-    def begin_calibration(self) -> None:
-        """Start accumulating the exact mean and variance of this layer's inputs."""
-        self._calib = [0, None, None]  # count, mean, sum of squared deviations (float64)
+    @property
+    def calibrating(self) -> bool:
+        return self._calib is not None
 
-    def _merge_calibration(self, n_b: int, mean_b: Tensor, m2_b: Tensor) -> None:
-        # Chan et al.'s pairwise update of (count, mean, sum of squared deviations): exact for any batch sizes,
-        # and it reuses the statistics BN computes anyway instead of float64 copies of every activation
-        acc = self._calib
-        n_a = acc[0]
-        if n_a == 0:
-            acc[:] = [n_b, mean_b, m2_b]
-            return
-        n = n_a + n_b
-        delta = mean_b - acc[1]
-        acc[:] = [n, acc[1] + delta * (n_b / n), acc[2] + m2_b + delta * delta * (n_a * n_b / n)]
+    def begin_calibration(self) -> None:
+        """Start accumulating the exact mean and variance of this layer's inputs (forward normalises each batch
+        with its own statistics meanwhile, as in training)."""
+        self._calib = CalibrationMoments()
+
+    def abort_calibration(self) -> None:
+        """Drop what was accumulated: statistics of part of the images are never stored."""
+        self._calib = None
 
     def end_calibration(self) -> str | None:
         """Store the accumulated statistics under the active configuration's key and return the key."""
         acc, self._calib = self._calib, None
-        if acc is None or acc[0] == 0:
+        if acc is None or acc.count == 0:
             return None
-        n, mean = acc[0], acc[1]
-        var = acc[2] / max(n - 1, 1)  # unbiased, like torch BN
         key = self.calibration_key()
-        self.calibrated[key] = (mean.to(self.weight.dtype), var.to(self.weight.dtype))
+        self.calibrated[key] = (acc.mean.to(self.weight.dtype), acc.variance().to(self.weight.dtype))
         return key
 
     def clear_calibration(self) -> None:
@@ -487,23 +564,37 @@ def bind_state(model: nn.Module, state: SlimState | None = None) -> SlimState:
     return state
 
 
-def _check_range(model: nn.Module, width: float) -> None:
+def width_range_of(model: nn.Module) -> WidthRange | None:
+    """The model's :class:`WidthRange` (its ``width_range`` attribute), None for a bare layer stack."""
     rng = getattr(model, "width_range", None)
+    return None if rng is None else WidthRange(float(rng[0]), float(rng[1]))
+
+
+def _check_range(model: nn.Module, width: float) -> None:
+    rng = width_range_of(model)
     if rng is not None:
-        lo, hi = rng
-        if not (lo - 1e-6 <= width <= hi + 1e-6):
-            raise MutualNetError(f"width {width:g} is outside this model's trained range [{lo:g}, {hi:g}]")
-    else:
-        for m in model.modules():
-            if is_slimmable(m) and width > m.max_width + 1e-6:
-                raise MutualNetError(f"width {width:g} exceeds the widest width the layers hold ({m.max_width:g})")
+        rng.check(width)
+        return
+    for m in model.modules():
+        if is_slimmable(m) and width > m.max_width + 1e-6:
+            raise MutualNetError(f"width {width:g} exceeds the widest width the layers hold ({m.max_width:g})")
+
+
+def _state(model: nn.Module) -> SlimState:
+    state = getattr(model, "slim_state", None)
+    if state is not None:
+        return state
+    for m in model.modules():
+        if is_slimmable(m):
+            return m.slim_state
+    raise MutualNetError("model has no slimmable layers")
 
 
 def set_width(model: nn.Module, width: float) -> None:
-    """Switch ``model`` to ``width``; raises :class:`MutualNetError` outside its trained range."""
+    """Switch ``model`` to ``width`` (the resolution stays); raises :class:`MutualNetError` outside its range."""
     width = float(width)
     _check_range(model, width)
-    for m in model.modules():
+    for m in model.modules():  # layers bound to another state (a model assembled by hand) follow too
         if is_slimmable(m):
             m.slim_state.width = width
     if hasattr(model, "slim_state"):
@@ -511,13 +602,61 @@ def set_width(model: nn.Module, width: float) -> None:
 
 
 def get_width(model: nn.Module) -> float:
-    state = getattr(model, "slim_state", None)
-    if state is not None:
-        return state.width
+    return _state(model).width
+
+
+def check_resolution(model: nn.Module, resolution: Resolution | None) -> Resolution | None:
+    """``resolution`` as an int (or ``(h, w)`` when not square); an error below the model's smallest input."""
+    if resolution is None:
+        return None
+    if isinstance(resolution, tuple | list):
+        h, w = (int(v) for v in resolution)
+        res: Resolution = h if h == w else (h, w)
+    else:
+        res = int(resolution)
+    lo = getattr(model, "min_resolution", 1)
+    if min(res if isinstance(res, tuple) else (res,)) < max(lo, 1):
+        raise MutualNetError(f"resolution {resolution} is too small for {getattr(model, 'model_name', 'this model')} "
+                             f"(needs at least {lo})")
+    if max(res if isinstance(res, tuple) else (res,)) > MAX_RESOLUTION:
+        raise MutualNetError(f"resolution {resolution} is above the limit of {MAX_RESOLUTION} pixels (memory)")
+    return res
+
+
+def set_config(model: nn.Module, width: float, resolution: Resolution | None) -> None:
+    """Make (``width``, ``resolution``) the active configuration of ``model``.
+
+    The resolution selects the BatchNorm statistics calibrated for the pair, and the model's forward refuses
+    inputs of another size (None: any size, statistics stored for the width at any resolution).
+    """
+    resolution = check_resolution(model, resolution)
+    set_width(model, width)
     for m in model.modules():
         if is_slimmable(m):
-            return m.slim_state.width
-    raise MutualNetError("model has no slimmable layers")
+            m.slim_state.resolution = resolution
+    if hasattr(model, "slim_state"):
+        model.slim_state.resolution = resolution
+
+
+def get_config(model: nn.Module) -> tuple[float, Resolution | None]:
+    """The active ``(width, resolution)``."""
+    state = _state(model)
+    return state.width, state.resolution
+
+
+@contextlib.contextmanager
+def use_config(model: nn.Module, width: float, resolution: Resolution | None) -> Iterator[nn.Module]:
+    """Run ``model`` at (``width``, ``resolution``) inside the block; the previous configuration comes back after.
+
+    Every entry point that works on one configuration (calibration, evaluation, export, profiling) runs
+    inside this block, so none of them leaves the model in another configuration than it found it.
+    """
+    previous = get_config(model)
+    set_config(model, width, resolution)
+    try:
+        yield model
+    finally:
+        set_config(model, *previous)
 
 
 def channel_config(model: nn.Module, width: float) -> tuple:
@@ -533,7 +672,7 @@ def channel_config(model: nn.Module, width: float) -> tuple:
 
 @contextlib.contextmanager
 def use_width(model: nn.Module, width: float) -> Iterator[nn.Module]:
-    """Run ``model`` at ``width`` inside the block and restore the previous width after it."""
+    """Run ``model`` at ``width`` (same resolution) inside the block and restore the previous width after it."""
     previous = get_width(model)
     set_width(model, width)
     try:
@@ -542,16 +681,37 @@ def use_width(model: nn.Module, width: float) -> Iterator[nn.Module]:
         set_width(model, previous)
 
 
-def materialize(model: nn.Module, width: float | None = None) -> nn.Module:
-    """A copy of ``model`` at ``width`` built only of standard PyTorch layers.
+def _resolutions_calibrated(model: nn.Module, width: float) -> list[str]:
+    prefix = config_key(width, None).rsplit("_r", 1)[0] + "_r"
+    keys = set()
+    for m in model.modules():
+        if isinstance(m, SlimmableBatchNorm2d):
+            keys |= {k[len(prefix):] for k in m.calibrated if k.startswith(prefix) and not k.endswith("_rany")}
+    return sorted(keys)
+
+
+def materialize(model: nn.Module, width: float | None = None, resolution: Resolution | None = None) -> nn.Module:
+    """A copy of ``model`` at (``width``, ``resolution``) built only of standard PyTorch layers.
 
     Every slimmable layer is replaced by the plain layer holding its active slice (BatchNorm with the
-    statistics eval mode would use at the active configuration). The copy computes what ``model``
-    computes at that configuration and holds only that sub-network's parameters.
+    statistics eval mode uses at that configuration). The copy computes what ``model`` computes at that
+    configuration and holds only that sub-network's parameters; ``model`` keeps its own configuration.
+
+    Args:
+        model: A slimmable model (or layer).
+        width: Width to materialise (default: the active width).
+        resolution: Input side the copy will run at; it selects the calibrated BatchNorm statistics
+            (default: the active resolution). Required when the model holds statistics calibrated for
+            this width at particular resolutions: without it the choice would be a guess.
     """
-    if width is not None:
-        set_width(model, width)
-    dense = copy.deepcopy(model)
+    active_width, active_res = get_config(model)
+    width = active_width if width is None else float(width)
+    resolution = active_res if resolution is None else resolution
+    if resolution is None and (found := _resolutions_calibrated(model, width)):
+        raise MutualNetError(f"materialize needs the resolution: the model holds BatchNorm statistics calibrated "
+                             f"for width {width:g} at {', '.join(found)} px")
+    with use_config(model, width, resolution):
+        dense = copy.deepcopy(model)
 
     def swap(parent: nn.Module) -> None:
         for name, child in parent.named_children():
@@ -563,4 +723,6 @@ def materialize(model: nn.Module, width: float | None = None) -> nn.Module:
     if is_slimmable(dense):
         return dense.to_dense().train(dense.training)
     swap(dense)
+    if isinstance(getattr(dense, "slim_state", None), SlimState):
+        dense.slim_state.resolution = None  # plain layers: nothing depends on the input size any more
     return dense

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..errors import MutualNetError
-from ..layers import SlimmableLinear, SlimState, active_num_params, bind_state, get_width, set_width
+from ..layers import SlimmableLinear, SlimState, WidthRange, active_num_params, bind_state, get_width, set_width
 
 __all__ = ["SlimmableNet"]
 
@@ -17,23 +17,27 @@ class SlimmableNet(nn.Module):
     :meth:`forward_stages` (the stage outputs, for detection necks) and ``forward_features``.
 
     Attributes:
-        width_range: ``(lo, hi)`` widths the model was built (and trained) for.
+        width_range: The :class:`~mutualnet.layers.WidthRange` the model was built (and trained) for.
         in_chans: Image channels the stem expects.
         min_resolution: Smallest input side the network accepts (its total stride).
         num_features: Channels of the pooled features at the widest width.
         stage_specs: ``(name, base_channels, ratio, stride)`` per stage, for :attr:`feature_info`.
     """
 
-    width_range: tuple[float, float]
+    width_range: WidthRange
     in_chans: int
     min_resolution: int
     num_features: int
     num_classes: int
     stage_specs: list[tuple[str, int, int, int]]
     head_fixed_channels: int | None = None  # a head conv that is never slimmed (MobileNet v2's 1280)
+    # the final Linear (features -> classes) as a dotted path: the model's one classifier rule, which
+    # reset_classifier replaces, transfer learning leaves out, and detection drops (with its top-level module)
+    head_name: str = "classifier"
 
     def _finish(self) -> None:
-        self.slim_state = SlimState(width=self.width_range[1])
+        self.width_range = WidthRange(float(self.width_range[0]), float(self.width_range[1]))
+        self.slim_state = SlimState(width=self.width_range.hi)
         bind_state(self, self.slim_state)
 
     # -- width -----------------------------------------------------------------------------------
@@ -56,7 +60,11 @@ class SlimmableNet(nn.Module):
             raise MutualNetError(
                 f"resolution {h}x{w} is too small for this network (needs at least {self.min_resolution})"
             )
-        self.slim_state.resolution = int(h) if h == w else (int(h), int(w))
+        res = self.slim_state.resolution  # written only by mutualnet.set_config / use_config, checked here
+        if res is not None and (int(h), int(w)) != (res if isinstance(res, tuple) else (res, res)):
+            raise MutualNetError(
+                f"input is {h}x{w} but the model is configured for {res} px; resize the input, or switch the "
+                "configuration with mutualnet.use_config(model, width, resolution)")
 
     # -- model surface ---------------------------------------------------------------------------
     def forward_stages(self, x: Tensor) -> list[Tensor]:  # pragma: no cover - abstract
@@ -97,20 +105,17 @@ class SlimmableNet(nn.Module):
         ]
 
     def get_classifier(self) -> nn.Module:
-        return self.classifier
+        """The final Linear, named by :attr:`head_name`."""
+        return self.get_submodule(self.head_name)
 
     def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier with a fresh one (transfer learning)."""
+        """Replace the final Linear with a fresh one for ``num_classes`` (transfer learning)."""
         old = self.get_classifier()
-        lin = old if isinstance(old, nn.Linear) else next(m for m in old.modules() if isinstance(m, nn.Linear))
-        new = SlimmableLinear(lin.base_in, num_classes, max_width=lin.max_width, slim_in=lin.slim_in,
-                              ratio=lin.ratio).to(lin.weight.device)
+        new = SlimmableLinear(old.base_in, num_classes, max_width=old.max_width, slim_in=old.slim_in,
+                              ratio=old.ratio).to(old.weight.device)
         new.slim_state = self.slim_state
-        if isinstance(old, nn.Sequential):
-            idx = [i for i, m in enumerate(old) if m is lin][0]
-            old[idx] = new
-        else:
-            self.classifier = new
+        parent, _, name = self.head_name.rpartition(".")
+        setattr(self.get_submodule(parent) if parent else self, name, new)
         self.num_classes = num_classes
         if hasattr(self, "model_args"):
             self.model_args["num_classes"] = num_classes

@@ -77,6 +77,7 @@ class MobileNetV2(SlimmableNet):
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(dropout),
                                         SlimmableLinear(last_channel, num_classes, max_width=mw, slim_in=False))
+        self.head_name = "classifier.1"
         init_weights(self)
         self._finish()
 

@@ -111,6 +111,7 @@ class ResNet(SlimmableNet):
         self.num_features = inplanes
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = SlimmableLinear(inplanes, num_classes, max_width=mw, ratio=(exp, 1))
+        self.head_name = "fc"
         init_weights(self, linear_std=0.01)
         self._finish()
 
@@ -119,17 +120,8 @@ class ResNet(SlimmableNet):
         return self.avgpool
 
     @property
-    def classifier(self) -> nn.Module:
+    def classifier(self) -> nn.Module:  # torchvision names it fc
         return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        new = SlimmableLinear(self.fc.base_in, num_classes, max_width=self.fc.max_width,
-                              ratio=self.fc.ratio).to(self.fc.weight.device)
-        new.slim_state = self.slim_state
-        self.fc = new
-        self.num_classes = num_classes
-        if hasattr(self, "model_args"):
-            self.model_args["num_classes"] = num_classes
 
     def _stem(self, x: Tensor) -> Tensor:
         return self.maxpool(self.relu(self.bn1(self.conv1(x))))

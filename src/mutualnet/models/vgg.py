@@ -47,6 +47,7 @@ class VGG(SlimmableNet):
             nn.ReLU(True), nn.Dropout(dropout),
             SlimmableLinear(hidden, num_classes, max_width=mw),
         )
+        self.head_name = "classifier.6"
         init_weights(self)
         self._finish()
 
@@ -59,15 +60,6 @@ class VGG(SlimmableNet):
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = self.avgpool(x).flatten(1)
         return x if pre_logits else self.classifier(x)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        old = self.classifier[-1]
-        new = SlimmableLinear(old.base_in, num_classes, max_width=old.max_width).to(old.weight.device)
-        new.slim_state = self.slim_state
-        self.classifier[-1] = new
-        self.num_classes = num_classes
-        if hasattr(self, "model_args"):
-            self.model_args["num_classes"] = num_classes
 
 
 @register_model(resolutions=(224, 192, 160, 128), width_range=(0.25, 1.0))

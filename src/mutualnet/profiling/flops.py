@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import MutualNetError
-from ..layers import active_num_params, allow_uncalibrated, get_width, set_width
+from ..layers import active_num_params, allow_uncalibrated, use_config
 
 __all__ = ["Profile", "profile", "count_macs"]
 
@@ -49,18 +49,14 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> int:
 def profile(model: nn.Module, width: float, resolution: int, *, batch_size: int = 1) -> Profile:
     """MACs per image and active parameters of ``model`` at (``width``, ``resolution``).
 
-    The model's width is restored afterwards.
+    The model's configuration is restored afterwards.
     """
     if resolution < 1:
         raise MutualNetError(f"resolution must be positive, got {resolution}")
-    previous = get_width(model)
-    set_width(model, width)
-    try:
+    with use_config(model, width, resolution):
         p = next(model.parameters())
         x = torch.zeros(batch_size, getattr(model, "in_chans", 3), resolution, resolution, device=p.device,
                         dtype=p.dtype)
         macs = count_macs(model, x) // batch_size
         params = active_num_params(model)
-    finally:
-        set_width(model, previous)
     return Profile(width=float(width), resolution=int(resolution), macs=int(macs), params=int(params))

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import MutualNetError
-from ..layers import allow_uncalibrated, get_width, set_width
+from ..layers import allow_uncalibrated, use_config
 
 __all__ = ["Latency", "measure_latency", "resolve_device"]
 
@@ -64,25 +64,23 @@ def measure_latency(model: nn.Module, width: float, resolution: int, *, device: 
         torch.set_num_threads(threads)
     threads_used = torch.get_num_threads()
     orig = next(model.parameters()).device
-    previous = get_width(model)
     was_training = model.training
-    set_width(model, width)
-    model.eval().to(dev)
-    x = torch.randn(batch_size, getattr(model, "in_chans", 3), resolution, resolution, device=dev)
     times = []
-    try:
-        with torch.inference_mode(), allow_uncalibrated(model):  # timing does not depend on the statistics
-            for i in range(warmup + repeats):
-                if dev.type == "cuda":
-                    torch.cuda.synchronize(dev)
-                t0 = time.perf_counter()
-                model(x)
-                if dev.type == "cuda":
-                    torch.cuda.synchronize(dev)
-                if i >= warmup:
-                    times.append((time.perf_counter() - t0) * 1e3)
-    finally:
-        model.to(orig).train(was_training)
-        set_width(model, previous)
+    with use_config(model, width, resolution):
+        model.eval().to(dev)
+        x = torch.randn(batch_size, getattr(model, "in_chans", 3), resolution, resolution, device=dev)
+        try:
+            with torch.inference_mode(), allow_uncalibrated(model):  # timing does not depend on the statistics
+                for i in range(warmup + repeats):
+                    if dev.type == "cuda":
+                        torch.cuda.synchronize(dev)
+                    t0 = time.perf_counter()
+                    model(x)
+                    if dev.type == "cuda":
+                        torch.cuda.synchronize(dev)
+                    if i >= warmup:
+                        times.append((time.perf_counter() - t0) * 1e3)
+        finally:
+            model.to(orig).train(was_training)
     q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else (times[0],) * 3
     return Latency(statistics.median(times), str(dev), batch_size, threads_used, repeats, warmup, q1, q3, min(times))

@@ -33,9 +33,8 @@ from ..checkpoint import atomic_save
 from ..data.transforms import model_resize, resize_batch
 from ..errors import MutualNetError
 from ..io import read_json, read_torch_file
-from ..layers import SlimmableBatchNorm2d, channel_config, config_key, get_width, set_width
+from ..layers import SlimmableBatchNorm2d, channel_config, config_key, use_config, width_range_of
 from ..profiling import measure_latency, profile, resolve_device
-from .grid import width_grid
 from .table import QueryTable, atomic_write_text
 
 __all__ = ["build_query_table", "evaluate", "distinct_widths", "can_reach_frontier", "model_fingerprint",
@@ -62,20 +61,19 @@ def model_fingerprint(model: nn.Module) -> str:
 def _hits(model: nn.Module, batches, width: float, resolution: int, dev: torch.device,
           resize: str) -> tuple[Tensor, Tensor]:
     """Per-image top-1 and top-5 hits (bool) at (``width``, ``resolution``), in the order of ``batches``."""
-    previous, was_training = get_width(model), model.training
-    set_width(model, width)
+    was_training = model.training
     model.eval()
     h1, h5 = [], []
     try:
-        for x, y in batches:
-            x = resize_batch(x.to(dev, non_blocking=True).float(), resolution, resize)
-            y = torch.as_tensor(y).to(dev)
-            logits = model(x)
-            hit = logits.topk(min(5, logits.shape[1]), dim=1).indices == y[:, None]
-            h1.append(hit[:, 0].cpu())
-            h5.append(hit.any(1).cpu())
+        with use_config(model, width, resolution):
+            for x, y in batches:
+                x = resize_batch(x.to(dev, non_blocking=True).float(), resolution, resize)
+                y = torch.as_tensor(y).to(dev)
+                logits = model(x)
+                hit = logits.topk(min(5, logits.shape[1]), dim=1).indices == y[:, None]
+                h1.append(hit[:, 0].cpu())
+                h5.append(hit.any(1).cpu())
     finally:
-        set_width(model, previous)
         model.train(was_training)
     if not h1:
         return torch.zeros(0, dtype=torch.bool), torch.zeros(0, dtype=torch.bool)
@@ -99,7 +97,7 @@ def _batches(data: tuple[Tensor, Tensor] | DataLoader, batch_size: int, start: i
 def evaluate(model: nn.Module, data: tuple[Tensor, Tensor] | DataLoader, width: float, resolution: int, *,
              batch_size: int = 200, device: torch.device | str | None = None,
              resize: str | None = None) -> tuple[float, float, int]:
-    """Top-1 and top-5 accuracy (%) at (``width``, ``resolution``); batches are resized on the device.
+    """Top-1 and top-5 accuracy (%) and image count at (``width``, ``resolution``): :func:`mutualnet.evaluate.evaluate`.
 
     ``data`` is ``(images, labels)`` tensors or a loader yielding such batches; ``resize`` is the resize mode
     (None: the one recorded on the model).
@@ -313,11 +311,8 @@ def build_query_table(
     if not resolutions:
         raise MutualNetError("no resolutions to search")
     resolutions = sorted({check_resolution(model, r) for r in resolutions}, reverse=True)
-    lo, hi = model.width_range
-    widths = [float(w) for w in (widths if widths is not None else width_grid(lo, hi, width_step))]
-    for w in widths:
-        if not (lo - 1e-6 <= w <= hi + 1e-6):
-            raise MutualNetError(f"width {w:g} is outside this model's trained range [{lo:g}, {hi:g}]")
+    rng = width_range_of(model)
+    widths = [rng.check(w) for w in (widths if widths is not None else rng.grid(width_step))]
     if resize_then_crop and not (callable(val_data) and callable(calib_data)
                                  and not isinstance(val_data, Dataset) and not isinstance(calib_data, Dataset)):
         raise MutualNetError("resize_then_crop needs val_data and calib_data as callables resolution -> Dataset")

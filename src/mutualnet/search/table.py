@@ -8,6 +8,10 @@ table is a JSON file a person can read (plus a CSV beside it); rows are plain di
      "mflops": 59.8, "latency_ms": 3.1 or None, "pareto": true}
 
 ``pareto`` marks the frontier by MACs: no cheaper-or-equal configuration is at least as accurate.
+
+The accuracy a table ranks by is its ``metric``: ``top1`` for classification, ``box_ap`` or ``mask_ap`` for
+detection tables (whose rows carry COCO AP in [0, 1] instead of top-1/top-5), so selection, frontiers and
+plots work the same on both.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from ..errors import MutualNetError
 from ..io import MAX_JSON_DEPTH, atomic_write_text, json_depth, read_json
 from ..validate import check_float, check_int, check_resolution, check_width
 
-__all__ = ["QueryTable", "ROW_KEYS", "OPTIONAL_KEYS", "RUNTIMES", "TABLE_FORMAT", "latency_column", "pareto_frontier",
-           "atomic_write_text", "fits_budget", "MFLOPS_DECIMALS", "LATENCY_DECIMALS"]
+__all__ = ["QueryTable", "ROW_KEYS", "OPTIONAL_KEYS", "DETECTION_KEYS", "METRICS", "RUNTIMES", "TABLE_FORMAT",
+           "latency_column", "pareto_frontier", "atomic_write_text", "fits_budget", "MFLOPS_DECIMALS",
+           "LATENCY_DECIMALS"]
 
 TABLE_FORMAT = "mutualnet-query-table"
 ROW_KEYS = ("width", "resolution", "top1", "top5", "macs", "params", "mflops", "latency_ms", "pareto")
@@ -45,22 +50,33 @@ def latency_column(runtime: str | None = None) -> str:
     return f"latency_{runtime}_ms"
 
 
-_COSTS = {"macs": "macs", "mflops": "macs", "latency_ms": "latency_ms", "latency": "latency_ms"} | {
+_COSTS = {"macs": "macs", "mflops": "macs", "latency_ms": "latency_ms", "latency": "latency_ms",
+          "backbone_macs": "backbone_macs", "backbone_mflops": "backbone_macs"} | {  # backbone: detection tables
     f"latency_{rt}_ms": f"latency_{rt}_ms" for rt in RUNTIMES}
+# a detection table's rows: ROW_KEYS without top-1/top-5, with COCO AP (in [0, 1]) and how it was measured
+DETECTION_KEYS = ("box_ap", "mask_ap", "box_ap50", "mask_ap50", "num_detections", "backbone_macs", "backbone_mflops",
+                  "pareto_backbone", "mac_input_size", "calibrated")
+METRICS = {"top1": "top-1 (%)", "box_ap": "box AP", "mask_ap": "mask AP"}  # higher is better
 
 
-def pareto_frontier(rows: list[dict], cost: str = "macs") -> list[dict]:
+def _row_keys(metric: str) -> tuple[str, ...]:
+    if metric == "top1":
+        return ROW_KEYS
+    return tuple(k for k in ROW_KEYS if k not in ("top1", "top5")) + DETECTION_KEYS
+
+
+def pareto_frontier(rows: list[dict], cost: str = "macs", metric: str = "top1") -> list[dict]:
     """Rows that no cheaper-or-equal row matches in top-1, sorted by increasing cost (and accuracy)."""
     key = _COSTS.get(cost)
     if key is None:
         raise MutualNetError(f"unknown cost {cost!r}; use 'macs' or 'latency_ms'")
     usable = [r for r in rows if r.get(key) is not None]
-    usable.sort(key=lambda r: (r[key], -r["top1"], r["width"], r["resolution"]))
+    usable.sort(key=lambda r: (r[key], -r[metric], r["width"], r["resolution"]))
     front, best = [], float("-inf")
     for r in usable:
-        if r["top1"] > best:
+        if r[metric] > best:
             front.append(r)
-            best = r["top1"]
+            best = r[metric]
     return front
 
 
@@ -98,10 +114,11 @@ def _short(row: object) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def _describe(row: dict, lat_key: str = "latency_ms") -> str:
+def _describe(row: dict, lat_key: str = "latency_ms", metric: str = "top1") -> str:
     lat = f", {row[lat_key]:.{LATENCY_DECIMALS}f} ms" if row.get(lat_key) is not None else ""
+    score = f"top-1 {row['top1']:.2f}%" if metric == "top1" else f"{METRICS[metric]} {row[metric]:.4g}"
     return (f"width {row['width']:g} at {row['resolution']} px ({row['mflops']:.{MFLOPS_DECIMALS}f} MFLOPs{lat}, "
-            f"top-1 {row['top1']:.2f}%)")
+            f"{score})")
 
 
 @dataclass
@@ -114,13 +131,15 @@ class QueryTable:
 
     rows: list[dict] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+    metric: str = "top1"  # the accuracy column selection and the frontier rank by (see METRICS)
 
     def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise MutualNetError(f"unknown table metric {self.metric!r}; use one of {', '.join(METRICS)}")
         self.rows = [self._normalise(r) for r in self.rows]
         self.mark_pareto()
 
-    @staticmethod
-    def _normalise(row: dict) -> dict:
+    def _normalise(self, row: dict) -> dict:
         """A row with checked types and ranges: finite numbers only, so a NaN accuracy can never be selected."""
         if not isinstance(row, dict):
             raise MutualNetError(f"malformed query table row {row!r}: expected a mapping")
@@ -128,8 +147,11 @@ class QueryTable:
             r = dict(row)
             r["width"] = check_width(r["width"], "width")
             r["resolution"] = check_resolution(_as_int(r["resolution"]), "resolution")
-            r["top1"] = check_float(r["top1"], "top1", 0.0, 100.0)
-            r["top5"] = check_float(r["top5"], "top5", 0.0, 100.0)
+            if self.metric == "top1":
+                r["top1"] = check_float(r["top1"], "top1", 0.0, 100.0)
+                r["top5"] = check_float(r["top5"], "top5", 0.0, 100.0)
+            else:
+                r[self.metric] = check_float(r[self.metric], self.metric, 0.0, 1.0)
             r["macs"] = check_int(_as_int(r["macs"]), "macs", 0)
             r["params"] = check_int(_as_int(r["params"]), "params", 0)
             for k in ("latency_ms", *(c for c in OPTIONAL_KEYS if c.startswith("latency_"))):
@@ -159,7 +181,7 @@ class QueryTable:
         return row
 
     def mark_pareto(self) -> None:
-        front = {id(r) for r in pareto_frontier(self.rows, "macs")}
+        front = {id(r) for r in pareto_frontier(self.rows, "macs", self.metric)}
         for r in self.rows:
             r["pareto"] = id(r) in front
 
@@ -189,7 +211,7 @@ class QueryTable:
         if _COSTS.get(cost, "").startswith("latency") and not all(r.get(_COSTS[cost]) is not None
                                                                   for r in self.rows):
             raise MutualNetError(LATENCY_MISSING)
-        return pareto_frontier(self.rows, cost)
+        return pareto_frontier(self.rows, cost, self.metric)
 
     def select(self, max_mflops: float | None = None, max_latency_ms: float | None = None,
                runtime: str | None = None) -> dict:
@@ -218,7 +240,7 @@ class QueryTable:
             if not fits:
                 cheapest = min(self.rows, key=lambda r: r["macs"])
                 raise MutualNetError(f"no configuration fits {max_mflops:g} MFLOPs; the cheapest is "
-                                     f"{_describe(cheapest)}")
+                                     f"{_describe(cheapest, metric=self.metric)}")
         if max_latency_ms is not None:
             fits = [r for r in fits if fits_budget(r[lat_key], max_latency_ms, LATENCY_DECIMALS)]
             if not fits:
@@ -227,20 +249,28 @@ class QueryTable:
                 cheapest = min(pool, key=lambda r: r[lat_key])
                 raise MutualNetError(f"no configuration fits {max_latency_ms:g} ms"
                                      f"{'' if max_mflops is None else f' within {max_mflops:g} MFLOPs'}; "
-                                     f"the fastest is {_describe(cheapest, lat_key)}")
+                                     f"the fastest is {_describe(cheapest, lat_key, self.metric)}")
         cost = "macs" if max_latency_ms is None else lat_key
-        best = dict(max(fits, key=lambda r: (r["top1"], -r[cost], -r["macs"])))
+        best = dict(max(fits, key=lambda r: (r[self.metric], -r[cost], -r["macs"])))
         best["frontier"] = "latency" if cost != "macs" else "mflops"  # the most accurate in budget is on it
         return best
 
+    def describe(self, row: dict) -> str:
+        """One line for a row: its configuration, cost and accuracy."""
+        return _describe(row, metric=self.metric)
+
     # -- files --------------------------------------------------------------------------------------
     def columns(self) -> list[str]:
-        """The row keys written to files: :data:`ROW_KEYS`, then the optional ones some row has."""
-        return list(ROW_KEYS) + [k for k in OPTIONAL_KEYS if any(r.get(k) is not None for r in self.rows)]
+        """The row keys written to files: :data:`ROW_KEYS` (a detection table: its AP keys its rows have), then
+        the optional ones some row has."""
+        keys = list(ROW_KEYS) if self.metric == "top1" else [k for k in _row_keys(self.metric)
+                                                              if any(k in r for r in self.rows)]
+        return keys + [k for k in OPTIONAL_KEYS if any(r.get(k) is not None for r in self.rows)]
 
     def to_dict(self) -> dict:
         cols = self.columns()
-        return {"format": TABLE_FORMAT, "version": 1, "meta": dict(self.meta),
+        metric = {} if self.metric == "top1" else {"metric": self.metric}  # classification tables stay as they were
+        return {"format": TABLE_FORMAT, "version": 1, **metric, "meta": dict(self.meta),
                 "rows": [{k: r.get(k) for k in cols} for r in self.rows]}
 
     @classmethod
@@ -248,18 +278,22 @@ class QueryTable:
         """A table from its dict form, checked: known fields only, finite numbers, bounded nesting."""
         if not isinstance(d, dict) or d.get("format") != TABLE_FORMAT or not isinstance(d.get("rows"), list):
             raise MutualNetError(f"{source} is not a mutualnet query table (make one with `mutualnet search`)")
-        if unknown := sorted(set(d) - {"format", "version", "meta", "rows"}):
+        if unknown := sorted(set(d) - {"format", "version", "metric", "meta", "rows"}):
             raise MutualNetError(f"{source} has unknown field {unknown[0]!r}")
         if not isinstance(d.get("meta") or {}, dict):
             raise MutualNetError(f"{source}: 'meta' must be a mapping")
         if json_depth(d) > MAX_JSON_DEPTH:
             raise MutualNetError(f"{source} is nested more than {MAX_JSON_DEPTH} levels deep")
+        metric = d.get("metric") or "top1"
+        if metric not in METRICS:
+            raise MutualNetError(f"{source} has unknown metric {metric!r}; known: {', '.join(METRICS)}")
+        keys = _row_keys(metric) + OPTIONAL_KEYS
         for i, row in enumerate(d["rows"]):
-            if isinstance(row, dict) and (unknown := sorted(set(row) - set(ROW_KEYS) - set(OPTIONAL_KEYS))):
+            if isinstance(row, dict) and (unknown := sorted(set(row) - set(keys))):
                 raise MutualNetError(f"{source} row {i} has unknown field {unknown[0]!r}; "
-                                     f"fields: {', '.join(ROW_KEYS + OPTIONAL_KEYS)}")
+                                     f"fields: {', '.join(keys)}")
         try:
-            return cls(rows=d["rows"], meta=dict(d.get("meta") or {}))
+            return cls(rows=d["rows"], meta=dict(d.get("meta") or {}), metric=metric)
         except MutualNetError as e:
             raise MutualNetError(f"{source}: {e}") from None
 

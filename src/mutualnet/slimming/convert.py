@@ -64,6 +64,14 @@ class SlimmedNet(SlimmableNet):
         return [{"module": name, "num_chs": label_channels(self.slim_plan, label, w), "reduction": r}
                 for name, label, r in self.slim_plan.stages]
 
+    @property
+    def head_name(self) -> str:
+        """The converted network's last Linear: its classifier (the one rule, see SlimmableNet.head_name)."""
+        names = [name for name, m in self.named_modules() if isinstance(m, nn.Linear)]
+        if not names:
+            raise MutualNetError(f"{type(self).__name__} has no Linear classifier")
+        return names[-1]
+
     def reset_classifier(self, num_classes: int) -> None:  # pragma: no cover - rebuild instead
         raise MutualNetError("a converted model keeps its classifier; build it with num_classes=... instead")
 

@@ -63,5 +63,21 @@ class CompiledModel:
     def set_width(self, width: float) -> None:
         self.model.set_width(width)
 
+    # the model's configuration is the compiled one's: mutualnet.use_config(compiled, w, r) switches the model
+    @property
+    def slim_state(self):  # noqa: ANN201
+        return self.model.slim_state
+
+    @property
+    def width_range(self):  # noqa: ANN201
+        return self.model.width_range
+
+    @property
+    def min_resolution(self) -> int:
+        return getattr(self.model, "min_resolution", 1)
+
+    def modules(self):  # noqa: ANN201
+        return self.model.modules()
+
     def __call__(self, x: Tensor) -> Tensor:
         return self.compiled(x)

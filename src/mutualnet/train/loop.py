@@ -1,8 +1,9 @@
 """The training loop: data, optimizer, schedule, validation, metrics and exact, crash-safe resume.
 
-Plain functions in the torchvision reference style: :func:`train` sets everything up and runs the
-epochs, :func:`train_one_epoch` runs the iterations (each one :func:`~mutualnet.train.step.train_step`),
-:func:`evaluate` measures a configuration.
+Plain functions in the torchvision reference style, each with explicit arguments: :func:`build_data`,
+:func:`build_model`, :func:`restore` (a checkpoint into the run's objects), :func:`train_one_epoch` (the
+iterations, each one :func:`~mutualnet.train.step.train_step`), :func:`validate` / :func:`evaluate`, and
+:class:`Checkpointer` (``last.pt`` / ``best.pt``); :func:`train` strings them together.
 
 Resume is exact: the checkpoint holds the model, optimizer, schedule, grad scaler, every random state
 (the sub-network sampler, torch, CUDA, python, numpy, per process) and the position in the epoch; the
@@ -17,31 +18,41 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import dataclasses
 import json
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from ..calibrate import calibrate
-from ..checkpoint import atomic_save, checkpoint_dict, load_checkpoint
-from ..data.transforms import model_resize, resize_batch
+from ..checkpoint import CheckpointMeta, atomic_save, checkpoint_dict, load_checkpoint
+from ..data.datasets import DatasetInfo
 from ..errors import MutualNetError
+from ..evaluate import evaluate
 from ..extras import missing
 from ..io import atomic_write_text
 from ..layers import SlimmableBatchNorm2d, config_key
 from ..models import create_model
 from .compiled import CompiledModel
-from .config import TrainConfig, apply_overrides, config_from_dict, config_to_dict, resolve, save_config
+from .config import (
+    SINGLE_NETWORK_MODES,
+    TrainConfig,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    resolve,
+    save_config,
+)
 from .distributed import (
     DistInfo,
     EpochSampler,
@@ -68,7 +79,9 @@ from .runfolder import (
 from .step import sample_subnets, train_step
 from .transfer import describe_init, load_pretrained
 
-__all__ = ["train", "train_one_epoch", "evaluate", "resume_config", "MetricsLog", "RunClock", "epoch_line"]
+__all__ = ["train", "build_data", "build_model", "restore", "train_one_epoch", "optimizer_step", "validate", "evaluate",
+           "resume_config", "TrainState", "TrainData", "EpochResult", "Checkpointer", "MetricsLog", "RunClock",
+           "epoch_line", "autocast_for"]
 
 
 # -- metrics ----------------------------------------------------------------------------------------
@@ -154,38 +167,6 @@ def _gather(obj: Any, info: DistInfo) -> list:
 
 
 # -- evaluation -------------------------------------------------------------------------------------
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, width: float, resolution: int, device: torch.device, *,
-             autocast: contextlib.AbstractContextManager | None = None, max_batches: int | None = None,
-             info: DistInfo | None = None, channels_last: bool = False, resize: str | None = None) -> dict:
-    """Top-1 / top-5 accuracy (%) and mean loss of ``model`` at ``(width, resolution)``, over all processes.
-
-    ``resize``: how batches are brought to ``resolution`` (None: the mode recorded on the model).
-    """
-    resize = model_resize(model, resize)
-    info = info or DistInfo()
-    model.eval()
-    model.set_width(width)
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # correct1, correct5, loss, count
-    for i, (images, labels) in enumerate(loader):
-        if max_batches is not None and i >= max_batches:
-            break
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast or contextlib.nullcontext():
-            logits = model(resize_batch(images, resolution, resize)).float()
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        hit = top == labels[:, None]
-        sums += torch.stack([hit[:, :1].sum(), hit.sum(), F.cross_entropy(logits, labels, reduction="sum"),
-                             torch.tensor(len(labels), device=device)]).double()
-    if info.enabled:
-        dist.all_reduce(sums)
-    c1, c5, loss, n = sums.tolist()
-    n = max(n, 1.0)
-    return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": loss / n}
-
-
 @contextlib.contextmanager
 def _calibrated(model: nn.Module, batches: list, width: float, resolution: int):
     """Re-estimate BN statistics at ``(width, resolution)`` for the block, then drop them again.
@@ -204,73 +185,147 @@ def _calibrated(model: nn.Module, batches: list, width: float, resolution: int):
                 bn.calibrated.pop(key, None)
 
 
+# -- the run's position and its checkpoint writer ----------------------------------------------------
+@dataclass
+class TrainState:
+    """Where a run stands. Updated after every iteration and saved in every checkpoint, so a checkpoint
+    written at any point records exactly where the data order and the schedule stand."""
+
+    epoch: int = 0  # current epoch (0-based)
+    epoch_step: int = 0  # iterations done in it
+    step: int = 0  # iterations done in all
+    best_top1: float | None = None  # best validation top-1 of the widest configuration so far
+    elapsed_s: float = 0.0  # wall time of the whole run, resumed parts included (RunClock)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class Checkpointer:
+    """Writes ``last.pt`` / ``best.pt``: model, optimizer, schedule, scaler, every random state, the position.
+
+    Refuses to write non-finite weights or statistics, so the last good checkpoint survives a diverged run. Under
+    ``torchrun`` every process gathers its random state and rank 0 writes.
+    """
+
+    def __init__(self, run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler | None,
+                 sampler_gen: torch.Generator, info: DistInfo, *, meta: CheckpointMeta, config: dict,
+                 steps_per_epoch: int, clock: RunClock | None = None) -> None:
+        self.run_dir, self.model, self.optimizer, self.scheduler = run_dir, model, optimizer, scheduler
+        self.scaler = scaler
+        self.sampler_gen, self.info, self.meta, self.steps_per_epoch = sampler_gen, info, meta, steps_per_epoch
+        self.clock = clock
+        self.config = config
+
+    def save(self, state: TrainState, names: tuple[str, ...] = ("last.pt",), top1: dict | None = None) -> None:
+        check_finite(self.model, state.step, self.run_dir / "last.pt")  # parameters and BN statistics
+        rngs = _gather(_rng_state(self.sampler_gen), self.info)
+        if self.clock is not None:
+            self.clock.sync()
+        if not self.info.is_main:
+            return
+        train_state = {**state.to_dict(), "optimizer": self.optimizer.state_dict(),
+                       "scheduler": self.scheduler.state_dict(),
+                       "scaler": self.scaler.state_dict() if self.scaler is not None else None, "rng": rngs,
+                       "world_size": self.info.world_size, "steps_per_epoch": self.steps_per_epoch}
+        if top1 is not None:
+            self.meta.top1 = top1
+        self.meta.epoch, self.meta.step = state.epoch, state.step
+        obj = checkpoint_dict(self.model, self.meta, config=self.config, train_state=train_state)
+        for name in save_order(names):  # best.pt before last.pt: consistent after a kill between them
+            atomic_save(obj, self.run_dir / name)
+
+
 # -- one epoch ---------------------------------------------------------------------------------------
+def optimizer_step(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+                   scaler: torch.amp.GradScaler | None, state: TrainState) -> float:
+    """One optimizer step (through the grad scaler under fp16) and one schedule step; advances ``state``.
+
+    Returns the learning rate the step used. Classification and detection training both step here.
+    """
+    lr = optimizer.param_groups[0]["lr"]
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    scheduler.step()
+    state.step += 1
+    state.epoch_step += 1
+    return lr
+
+
+@dataclass
+class EpochResult:
+    """What :func:`train_one_epoch` did: whether it reached the epoch's end, and its summed losses."""
+
+    finished: bool = True
+    loss_sum: float = 0.0  # sum over iterations of the summed sub-network losses
+    iterations: int = 0
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler | None,
-                    state: dict, ctx: dict) -> bool:
-    """Run the rest of epoch ``state["epoch"]``; returns False when ``run.max_steps`` stopped it early.
+                    state: TrainState, *, cfg: TrainConfig, device: torch.device, info: DistInfo,
+                    sampler_gen: torch.Generator, steps_per_epoch: int, log: MetricsLog | None,
+                    checkpointer: Checkpointer, guard: DivergenceGuard,
+                    compiled: CompiledModel | None = None) -> EpochResult:
+    """Run the rest of epoch ``state.epoch`` (``finished`` False when ``run.max_steps`` stopped it early).
 
-    ``state`` (epoch, epoch_step, step) is updated in place after every iteration, so a checkpoint
-    saved at any point records exactly where the data order and the schedule stand.
+    ``state`` is updated in place after every iteration; ``last.pt`` is written every ``run.save_every``;
+    ``guard`` stops a diverging run before its weights are saved; ``compiled`` (``run.compile``) runs the step.
     """
-    cfg: TrainConfig = ctx["cfg"]
-    t, r, info, device = cfg.train, cfg.run, ctx["info"], ctx["device"]
+    result = EpochResult()
+    t, r = cfg.train, cfg.run
+    autocast = autocast_for(r.amp, device)
     params = [p for p in model.parameters() if p.requires_grad]
-    bar = tqdm(total=ctx["steps_per_epoch"], initial=state["epoch_step"], desc=f"epoch {state['epoch'] + 1}/{t.epochs}",
+    bar = tqdm(total=steps_per_epoch, initial=state.epoch_step, desc=f"epoch {state.epoch + 1}/{t.epochs}",
                disable=not (info.is_main and r.progress), dynamic_ncols=True, leave=False)
     tick, seen = time.perf_counter(), 0
     model.train()
     for images, labels in loader:
-        if r.max_steps is not None and state["step"] >= r.max_steps:
+        if r.max_steps is not None and state.step >= r.max_steps:
             bar.close()
-            return False
+            result.finished = False
+            return result
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         if r.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        subnets = sample_subnets(t.mode, cfg.model.width_range, t.resolutions, t.num_subnets, ctx["sampler_gen"])
-        step_model = ctx.get("compiled") or model
+        subnets = sample_subnets(t.mode, cfg.model.width_range, t.resolutions, t.num_subnets, sampler_gen)
+        step_model = compiled or model
         if step_model is not model:  # compiled: the same networks, a finite number of graphs
             subnets = step_model.snap_subnets(subnets)
         optimizer.zero_grad(set_to_none=True)
         losses = train_step(step_model, images, labels, subnets, label_smoothing=t.label_smoothing,
-                            temperature=t.temperature, autocast=ctx["autocast"], scaler=scaler, resize=cfg.data.resize)
+                            temperature=t.temperature, autocast=autocast, scaler=scaler, resize=cfg.data.resize)
         losses = all_reduce_mean(losses, info)
         total = float(losses.sum())
-        why = ctx["guard"].check(total)
+        why = guard.check(total)
         if why:
             bar.close()
-            last = ctx["run_dir"] / "last.pt"
+            last = checkpointer.run_dir / "last.pt"
             where = f"the last good checkpoint {last} is untouched" if last.exists() else "no checkpoint was saved"
             raise MutualNetError(
-                f"{why} at iteration {state['step'] + 1} (epoch {state['epoch'] + 1}); training "
+                f"{why} at iteration {state.step + 1} (epoch {state.epoch + 1}); training "
                 f"stopped and {where}. Lower optim.lr, add optim.warmup_epochs or use run.amp=none/bf16, then "
                 "resume with --resume")
         if info.enabled:
             all_reduce_gradients(params, info.world_size)
-        lr = optimizer.param_groups[0]["lr"]
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        scheduler.step()
-        state["step"] += 1
-        state["epoch_step"] += 1
-        ctx["epoch_loss"] = [ctx["epoch_loss"][0] + total, ctx["epoch_loss"][1] + 1]
+        lr = optimizer_step(optimizer, scheduler, scaler, state)
+        result.loss_sum, result.iterations = result.loss_sum + total, result.iterations + 1
         seen += images.shape[0] * info.world_size
         bar.update(1)
-        if state["step"] % r.log_every == 0 or state["epoch_step"] == ctx["steps_per_epoch"]:
+        if state.step % r.log_every == 0 or state.epoch_step == steps_per_epoch:
             elapsed = time.perf_counter() - tick
             img_s = seen / elapsed if elapsed > 0 else 0.0
             tick, seen = time.perf_counter(), 0
-            if info.is_main:
-                ctx["log"].write({"kind": "train", "epoch": state["epoch"], "step": state["step"], "loss": total,
-                                  "losses": losses.tolist(), "lr": lr, "img_s": img_s})
+            if log is not None:
+                log.write({"kind": "train", "epoch": state.epoch, "step": state.step, "loss": total,
+                           "losses": losses.tolist(), "lr": lr, "img_s": img_s})
             bar.set_postfix(loss=f"{total:.4f}", lr=f"{lr:.4g}", img_s=f"{img_s:.0f}")
-        if r.save_every and state["step"] % r.save_every == 0 and state["epoch_step"] < ctx["steps_per_epoch"]:
-            ctx["save"](("last.pt",))
+        if r.save_every and state.step % r.save_every == 0 and state.epoch_step < steps_per_epoch:
+            checkpointer.save(state)
     bar.close()
-    return True
+    return result
 
 
 # -- setup ------------------------------------------------------------------------------------------
@@ -286,7 +341,8 @@ def _device(name: str, info: DistInfo) -> torch.device:
     return torch.device("cpu")
 
 
-def _autocast(amp: str, device: torch.device):
+def autocast_for(amp: str, device: torch.device) -> contextlib.AbstractContextManager | None:
+    """The autocast context of ``run.amp`` (none | bf16 | fp16) on ``device``; None for full precision."""
     if amp == "none":
         return None
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
@@ -301,6 +357,7 @@ def resume_config(path: str | Path, overrides: list[str] | None = None) -> Train
     """
     ckpt = _load_train_checkpoint(path)
     saved = ckpt["config"]
+    saved.setdefault("model", {}).setdefault("width_range", list(ckpt["model_args"]["width_range"]))  # stored once
     saved["run"]["out"] = str(Path(path).parent)  # where the run is now (the folder may have moved)
     data = apply_overrides(copy.deepcopy(saved), overrides)
     changes = check_resume_changes(saved, data)
@@ -317,6 +374,121 @@ def _load_train_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
+@dataclass
+class TrainData:
+    """The loaders of a run. Each batch's augmentation is seeded by (seed, epoch, position), see SeededSamples."""
+
+    train: DataLoader
+    val: DataLoader
+    calib: DataLoader  # training images for the BN statistics of the validated non-widest configuration
+    sampler: EpochSampler
+    local_batch: int
+    steps_per_epoch: int
+    train_set: Dataset  # the training images (what the checkpoint's artefact meta describes)
+
+
+def build_data(cfg: TrainConfig, data_info: DatasetInfo, info: DistInfo, device: torch.device) -> TrainData:
+    """Datasets and loaders of a run; loaders get their own generators so they never draw from the global RNG."""
+    from ..data import build_dataset
+
+    d, r = cfg.data, cfg.run
+    if d.batch_size % info.world_size:
+        raise MutualNetError(f"data.batch_size {d.batch_size} is not divisible by {info.world_size} processes")
+    local_batch = d.batch_size // info.world_size
+    synth = {}
+    if data_info.name == "synthetic":
+        synth = {"num_classes": cfg.model.num_classes, "in_chans": cfg.model.args.get("in_chans")}
+    common = {"root": d.root, "input_size": d.input_size, "synthetic_length": d.synthetic_length,
+              "seed": r.seed, "decoder": d.decoder, **synth}
+    train_ds = build_dataset(d.name, "train", crop_scale=tuple(d.crop_scale), hflip=d.hflip,
+                             color_jitter=d.color_jitter, crop_padding=d.crop_padding, lighting=d.lighting,
+                             padding_mode=d.padding_mode, **common)
+    val_ds = build_dataset(d.name, "val", val_resize_ratio=d.val_resize_ratio, **common)
+    if d.train_subset is not None:
+        train_ds = train_subset(train_ds, d.train_subset)
+    if len(train_ds) < d.batch_size:
+        raise MutualNetError(f"the training set has {len(train_ds)} images, fewer than data.batch_size "
+                             f"{d.batch_size}")
+    sampler = EpochSampler(len(train_ds), num_replicas=info.world_size, rank=info.rank, seed=r.seed)
+    loader_args = {"num_workers": d.workers, "pin_memory": device.type == "cuda", "persistent_workers": d.workers > 0}
+    train_loader = DataLoader(SeededSamples(train_ds), batch_size=local_batch, sampler=sampler, drop_last=True,
+                              generator=torch.Generator().manual_seed(r.seed), **loader_args)
+    val_loader = DataLoader(val_ds, batch_size=(d.val_batch_size or d.batch_size) // info.world_size or 1,
+                            sampler=ShardSampler(len(val_ds), info.world_size, info.rank),
+                            generator=torch.Generator().manual_seed(r.seed), **loader_args)
+    calib_sampler = EpochSampler(len(train_ds), num_replicas=info.world_size, rank=info.rank, seed=r.seed + 7)
+    calib_loader = DataLoader(SeededSamples(train_ds), batch_size=local_batch, sampler=calib_sampler,
+                              num_workers=min(d.workers, 2), generator=torch.Generator().manual_seed(r.seed))
+    return TrainData(train_loader, val_loader, calib_loader, sampler, local_batch, sampler.per_rank // local_batch,
+                     train_ds)
+
+
+def build_model(cfg: TrainConfig, device: torch.device, info: DistInfo, *, pretrained: bool = True) -> nn.Module:
+    """The model of ``cfg.model`` on ``device`` (with ``model.init`` weights when ``pretrained``)."""
+    m, t, r = cfg.model, cfg.train, cfg.run
+    model = create_model(m.name, num_classes=m.num_classes, width_range=tuple(m.width_range), **m.args)
+    model.resize_mode = cfg.data.resize  # calibration and evaluation resize as training does
+    if m.init and pretrained:  # transfer learning: all but the new classifier (see train/transfer.py)
+        report = load_pretrained(model, m.init)
+        if info.is_main:
+            print(describe_init(report), flush=True)
+    if min(t.resolutions) < model.min_resolution:
+        raise MutualNetError(f"resolution {min(t.resolutions)} is too small for {m.name} "
+                             f"(needs at least {model.min_resolution})")
+    if r.sync_bn and info.enabled:
+        convert_sync_batchnorm(model)
+    model.to(device)
+    if r.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def restore(ckpt: dict, source: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+            scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler | None,
+            sampler_gen: torch.Generator, info: DistInfo, steps_per_epoch: int) -> TrainState:
+    """Load a training checkpoint into the run's objects; returns where the run stands."""
+    try:
+        model.load_state_dict(ckpt["model"])
+        ts = ckpt["train_state"]
+        optimizer.load_state_dict(ts["optimizer"])
+        scheduler.load_state_dict(ts["scheduler"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise MutualNetError(f"cannot resume from {source}: it does not match this config "
+                             f"({str(e).splitlines()[0][:200]})") from None
+    if scaler is not None and ts.get("scaler"):
+        scaler.load_state_dict(ts["scaler"])
+    state = TrainState(**{k: ts[k] for k in ("epoch", "epoch_step", "step", "best_top1")},
+                       elapsed_s=float(ts.get("elapsed_s", 0.0)))
+    rngs = ts["rng"]
+    _set_rng_state(rngs[info.rank] if info.rank < len(rngs) else rngs[0], sampler_gen)
+    if state.epoch_step >= steps_per_epoch:
+        state.epoch, state.epoch_step = state.epoch + 1, 0
+    return state
+
+
+def validate(model: nn.Module, data: TrainData, cfg: TrainConfig, state: TrainState, device: torch.device,
+             info: DistInfo) -> dict:
+    """A ``val`` metrics row: the widest configuration, and the narrowest with BN statistics re-estimated."""
+    t, r = cfg.train, cfg.run
+    lo, hi = cfg.model.width_range
+    configs = {"widest": (hi, t.resolutions[0])}
+    if (lo, t.resolutions[-1]) != (hi, t.resolutions[0]):
+        configs["narrowest"] = (lo, t.resolutions[-1])
+    kw = {"device": device, "autocast": autocast_for(r.amp, device), "max_batches": r.val_batches,
+          "distributed": info.enabled, "channels_last": r.channels_last}
+    row = {"kind": "val", "epoch": state.epoch, "step": state.step}
+    for tag, (w, res) in configs.items():
+        if tag == "widest":
+            out = evaluate(model, data.val, w, res, **kw)
+        else:
+            batches = [x.to(device) for x, _ in _take(data.calib, r.calib_batches)]
+            with _calibrated(model, batches, w, res):
+                out = evaluate(model, data.val, w, res, **kw)
+        row |= {f"{k}_{tag}": out[k] for k in ("top1", "top5", "loss")} | {f"config_{tag}": config_key(w, res)}
+    model.train()
+    return row
+
+
 def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     """Train a network as ``cfg`` describes and return its run folder.
 
@@ -327,7 +499,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     The run folder holds ``config.yaml`` (resolved), ``metrics.jsonl``, ``last.pt``, ``best.pt`` and
     ``tb/`` (TensorBoard). Under ``torchrun`` every process calls this; rank 0 writes the files.
     """
-    from ..data import artefact_meta, build_dataset, dataset_info
+    from ..data import artefact_meta, dataset_info
 
     ckpt = _load_train_checkpoint(resume) if resume is not None else None
     data_info = dataset_info(cfg.data.name, cfg.data.root)
@@ -351,152 +523,71 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
                   "(configs/mobilenet_v2_imagefolder_cpu.yaml is the CPU-sized recipe)", file=sys.stderr)
         if r.threads:
             torch.set_num_threads(r.threads)
-        if d.batch_size % info.world_size:
-            raise MutualNetError(f"data.batch_size {d.batch_size} is not divisible by {info.world_size} processes")
-        local_batch = d.batch_size // info.world_size
         torch.manual_seed(r.seed)
         random.seed(r.seed)
         np.random.seed(r.seed)
-
-        # data: each batch's augmentation is seeded by (seed, epoch, position), see SeededSamples
-        synth = {}
-        if data_info.name == "synthetic":
-            synth = {"num_classes": cfg.model.num_classes, "in_chans": cfg.model.args.get("in_chans")}
-        common = {"root": d.root, "input_size": d.input_size, "synthetic_length": d.synthetic_length,
-                  "seed": r.seed, "decoder": d.decoder, **synth}
-        train_ds = build_dataset(d.name, "train", crop_scale=tuple(d.crop_scale), hflip=d.hflip,
-                                 color_jitter=d.color_jitter, crop_padding=d.crop_padding, lighting=d.lighting,
-                                 padding_mode=d.padding_mode, **common)
-        val_ds = build_dataset(d.name, "val", val_resize_ratio=d.val_resize_ratio, **common)
-        if d.train_subset is not None:
-            train_ds = train_subset(train_ds, d.train_subset)
-        if len(train_ds) < d.batch_size:
-            raise MutualNetError(f"the training set has {len(train_ds)} images, fewer than data.batch_size "
-                                 f"{d.batch_size}")
-        sampler = EpochSampler(len(train_ds), num_replicas=info.world_size, rank=info.rank, seed=r.seed)
-        pin = device.type == "cuda"
-        loader_args = {"num_workers": d.workers, "pin_memory": pin, "persistent_workers": d.workers > 0}
-        # loaders get their own generators so they never draw from the global RNG (exact resume)
-        train_loader = DataLoader(SeededSamples(train_ds), batch_size=local_batch, sampler=sampler, drop_last=True,
-                                  generator=torch.Generator().manual_seed(r.seed), **loader_args)
-        val_loader = DataLoader(val_ds, batch_size=(d.val_batch_size or d.batch_size) // info.world_size or 1,
-                                sampler=ShardSampler(len(val_ds), info.world_size, info.rank),
-                                generator=torch.Generator().manual_seed(r.seed), **loader_args)
-        steps_per_epoch = sampler.per_rank // local_batch
-
-        # model, optimizer, schedule
-        m = cfg.model
-        model = create_model(m.name, num_classes=m.num_classes, width_range=tuple(m.width_range), **m.args)
-        model.resize_mode = d.resize  # calibration and evaluation below resize as training does
-        if m.init and ckpt is None:  # transfer learning: all but the new classifier (see train/transfer.py)
-            report = load_pretrained(model, m.init)
-            if info.is_main:
-                print(describe_init(report), flush=True)
-        if min(t.resolutions) < model.min_resolution:
-            raise MutualNetError(f"resolution {min(t.resolutions)} is too small for {m.name} "
-                                 f"(needs at least {model.min_resolution})")
-        if r.sync_bn and info.enabled:
-            convert_sync_batchnorm(model)
-        model.to(device)
-        if r.channels_last:
-            model.to(memory_format=torch.channels_last)
+        data = build_data(cfg, data_info, info, device)
+        model = build_model(cfg, device, info, pretrained=ckpt is None)
         optimizer = build_optimizer(model, o.lr, o.momentum, o.nesterov, o.weight_decay, o.decay_all)
-        scheduler = build_scheduler(optimizer, t.epochs * steps_per_epoch, round(o.warmup_epochs * steps_per_epoch),
-                                    o.min_lr)
+        scheduler = build_scheduler(optimizer, t.epochs * data.steps_per_epoch,
+                                    round(o.warmup_epochs * data.steps_per_epoch), o.min_lr)
         scaler = torch.amp.GradScaler(device.type) if r.amp == "fp16" else None
         sampler_gen = torch.Generator().manual_seed(r.seed + 1)
-        state = {"epoch": 0, "epoch_step": 0, "step": 0, "best_top1": None, "elapsed_s": 0.0}
-
         if ckpt is not None:
-            try:
-                model.load_state_dict(ckpt["model"])
-                ts = ckpt["train_state"]
-                optimizer.load_state_dict(ts["optimizer"])
-                scheduler.load_state_dict(ts["scheduler"])
-            except (RuntimeError, ValueError, KeyError) as e:
-                raise MutualNetError(f"cannot resume from {resume}: it does not match this config "
-                                     f"({str(e).splitlines()[0][:200]})") from None
+            state = restore(ckpt, resume, model, optimizer, scheduler, scaler, sampler_gen, info,
+                            data.steps_per_epoch)
             apply_lr(optimizer, scheduler, o.lr)  # a changed optim.lr applies (a no-op when unchanged)
-            if scaler is not None and ts.get("scaler"):
-                scaler.load_state_dict(ts["scaler"])
-            state.update({k: ts[k] for k in ("epoch", "epoch_step", "step", "best_top1")})
-            state["elapsed_s"] = float(ts.get("elapsed_s", 0.0))
-            rngs = ts["rng"]
-            _set_rng_state(rngs[info.rank] if info.rank < len(rngs) else rngs[0], sampler_gen)
-            if state["epoch_step"] >= steps_per_epoch:
-                state["epoch"], state["epoch_step"] = state["epoch"] + 1, 0
-        elif info.enabled:
-            broadcast_model(model)
-
-        clock = RunClock(state, t.epochs * steps_per_epoch if r.max_steps is None
-                         else min(r.max_steps, t.epochs * steps_per_epoch))
+        else:
+            state = TrainState()
+            if info.enabled:
+                broadcast_model(model)
+        clock = RunClock(state, t.epochs * data.steps_per_epoch if r.max_steps is None
+                         else min(r.max_steps, t.epochs * data.steps_per_epoch))
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             if ckpt is not None:
                 carry_metrics(Path(resume).parent, run_dir)  # resumed into a new run.out: the history comes along
             save_config(cfg, run_dir / "config.yaml")
             log = MetricsLog(run_dir, csv_files=r.csv, tensorboard=r.tensorboard,
-                             resume_step=state["step"] if ckpt is not None else None)
-        meta = {"mode": t.mode, "width_range": list(m.width_range), "resolutions": list(t.resolutions),
-                "num_subnets": t.num_subnets if t.mode not in ("single", "msaug") else 1, "resize": d.resize,
-                "dataset": {"name": data_info.name, "root": d.root, "num_classes": m.num_classes,
-                            "in_chans": model.in_chans, "input_size": d.input_size}, "epochs": t.epochs,
-                **artefact_meta(train_ds, data_info.name, d.input_size, d.val_resize_ratio, model.in_chans,
-                                 d.resize)}
-        last_val: dict = {}
-
-        def save(names: tuple[str, ...]) -> None:
-            check_finite(model, state["step"], run_dir / "last.pt")  # parameters and BN statistics
-            rngs = _gather(_rng_state(sampler_gen), info)
-            clock.sync()
-            if not info.is_main:
-                return
-            train_state = {**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                           "scaler": scaler.state_dict() if scaler is not None else None, "rng": rngs,
-                           "world_size": info.world_size, "steps_per_epoch": steps_per_epoch}
-            obj = checkpoint_dict(model, {**meta, "epoch": state["epoch"], "step": state["step"], **last_val},
-                                  config=config_to_dict(cfg), train_state=train_state)
-            for name in save_order(names):  # best.pt before last.pt: consistent after a kill between them
-                atomic_save(obj, run_dir / name)
-
-        ctx = {"cfg": cfg, "info": info, "device": device, "autocast": _autocast(r.amp, device),
-               "sampler_gen": sampler_gen, "steps_per_epoch": steps_per_epoch, "run_dir": run_dir, "log": log,
-               "save": save, "guard": DivergenceGuard(),
-               "compiled": CompiledModel(model, backend=r.compile_backend) if r.compile else None}
-        calib_sampler = EpochSampler(len(train_ds), num_replicas=info.world_size, rank=info.rank, seed=r.seed + 7)
-        calib_loader = DataLoader(SeededSamples(train_ds), batch_size=local_batch, sampler=calib_sampler,
-                                  num_workers=min(d.workers, 2), generator=torch.Generator().manual_seed(r.seed))
-        lo, hi = m.width_range
-        configs = {"widest": (hi, t.resolutions[0])}
-        if (lo, t.resolutions[-1]) != (hi, t.resolutions[0]):
-            configs["narrowest"] = (lo, t.resolutions[-1])
-
-        while state["epoch"] < t.epochs:
-            sampler.set_epoch(state["epoch"], state["epoch_step"] * local_batch)
-            ctx["epoch_loss"] = [0.0, 0]
-            finished = train_one_epoch(model, train_loader, optimizer, scheduler, scaler, state, ctx)
-            epoch, ran = state["epoch"], ctx["epoch_loss"][1] > 0
-            names = ("last.pt",)
-            row = None
-            due = r.val_every and ran and ((epoch + 1) % r.val_every == 0 or not finished)
-            if due:  # a run stopped by run.max_steps is validated too, so it leaves a best.pt
-                row = _validate(model, val_loader, calib_loader, configs, state, ctx)
-                last_val = {"top1": {tag: row[f"top1_{tag}"] for tag in configs}}
+                             resume_step=state.step if ckpt is not None else None)
+        meta = CheckpointMeta.from_dict({
+            "mode": t.mode, "resolutions": list(t.resolutions), "epochs": t.epochs, "resize": d.resize,
+            "num_subnets": t.num_subnets if t.mode not in SINGLE_NETWORK_MODES else 1,
+            "dataset": {"name": data_info.name, "root": d.root, "num_classes": cfg.model.num_classes,
+                        "in_chans": model.in_chans, "input_size": d.input_size},
+            **artefact_meta(data.train_set, data_info.name, d.input_size, d.val_resize_ratio, model.in_chans,
+                            d.resize)})
+        config = config_to_dict(cfg)
+        config["model"].pop("width_range", None)  # stored once, in model_args
+        checkpointer = Checkpointer(run_dir, model, optimizer, scheduler, scaler, sampler_gen, info, meta=meta,
+                                    config=config, steps_per_epoch=data.steps_per_epoch, clock=clock)
+        guard = DivergenceGuard()
+        compiled = CompiledModel(model, backend=r.compile_backend) if r.compile else None
+        while state.epoch < t.epochs:
+            data.sampler.set_epoch(state.epoch, state.epoch_step * data.local_batch)
+            result = train_one_epoch(model, data.train, optimizer, scheduler, scaler, state, cfg=cfg, device=device,
+                                     info=info, sampler_gen=sampler_gen, steps_per_epoch=data.steps_per_epoch,
+                                     log=log, checkpointer=checkpointer, guard=guard, compiled=compiled)
+            epoch, ran = state.epoch, result.iterations > 0
+            names, top1, row = ("last.pt",), None, None
+            if r.val_every and ran and ((epoch + 1) % r.val_every == 0 or not result.finished):
+                row = validate(model, data, cfg, state, device, info)  # a run stopped early leaves a best.pt too
+                top1 = {k.removeprefix("top1_"): v for k, v in row.items() if k.startswith("top1_")}
                 if log is not None:
                     log.write(row)
-                if state["best_top1"] is None or row["top1_widest"] > state["best_top1"]:
-                    state["best_top1"] = row["top1_widest"]
+                if state.best_top1 is None or row["top1_widest"] > state.best_top1:
+                    state.best_top1 = row["top1_widest"]
                     names = ("last.pt", "best.pt")
-                model.train()
             clock.tick()
             if info.is_main and ran:
-                print(epoch_line(epoch, t.epochs, ctx["epoch_loss"], row, clock, finished), flush=True)
-            if finished:
-                state["epoch"], state["epoch_step"] = epoch + 1, 0
-            if not (run_dir / "best.pt").exists() and (not finished or state["epoch"] >= t.epochs):
+                loss = [result.loss_sum, result.iterations]
+                print(epoch_line(epoch, t.epochs, loss, row, clock, result.finished), flush=True)
+            if result.finished:
+                state.epoch, state.epoch_step = epoch + 1, 0
+            if not (run_dir / "best.pt").exists() and (not result.finished or state.epoch >= t.epochs):
                 names = ("last.pt", "best.pt")  # never validated: the final weights are the best known
-            save(names)
-            if not finished:
+            checkpointer.save(state, names, top1)
+            if not result.finished:
                 break
     finally:
         if log is not None:
@@ -519,41 +610,19 @@ def train_subset(dataset: Dataset, n: int) -> Dataset:
     return Subset(dataset, sorted(indices.tolist()))
 
 
-def _validate(model: nn.Module, val_loader: DataLoader, calib_loader: DataLoader, configs: dict, state: dict,
-              ctx: dict) -> dict:
-    """The validation row of ``state``'s epoch: top-1/top-5/loss of each configuration in ``configs``.
-
-    The widest uses the shared running statistics; any other configuration gets its own, re-estimated
-    from ``run.calib_batches`` training batches and dropped again (:func:`_calibrated`).
-    """
-    r, device = ctx["cfg"].run, ctx["device"]
-    kw = {"autocast": ctx["autocast"], "max_batches": r.val_batches, "info": ctx["info"],
-          "channels_last": r.channels_last}
-    row = {"kind": "val", "epoch": state["epoch"], "step": state["step"]}
-    for tag, (w, res) in configs.items():
-        if tag == "widest":
-            out = evaluate(model, val_loader, w, res, device, **kw)
-        else:
-            batches = [x.to(device) for x, _ in _take(calib_loader, r.calib_batches)]
-            with _calibrated(model, batches, w, res):
-                out = evaluate(model, val_loader, w, res, device, **kw)
-        row |= {f"{k}_{tag}": v for k, v in out.items()} | {f"config_{tag}": config_key(w, res)}
-    return row
-
-
 class RunClock:
     """Wall time of a whole run, resumed parts included (kept in the checkpoint), and the time still to go."""
 
-    def __init__(self, state: dict, total_steps: int) -> None:
+    def __init__(self, state: TrainState, total_steps: int) -> None:
         self.state, self.total_steps = state, total_steps
-        self.base, self.step0 = float(state.get("elapsed_s", 0.0)), state["step"]
+        self.base, self.step0 = float(state.elapsed_s), state.step
         self.t0 = self.epoch_t0 = time.perf_counter()
         self.epoch_s = 0.0
 
     def sync(self) -> float:
         """Write the run's elapsed seconds into ``state`` (so a checkpoint carries them) and return them."""
-        self.state["elapsed_s"] = self.base + time.perf_counter() - self.t0
-        return self.state["elapsed_s"]
+        self.state.elapsed_s = self.base + time.perf_counter() - self.t0
+        return self.state.elapsed_s
 
     def tick(self) -> None:
         """Close an epoch: its seconds (validation included) become ``epoch_s``."""
@@ -563,10 +632,10 @@ class RunClock:
 
     def eta_s(self) -> float | None:
         """Seconds left at this session's pace (None before the first iteration)."""
-        done = self.state["step"] - self.step0
+        done = self.state.step - self.step0
         if done <= 0:
             return None
-        return (time.perf_counter() - self.t0) / done * max(self.total_steps - self.state["step"], 0)
+        return (time.perf_counter() - self.t0) / done * max(self.total_steps - self.state.step, 0)
 
 
 def _duration(seconds: float) -> str:
@@ -583,14 +652,14 @@ def epoch_line(epoch: int, epochs: int, loss: list, row: dict | None, clock: Run
     ``loss`` is ``[sum, iterations]`` of the epoch's summed sub-network losses; ``row`` its validation.
     """
     head = f"epoch {epoch + 1}/{epochs}" + ("" if finished else f" (stopped by run.max_steps at iteration "
-                                                                 f"{clock.state['step']})")
+                                                                 f"{clock.state.step})")
     parts = [f"loss {loss[0] / loss[1]:.4f}" if loss[1] else "no iterations"]
     if row is not None:
         acc = f"top-1 widest {row['top1_widest']:.2f}%"
         if "top1_narrowest" in row:
             acc += f", narrowest {row['top1_narrowest']:.2f}%"
         parts.append(acc)
-    parts.append(f"{_duration(clock.epoch_s)} (run {_duration(clock.state['elapsed_s'])})")
+    parts.append(f"{_duration(clock.epoch_s)} (run {_duration(clock.state.elapsed_s)})")
     eta = clock.eta_s()
     if finished and eta:
         parts.append(f"ETA {_duration(eta)}")

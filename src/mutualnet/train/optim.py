@@ -1,4 +1,4 @@
-"""SGD with selective weight decay, and a per-iteration cosine schedule with linear warm-up."""
+"""SGD with selective weight decay, and per-iteration schedules with linear warm-up (cosine, or step decay)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from torch import nn
 
 from ..layers import SlimmableConv2d
 
-__all__ = ["param_groups", "build_optimizer", "cosine_lambda", "build_scheduler"]
+__all__ = ["param_groups", "build_optimizer", "cosine_lambda", "step_lambda", "build_scheduler"]
 
 
 def _is_depthwise(m: nn.Module) -> bool:
@@ -58,8 +58,26 @@ def cosine_lambda(total_steps: int, warmup_steps: int = 0, min_ratio: float = 0.
     return factor
 
 
+def step_lambda(milestones: list[int], warmup_steps: int = 0, gamma: float = 0.1, warmup_start: float = 0.001):
+    """Multiplier of the base LR at iteration ``step``: linear warm-up from ``warmup_start``, then ``gamma`` at
+    every milestone passed (torchvision's detection recipe)."""
+
+    def factor(step: int) -> float:
+        warm = 1.0 if step >= warmup_steps else warmup_start + (1 - warmup_start) * step / max(warmup_steps, 1)
+        return warm * gamma ** sum(step >= m for m in milestones)
+
+    return factor
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0,
-                    min_lr: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
-    """A ``LambdaLR`` stepped once per iteration; its ``last_epoch`` is the iteration, so resume continues it."""
+                    min_lr: float = 0.0, *, milestones: list[int] | None = None,
+                    gamma: float = 0.1) -> torch.optim.lr_scheduler.LambdaLR:
+    """A ``LambdaLR`` stepped once per iteration; its ``last_epoch`` is the iteration, so resume continues it.
+
+    Cosine decay to ``min_lr`` (classification), or step decay by ``gamma`` at the ``milestones`` iterations
+    (detection).
+    """
+    if milestones is not None:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, step_lambda(milestones, warmup_steps, gamma))
     base = optimizer.param_groups[0]["lr"]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(total_steps, warmup_steps, min_lr / base))

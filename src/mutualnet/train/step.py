@@ -21,6 +21,7 @@ from torch import Tensor, nn
 # lower resolutions are made from the batch on the training device: one function (and one recorded mode,
 # "antialias" or "official") for training, calibration, search and deployment, so every stage sees the same pixels
 from ..data.transforms import DEFAULT_RESIZE, resize_batch
+from ..layers import use_config
 
 resize = resize_batch  # re-exported under its training-side name
 
@@ -98,9 +99,8 @@ def train_step(model: nn.Module, images: Tensor, labels: Tensor, subnets: list[S
     """
     teacher, losses = None, []
     for net in subnets:
-        model.set_width(net.width)
         x = resize_batch(images, net.resolution, resize)
-        with autocast or contextlib.nullcontext():
+        with use_config(model, net.width, net.resolution), autocast or contextlib.nullcontext():
             logits = model(x)
         if net.target == "labels":
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)

@@ -17,17 +17,17 @@ from torch import nn
 
 from ..checkpoint import read_weights
 from ..errors import MutualNetError
-from ..layers import SlimmableLinear
 
 __all__ = ["load_pretrained", "final_classifier_prefix", "describe_init"]
 
 
 def final_classifier_prefix(model: nn.Module) -> str:
-    """State-dict prefix of the layer that maps features to classes (the last slimmable Linear)."""
-    names = [name for name, m in model.named_modules() if isinstance(m, SlimmableLinear | nn.Linear)]
-    if not names:
-        raise MutualNetError(f"{type(model).__name__} has no classifier layer")
-    return names[-1] + "."
+    """State-dict prefix of the layer that maps features to classes: the model's ``head_name``."""
+    name = getattr(model, "head_name", None)
+    if name is None:
+        raise MutualNetError(f"{type(model).__name__} names no classifier (head_name); build it with "
+                             "mutualnet.create_model")
+    return name + "."
 
 
 def _check_width_range(model: nn.Module, source: tuple[float, float] | None, path: str) -> None:

@@ -1,0 +1,62 @@
+"""The data a checkpoint was trained on, rebuilt from what it records (for calibration, search, evaluation)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..errors import MutualNetError
+from .datasets import build_dataset
+
+__all__ = ["CheckpointData", "data_from_checkpoint"]
+
+
+@dataclass(frozen=True)
+class CheckpointData:
+    """How to build a checkpoint's datasets without augmentation.
+
+    Attributes:
+        build: ``(split, input_size) -> Dataset`` with the evaluation transform (``split``: train or val).
+        info: ``{"name", "root"}`` of the dataset, as query tables record it.
+        workers: Data-loader workers suited to it (0 for in-memory datasets).
+    """
+
+    build: Callable[[str, int], Dataset]
+    info: dict
+    workers: int
+
+
+def data_from_checkpoint(ckpt: dict, model: nn.Module, *, dataset: str | None = None, data_root: str | None = None,
+                         workers: int | None = None) -> CheckpointData:
+    """The checkpoint's dataset (its meta ``dataset`` and resolved config), with optional overrides.
+
+    Args:
+        ckpt: A loaded mutualnet checkpoint.
+        model: The model rebuilt from it (synthetic data needs its classes and image channels).
+        dataset, data_root: Another dataset name / folder than the recorded one (a root recorded for one
+            dataset is not reused for another).
+        workers: Loader workers (default: 0 for in-memory datasets, else 4).
+    """
+    meta_ds = dict((ckpt.get("meta") or {}).get("dataset") or {})
+    name = dataset or meta_ds.get("name")
+    if not name:
+        raise MutualNetError("the checkpoint does not record its dataset; pass --dataset (and --data-root)")
+    root = data_root if data_root is not None else (meta_ds.get("root") if not dataset
+                                                    or dataset == meta_ds.get("name") else None)
+    cfg = ckpt.get("config") or {}  # the trainer's resolved config, when the checkpoint carries it
+    cfg_data, cfg_run = cfg.get("data") or {}, cfg.get("run") or {}
+    kw = {"val_resize_ratio": float(cfg_data.get("val_resize_ratio") or 0.875)}
+    if name == "synthetic":  # same templates as in training: same seed
+        kw |= {"num_classes": model.num_classes, "in_chans": model.in_chans,
+               "synthetic_length": int(meta_ds.get("synthetic_length") or cfg_data.get("synthetic_length") or 512),
+               "seed": int(meta_ds.get("seed") or cfg_run.get("seed") or 0)}
+
+    def build(split: str, size: int) -> Dataset:
+        return build_dataset(name, split, root=root, input_size=size, augment=False, **kw)
+
+    info = {"name": name, "root": None if root is None else str(Path(root).expanduser().absolute())}
+    return CheckpointData(build, info, workers if workers is not None else (4 if name == "imagefolder" else 0))

@@ -1,0 +1,158 @@
+"""Search a trained checkpoint: its data, every width x resolution, and the files a search leaves.
+
+:func:`search_checkpoint` is what ``mutualnet search`` runs (and the demo and the comparison call):
+rebuild the model and its dataset from the checkpoint, build the query table resumably in ``out``, and
+write ``query_table.json`` / ``.csv`` and ``calibrated.pt`` (the checkpoint with every searched
+configuration's BN statistics and the table under ``"query_table"``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..calibrate import CalibrationResult, calibrate
+from ..checkpoint import (
+    atomic_save,
+    checkpoint_dict,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
+from ..data import preprocessing_of
+from ..data.checkpoint import data_from_checkpoint
+from ..errors import MutualNetError
+from ..io import clean_stale_temps, folder_lock
+from ..layers import WidthRange
+from ..models import model_info
+from ..profiling import resolve_device
+from .build import STATS_DIR, build_query_table, clear_search_state
+from .table import QueryTable
+
+__all__ = ["SearchResult", "search_checkpoint", "calibrate_checkpoint", "checkpoint_resolutions", "artefact_fields"]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What a search wrote and how long it took."""
+
+    table: QueryTable
+    table_path: Path
+    csv_path: Path
+    checkpoint_path: Path
+    num_widths: int
+    num_resolutions: int
+    seconds: float
+
+
+def artefact_fields(meta: dict, resolutions: list[int]) -> dict:
+    """Preprocessing and class names for a table or export, so it can be used without its checkpoint."""
+    fields = {"preprocessing": preprocessing_of(meta if meta.get("preprocessing") or meta.get("resolutions")
+                                                else {**meta, "resolutions": resolutions}).to_dict()}
+    if meta.get("class_names"):
+        fields["class_names"] = list(meta["class_names"])
+    return fields
+
+
+def checkpoint_resolutions(ckpt: dict, resolutions: list[int] | None = None) -> list[int]:
+    """``resolutions``, else those the checkpoint was trained at, else its model's recipe; highest first."""
+    res = resolutions or (ckpt.get("meta") or {}).get("resolutions") or model_info(ckpt["model_name"]).resolutions
+    return sorted({int(r) for r in res}, reverse=True)
+
+
+def search_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, dataset: str | None = None,
+                      data_root: str | None = None, workers: int | None = None, seed: int = 0,
+                      width_step: float = 0.05, widths: tuple[float, float] | None = None,
+                      resolutions: list[int] | None = None, calib_images: int = 2000, val_images: int | None = None,
+                      halving: float | None = None,
+                      batch_size: int = 200, device: str = "cpu", latency: bool = False, latency_batch_size: int = 1,
+                      threads: int | None = None, resize_then_crop: bool = False,
+                      progress: bool = True) -> SearchResult:
+    """Calibrate BN and evaluate every width x resolution of ``checkpoint``; write the outputs to ``out``.
+
+    Args:
+        checkpoint: A trained mutualnet checkpoint.
+        out: Output folder; a killed search started again with the same arguments continues there.
+        dataset, data_root, workers: Override the checkpoint's dataset (see :func:`data_from_checkpoint`).
+        seed: Seed of the calibration / validation subsets.
+        width_step: Width grid step; ``widths``: ``(lo, hi)`` sub-range of the trained widths to search.
+        resolutions: Input sides (default: the checkpoint's training resolutions).
+        calib_images, val_images: Images per calibration, validation images (None: all).
+        halving: Successive halving's first fraction of the validation images (see build_query_table).
+        batch_size: Calibration and evaluation batch size.
+        device, threads: Where to run; CPU threads.
+        latency, latency_batch_size: Also measure median forward latency.
+        resize_then_crop: Evaluate each resolution with its own Resize + CenterCrop (default: resize the crop
+            of the highest resolution on the device, as in the paper).
+        progress: Show a progress bar.
+    """
+    for name, v in (("calib-images", calib_images), ("eval-batch-size", batch_size),
+                    ("batch-size", latency_batch_size)):
+        if v <= 0:
+            raise MutualNetError(f"--{name} must be positive")
+    if val_images is not None and val_images <= 0:
+        raise MutualNetError("--val-images must be positive")
+    ckpt = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt).eval()
+    rng = model.width_range
+    if widths:
+        if not (rng.contains(widths[0]) and rng.contains(widths[1]) and widths[0] <= widths[1]):
+            raise MutualNetError(f"--widths {widths[0]:g},{widths[1]:g} is outside the trained range "
+                                 f"[{rng.lo:g}, {rng.hi:g}]")
+        rng = WidthRange(float(widths[0]), float(widths[1]))
+    grid = rng.grid(width_step)
+    resolutions = checkpoint_resolutions(ckpt, resolutions)
+    data = data_from_checkpoint(ckpt, model, dataset=dataset, data_root=data_root, workers=workers)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise MutualNetError(f"--out {out} exists and is not a folder")
+    if resize_then_crop:
+        val, calib = (lambda r: data.build("val", r)), (lambda r: data.build("train", r))
+    else:
+        val, calib = data.build("val", resolutions[0]), data.build("train", resolutions[0])
+    ckpt_meta = dict(ckpt.get("meta") or {})
+    meta = {"model": ckpt["model_name"], "model_args": ckpt["model_args"], "checkpoint": os.path.abspath(checkpoint),
+            "mode": ckpt_meta.get("mode"), "dataset": data.info, **artefact_fields(ckpt_meta, resolutions)}
+    t0 = time.perf_counter()
+    with folder_lock(out, "search folder"):  # one search per folder; a killed one's temp files are removed
+        for folder in (out, out / STATS_DIR):
+            clean_stale_temps(folder)
+        table = build_query_table(
+            model, val, calib, resolutions=resolutions, widths=grid, calib_images=calib_images,
+            val_images=val_images, halving=halving, batch_size=batch_size, device=device, latency=latency,
+            latency_batch_size=latency_batch_size, threads=threads, resize_then_crop=resize_then_crop,
+            state_dir=out, meta=meta, num_workers=data.workers, seed=seed, progress=progress)
+        table_path = table.save(out / "query_table.json")
+        model.to("cpu")
+        ckpt_path = save_checkpoint(out / "calibrated.pt", model, meta=ckpt_meta | {"calibrated": True},
+                                    query_table=table.to_dict())
+        clear_search_state(out)
+    return SearchResult(table, Path(table_path), out / "query_table.csv", Path(ckpt_path), len(grid),
+                        len(resolutions), time.perf_counter() - t0)
+
+
+def calibrate_checkpoint(checkpoint: str | os.PathLike, width: float, resolution: int, out: str | os.PathLike, *,
+                         dataset: str | None = None, data_root: str | None = None, workers: int | None = None,
+                         seed: int = 0, calib_images: int = 2000, crop_size: int | None = None, batch_size: int = 200,
+                         device: str = "cpu") -> CalibrationResult:
+    """Add one (``width``, ``resolution``)'s BN statistics to ``checkpoint`` and write it to ``out`` (atomically).
+
+    Any width in the trained range works, not only a query table's grid; everything else in the checkpoint
+    is kept, so ``out`` may be ``checkpoint`` itself. The images are the checkpoint's training set at the
+    evaluation crop (``crop_size``, default the highest training resolution), resized on the device.
+    """
+    if calib_images <= 0 or batch_size <= 0:
+        raise MutualNetError("--calib-images and --batch-size must be positive")
+    ckpt = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt).eval()
+    model.width_range.check(width)  # before any data is read
+    dev = resolve_device(device)
+    data = data_from_checkpoint(ckpt, model, dataset=dataset, data_root=data_root, workers=workers)
+    crop = crop_size or max([*(ckpt.get("meta") or {}).get("resolutions", []), resolution])
+    res = calibrate(model, data.build("train", crop), width, resolution, num_images=calib_images,
+                    batch_size=batch_size, device=dev, seed=seed, num_workers=data.workers)
+    model.to("cpu")
+    atomic_save(ckpt | {"model": checkpoint_dict(model, ckpt.get("meta"))["model"]}, out)
+    return res
