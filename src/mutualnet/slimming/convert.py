@@ -38,7 +38,7 @@ class SlimmedNet(SlimmableNet):
 
     A converted model is an instance of ``Slimmed<Original>``, a subclass of both this class and its
     original class, so ``isinstance(model, torchvision.models.ResNet)`` still holds and its own ``forward``
-    runs (after the input check that records the resolution for BatchNorm calibration).
+    runs (after the zoo's input check: image channels, smallest side, the configured resolution).
     """
 
     _slim_base: type[nn.Module]
