@@ -61,8 +61,7 @@ def main() -> None:
             calibrate(model, images, w, r)
 
         def forward(w=w, r=r) -> None:
-            model.set_width(w)
-            with torch.no_grad():
+            with torch.no_grad(), mn.use_config(model, w, r):
                 for i in range(0, len(images), 200):
                     model(resize_batch(images[i:i + 200], r))
 

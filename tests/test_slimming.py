@@ -5,7 +5,9 @@ guarantees specific to conversion. The full zoo is covered by scripts/slim_cover
 """
 
 import copy
+import importlib.util
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -236,3 +238,24 @@ def test_readme_snippet_runs_and_small_input_stem():
     assert model.conv1.in_channels == 1 and model.conv1.stride == (1, 1) and model.model_args["small_input"]
     model.set_width(0.5)
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_slimming_doc_commands_and_coverage_script(tmp_path, capsys):
+    root = Path(__file__).parent.parent
+    block = (root / "docs" / "slimming.md").read_text().split("```bash\n")[1].split("```")[0]
+    for line in block.strip().splitlines():
+        cmd = shlex.split(line.split(" #")[0])
+        assert cmd[0] == "mutualnet" and main(cmd[1:]) == 0, line
+    assert "tv/regnet_y_400mf" in capsys.readouterr().out
+    # the coverage script (docs/slimming.md's table) on two models, into a copy of the table markers
+    spec = importlib.util.spec_from_file_location("slim_coverage", root / "scripts" / "slim_coverage.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    doc = tmp_path / "slimming.md"
+    doc.write_text(f"intro\n{script.BEGIN}\nSTALE\n{script.END}\nend\n")
+    assert script.main(["--models", "squeezenet1_1,shufflenet_v2_x0_5", "--json", str(tmp_path / "c.json"),
+                        "--doc", str(doc)]) == 0
+    text = doc.read_text()
+    assert text.startswith("intro\n") and text.endswith("end\n") and "STALE" not in text
+    assert "| squeezenet1_1 | converted | yes | yes |" in text and "| ok / ok |" in text
+    assert "| shufflenet_v2_x0_5 | refused: node 'view' (.view(), in stage2.0 (InvertedResidual)) splits" in text

@@ -31,6 +31,9 @@ def test_library_eval_refuses_an_uncalibrated_width_and_says_how_to_calibrate():
     with torch.no_grad(), mn.use_config(model, 0.5, 24):
         with pytest.raises(mn.MutualNetError, match="width 0.5 at 24 px"):  # per resolution, too
             model(torch.randn(2, 3, 24, 24))
+    with torch.no_grad(), mn.use_width(model, 0.5):  # a width without a resolution: the error names use_config
+        with pytest.raises(mn.MutualNetError, match=r"no resolution set.*mutualnet.use_config\(model, width, "):
+            model(x)
     with torch.no_grad():
         for res in (32, 20):  # the top width runs on the running statistics: they are its own
             assert model(torch.randn(2, 3, res, res)).shape == (2, 10)

@@ -499,7 +499,11 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
 def uncalibrated_message(width: float, resolution: int | tuple[int, int] | None) -> str:
     """The error for eval at a configuration without BN statistics: what is wrong and the commands that fix it."""
     res = resolution[0] if isinstance(resolution, tuple) else resolution
-    res_s = "RES" if res is None else str(res)
+    if res is None:  # the width was set alone (set_width / use_width): the statistics are keyed by resolution too
+        return (f"width {width:g} runs in eval mode with no resolution set, so its calibrated BatchNorm statistics "
+                "cannot be looked up; set both with mutualnet.use_config(model, width, resolution) (or "
+                "mutualnet.set_config)")
+    res_s = str(res)
     return (f"no calibrated BatchNorm statistics for width {width:g} at {res_s} px ({config_key(width, resolution)}); "
             "only the widest sub-network may run on the shared running statistics. Calibrate it first: "
             f"`mutualnet calibrate --checkpoint CKPT --width {width:g} --resolution {res_s} --out CKPT`, or "

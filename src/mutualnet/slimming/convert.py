@@ -38,7 +38,7 @@ class SlimmedNet(SlimmableNet):
 
     A converted model is an instance of ``Slimmed<Original>``, a subclass of both this class and its
     original class, so ``isinstance(model, torchvision.models.ResNet)`` still holds and its own ``forward``
-    runs (after the input check that records the resolution for BatchNorm calibration).
+    runs (after the zoo's input check: image channels, smallest side, the configured resolution).
     """
 
     _slim_base: type[nn.Module]
@@ -67,10 +67,10 @@ class SlimmedNet(SlimmableNet):
 
     @property
     def head_name(self) -> str:
-        """The converted network's last Linear: its classifier (the one rule, see SlimmableNet.head_name)."""
+        """The converted network's classifier (the one rule, see SlimmableNet.head_name): its last Linear, or
+        its last convolution when it classifies with one (SqueezeNet). Never raises: TorchScript reads it."""
         names = [name for name, m in self.named_modules() if isinstance(m, nn.Linear)]
-        if not names:
-            raise MutualNetError(f"{type(self).__name__} has no Linear classifier")
+        names = names or [name for name, m in self.named_modules() if isinstance(m, nn.Conv2d)]
         return names[-1]
 
     def reset_classifier(self, num_classes: int) -> None:  # pragma: no cover - rebuild instead
@@ -256,7 +256,7 @@ def slim(model: nn.Module, width_range: tuple[float, float] = (0.25, 1.0), *, in
 
 
 def _bind(model: nn.Module, width_range: tuple[float, float]) -> None:
-    """The one place a converted model gets its width range and shared state."""
+    """The one place a converted model gets its width range and the shared state that owns its configuration."""
     model.width_range = WidthRange(float(width_range[0]), float(width_range[1]))
     bind_state(model, SlimState(width=model.width_range.hi))
 
