@@ -3,8 +3,7 @@
 ``mutualnet demo`` trains a small slimmable ResNet over widths [0.5, 1.0] x resolutions {28, 24, 20, 16}
 with width-resolution mutual learning, re-estimates BatchNorm statistics for every configuration, builds
 the query table (top-1 and MFLOPs of every width in steps of 0.05 x every resolution), prints it and draws
-the accuracy-MFLOPs frontier. It took 13.2 min on 2 CPU cores in the run recorded in docs/results.md and
-17.5 min in the run reported in issue 14 (2 CPU cores; that machine's load was not recorded).
+the accuracy-MFLOPs frontier. It took 6.4 min on 2 CPU cores with nothing else running (docs/results.md).
 
 Nothing is lost when it is interrupted: run it again with the same ``--out`` and training resumes from
 its last checkpoint, the search continues where it stopped.
