@@ -3,6 +3,8 @@
 Writes ``OUT/query_table.json`` and ``.csv`` (accuracy, MACs, params, optional latency, Pareto frontier)
 and ``OUT/calibrated.pt`` (the checkpoint with every searched configuration's BN statistics and the
 table under ``"query_table"``). A killed search started again with the same arguments continues.
+Under ``torchrun --nproc_per_node N -m mutualnet search ...`` the distinct networks are split across the N
+processes (``OUT/shard-k``) and merged into the same outputs by rank 0 (not with ``--halving``).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ from ..profiling import measure_latency, profile, resolve_device
 from .table import QueryTable, atomic_write_text
 
 __all__ = ["build_query_table", "evaluate", "distinct_widths", "can_reach_frontier", "model_fingerprint",
-           "clear_search_state", "STATE_FILE"]
+           "clear_search_state", "merge_search_states", "STATE_FILE"]
 
 STATE_FILE = "query_table.partial.json"
 STATS_DIR = "partial_stats"
@@ -177,6 +177,46 @@ def clear_search_state(state_dir: str | Path) -> None:
     (state_dir / STATE_FILE).unlink(missing_ok=True)
 
 
+def merge_search_states(shard_dirs: Sequence[str | Path], state_dir: str | Path) -> int:
+    """Gather the partial states of sharded searches into ``state_dir``'s; returns the number of rows.
+
+    The merged state is what one process would have left after computing all of them (rows, statistics,
+    summed timings), so :func:`build_query_table` with ``state_dir`` then only restores them and writes the
+    same table a single process writes. Statistics are written before the state file that names them, so a
+    merge killed at any moment can simply be run again.
+    """
+    state_dir = Path(state_dir)
+    rows: dict[tuple, dict] = {}
+    timing: dict[str, float] = {}
+    signature = None
+    for d in map(Path, shard_dirs):
+        if not (d / STATE_FILE).is_file():
+            continue
+        try:
+            saved = read_json(d / STATE_FILE, "search state")
+            QueryTable(rows=saved["rows"])
+            shard_timing, shard_signature = dict(saved["timing"]), saved["signature"]
+        except (MutualNetError, KeyError, TypeError, AttributeError, ValueError):
+            raise MutualNetError(f"{d / STATE_FILE} is corrupt; delete {d} to compute that shard again") from None
+        if signature is not None and shard_signature != signature:
+            raise MutualNetError(f"{d} holds a shard of a search with other settings; delete it")
+        signature = shard_signature
+        for k, v in shard_timing.items():  # work done: summed; images per configuration: the same in every shard
+            timing[k] = v if k == "calib_images_per_config" else timing.get(k, 0) + v
+        for row in saved["rows"]:
+            key = config_key(row["width"], row["resolution"])
+            stats = _read_stats(d / STATS_DIR / f"{key}.pt")
+            if not stats:
+                continue  # never happens for a committed row; a damaged file is recomputed by a plain search
+            atomic_save(stats, state_dir / STATS_DIR / f"{key}.pt")
+            rows[(row["width"], row["resolution"])] = row
+    if signature is None:
+        return 0
+    atomic_write_text(state_dir / STATE_FILE, json.dumps(
+        {"signature": signature, "rows": list(rows.values()), "timing": timing}, indent=1))
+    return len(rows)
+
+
 class _State:
     """Finished rows and timings of a search, persisted after every configuration."""
 
@@ -262,6 +302,7 @@ def build_query_table(
     cache_bytes: int = 2 * 2**30,
     progress: bool = True,
     resize: str | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> QueryTable:
     """Calibrate and evaluate every (width, resolution); the model keeps every configuration's BN statistics.
 
@@ -292,6 +333,10 @@ def build_query_table(
         progress: show a tqdm bar over configurations.
         resize: how lower resolutions are made (``"antialias"`` / ``"official"``) for calibration and
             evaluation; None: the mode recorded on the model (its checkpoint's). Recorded in the table's meta.
+        shard: ``(index, count)``: compute only the distinct networks ``index::count`` (and the widths that
+            copy them), for one of ``count`` processes; their ``state_dir`` states together hold the whole
+            table (see :func:`mutualnet.search.run.search_checkpoint`). Not with ``halving``, whose
+            frontier decisions need every network's hits.
     """
     if not resolutions:
         raise MutualNetError("no resolutions to search")
@@ -305,6 +350,8 @@ def build_query_table(
         raise MutualNetError(f"number of calibration images must be positive, got {calib_images}")
     if halving is not None and not 0 < halving <= 1:
         raise MutualNetError(f"halving must be a fraction in (0, 1], got {halving:g}")
+    if shard is not None and halving is not None:
+        raise MutualNetError("successive halving cannot be sharded across processes; run it in one process")
     dev = resolve_device(device)
     if threads is not None:
         torch.set_num_threads(threads)
@@ -335,7 +382,10 @@ def build_query_table(
 
     same = distinct_widths(model, widths)
     distinct = [(w, r) for r in resolutions for w in widths if same[w] == w]
-    total = len(widths) * len(resolutions)
+    mine = set(distinct if shard is None else distinct[shard[0]::shard[1]])  # round-robin: balanced per resolution
+    num_distinct = len(distinct)
+    distinct = [c for c in distinct if c in mine]
+    total = sum(1 for r in resolutions for w in widths if (same[w], r) in mine)
     start = time.perf_counter()
     bar = tqdm(total=total, initial=len(table), desc="search", unit="cfg", disable=not progress, dynamic_ncols=True)
     data: dict = {"for": None}
@@ -421,7 +471,8 @@ def build_query_table(
                             if r["pareto"] and r.get("val_images", n_all) < n_all]:
                 for w, r in short:
                     run(w, r, None)
-        for w, r in ((w, r) for r in resolutions for w in widths if same[w] != w and table.find(w, r) is None):
+        for w, r in ((w, r) for r in resolutions for w in widths
+                     if same[w] != w and (same[w], r) in mine and table.find(w, r) is None):
             src = table.find(same[w], r)
             key, src_key = config_key(w, r), config_key(same[w], r)
             for m in model.modules():
@@ -438,7 +489,7 @@ def build_query_table(
     table.meta.update({
         "widths": widths, "resolutions": resolutions, "val_images": val_images,
         "resize_then_crop": resize_then_crop, "resize": resize, "device": str(dev),
-        "distinct_networks": len(distinct),
+        "distinct_networks": num_distinct,
         "calibration": {"images": int(t.get("calib_images_per_config", calib_images)), "batch_size": calib_bs,
                         "seconds": round(t["calib_s"], 3),
                         "images_per_s": round(t["calib_images"] / t["calib_s"], 1) if t["calib_s"] else None,

@@ -8,10 +8,14 @@ configuration's BN statistics and the table under ``"query_table"``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+
+import torch.distributed as dist
 
 from ..calibrate import CalibrationResult, calibrate
 from ..checkpoint import (
@@ -24,11 +28,12 @@ from ..checkpoint import (
 from ..data import preprocessing_of
 from ..data.checkpoint import data_from_checkpoint
 from ..errors import MutualNetError
-from ..io import clean_stale_temps, folder_lock
+from ..io import LOCK_NAME, clean_stale_temps, folder_lock
 from ..layers import WidthRange
 from ..models import model_info
 from ..profiling import resolve_device
-from .build import STATS_DIR, build_query_table, clear_search_state
+from ..train.distributed import cleanup_distributed, init_distributed
+from .build import STATS_DIR, build_query_table, clear_search_state, merge_search_states
 from .table import QueryTable
 
 __all__ = ["SearchResult", "search_checkpoint", "calibrate_checkpoint", "checkpoint_resolutions", "artefact_fields"]
@@ -87,7 +92,32 @@ def search_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
         resize_then_crop: Evaluate each resolution with its own Resize + CenterCrop (default: resize the crop
             of the highest resolution on the device, as in the paper).
         progress: Show a progress bar.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1), process ``k`` of ``W`` computes the distinct networks ``k::W``
+    into ``out/shard-k`` (resumable like a single search); after a barrier (gloo), rank 0 merges the shards and
+    writes the same table and ``calibrated.pt`` a single process writes. Not with ``halving``.
     """
+    owned = not (dist.is_available() and dist.is_initialized())  # a caller's process group is left to the caller
+    # gloo: the barriers only carry a token, whatever ``device`` is; the first waits for the slowest shard
+    dist_info = init_distributed("cpu", timeout=timedelta(days=7))
+    try:
+        return _search(checkpoint, out, dist_info, dataset=dataset, data_root=data_root, workers=workers,
+                       seed=seed, width_step=width_step, widths=widths, resolutions=resolutions,
+                       calib_images=calib_images, val_images=val_images, halving=halving, batch_size=batch_size,
+                       device=device, latency=latency, latency_batch_size=latency_batch_size, threads=threads,
+                       resize_then_crop=resize_then_crop, progress=progress)
+    finally:
+        if owned:
+            cleanup_distributed(dist_info)
+
+
+def _search(checkpoint, out, dist_info, *, dataset, data_root, workers, seed, width_step, widths, resolutions,
+            calib_images, val_images, halving, batch_size, device, latency, latency_batch_size, threads,
+            resize_then_crop, progress) -> SearchResult:
+    if dist_info.enabled and halving is not None:
+        raise MutualNetError("--halving cannot be combined with torchrun; run a halving search in one process")
+    if dist_info.enabled and device.startswith("cuda") and ":" not in device:
+        device = f"cuda:{dist_info.local_rank}"
     for name, v in (("calib-images", calib_images), ("eval-batch-size", batch_size),
                     ("batch-size", latency_batch_size)):
         if v <= 0:
@@ -116,19 +146,43 @@ def search_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
     meta = {"model": ckpt["model_name"], "model_args": ckpt["model_args"], "checkpoint": os.path.abspath(checkpoint),
             "mode": ckpt_meta.get("mode"), "dataset": data.info, **artefact_fields(ckpt_meta, resolutions)}
     t0 = time.perf_counter()
-    with folder_lock(out, "search folder"):  # one search per folder; a killed one's temp files are removed
-        for folder in (out, out / STATS_DIR):
+
+    def build(state_dir: Path, shard: tuple[int, int] | None) -> QueryTable:
+        for folder in (state_dir, state_dir / STATS_DIR):  # a killed search's temp files are removed
             clean_stale_temps(folder)
-        table = build_query_table(
+        return build_query_table(
             model, val, calib, resolutions=resolutions, widths=grid, calib_images=calib_images,
             val_images=val_images, halving=halving, batch_size=batch_size, device=device, latency=latency,
             latency_batch_size=latency_batch_size, threads=threads, resize_then_crop=resize_then_crop,
-            state_dir=out, meta=meta, num_workers=data.workers, seed=seed, progress=progress)
+            state_dir=state_dir, meta=meta, num_workers=data.workers, seed=seed, progress=progress, shard=shard)
+
+    shards = [out / f"shard-{k}" for k in range(dist_info.world_size)] if dist_info.enabled else []
+    if dist_info.enabled:
+        mine = shards[dist_info.rank]
+        with folder_lock(mine, "search shard folder"):
+            build(mine, (dist_info.rank, dist_info.world_size))
+        dist.barrier()  # every shard finished (a failed rank makes torchrun stop the others)
+        if not dist_info.is_main:
+            dist.barrier()  # rank 0 has written the outputs
+            table_path = out / "query_table.json"
+            return SearchResult(QueryTable.load(table_path), table_path, out / "query_table.csv",
+                                out / "calibrated.pt", len(grid), len(resolutions), time.perf_counter() - t0)
+    with folder_lock(out, "search folder"):  # one search per folder
+        if shards:
+            merge_search_states(shards, out)
+        table = build(out, None)  # single process: the search; sharded: restores the merged rows
         table_path = table.save(out / "query_table.json")
         model.to("cpu")
         ckpt_path = save_checkpoint(out / "calibrated.pt", model, meta=ckpt_meta | {"calibrated": True},
                                     query_table=table.to_dict())
         clear_search_state(out)
+        for shard in shards:
+            clear_search_state(shard)
+            (shard / LOCK_NAME).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                shard.rmdir()
+    if dist_info.enabled:
+        dist.barrier()
     return SearchResult(table, Path(table_path), out / "query_table.csv", Path(ckpt_path), len(grid),
                         len(resolutions), time.perf_counter() - t0)
 

@@ -21,6 +21,7 @@ import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -49,11 +50,12 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed(device_type: str = "cpu") -> DistInfo:
+def init_distributed(device_type: str = "cpu", timeout: timedelta | None = None) -> DistInfo:
     """Join the process group ``torchrun`` describes in the environment (a no-op for a single process).
 
     Multi-node works as usual: ``torchrun --nnodes N --node_rank i --rdzv_endpoint host:port ...``.
-    NCCL is used for CUDA, gloo for CPU.
+    NCCL is used for CUDA, gloo for CPU. ``timeout`` bounds every collective (None: torch's default, 30 min
+    for gloo); a sharded search waits at a barrier for the slowest shard, so it passes a long one.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -62,7 +64,7 @@ def init_distributed(device_type: str = "cpu") -> DistInfo:
     if not dist.is_initialized():
         if device_type == "cuda":
             torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=timeout)
     return DistInfo(rank, world, local_rank)
 
 
