@@ -33,6 +33,7 @@ from tqdm import tqdm
 from ..errors import MutualNetError
 from ..layers import config_key
 from ..profiling import Latency, measure_latency, resolve_device
+from ..search.build import distinct_widths
 from ..search.table import latency_column
 from .runtime import build_runner
 
@@ -42,15 +43,18 @@ SPREAD_LIMIT = 0.25  # interquartile range above this share of the median: re-me
 SLOWER_THAN_COSTLIER = 1.10  # slower than a network with more MACs at the same resolution by this factor
 
 
-def network_groups(rows: list[dict]) -> dict[tuple[int, int, int], list[dict]]:
-    """Rows grouped by the network they run: same MACs, parameters and resolution means the same channels."""
-    groups: dict[tuple[int, int, int], list[dict]] = {}
+def network_groups(model: nn.Module, rows: list[dict]) -> dict[tuple[int, int, int, float], list[dict]]:
+    """Rows grouped by the network they run: the same channels everywhere (:func:`distinct_widths`, as the
+    search decides it) at the same resolution. Keys are ``(macs, params, resolution, first width)``."""
+    same = distinct_widths(model, sorted({float(row["width"]) for row in rows}))
+    groups: dict[tuple[int, int, int, float], list[dict]] = {}
     for row in rows:
-        groups.setdefault((int(row["macs"]), int(row["params"]), int(row["resolution"])), []).append(row)
+        key = (int(row["macs"]), int(row["params"]), int(row["resolution"]), same[float(row["width"])])
+        groups.setdefault(key, []).append(row)
     return groups
 
 
-def suspect_networks(measured: dict[tuple[int, int, int], Latency]) -> list[tuple[int, int, int]]:
+def suspect_networks(measured: dict[tuple, Latency]) -> list[tuple]:
     """Networks whose measurement looks disturbed: a wide spread (of 5 or more repeats), or slower than a
     costlier network at the same resolution."""
     suspects = [k for k, lat in measured.items() if lat.repeats >= 5 and lat.spread > SPREAD_LIMIT]
@@ -105,11 +109,11 @@ def fill_latency(table, model: nn.Module, *, device: str = "cpu", batch_size: in
         if rt != "eager" and dev.type != "cpu":
             raise MutualNetError(f"runtime {rt} is measured on the CPU; use --device cpu (or --runtime eager)")
     previous_threads = torch.get_num_threads()
-    groups = network_groups(table.rows)
-    by_runtime: dict[str, dict[tuple[int, int, int], Latency]] = {}
-    remeasured: set[tuple[int, int, int]] = set()
+    groups = network_groups(model, table.rows)
+    by_runtime: dict[str, dict[tuple, Latency]] = {}
+    remeasured: set[tuple] = set()
 
-    def measure(key: tuple[int, int, int], runtime: str) -> Latency:
+    def measure(key: tuple, runtime: str) -> Latency:
         row = groups[key][-1]  # the widest of identical networks: its width is the one make_divisible keeps
         return runtime_latency(model, row["width"], row["resolution"], runtime, device=str(dev),
                                batch_size=batch_size, threads=threads, warmup=warmup, repeats=repeats)
