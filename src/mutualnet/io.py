@@ -330,43 +330,12 @@ def read_pickle(path: str | os.PathLike, what: str, *, allowed: frozenset[tuple[
         raise MutualNetError(f"cannot read {what} {path}: not a valid {what} ({_reason(e)})") from None
 
 
-def read_image_tensor(path: str | os.PathLike, *, max_pixels: int = MAX_IMAGE_PIXELS):
-    """An RGB image as a uint8 ``3 x H x W`` tensor decoded by ``torchvision.io`` (libjpeg-turbo, libpng), with
-    :func:`read_image`'s checks: the size is read from the header and refused over ``max_pixels`` before decoding.
-
-    The training transforms work on tensors as on PIL images; ``benchmarks/bench_jpeg_path.py`` measures this
-    path feeding more images per core than PIL's.
-    """
-    import torch
-    from PIL import Image
-    from torchvision.io import ImageReadMode, decode_image
-
-    path = _check_file(path, "image")
-    too_big = f"over the limit of {max_pixels} pixels (mutualnet.io.MAX_IMAGE_PIXELS); downscale it first"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:  # the header only: the size, and a format PIL knows
-                w, h = im.size
-        if w * h > max_pixels:
-            raise MutualNetError(f"image {path} is {w}x{h}, {too_big}")
-        data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
-        with warnings.catch_warnings():
-            # torchvision 0.29 announces its decoders' move to TorchCodec; they are the ones measured here
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("error", UserWarning)  # libjpeg's "premature end of data": a truncated file
-            return decode_image(data, mode=ImageReadMode.RGB)
-    except Image.DecompressionBombError:
-        raise MutualNetError(f"image {path} is {too_big}") from None
-    except (OSError, ValueError, SyntaxError, RuntimeError, UserWarning) as e:
-        raise MutualNetError(f"cannot read image {path}: {_reason(e)}; remove or replace the file") from None
-
-
-def read_image(path: str | os.PathLike, mode: str = "RGB", *, max_pixels: int = MAX_IMAGE_PIXELS):
-    """A decoded PIL image in ``mode``; images over ``max_pixels`` are refused before decoding."""
+@contextlib.contextmanager
+def _open_image(path: Path, max_pixels: int):
+    """The PIL image at ``path``, opened lazily (only its header is read), refused over ``max_pixels`` before
+    anything is decoded; a failure inside the block (PIL's decoding included) becomes one error line."""
     from PIL import Image
 
-    path = _check_file(path, "image")
     too_big = f"over the limit of {max_pixels} pixels (mutualnet.io.MAX_IMAGE_PIXELS); downscale it first"
     try:
         with warnings.catch_warnings():
@@ -375,8 +344,38 @@ def read_image(path: str | os.PathLike, mode: str = "RGB", *, max_pixels: int = 
                 w, h = im.size
                 if w * h > max_pixels:
                     raise MutualNetError(f"image {path} is {w}x{h}, {too_big}")
-                return im.convert(mode)
+                yield im
     except Image.DecompressionBombError:
         raise MutualNetError(f"image {path} is {too_big}") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise MutualNetError(f"cannot read image {path}: {_reason(e)}; remove or replace the file") from None
+
+
+def read_image_tensor(path: str | os.PathLike, *, max_pixels: int = MAX_IMAGE_PIXELS):
+    """An RGB image as a uint8 ``3 x H x W`` tensor decoded by ``torchvision.io`` (libjpeg-turbo, libpng), with
+    :func:`read_image`'s checks: the size is read from the header and refused over ``max_pixels`` before decoding.
+
+    The training transforms work on tensors as on PIL images; ``benchmarks/bench_jpeg_path.py`` measures this
+    path feeding more images per core than PIL's.
+    """
+    from torchvision.io import ImageReadMode, decode_image
+
+    path = _check_file(path, "image")
+    with _open_image(path, max_pixels):  # the header only: the size, and a format PIL knows
+        pass
+    try:
+        data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+        with warnings.catch_warnings():
+            # torchvision 0.29 announces its decoders' move to TorchCodec; they are the ones measured here
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("error", UserWarning)  # libjpeg's "premature end of data": a truncated file
+            return decode_image(data, mode=ImageReadMode.RGB)
+    except (OSError, ValueError, RuntimeError, UserWarning) as e:
+        raise MutualNetError(f"cannot read image {path}: {_reason(e)}; remove or replace the file") from None
+
+
+def read_image(path: str | os.PathLike, mode: str = "RGB", *, max_pixels: int = MAX_IMAGE_PIXELS):
+    """A decoded PIL image in ``mode``; images over ``max_pixels`` are refused before decoding."""
+    path = _check_file(path, "image")
+    with _open_image(path, max_pixels) as im:
+        return im.convert(mode)
