@@ -177,6 +177,21 @@ def clear_search_state(state_dir: str | Path) -> None:
     (state_dir / STATE_FILE).unlink(missing_ok=True)
 
 
+def _read_state(state_dir: Path, fix: str) -> dict | None:
+    """The persisted state of a search in ``state_dir`` (None if there is none), checked before use: its rows
+    are what a finished search would write (finite, known types); a damaged file is one error ending in ``fix``."""
+    path = state_dir / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        saved = read_json(path, "search state")
+        QueryTable(rows=saved["rows"])
+        saved["timing"], saved["signature"] = dict(saved["timing"]), dict(saved["signature"])
+    except (MutualNetError, KeyError, TypeError, AttributeError, ValueError):
+        raise MutualNetError(f"{path} is corrupt; {fix}") from None
+    return saved
+
+
 def merge_search_states(shard_dirs: Sequence[str | Path], state_dir: str | Path) -> int:
     """Gather the partial states of sharded searches into ``state_dir``'s; returns the number of rows.
 
@@ -190,14 +205,10 @@ def merge_search_states(shard_dirs: Sequence[str | Path], state_dir: str | Path)
     timing: dict[str, float] = {}
     signature = None
     for d in map(Path, shard_dirs):
-        if not (d / STATE_FILE).is_file():
+        saved = _read_state(d, f"delete {d} to compute that shard again")
+        if saved is None:
             continue
-        try:
-            saved = read_json(d / STATE_FILE, "search state")
-            QueryTable(rows=saved["rows"])
-            shard_timing, shard_signature = dict(saved["timing"]), saved["signature"]
-        except (MutualNetError, KeyError, TypeError, AttributeError, ValueError):
-            raise MutualNetError(f"{d / STATE_FILE} is corrupt; delete {d} to compute that shard again") from None
+        shard_timing, shard_signature = saved["timing"], saved["signature"]
         if signature is not None and shard_signature != signature:
             raise MutualNetError(f"{d} holds a shard of a search with other settings; delete it")
         signature = shard_signature
@@ -224,17 +235,12 @@ class _State:
         self.dir, self.signature = state_dir, signature
         self.rows: list[dict] = []
         self.timing = {"calib_s": 0.0, "calib_images": 0, "eval_s": 0.0, "profile_s": 0.0, "latency_s": 0.0}
-        if state_dir is None or not (state_dir / STATE_FILE).is_file():
+        saved = None if state_dir is None else _read_state(state_dir, "delete it to start the search over")
+        if saved is None:
             return
-        try:
-            saved = read_json(state_dir / STATE_FILE, "search state")
-            QueryTable(rows=saved["rows"])  # the rows a finished search would write: finite, known types
-            saved["timing"] = dict(saved["timing"])
-        except (MutualNetError, KeyError, TypeError, AttributeError, ValueError):
-            raise MutualNetError(f"{state_dir / STATE_FILE} is corrupt; delete it to start the search over") from None
-        if saved.get("signature") != signature:
-            diff = sorted(k for k in set(signature) | set(saved.get("signature", {}))
-                          if signature.get(k) != saved.get("signature", {}).get(k))
+        if saved["signature"] != signature:
+            diff = sorted(k for k in set(signature) | set(saved["signature"])
+                          if signature.get(k) != saved["signature"].get(k))
             raise MutualNetError(f"{state_dir} holds an unfinished search with other settings ({', '.join(diff)}); "
                                  f"use another output folder or delete {state_dir / STATE_FILE}")
         self.rows, self.timing = saved["rows"], saved["timing"]
