@@ -37,6 +37,7 @@ class CalibrationResult:
     resolution: Resolution
     num_images: int
     seconds: float
+    depth: int | None = None  # None: full depth
 
     @property
     def images_per_s(self) -> float:
@@ -88,8 +89,9 @@ def check_resolution(model: nn.Module, resolution: int) -> int:
 @torch.no_grad()
 def calibrate(model: nn.Module, dataset: Dataset | Tensor, width: float, resolution: int, num_images: int = 2000,
               batch_size: int = 200, device: str | torch.device | None = None, resize_from: int | None = None,
-              seed: int = 0, num_workers: int = 0, resize: str | None = None) -> CalibrationResult:
-    """Re-estimate every BN's statistics at (``width``, ``resolution``) and store them under its key.
+              seed: int = 0, num_workers: int = 0, resize: str | None = None,
+              depth: int | None = None) -> CalibrationResult:
+    """Re-estimate every BN's statistics at (``width``, ``resolution``, ``depth``) and store them under its key.
 
     Args:
         model: a slimmable model (its width and train/eval mode are restored afterwards).
@@ -106,6 +108,7 @@ def calibrate(model: nn.Module, dataset: Dataset | Tensor, width: float, resolut
         seed, num_workers: subset seed and loader workers when ``dataset`` is a Dataset.
         resize: how batches are brought to ``resolution`` (``"antialias"`` / ``"official"``); None: the mode
             recorded on the model (from its checkpoint), so statistics are of the inputs it was trained on.
+        depth: blocks each elastic stage runs (None: full depth). The blocks a depth skips get no statistics.
 
     Returns:
         A :class:`CalibrationResult` with the key, image count and time taken.
@@ -126,18 +129,18 @@ def calibrate(model: nn.Module, dataset: Dataset | Tensor, width: float, resolut
     model.to(dev)
     batches = (resize_batch(images[i:i + batch_size].to(dev, non_blocking=True).float(), resolution, resize)
                for i in range(0, len(images), batch_size))
-    return calibrate_batches(model, batches, width, resolution)
+    return calibrate_batches(model, batches, width, resolution, depth=depth)
 
 
 @torch.no_grad()
 def calibrate_batches(model: nn.Module, batches: Iterable[Any], width: float, resolution: Resolution, *,
-                      forward: Callable[[Any], Any] | None = None) -> CalibrationResult:
+                      forward: Callable[[Any], Any] | None = None, depth: int | None = None) -> CalibrationResult:
     """The one calibration loop: run ``batches`` at (``width``, ``resolution``) and store every BN's statistics.
 
     Args:
         model: The slimmable model (classifier or detector); its configuration and mode are restored after.
         batches: Inputs ``forward`` accepts, already at ``resolution`` (any iterable, consumed once).
-        width, resolution: The configuration whose statistics are estimated.
+        width, resolution, depth: The configuration whose statistics are estimated (depth None: full depth).
         forward: How a batch goes through the network (default ``model(batch)``; a detector runs its
             transform and backbone).
 
@@ -150,7 +153,8 @@ def calibrate_batches(model: nn.Module, batches: Iterable[Any], width: float, re
     was_training = model.training
     model.eval()
     start, count = time.perf_counter(), 0
-    with use_config(model, width, resolution):
+    with use_config(model, width, resolution, depth):
+        depth = model.slim_state.depth  # as the state holds it: None at full depth
         for bn in bns:
             bn.begin_calibration()
         try:
@@ -166,10 +170,10 @@ def calibrate_batches(model: nn.Module, batches: Iterable[Any], width: float, re
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - start
-    key = config_key(width, resolution)
+    key = config_key(width, resolution, depth)
     keys.discard(None)
     if keys and keys != {key}:  # pragma: no cover - a layer outside the model's shared state
         raise RuntimeError(f"BN layers calibrated under different keys: {sorted(keys)}")
     if count == 0:
         raise MutualNetError("no calibration images")
-    return CalibrationResult(key, float(width), resolution, count, seconds)
+    return CalibrationResult(key, float(width), resolution, count, seconds, depth)
