@@ -25,15 +25,16 @@ from ..data.checkpoint import data_from_checkpoint
 from ..errors import MutualNetError
 from ..layers import config_key
 from ..profiling import profile, resolve_device
+from . import _args as A
 from ._args import add_data_args
 
 
 def _config(text: str) -> tuple[float, int]:
-    try:
-        w, r = text.split(",")
-        return float(w), int(r)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTH,RESOLUTION (e.g. 0.5,160), got {text!r}") from None
+    """``WIDTH,RESOLUTION`` with the same bounds as every other command's width and resolution flags."""
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected WIDTH,RESOLUTION (e.g. 0.5,160), got {text!r}")
+    return A.width(parts[0]), A.resolution(parts[1])
 
 
 def register(sub: argparse._SubParsersAction) -> None:
