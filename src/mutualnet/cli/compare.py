@@ -53,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width-step", type=A.width_step, default=0.05, help="width step of every search (default: 0.05)")
     p.add_argument("--calib-images", type=A.positive_int, default=2000,
                    help="BN calibration images per configuration (default: 2000)")
-    p.add_argument("--val-images", type=A.positive_int, help="held-out (or, without data.holdout, test) images per configuration (default: all)")
+    p.add_argument("--val-images", type=A.positive_int,
+                   help="held-out (or, without data.holdout, test) images per configuration (default: all)")
     p.add_argument("--threads", type=A.threads, help="torch CPU threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
