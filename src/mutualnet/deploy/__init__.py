@@ -4,16 +4,14 @@ from .adaptive import AdaptiveNet, Prediction, measure_switch_us
 from .export import (
     EXPORT_FORMAT,
     FORMATS,
-    calibrated_configs,
     export_subnet,
     fold_batchnorm,
-    is_calibrated,
     load_exported,
     save_exported,
 )
 from .interop import load_released, load_torchvision_weights, released_checkpoint
 from .latency import fill_latency
 
-__all__ = ["AdaptiveNet", "Prediction", "measure_switch_us", "EXPORT_FORMAT", "FORMATS", "calibrated_configs",
-           "export_subnet", "fold_batchnorm", "is_calibrated", "load_exported", "save_exported", "load_released",
+__all__ = ["AdaptiveNet", "Prediction", "measure_switch_us", "EXPORT_FORMAT", "FORMATS",
+           "export_subnet", "fold_batchnorm", "load_exported", "save_exported", "load_released",
            "load_torchvision_weights", "released_checkpoint", "fill_latency"]

@@ -31,12 +31,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..calibrate import calibrate
 from ..checkpoint import CheckpointMeta, atomic_save, checkpoint_dict, load_checkpoint
-from ..data.datasets import DatasetInfo
+from ..data.datasets import DatasetInfo, random_subset
 from ..errors import MutualNetError
 from ..evaluate import evaluate
 from ..extras import missing
@@ -606,8 +606,7 @@ def train_subset(dataset: Dataset, n: int) -> Dataset:
     """
     if n > len(dataset):
         raise MutualNetError(f"data.train_subset {n} exceeds the {len(dataset)} images of the training set")
-    indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:n]
-    return Subset(dataset, sorted(indices.tolist()))
+    return random_subset(dataset, n, seed=0)
 
 
 class RunClock:
