@@ -166,9 +166,25 @@ class QueryTable:
             raise MutualNetError(f"malformed query table row {_short(row)}: missing {e}") from None
         except MutualNetError as e:
             raise MutualNetError(f"malformed query table row {_short(row)}: {e}") from None
+        self._check_in_range(r)
         r["mflops"] = r["macs"] / 1e6
         r.setdefault("pareto", False)
         return r
+
+    def _check_in_range(self, row: dict) -> None:
+        """Refuse a row whose width is outside the width range the table's model was trained for (an edited
+        table could otherwise recommend a configuration the network never learnt)."""
+        args = self.meta.get("model_args")
+        wr = args.get("width_range") if isinstance(args, dict) else None
+        if wr is None:
+            return
+        try:
+            lo, hi = (check_width(w, "width_range") for w in wr)
+        except (TypeError, ValueError, MutualNetError):
+            raise MutualNetError(f"malformed query table meta: model_args.width_range {wr!r}") from None
+        if not lo - 1e-6 <= row["width"] <= hi + 1e-6:
+            raise MutualNetError(f"malformed query table row {_short(row)}: width {row['width']:g} is outside the "
+                                 f"model's trained range [{lo:g}, {hi:g}]")
 
     # -- building -----------------------------------------------------------------------------------
     def add(self, row: dict) -> dict:
@@ -307,10 +323,21 @@ class QueryTable:
         return buf.getvalue()
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the table as JSON at ``path`` and as CSV beside it (same name, ``.csv``), atomically."""
+        """Write the table as JSON at ``path`` and as CSV beside it (same name, ``.csv``), each atomically.
+
+        The JSON is the source of truth and is written first: a write that fails (a full disk) leaves no CSV
+        newer than its JSON, and a CSV that could not follow the JSON is removed rather than left stale.
+        """
         path = Path(path)
-        atomic_write_text(path.with_suffix(".csv"), self.to_csv())
-        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
+        csv_path = path.with_suffix(".csv")
+        try:
+            atomic_write_text(csv_path, self.to_csv())
+        except MutualNetError:
+            with contextlib.suppress(OSError):
+                csv_path.unlink(missing_ok=True)
+            raise
+        return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> QueryTable:
