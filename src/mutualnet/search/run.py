@@ -29,6 +29,7 @@ from ..data import preprocessing_of
 from ..data.checkpoint import data_from_checkpoint
 from ..data.splits import SPLITS
 from ..errors import MutualNetError
+from ..evaluate import evaluate
 from ..io import LOCK_NAME, clean_stale_temps, folder_lock
 from ..layers import WidthRange
 from ..models import model_info
@@ -39,7 +40,6 @@ from .build import (
     build_query_table,
     clear_search_state,
     distinct_widths,
-    evaluate,
     merge_search_states,
     val_source,
 )
@@ -243,9 +243,8 @@ def report_test_accuracy(model, table: QueryTable, test, *, batch_size: int = 20
             ds = test[row["resolution"]] if isinstance(test, dict) else test
             if id(ds) not in sources:
                 sources = {id(ds): val_source(ds, None, 0, batch_size, num_workers)}  # one resolution at a time
-            top1, top5, _ = evaluate(model, sources[id(ds)], row["width"], row["resolution"], batch_size=batch_size,
-                                     device=dev)
-            done[key] = (top1, top5)
+            res = evaluate(model, sources[id(ds)], row["width"], row["resolution"], dev, batch_size=batch_size)
+            done[key] = (res["top1"], res["top5"])
         row["test_top1"], row["test_top5"] = done[key]
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..errors import MutualNetError
 from ..io import MAX_JSON_DEPTH, atomic_write_text, json_depth, read_json
-from ..validate import check_float, check_int, check_resolution, check_width
+from ..validate import check_float, check_int, check_pixels, check_width
 
 __all__ = ["QueryTable", "ROW_KEYS", "OPTIONAL_KEYS", "DETECTION_KEYS", "METRICS", "RUNTIMES", "TABLE_FORMAT",
            "latency_column", "pareto_frontier", "atomic_write_text", "fits_budget", "MFLOPS_DECIMALS",
@@ -147,7 +147,7 @@ class QueryTable:
         try:
             r = dict(row)
             r["width"] = check_width(r["width"], "width")
-            r["resolution"] = check_resolution(_as_int(r["resolution"]), "resolution")
+            r["resolution"] = check_pixels(_as_int(r["resolution"]), "resolution")
             if self.metric == "top1":
                 r["top1"] = check_float(r["top1"], "top1", 0.0, 100.0)
                 r["top5"] = check_float(r["top5"], "top5", 0.0, 100.0)
