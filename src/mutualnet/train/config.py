@@ -70,6 +70,9 @@ class DataConfig:
     resize: str = "antialias"
     synthetic_length: int = 512  # samples in the synthetic dataset (tests and smoke runs)
     train_subset: int | None = None  # train on this many images, a fixed random subset (seed 0); None: all
+    # hold out this many training images (a fixed draw, the same for every run; never trained on): validation
+    # during training and the query table of `mutualnet search` use them (mutualnet.data.splits); None/0: none
+    holdout: int | None = None
     decoder: str = "torchvision"  # imagefolder: torchvision (torchvision.io, faster per core) | pil
 
 
@@ -207,6 +210,7 @@ _BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
     "data.val_resize_ratio": (0, 1, True),
     "data.synthetic_length": (1, 1 << 24, False),
     "data.train_subset": (1, None, False),
+    "data.holdout": (0, None, False),
     "train.num_subnets": (1, 1024, False),
     "train.resolutions": (1, MAX_RESOLUTION, False),
     "train.width": (0, MAX_WIDTH, True),
