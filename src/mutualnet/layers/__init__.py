@@ -1,7 +1,7 @@
 """Slimmable building blocks (and their synchronised BatchNorm), elastic stages, the channel-rounding rule, and the
 active configuration (width, resolution, depth) with its one writer (:mod:`.config`)."""
 
-from .blocks import ConvBNAct, init_weights
+from .blocks import ConvBNAct, init_weights, zero_init_residual
 from .config import DepthRange, check_depth, depth_range_of, get_depth
 from .elastic import ElasticSequential, full_depth, mark_stage, runs_at, skipped_blocks
 from .helpers import make_divisible, slim_channels, width_key
@@ -33,6 +33,7 @@ from .sync_bn import SyncSlimmableBatchNorm2d, convert_sync_batchnorm
 __all__ = [
     "ConvBNAct",
     "init_weights",
+    "zero_init_residual",
     "make_divisible",
     "slim_channels",
     "width_key",

@@ -496,11 +496,9 @@ class allow_uncalibrated:  # noqa: N801 - used like torch.set_grad_enabled: a ca
             bn.allow_uncalibrated = p
 
 
-_SLIMMABLE = (SlimmableConv2d, SlimmableLinear, SlimmableBatchNorm2d)
-
-
 def is_slimmable(module: nn.Module) -> bool:
-    return isinstance(module, _SLIMMABLE)
+    """Whether ``module`` is a slimmable layer (every one derives from the ``_Slimmable`` mixin)."""
+    return isinstance(module, _Slimmable)
 
 
 def active_num_params(model: nn.Module) -> int:
@@ -581,5 +579,5 @@ def materialize(model: nn.Module, width: float | None = None, resolution: Resolu
     swap(dense)
     if isinstance(getattr(dense, "slim_state", None), SlimState):
         # plain layers: nothing depends on the input size any more, and the skipped blocks are gone
-        dense.slim_state.resolution, dense.slim_state.depth = None, None
+        set_config(dense, width, None)
     return dense
