@@ -69,9 +69,9 @@ def bench_switch(names: list[str]) -> None:
         n = sum(1 for m in model.modules() if is_slimmable(m))
         new, old = [], []
         for _ in range(3):  # alternated
-            new += switch_us(lambda w, r: mn.set_config(model, w, r), configs)
-            old += switch_us(lambda w, r: former_set_config(model, w, r), configs)
-        deep = switch_us(lambda w, r: mn.set_config(elastic, w, r, 1), configs)
+            new += switch_us(lambda w, r, m=model: mn.set_config(m, w, r), configs)
+            old += switch_us(lambda w, r, m=model: former_set_config(m, w, r), configs)
+        deep = switch_us(lambda w, r, m=elastic: mn.set_config(m, w, r, 1), configs)
         print(f"{name} ({n} slimmable layers): set_config {statistics.median(new):.2f} us "
               f"[{min(new):.2f}-{max(new):.2f}], with a depth {statistics.median(deep):.2f} us; the former writer "
               f"{statistics.median(old):.2f} us [{min(old):.2f}-{max(old):.2f}]: "
