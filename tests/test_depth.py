@@ -1,6 +1,7 @@
 """Elastic depth: the third dimension of the configuration (a stage at depth d runs its first d blocks)."""
 
 import copy
+import json
 
 import pytest
 import torch
@@ -176,3 +177,56 @@ def test_query_table_has_a_depth_column_and_selects_shallow_networks(tmp_path):
     # a 2-D table (a model without elastic depth) has no depth column, and reads every row as full depth
     flat = QueryTable(rows=[{k: v for k, v in r.items() if k != "depth"} for r in table.rows if r["depth"] == 3])
     assert "depth" not in flat.columns() and flat.find(1.0, 16)["top1"] == table.find(1.0, 16)["top1"]
+
+
+def test_depth_end_to_end_train_search_select_export_calibrate(tmp_path, capsys):
+    """``model.depth_range`` opts a recipe in; train, search, select, export (ONNX) and calibrate carry the depth."""
+    import onnxruntime as ort
+
+    from mutualnet.checkpoint import load_checkpoint, model_from_checkpoint
+    from mutualnet.cli import main
+    from mutualnet.train import load_config, train
+
+    cfg = load_config(None, [
+        "model.name=resnet20_cifar", "model.width_range=[0.25, 1.0]", "model.depth_range=[1, 3]",
+        "data.name=synthetic", "data.synthetic_length=16", "data.batch_size=8", "data.workers=0",
+        "train.resolutions=[16, 8]", "train.epochs=1", "run.device=cpu", "run.progress=false",
+        "run.calib_batches=1", f"run.out={tmp_path / 'run'}"])
+    run_dir = train(cfg)
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    assert ckpt["model_args"]["depth_range"] == [1, 3] and "depth_range" not in ckpt["config"]["model"]
+    val = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["config_narrowest"] for r in val if r["kind"] == "val"] == ["w0.250_r8_d1"]  # the shallowest too
+    assert model_from_checkpoint(ckpt).depth_range == (1, 3)
+    out = tmp_path / "search"
+    assert main(["search", "--checkpoint", str(run_dir / "last.pt"), "--out", str(out), "--width-step", "0.75",
+                 "--calib-images", "8", "--val-images", "8", "--eval-batch-size", "8", "--workers", "0",
+                 "--no-progress"]) == 0
+    table = QueryTable.load(out / "query_table.json")
+    assert sorted({r["depth"] for r in table.rows}) == [1, 2, 3] and len(table) == 2 * 2 * 3
+    cheapest = min(table.rows, key=lambda r: r["macs"])
+    capsys.readouterr()
+    assert main(["select", "--table", str(out / "query_table.json"), "--max-mflops", f"{cheapest['mflops']:.2f}"]) == 0
+    assert "depth 1" in capsys.readouterr().out
+    onnx_path = tmp_path / "shallow.onnx"
+    assert main(["export", "--checkpoint", str(out / "calibrated.pt"), "--width", "0.25", "--resolution", "8",
+                 "--depth", "1", "--out", str(onnx_path)]) == 0
+    assert "depth 1" in capsys.readouterr().out
+    model = model_from_checkpoint(load_checkpoint(out / "calibrated.pt")).eval()
+    x = torch.randn(3, 3, 8, 8)
+    with torch.no_grad(), mn.use_config(model, 0.25, 8, 1):
+        ref = model(x)
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0])
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)  # the exported shallow network is the slimmable one
+    n_convs = sum(n.op_type == "Conv" for n in __import__("onnx").load(str(onnx_path)).graph.node)
+    assert n_convs == 1 + 3 * 2 + 2  # stem, one block per stage (2 convs), 2 shortcut convs: 2 blocks absent
+    # a configuration the search did not cover: calibrate it (depth 2 at 0.5), then export it
+    assert main(["calibrate", "--checkpoint", str(out / "calibrated.pt"), "--width", "0.5", "--resolution", "16",
+                 "--depth", "2", "--calib-images", "8", "--workers", "0", "--out", str(tmp_path / "c.pt")]) == 0
+    assert "w0.500_r16_d2" in capsys.readouterr().out
+    assert main(["export", "--checkpoint", str(tmp_path / "c.pt"), "--width", "0.5", "--resolution", "16",
+                 "--depth", "2", "--out", str(tmp_path / "d2.pt")]) == 0
+    assert main(["export", "--checkpoint", str(tmp_path / "c.pt"), "--width", "0.5", "--resolution", "16",
+                 "--depth", "4", "--out", str(tmp_path / "d4.pt")]) == 2  # outside the trained range
+    assert "trained depth range" in capsys.readouterr().err and not (tmp_path / "d4.pt").exists()

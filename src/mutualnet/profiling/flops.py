@@ -32,7 +32,10 @@ class Profile:
         return self.macs / 1e6
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"mflops": self.mflops}
+        d = asdict(self) | {"mflops": self.mflops}
+        if d["depth"] is None:  # full depth: as before depth existed
+            d.pop("depth")
+        return d
 
 
 def count_macs(model: nn.Module, x: torch.Tensor) -> int:

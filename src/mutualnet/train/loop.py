@@ -588,8 +588,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
                             d.resize)})
         config = config_to_dict(cfg)
         config["model"].pop("width_range", None)  # stored once, in model_args
-        if config["model"].get("depth_range") is None:
-            config["model"].pop("depth_range", None)  # a run without elastic depth: its config as before
+        config["model"].pop("depth_range", None)  # likewise (a run without elastic depth: its config as before)
         checkpointer = Checkpointer(run_dir, model, optimizer, scheduler, scaler, sampler_gen, info, meta=meta,
                                     config=config, steps_per_epoch=data.steps_per_epoch, clock=clock)
         guard = DivergenceGuard()
