@@ -26,7 +26,7 @@ from ..layers import (
     is_slimmable,
     slim_channels,
 )
-from ..layers.concat import ConcatBatchNorm2d, ConcatConv2d, ConcatLinear
+from ..layers.concat import ConcatBatchNorm2d, ConcatConv2d, ConcatDepthwiseConv2d, ConcatLinear
 from ..layers.converted import (
     ConcatBatchNormAct2d,
     SlimmableBatchNormAct2d,
@@ -203,6 +203,9 @@ def _replacement(plan: Plan, port, mod: nn.Module) -> nn.Module | None:
         return SlimmableBatchNorm2d(mod.num_features, mod.eps, mod.momentum, slim=s, ratio=r)
     if not (slim_in or slim_out):
         return None
+    if len(port.out) > 1 and port.kind not in ("conv", "depthwise"):
+        raise MutualNetError(f"cannot slim a {type(mod).__name__} whose output a channel split cuts in parts "
+                             "(only a one-group convolution can make its output in parts)")
     if port.kind == "linear":
         r_out, s_out = _one(plan, port.out)
         bias = mod.bias is not None
@@ -218,6 +221,11 @@ def _replacement(plan: Plan, port, mod: nn.Module) -> nn.Module | None:
                                         slim_out=s_out, ratio=(r_in, r_out))
     conv_args = (mod.kernel_size, mod.stride, mod.padding, mod.dilation)
     bias = mod.bias is not None
+    if port.kind == "depthwise" and len(port.inp) > 1:
+        return ConcatDepthwiseConv2d(_segments(plan, port.inp), *conv_args, bias)
+    if len(port.out) > 1:
+        return ConcatConv2d(_segments(plan, port.inp), mod.out_channels, *conv_args, bias, slim_out=False,
+                            out_segments=_segments(plan, port.out))
     r_out, s_out = _one(plan, port.out)
     if len(port.inp) > 1:
         return ConcatConv2d(_segments(plan, port.inp), mod.out_channels, *conv_args, bias, slim_out=s_out,
