@@ -219,3 +219,17 @@ def test_cli_eval_predict_export_and_the_bundle_runs_without_mutualnet(calibrate
     assert steps.tolist() == ref.stop.tolist() and classes.tolist() == ref.logits.argmax(-1).tolist()
     assert main(["export", *argv, "--out", str(tmp_path / "m.pt"), "--format", "pt"]) == 2
     assert "a cascade bundle is torchscript or onnx" in capsys.readouterr().err
+
+
+def test_benchmark_compares_cascade_time_with_its_mflops(calibrated, tmp_path):
+    _, path, model, table = calibrated
+    cascade = _cascade(table, [0.3, 0.3, 0.0])
+    cascade.save(tmp_path / "c.json")
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    out = subprocess.run([sys.executable, str(bench / "bench_cascade.py"), "--checkpoint", str(path), "--cascade",
+                          str(tmp_path / "c.json"), "--batch", "8", "--batches", "2", "--repeats", "1",
+                          "--runtimes", "eager,torchscript"], cwd=bench, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    for rt in ("eager", "torchscript"):
+        assert re.search(rf"{rt}: cascade time / MFLOPs-predicted time = [\d.]+x", out.stdout), out.stdout
