@@ -36,8 +36,8 @@ def calibrated(tmp_path_factory):
     table = QueryTable(rows=table_rows(model, CONFIGS))
     path = tmp / "calibrated.pt"
     meta = {"resolutions": [32, 24, 16], "mode": "mutual", "class_names": [f"class{i}" for i in range(10)],
-            "dataset": {"name": "synthetic", "num_classes": 10, "in_chans": 3, "input_size": 32,
-                        "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}
+            "dataset": {"name": "synthetic", "num_classes": 10, "in_chans": 3, "input_size": 32, "holdout": 64,
+                        "synthetic_length": 256, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}
     save_checkpoint(path, model, meta, query_table=table.to_dict())
     return tmp, path, model, table
 
@@ -233,3 +233,49 @@ def test_benchmark_compares_cascade_time_with_its_mflops(calibrated, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     for rt in ("eager", "torchscript"):
         assert re.search(rf"{rt}: cascade time / MFLOPs-predicted time = [\d.]+x", out.stdout), out.stdout
+
+
+def test_the_commands_of_docs_cascade_md_run(calibrated, tmp_path, monkeypatch, capsys):
+    """docs/cascade.md's commands, as written, on the tiny checkpoint: fit on held-out images, eval, predict, export."""
+    import shlex
+    import shutil
+
+    _, path, _, _ = calibrated
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs/demo/search").mkdir(parents=True)
+    shutil.copy(path, tmp_path / "runs/demo/search/calibrated.pt")
+    Image.fromarray((torch.rand(32, 32, 3) * 255).to(torch.uint8).numpy()).save(tmp_path / "shirt.png")
+    scale = {"cascade": ["--grid", "8", "--heldout-images", "48", "--val-images", "24", "--batch-size", "16"],
+             "eval": ["--val-images", "24", "--batch-size", "8"]}
+    commands = [c for c in re.sub(r"\\\n\s*", " ", _doc_blocks("bash")[0]).splitlines() if c.startswith("mutualnet")]
+    assert [shlex.split(c)[1] for c in commands] == ["cascade", "eval", "predict", "export"]
+    for command in commands:
+        argv = shlex.split(command)[1:]
+        assert main(argv + scale.get(argv[0], [])) == 0, (command, capsys.readouterr().err)
+    out = capsys.readouterr().out
+    cascade = Cascade.load(tmp_path / "runs/demo/cascade.json")
+    assert cascade.fit["split"] == "holdout" and cascade.fit["images"] == 48 and cascade.fit["mflops"] <= 8
+    assert "expected on 48 held-out images" in out and "on 24 test images: top-1" in out
+    assert (tmp_path / "runs/demo/cascade_bundle/cascade.json").is_file()
+
+
+def test_the_results_command_runs(calibrated, tmp_path, monkeypatch, capsys):
+    """docs/results.md's cascade command (scripts/cascade_curve.py), shrunk, on the tiny checkpoint."""
+    import runpy
+    import shlex
+
+    _, path, _, table = calibrated
+    text = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text()
+    command = next(line for line in text.splitlines() if line.startswith("python scripts/cascade_curve.py"))
+    argv = shlex.split(command)[1:]
+    argv[argv.index("--checkpoint") + 1] = str(path)
+    argv[argv.index("--out") + 1] = str(tmp_path / "curve.png")
+    front = [r["mflops"] for r in table.frontier()]
+    budgets = ",".join(f"{b:.2f}" for b in (front[0] * 1.2, (front[0] + front[-1]) / 2))
+    argv += ["--budgets", budgets, "--heldout-images", "48", "--val-images", "32", "--grid", "6", "--batch-size", "16"]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(Path(__file__).resolve().parents[1] / argv[0]), run_name="__main__")
+    out = capsys.readouterr().out
+    assert re.search(r"same stopping step for [\d.]+% of test images", out) and "goal 1" in out and "goal 2" in out
+    assert len([line for line in out.splitlines() if re.match(r"\| [\d.]+ \| ", line)]) >= 2
+    assert (tmp_path / "curve.png").stat().st_size > 1000
