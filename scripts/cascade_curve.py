@@ -25,10 +25,10 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from mutualnet.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from mutualnet.data.checkpoint import data_from_checkpoint  # noqa: E402
+from mutualnet.data.datasets import random_subset  # noqa: E402
 from mutualnet.deploy.adaptive import load_query_table  # noqa: E402
 from mutualnet.deploy.cascade import _replay, fit_cascade, model_runner, run_cascade, score_configs  # noqa: E402
 from mutualnet.errors import MutualNetError  # noqa: E402
-from mutualnet.search.build import _subset  # noqa: E402
 
 
 def main() -> None:
@@ -51,8 +51,8 @@ def main() -> None:
     front = load_query_table(ckpt).frontier()
     data = data_from_checkpoint(ckpt, model, workers=0)
     crop = max([*((ckpt.get("meta") or {}).get("resolutions") or []), *(r["resolution"] for r in front)])
-    heldout = _subset(data.build("holdout", crop), args.heldout_images, 0)
-    test = _subset(data.build("val", crop), args.val_images, 0)
+    heldout = random_subset(data.build("holdout", crop), args.heldout_images, 0)
+    test = random_subset(data.build("val", crop), args.val_images, 0)
     held = score_configs(model, DataLoader(heldout, batch_size=args.batch_size), front)
     tst = score_configs(model, DataLoader(test, batch_size=args.batch_size), front)
     full = max(range(len(front)), key=lambda k: (front[k]["width"], front[k]["resolution"]))

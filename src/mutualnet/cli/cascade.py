@@ -83,8 +83,8 @@ def run(args: argparse.Namespace) -> int:
     cascade.save(args.out)
     test = None
     if args.report_test:
-        test = run_cascade_on(model, cascade, _subset(data.build("val", crop), args.val_images, args.seed), args,
-                              data.workers, dev)
+        val = random_subset(data.build("val", crop), args.val_images, args.seed)
+        test = run_cascade_on(model, cascade, val, args, data.workers, dev)
     if args.json:
         print(json.dumps({"cascade": cascade.to_dict(), "test": test and test["report"]}, indent=1))
         return 0
