@@ -9,7 +9,7 @@ import pytest
 API = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 PACKAGES = ["mutualnet", "mutualnet.models", "mutualnet.data", "mutualnet.train", "mutualnet.calibrate",
             "mutualnet.search", "mutualnet.profiling", "mutualnet.checkpoint", "mutualnet.deploy",
-            "mutualnet.detection"]
+            "mutualnet.detection", "mutualnet.threads"]
 
 
 @pytest.mark.parametrize("package", PACKAGES)
