@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 import struct
 import subprocess
@@ -81,6 +82,10 @@ def assets(tmp_path_factory) -> Path:
     all_nan = [dict(r, top1=float("nan"), top5=float("nan")) for r in rows]
     (a / "all_nan.json").write_text(json.dumps({"format": "mutualnet-query-table", "version": 1, "meta": {},
                                                 "rows": all_nan}))
+    out_of_range = [dict(r) for r in rows] + [dict(rows[-1], width=7.0, top1=99.0)]
+    (a / "width_out_of_range.json").write_text(json.dumps({"format": "mutualnet-query-table", "version": 1,
+                                                           "meta": {"model_args": {"width_range": [0.5, 1.0]}},
+                                                           "rows": out_of_range}))
     (a / "inf_macs.json").write_text(json.dumps({"format": "mutualnet-query-table", "version": 1, "meta": {},
                                                  "rows": [dict(rows[0], macs=float("inf"))]}))
     (a / "unknown_field.json").write_text(json.dumps({"format": "mutualnet-query-table", "version": 1, "meta": {},
@@ -104,6 +109,7 @@ def assets(tmp_path_factory) -> Path:
     bad_image["images"][0]["file_name"] = "../../etc/passwd"
     (coco / "escape.json").write_text(json.dumps(bad_image))
     (a / "huge.png").write_bytes(_png_header(20000, 20000))
+    os.mkfifo(a / "pipe.png")  # predict must refuse it, not block reading it forever
     (a / "text.png").write_text("not an image")
     return a
 
@@ -115,6 +121,8 @@ BAD_INPUTS = {
     "profile-huge-resolution": ["profile", "--model", MODEL, "--resolution", "1000000"],
     "calibrate-huge-resolution": ["calibrate", "--checkpoint", ck, "--width", "1", "--resolution", "1000000",
                                   "--out", "{a}/new.pt"],
+    "eval-huge-resolution": ["eval", "--checkpoint", ck, "--config", "1.0,1000000"],
+    "eval-nan-width": ["eval", "--checkpoint", ck, "--config", "nan,16"],
     "export-huge-resolution": ["export", "--checkpoint", ck, "--resolution", "1000000", "--out", "{a}/x.pt"],
     "profile-inf-width-range": ["profile", "--model", MODEL, "--width-range", "0.5,inf"],
     "profile-nan-width-range": ["profile", "--model", MODEL, "--width-range", "nan,1"],
@@ -170,11 +178,13 @@ BAD_INPUTS = {
     "search-meta-resolution-huge": ["search", "--checkpoint", "{a}/ckpt_res_huge.pt", "--out", "{a}/s"],
     # images, tables
     "predict-20000x20000-png": ["predict", "--checkpoint", ck, "--table", tb, "{a}/huge.png"],
+    "predict-fifo": ["predict", "--checkpoint", ck, "--table", tb, "{a}/pipe.png"],
     "predict-text-as-png": ["predict", "--checkpoint", ck, "--table", tb, "{a}/text.png"],
     "select-deep-json": ["select", "--table", "{a}/deep.json", "--max-mflops", "100"],
     "select-nan-top1": ["select", "--table", "{a}/nan_top1.json", "--max-mflops", "100"],
     "select-all-nan": ["select", "--table", "{a}/all_nan.json", "--max-mflops", "100"],
     "plot-nan-table": ["plot", "{a}/nan_top1.json", "--out", "{a}/p.png"],
+    "select-width-outside-model-range": ["select", "--table", "{a}/width_out_of_range.json", "--max-mflops", "100"],
     "select-inf-macs": ["select", "--table", "{a}/inf_macs.json", "--max-mflops", "100"],
     "select-unknown-field": ["select", "--table", "{a}/unknown_field.json", "--max-mflops", "100"],
     "export-nan-table": ["export", "--checkpoint", ck, "--table", "{a}/nan_top1.json", "--max-mflops", "100",
@@ -346,3 +356,72 @@ def test_unwritable_output_is_one_line_naming_the_path(assets, disks, kind, argv
     assert_one_error_line(code, lines)
     assert str(d) in lines[0] and ("Read-only" in lines[0] or "No space" in lines[0]), lines
     assert snapshot(assets) == before and snapshot(d) == inside  # no temp file left, nothing changed
+
+
+def test_query_table_json_is_written_first_and_no_csv_outlives_it(assets, tmp_path, monkeypatch):
+    """A disk filling while a table is saved never leaves a CSV without (or newer than) its JSON."""
+    import mutualnet.search.table as table_mod
+    from mutualnet.errors import MutualNetError
+
+    table = QueryTable.load(assets / "table.json")
+    real = table_mod.atomic_write_text
+    fail_on = {"suffix": ".json"}
+
+    def full_disk(path, text):
+        if Path(path).suffix == fail_on["suffix"]:
+            raise MutualNetError(f"cannot write {path}: No space left on device")
+        return real(path, text)
+
+    monkeypatch.setattr(table_mod, "atomic_write_text", full_disk)
+    with pytest.raises(MutualNetError, match="No space"):
+        table.save(tmp_path / "query_table.json")
+    assert not (tmp_path / "query_table.csv").exists()  # the CSV was not written before its JSON
+    (tmp_path / "query_table.csv").write_text("stale\n")
+    fail_on["suffix"] = ".csv"
+    with pytest.raises(MutualNetError, match="No space"):
+        table.save(tmp_path / "query_table.json")
+    assert QueryTable.load(tmp_path / "query_table.json").rows == table.rows  # the source of truth is complete
+    assert not (tmp_path / "query_table.csv").exists()  # and no stale CSV disagrees with it
+
+
+def _png16(arr: np.ndarray, path: Path) -> Path:
+    """A 16-bit PNG of ``arr`` (H x W grey or H x W x 3 colour, uint16), written by hand (PIL writes 16-bit grey
+    only)."""
+    h, w = arr.shape[:2]
+    colour = 2 if arr.ndim == 3 else 0
+    raw = b"".join(b"\0" + arr[i].astype(">u2").tobytes() for i in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, colour, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_16_bit_png_is_scaled_not_clipped(tmp_path, channels, capsys):
+    """A 16-bit PNG predicts as its 8-bit twin (its high byte) for 1- and 3-channel models; clipping to 0/255
+    would make it a different, nearly black-and-white image."""
+    from mutualnet.data.preprocess import artefact_meta
+    from mutualnet.io import read_image, read_image_tensor
+
+    rng = np.random.default_rng(0)
+    shape = (16, 16) if channels == 1 else (16, 16, 3)
+    high = rng.integers(0, 256, shape).astype(np.uint16)
+    deep = _png16(high * 256 + rng.integers(0, 256, shape).astype(np.uint16), tmp_path / "deep.png")
+    Image.fromarray(high.astype(np.uint8)).save(tmp_path / "twin.png")
+    mode = "L" if channels == 1 else "RGB"
+    assert np.array_equal(np.asarray(read_image(deep, mode)), np.asarray(read_image(tmp_path / "twin.png", mode)))
+    assert torch.equal(read_image_tensor(deep), read_image_tensor(tmp_path / "twin.png"))
+    model = trained_like(MODEL, width_range=(0.5, 1.0), num_classes=4, in_chans=channels)
+    pre = artefact_meta(None, "fashion_mnist" if channels == 1 else "imagefolder", 16)
+    save_checkpoint(tmp_path / "ckpt.pt", model, {"resolutions": [16], "mode": "mutual", **pre})
+    QueryTable(rows=table_rows(model, [(1.0, 16)])).save(tmp_path / "table.json")
+    outs = []
+    for img in ("deep.png", "twin.png"):
+        assert main(["predict", "--checkpoint", str(tmp_path / "ckpt.pt"), "--table", str(tmp_path / "table.json"),
+                     "--topk", "4", "--json", str(tmp_path / img)]) == 0
+        outs.append(json.loads(capsys.readouterr().out)["predictions"][0]["top"])
+    assert outs[0] == outs[1]

@@ -206,6 +206,8 @@ def _check_file(path: str | os.PathLike, what: str) -> Path:
         raise MutualNetError(f"{what} not found: {path}")
     if path.is_dir():
         raise MutualNetError(f"{what} path is a folder, not a file: {path}")
+    if not path.is_file():  # a FIFO, socket or device would block or never end
+        raise MutualNetError(f"{what} {path} is not a regular file")
     return path
 
 
@@ -369,7 +371,10 @@ def read_image_tensor(path: str | os.PathLike, *, max_pixels: int = MAX_IMAGE_PI
             # torchvision 0.29 announces its decoders' move to TorchCodec; they are the ones measured here
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("error", UserWarning)  # libjpeg's "premature end of data": a truncated file
-            return decode_image(data, mode=ImageReadMode.RGB)
+            image = decode_image(data, mode=ImageReadMode.RGB)
+        if image.dtype == torch.uint16:  # a 16-bit PNG: scaled to 8 bits (its high byte), never clipped
+            image = (image.to(torch.int32) >> 8).to(torch.uint8)
+        return image
     except (OSError, ValueError, RuntimeError, UserWarning) as e:
         raise MutualNetError(f"cannot read image {path}: {_reason(e)}; remove or replace the file") from None
 
@@ -378,4 +383,16 @@ def read_image(path: str | os.PathLike, mode: str = "RGB", *, max_pixels: int = 
     """A decoded PIL image in ``mode``; images over ``max_pixels`` are refused before decoding."""
     path = _check_file(path, "image")
     with _open_image(path, max_pixels) as im:
-        return im.convert(mode)
+        return _eight_bit(im).convert(mode)
+
+
+def _eight_bit(im):
+    """A 16-bit greyscale image (PIL mode ``I;16*`` or ``I``) as 8-bit ``L`` by its high byte, as PIL already reads
+    16-bit colour PNGs; PIL's own ``convert`` would clip every value above 255 to white."""
+    import numpy as np
+    from PIL import Image
+
+    if not (im.mode.startswith("I;16") or im.mode == "I"):
+        return im
+    arr = np.asarray(im).astype(np.int64).clip(0, 65535) >> 8
+    return Image.fromarray(arr.astype(np.uint8), "L")

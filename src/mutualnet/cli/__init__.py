@@ -23,6 +23,7 @@ COMMANDS = [
     "search",
     "eval",
     "select",
+    "cascade",
     "plot",
     "export",
     "predict",

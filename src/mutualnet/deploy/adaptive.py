@@ -5,6 +5,9 @@ calibrated BatchNorm statistics hold each (width, resolution) configuration; the
 configuration is the most accurate for a budget. :meth:`AdaptiveNet.set_budget` picks it and switches:
 all slimmable layers of a model share one state object, so a switch is one attribute write and costs
 microseconds, with nothing reloaded. :meth:`AdaptiveNet.predict` resizes inputs to the active resolution.
+
+In cascade mode (:meth:`AdaptiveNet.set_cascade`, :mod:`mutualnet.deploy.cascade`) each input instead runs the
+cascade's configurations cheapest first and leaves the batch at the first one sure of it.
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..calibrate import is_calibrated
 from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..data.preprocess import preprocessing_of
 from ..data.transforms import model_resize, resize_batch
 from ..errors import MutualNetError
 from ..io import read_image
 from ..layers import config_key
-from .export import is_calibrated
+from .cascade import Cascade, CascadeOutput, run_cascade
 from .runtime import build_runner, check_runtime
 
 __all__ = ["AdaptiveNet", "Prediction", "normalisation", "load_query_table", "measure_switch_us"]
@@ -34,6 +38,8 @@ class Prediction:
     index: int
     label: str
     confidence: float
+    width: float | None = None  # the configuration that gave it (cascade mode: the step the input stopped at)
+    resolution: int | None = None
 
 
 def normalisation(meta: dict) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -89,6 +95,7 @@ class AdaptiveNet:
         self.class_names = list(names) if names else None
         self.input_size = self.preprocessing.input_size  # images are cropped here, then resized (the paper's recipe)
         self.config: dict | None = None
+        self.cascade: Cascade | None = None
         top = max(table.rows, key=lambda r: (r["width"], r["resolution"]))
         self.set_config(top["width"], top["resolution"])
 
@@ -149,19 +156,57 @@ class AdaptiveNet:
     def is_calibrated(self) -> bool:
         return is_calibrated(self.model, self.width, self.resolution)
 
+    def set_cascade(self, cascade: Cascade | None) -> None:
+        """Cascade mode (:mod:`mutualnet.deploy.cascade`): :meth:`logits` and :meth:`predict` run each input
+        through ``cascade``'s steps until one is sure of it; ``None`` goes back to the active configuration.
+
+        Every step must be a configuration of the table or one with calibrated statistics (checked here, before
+        any input runs).
+        """
+        if cascade is not None:
+            for s in cascade.steps:
+                self.model.width_range.check(s.width, "cascade width")
+                if self.table.find(s.width, s.resolution) is None and not is_calibrated(self.model, s.width,
+                                                                                        s.resolution):
+                    raise MutualNetError(f"cascade step width {s.width:g} at {s.resolution} px is neither in the "
+                                         "query table nor calibrated")
+        self.cascade = cascade
+
     # -- inference ---------------------------------------------------------------------------------
     @torch.no_grad()
     def logits(self, images: Tensor) -> Tensor:
-        """Logits of a batch of *normalised* images (any size: resized to the active resolution)."""
+        """Logits of a batch of *normalised* images (any size: resized to the active resolution; in cascade
+        mode, each image's logits at the step it stopped at)."""
+        if self.cascade is not None:
+            return self.run_cascade(images).logits
+        return self._run(self.width, self.resolution, images)
+
+    @torch.no_grad()
+    def run_cascade(self, images: Tensor) -> CascadeOutput:
+        """The cascade's logits and the step each *normalised* image stopped at; the images that stop at a step
+        leave the batch, the others run the next configuration (on this net's runtime)."""
+        if self.cascade is None:
+            raise MutualNetError("no cascade set: call set_cascade(Cascade.load(path)) first")
         if images.dim() == 3:
             images = images.unsqueeze(0)
-        x = resize_batch(images.to(self.device, torch.float32), self.resolution, self.resize)
-        if self.runtime == "eager":
-            return self.model(x)
-        key = (config_key(self.width, self.resolution), self.resolution)
+        return run_cascade(self.cascade, images.to(self.device, torch.float32),
+                           lambda step, x: self._run(step.width, step.resolution, x))
+
+    def _run(self, width: float, resolution: int, images: Tensor) -> Tensor:
+        if images.dim() == 3:
+            images = images.unsqueeze(0)
+        x = resize_batch(images.to(self.device, torch.float32), resolution, self.resize)
+        if self.runtime == "eager":  # a switch is two attribute writes on the shared state (as in _switch)
+            state = self.model.slim_state
+            previous = state.width, state.resolution
+            state.width, state.resolution = width, int(resolution)
+            try:
+                return self.model(x)
+            finally:
+                state.width, state.resolution = previous
+        key = (config_key(width, resolution), resolution)
         if key not in self._runners:  # built lazily: only the configurations a deployment switches to
-            self._runners[key] = build_runner(self.model, self.width, self.resolution, self.runtime,
-                                              threads=self.threads)
+            self._runners[key] = build_runner(self.model, width, resolution, self.runtime, threads=self.threads)
         return self._runners[key](x)
 
     def prepare(self, images, *, normalised: bool = False) -> Tensor:
@@ -193,10 +238,16 @@ class AdaptiveNet:
             topk: classes per image, most likely first.
             normalised: the tensor is normalised already (mean/std applied), as ``logits`` takes it.
         """
-        probs = self.logits(self.prepare(images, normalised=normalised)).softmax(-1)
+        x = self.prepare(images, normalised=normalised)
+        if self.cascade is None:
+            logits, configs = self.logits(x), [(self.width, self.resolution)] * len(x)
+        else:
+            out = self.run_cascade(x)
+            logits, configs = out.logits, [self.cascade.steps[k].config for k in out.stop.tolist()]
+        probs = logits.float().softmax(-1)
         conf, idx = probs.topk(min(topk, probs.shape[-1]), dim=-1)
-        return [[Prediction(int(i), self.label(int(i)), float(c)) for c, i in zip(cs, ids)]
-                for cs, ids in zip(conf.tolist(), idx.tolist())]
+        return [[Prediction(int(i), self.label(int(i)), float(c), *cfg) for c, i in zip(cs, ids)]
+                for cs, ids, cfg in zip(conf.tolist(), idx.tolist(), configs)]
 
     def label(self, index: int) -> str:
         if self.class_names and 0 <= index < len(self.class_names):

@@ -19,6 +19,7 @@ import contextlib
 import copy
 import csv
 import dataclasses
+import functools
 import json
 import random
 import sys
@@ -31,17 +32,17 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..calibrate import calibrate
 from ..checkpoint import CheckpointMeta, atomic_save, checkpoint_dict, load_checkpoint
-from ..data.datasets import DatasetInfo
+from ..data.datasets import DatasetInfo, random_subset
 from ..errors import MutualNetError
 from ..evaluate import evaluate
 from ..extras import missing
 from ..io import atomic_write_text
-from ..layers import SlimmableBatchNorm2d, config_key
+from ..layers import SlimmableBatchNorm2d, config_key, zero_init_residual
 from ..models import create_model
 from ..threads import training_threads
 from .compiled import CompiledModel
@@ -77,7 +78,7 @@ from .runfolder import (
     read_metrics,
     save_order,
 )
-from .step import sample_subnets, train_step
+from .step import alpha_divergence, dropout_modules, sample_subnets, train_step
 from .transfer import describe_init, load_pretrained
 
 __all__ = ["train", "build_data", "build_model", "restore", "train_one_epoch", "optimizer_step", "validate", "evaluate",
@@ -279,6 +280,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     t, r = cfg.train, cfg.run
     autocast = autocast_for(r.amp, device)
     params = [p for p in model.parameters() if p.requires_grad]
+    distill = None if t.distill == "kl" else functools.partial(
+        alpha_divergence, alpha_min=t.alpha_min, alpha_max=t.alpha_max, clip=t.alpha_clip, temperature=t.temperature)
     bar = tqdm(total=steps_per_epoch, initial=state.epoch_step, desc=f"epoch {state.epoch + 1}/{t.epochs}",
                disable=not (info.is_main and r.progress), dynamic_ncols=True, leave=False)
     tick, seen = time.perf_counter(), 0
@@ -297,7 +300,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
             subnets = step_model.snap_subnets(subnets)
         optimizer.zero_grad(set_to_none=True)
         losses = train_step(step_model, images, labels, subnets, label_smoothing=t.label_smoothing,
-                            temperature=t.temperature, autocast=autocast, scaler=scaler, resize=cfg.data.resize)
+                            temperature=t.temperature, autocast=autocast, scaler=scaler, resize=cfg.data.resize,
+                            distill=distill, regularize=t.regularize)
         losses = all_reduce_mean(losses, info)
         total = float(losses.sum())
         why = guard.check(total)
@@ -391,6 +395,7 @@ class TrainData:
 def build_data(cfg: TrainConfig, data_info: DatasetInfo, info: DistInfo, device: torch.device) -> TrainData:
     """Datasets and loaders of a run; loaders get their own generators so they never draw from the global RNG."""
     from ..data import build_dataset
+    from ..data.splits import split_holdout
 
     d, r = cfg.data, cfg.run
     if d.batch_size % info.world_size:
@@ -404,7 +409,11 @@ def build_data(cfg: TrainConfig, data_info: DatasetInfo, info: DistInfo, device:
     train_ds = build_dataset(d.name, "train", crop_scale=tuple(d.crop_scale), hflip=d.hflip,
                              color_jitter=d.color_jitter, crop_padding=d.crop_padding, lighting=d.lighting,
                              padding_mode=d.padding_mode, **common)
-    val_ds = build_dataset(d.name, "val", val_resize_ratio=d.val_resize_ratio, **common)
+    if d.holdout:  # validation on held-out training images, never on the test set (mutualnet.data.splits)
+        eval_view = build_dataset(d.name, "train", augment=False, val_resize_ratio=d.val_resize_ratio, **common)
+        train_ds, val_ds = split_holdout(train_ds, d.holdout, eval_view)
+    else:
+        val_ds = build_dataset(d.name, "val", val_resize_ratio=d.val_resize_ratio, **common)
     if d.train_subset is not None:
         train_ds = train_subset(train_ds, d.train_subset)
     if len(train_ds) < d.batch_size:
@@ -429,6 +438,11 @@ def build_model(cfg: TrainConfig, device: torch.device, info: DistInfo, *, pretr
     m, t, r = cfg.model, cfg.train, cfg.run
     model = create_model(m.name, num_classes=m.num_classes, width_range=tuple(m.width_range), **m.args)
     model.resize_mode = cfg.data.resize  # calibration and evaluation resize as training does
+    if m.zero_init_residual and not zero_init_residual(model):
+        raise MutualNetError(f"model.zero_init_residual: {m.name} has no residual blocks; leave the setting off")
+    if t.regularize == "widest" and not dropout_modules(model):
+        raise MutualNetError(f"train.regularize=widest changes nothing: {m.name} has no dropout or drop-path (weight "
+                             "decay is applied once per step either way, see docs/parity.md); leave it at all")
     if m.init and pretrained:  # transfer learning: all but the new classifier (see train/transfer.py)
         report = load_pretrained(model, m.init)
         if info.is_main:
@@ -477,7 +491,7 @@ def validate(model: nn.Module, data: TrainData, cfg: TrainConfig, state: TrainSt
         configs["narrowest"] = (lo, t.resolutions[-1])
     kw = {"device": device, "autocast": autocast_for(r.amp, device), "max_batches": r.val_batches,
           "distributed": info.enabled, "channels_last": r.channels_last}
-    row = {"kind": "val", "epoch": state.epoch, "step": state.step}
+    row = {"kind": "val", "split": "holdout" if cfg.data.holdout else "test", "epoch": state.epoch, "step": state.step}
     for tag, (w, res) in configs.items():
         if tag == "widest":
             out = evaluate(model, data.val, w, res, **kw)
@@ -554,7 +568,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             "mode": t.mode, "resolutions": list(t.resolutions), "epochs": t.epochs, "resize": d.resize,
             "num_subnets": t.num_subnets if t.mode not in SINGLE_NETWORK_MODES else 1,
             "dataset": {"name": data_info.name, "root": d.root, "num_classes": cfg.model.num_classes,
-                        "in_chans": model.in_chans, "input_size": d.input_size},
+                        "in_chans": model.in_chans, "input_size": d.input_size,
+                        **({"holdout": d.holdout} if d.holdout else {})},
             **artefact_meta(data.train_set, data_info.name, d.input_size, d.val_resize_ratio, model.in_chans,
                             d.resize)})
         config = config_to_dict(cfg)
@@ -606,8 +621,7 @@ def train_subset(dataset: Dataset, n: int) -> Dataset:
     """
     if n > len(dataset):
         raise MutualNetError(f"data.train_subset {n} exceeds the {len(dataset)} images of the training set")
-    indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:n]
-    return Subset(dataset, sorted(indices.tolist()))
+    return random_subset(dataset, n, seed=0)
 
 
 class RunClock:
