@@ -6,20 +6,21 @@ from ``metrics.jsonl`` (the median over the iterations after the first). The thr
 
 - ``before``: what torch does on its own, OpenMP threads spin at barriers (libgomp's default spin count,
   set explicitly with ``GOMP_SPINCOUNT=300000`` so that mutualnet leaves it alone), one thread per core;
-- ``now``: mutualnet's default from the command line (``OMP_WAIT_POLICY=PASSIVE`` set before torch loads);
-- ``torch first``: ``import torch`` before mutualnet (a library user), so the policy cannot apply and
-  ``train()`` takes the cores free at its start (``mutualnet.threads.training_threads``);
-- ``1 thread``: ``--set run.threads=1``.
+- ``passive``: ``OMP_WAIT_POLICY=PASSIVE`` alone, one thread per core;
+- ``now``: mutualnet's default (``OMP_WAIT_POLICY=PASSIVE`` set before torch loads, and no more threads than
+  cores free at the start: ``mutualnet.threads``);
+- ``torch_first`` (not run by default): ``import torch`` before mutualnet, as a library user may, so OpenMP
+  spins and only the free-core cap applies;
+- ``one_thread``: ``--set run.threads=1``.
 
 The competitors are ``python -c "while True: pass"`` started with ``setsid``: the kernel shares the CPU per
 session (autogroup), so a competitor in our own session would hide the collapse; each training run is started
-in a session of its own too, as from a terminal. Setups alternate within
-each round and load; every time is divided by the same round's quiet ``1 thread`` time, and the per-round
-ratios are printed as median [min-max], n rounds. Goal: ``now`` under one competitor <= 1.5x, and ``now``
-quiet within 3% of ``before`` quiet.
+in a session of its own too, as from a terminal. Setups alternate within each round and load; every time is
+divided by the same round's quiet ``1 thread`` time, and the per-round ratios are printed as median [min-max],
+n rounds. Goal: ``now`` under one competitor <= 1.5x, and ``now`` quiet within 3% of ``before`` quiet.
 
     python benchmarks/bench_contention.py [--config configs/resnet20_fashion_mnist.yaml] [--steps 10]
-        [--rounds 3] [--competitors 0,1,2] [--setups before,now,torch_first,one_thread] [--set KEY=VALUE]
+        [--rounds 3] [--competitors 0,1,2] [--setups before,passive,now,one_thread] [--set KEY=VALUE]
         [--cap 240]
 """
 
@@ -45,6 +46,7 @@ SPIN = "while True: pass"
 TORCH_FIRST = "import sys, torch; from mutualnet.cli import main; sys.exit(main(sys.argv[1:]))"
 SETUPS = {  # name -> (extra environment, python prefix, extra --set)
     "before": ({"GOMP_SPINCOUNT": "300000"}, ["-m", "mutualnet"], []),
+    "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, ["-m", "mutualnet"], []),
     "now": ({}, ["-m", "mutualnet"], []),
     "torch_first": ({}, ["-c", TORCH_FIRST], []),
     "one_thread": ({}, ["-m", "mutualnet"], ["run.threads=1"]),
@@ -104,10 +106,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--competitors", default="0,1,2")
-    p.add_argument("--setups", default="before,now,torch_first,one_thread")
+    p.add_argument("--setups", default="before,passive,now,one_thread")
     p.add_argument("--cap", type=float, default=240.0, help="stop a run after this many seconds (a lower bound)")
     p.add_argument("--set", action="append", default=[], help="a config override for every run (repeatable)")
     args = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed benchmark still stops its competitors
     loads = [int(n) for n in args.competitors.split(",")]
     setups = args.setups.split(",")
     if "one_thread" not in setups or 0 not in loads:

@@ -64,9 +64,11 @@ def test_training_threads(monkeypatch):
     assert threads.training_threads(None, 2) == 1  # at least one
     monkeypatch.setattr(threads, "free_cores", lambda interval=0.2: None)
     assert threads.training_threads(None, 2) == 2  # unknown (no /proc/stat): torch's default
-    monkeypatch.setitem(threads._state, "passive", True)
-    monkeypatch.setattr(threads, "free_cores", lambda interval=0.2: 0.0)
-    assert threads.training_threads(None, 2) == 2  # passive threads do not collapse: keep every core
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    monkeypatch.setitem(threads._state, "passive", True)  # set by us: passive threads still share one core badly
+    monkeypatch.setattr(threads, "free_cores", lambda interval=0.2: 1.0)
+    assert threads.training_threads(None, 2) == 1
+    assert threads.training_threads(None, 1) == 1
     monkeypatch.setitem(threads._state, "passive", False)
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     assert threads.training_threads(None, 2) == 2  # the user's explicit choice
@@ -79,9 +81,8 @@ def test_free_cores_reads_the_machine():
     assert 0.0 <= free <= (os.cpu_count() or 1)
 
 
-def test_train_takes_the_free_cores_when_openmp_spins(tmp_path, monkeypatch):
-    # this test process imported torch before mutualnet, so its OpenMP spins: train() must not keep 2 threads
-    # on a machine with one free core
+def test_train_takes_the_free_cores(tmp_path, monkeypatch):
+    # train() must not keep 2 threads on a machine with one free core (unless run.threads says so)
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     monkeypatch.setitem(threads._state, "passive", False)

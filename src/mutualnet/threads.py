@@ -4,13 +4,14 @@ Why: torch's CPU kernels run on GNU OpenMP, whose threads spin at the barrier th
 region until their partner arrives. When another process (another terminal, a service, a CI neighbour)
 holds one of the cores, the partner is descheduled and the spinning thread burns the time slice it waits
 for: a 12-iteration training run on 2 cores took 111-156 s instead of 16 s (``benchmarks/bench_contention.py``).
-With ``OMP_WAIT_POLICY=PASSIVE`` a waiting thread sleeps instead, and the run keeps near its one-thread speed.
+With ``OMP_WAIT_POLICY=PASSIVE`` a waiting thread sleeps instead: no collapse, though two threads sharing one
+free core still lose to one thread, so training also takes no more threads than there are free cores.
 
 libgomp reads the variable once, when ``import torch`` loads it, so the package sets it first thing
 (``mutualnet/__init__.py``, before anything imports torch) and only when the user has set neither
 ``OMP_WAIT_POLICY`` nor ``GOMP_SPINCOUNT``: an explicit choice is respected. When torch was imported before
-mutualnet the policy can no longer change in this process; :func:`training_threads` then runs training with as
-many threads as cores are free at its start.
+mutualnet the policy can no longer change in this process. Either way, :func:`training_threads` runs training
+with no more threads than cores are free at its start.
 """
 
 from __future__ import annotations
@@ -68,15 +69,16 @@ def free_cores(interval: float = 0.2) -> float | None:
 
 
 def training_threads(requested: int | None, default: int) -> int:
-    """The intra-op threads a training run uses: ``requested`` if given, else ``default`` made safe.
+    """The intra-op threads a training run uses: ``requested`` if given, else ``default`` capped at the free cores.
 
-    ``default`` (torch's, one per core) stands when OpenMP waits passively or the user set its wait policy;
-    otherwise spinning threads would collapse on a busy machine, so the run takes the cores free at its start
-    (at least one). The quiet machine keeps every core; a busy one loses no time to spinning.
+    Measured on a busy 2-core machine (``docs/benchmarks.md``), even passive threads ran 1.6-1.9x slower than
+    one thread when the second core was taken, so a run takes only the cores free at its start (at least one):
+    a quiet machine keeps every core. Passive waiting still limits the damage when a competitor arrives later.
+    A user who set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` chose the threading; ``default`` then stands.
     """
     if requested:
         return requested
-    if default <= 1 or passive_wait() or any(v in os.environ for v in _USER_VARS):
+    if default <= 1 or (any(v in os.environ for v in _USER_VARS) and not _state["passive"]):
         return default
     free = free_cores()
     return default if free is None else max(1, min(default, int(free + 0.25)))
