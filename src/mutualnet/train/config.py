@@ -106,6 +106,7 @@ class OptimConfig:
     decay_all: bool = False  # False: decay only conv/linear weights (not BN, biases or depthwise kernels)
     warmup_epochs: float = 0.0  # linear warm-up from ~0, then cosine decay, stepped every iteration
     min_lr: float = 0.0  # learning rate at the end of the cosine
+    clip_grad_value: float | None = None  # clip every gradient entry to [-c, c] before the step (AlphaNet: 1.0)
 
 
 @dataclass
@@ -225,6 +226,7 @@ _BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
     "optim.weight_decay": (0, None, False),
     "optim.warmup_epochs": (0, 1 << 20, False),
     "optim.min_lr": (0, None, False),
+    "optim.clip_grad_value": (0, None, True),
     "run.seed": (0, 2**32 - 1, False),
     "run.save_every": (0, None, False),
     "run.val_every": (0, None, False),

@@ -315,6 +315,10 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
                 "resume with --resume")
         if info.enabled:
             all_reduce_gradients(params, info.world_size)
+        if cfg.optim.clip_grad_value is not None:
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_value_(params, cfg.optim.clip_grad_value)
         lr = optimizer_step(optimizer, scheduler, scaler, state)
         result.loss_sum, result.iterations = result.loss_sum + total, result.iterations + 1
         seen += images.shape[0] * info.world_size
