@@ -42,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="threshold candidates per step: quantiles of the held-out confidences (default 48)")
     p.add_argument("--heldout-images", type=A.positive_int, help="held-out images to fit on (default: all)")
     p.add_argument("--report-test", action="store_true", help="also run the fitted cascade on the test set")
+    p.add_argument("--val-images", type=A.positive_int, help="test images for --report-test (default: all)")
     p.add_argument("--batch-size", type=A.positive_int, default=200)
     p.add_argument("--device", default="cpu")
     A.add_data_args(p)
@@ -60,7 +61,7 @@ def _frontier(ckpt: dict, args: argparse.Namespace, model) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..search.build import _subset  # the same seeded subset as `search --val-images`
+    from ..data.datasets import random_subset  # the same seeded subset as `search --val-images`
     from .eval import run_cascade_on
 
     if (args.max_mflops is None) == (args.min_top1 is None):
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     dev = resolve_device(args.device)
     data = data_from_checkpoint(ckpt, model, dataset=args.dataset, data_root=args.data_root, workers=args.workers)
     crop = max([*((ckpt.get("meta") or {}).get("resolutions") or []), *(c["resolution"] for c in candidates)])
-    heldout = _subset(data.build("holdout", crop), args.heldout_images, args.seed)
+    heldout = random_subset(data.build("holdout", crop), args.heldout_images, args.seed)
     model.to(dev)
     scores = score_configs(model, DataLoader(heldout, batch_size=args.batch_size, num_workers=data.workers),
                            candidates, device=dev)
@@ -80,8 +81,10 @@ def run(args: argparse.Namespace) -> int:
                           grid=args.grid, chains=chains)
     cascade = type(cascade)(cascade.steps, cascade.fit | {"split": "holdout", "dataset": data.info})
     cascade.save(args.out)
-    test = run_cascade_on(model, cascade, data.build("val", crop), args, data.workers, dev) if args.report_test \
-        else None
+    test = None
+    if args.report_test:
+        val = random_subset(data.build("val", crop), args.val_images, args.seed)
+        test = run_cascade_on(model, cascade, val, args, data.workers, dev)
     if args.json:
         print(json.dumps({"cascade": cascade.to_dict(), "test": test and test["report"]}, indent=1))
         return 0

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from ..calibrate import calibrated_configs, is_calibrated
 from ..checkpoint import read_torch_file
 from ..data.transforms import DEFAULT_RESIZE, model_resize
 from ..errors import MutualNetError
@@ -44,7 +45,7 @@ from ..layers import SlimmableBatchNorm2d, config_key, materialize, use_config
 from ..layers import allow_uncalibrated as _allow_uncalibrated
 from ..models import create_model
 
-__all__ = ["EXPORT_FORMAT", "FORMATS", "ExportCheck", "calibrated_configs", "is_calibrated", "export_subnet",
+__all__ = ["EXPORT_FORMAT", "FORMATS", "ExportCheck", "export_subnet",
            "fold_batchnorm", "max_abs_diff", "save_exported", "load_exported", "check_onnx"]
 
 EXPORT_FORMAT = "mutualnet-export"
@@ -58,31 +59,6 @@ ATOL = 1e-4
 def tolerance(atol: float, ref: Tensor) -> float:
     """The allowed max-abs difference against outputs ``ref``: ``atol`` times their scale (at least 1)."""
     return atol * max(1.0, float(ref.detach().float().abs().max())) if ref.numel() else atol
-
-
-# -- calibration status ----------------------------------------------------------------------------
-def _bns(model: nn.Module) -> list[SlimmableBatchNorm2d]:
-    return [m for m in model.modules() if isinstance(m, SlimmableBatchNorm2d)]
-
-
-def calibrated_configs(model: nn.Module) -> list[str]:
-    """Configuration keys (``w0.350_r224``) for which *every* BatchNorm holds calibrated statistics."""
-    bns = _bns(model)
-    if not bns:
-        return []
-    keys = set(bns[0].calibrated)
-    for bn in bns[1:]:
-        keys &= set(bn.calibrated)
-    return sorted(keys)
-
-
-def is_calibrated(model: nn.Module, width: float, resolution: int) -> bool:
-    """Whether eval mode at (width, resolution) uses calibrated statistics in every BatchNorm.
-
-    Statistics stored for the width at any resolution (released weights, key ``w<width>_rany``) count.
-    """
-    keys = set(calibrated_configs(model))
-    return config_key(width, resolution) in keys or config_key(width, None) in keys
 
 
 # -- the plain network -----------------------------------------------------------------------------
@@ -194,7 +170,8 @@ def export_subnet(model: nn.Module, width: float, resolution: int, *, fold_bn: b
     with use_config(model, width, resolution):  # checks the width range and the resolution first
         try:
             calibrated = is_calibrated(model, width, resolution)
-            top = all(width >= bn.max_width - 1e-9 for bn in _bns(model))  # the widest's running statistics
+            bns = [m for m in model.modules() if isinstance(m, SlimmableBatchNorm2d)]
+            top = all(width >= bn.max_width - 1e-9 for bn in bns)  # the widest's running statistics
             if not calibrated and (require_calibrated or not (top or allow_uncalibrated)):
                 raise MutualNetError(_uncalibrated_message(model, width, resolution))
             model.eval()
