@@ -306,6 +306,10 @@ def slim(model: nn.Module, width_range: tuple[float, float] = (0.25, 1.0), *, in
     p = next(model.parameters())
     example = torch.zeros(2, in_chans, input_size, input_size, device=p.device, dtype=p.dtype)
     plan = analyse(model, example, fixed=tuple(fixed))
+    if all(g.fixed for g in plan.groups.values()):  # a "conversion" that could never run narrower
+        why = plan.notes[0] if plan.notes else "the image and the outputs only"
+        raise MutualNetError(f"cannot slim {type(model).__name__}: nothing to slim, every channel group keeps all "
+                             f"its channels ({why})")
     modules = dict(model.named_modules())
     for name, port in plan.ports.items():
         old = modules[name]
