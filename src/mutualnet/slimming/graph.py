@@ -83,6 +83,7 @@ class Plan:
     stages: list[tuple[str, Label, int]] = field(default_factory=list)  # (fx node, label, reduction) per stage
     stage_graph: fx.Graph | None = None
     notes: list[str] = field(default_factory=list)
+    output: str | int | None = None  # which of several outputs the converted model returns (slim(output=...))
 
     def slimmed(self, label: Label) -> bool:
         return any(self.groups[s.group].fixed is None for s in label)
