@@ -23,6 +23,7 @@ from torch import Tensor, nn
 # lower resolutions are made from the batch on the training device: one function (and one recorded mode,
 # "antialias" or "official") for training, calibration, search and deployment, so every stage sees the same pixels
 from ..data.transforms import DEFAULT_RESIZE, resize_batch
+from ..errors import MutualNetError
 from ..layers import use_config
 
 resize = resize_batch  # re-exported under its training-side name
@@ -74,11 +75,42 @@ def sample_subnets(mode: str, width_range: tuple[float, float], resolutions: lis
 
 
 def distill_loss(logits: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
-    """KL(teacher || student), batch mean, on softened distributions (scaled by T^2 to keep gradient size)."""
+    """KL(teacher || student), batch mean, on softened distributions (scaled by T^2 to keep gradient size).
+
+    Per-pixel outputs ``(N, C, H, W)`` (segmentation): the teacher's map is resized (bilinear) to the student's
+    size, which differs at another resolution, and the divergence is averaged over pixels as well as images, so
+    its scale does not grow with the map.
+    """
     t = temperature
+    if logits.dim() > 2 and teacher.shape[2:] != logits.shape[2:]:
+        teacher = F.interpolate(teacher.float(), size=logits.shape[2:], mode="bilinear", align_corners=False)
     student = F.log_softmax(logits.float() / t, dim=1)
     target = F.log_softmax(teacher.float() / t, dim=1)
-    return F.kl_div(student, target, reduction="batchmean", log_target=True) * (t * t)
+    positions = logits.numel() // logits.shape[1]  # images x pixels
+    return F.kl_div(student, target, reduction="sum", log_target=True) / positions * (t * t)
+
+
+def one_output(out: object) -> Tensor:
+    """The tensor a sub-network is trained on; a model with several outputs is refused in one line that says how
+    to choose one (``mutualnet.slim(model, output=...)``)."""
+    if isinstance(out, Tensor):
+        return out
+    if isinstance(out, dict):
+        what = f"a dict of outputs {', '.join(map(repr, out))}"
+        example = repr(next(iter(out), "out"))
+    elif isinstance(out, (tuple, list)):
+        what, example = f"a {type(out).__name__} of {len(out)} outputs", "0"
+    else:
+        what, example = f"a {type(out).__name__}", "0"
+    raise MutualNetError(f"the model returns {what}; the sandwich step trains one output tensor: choose it when "
+                         f"converting, mutualnet.slim(model, output={example}) (a key or a position)")
+
+
+def _dense_labels(labels: Tensor, logits: Tensor) -> Tensor:
+    """Per-pixel labels ``(N, H, W)`` at the size of a per-pixel output (nearest: classes are not averaged)."""
+    if logits.dim() > 2 and labels.dim() == logits.dim() - 1 and labels.shape[1:] != logits.shape[2:]:
+        return F.interpolate(labels[:, None].float(), size=logits.shape[2:], mode="nearest")[:, 0].long()
+    return labels
 
 
 def _alpha_side(log_q: Tensor, log_p: Tensor, alpha: float, clip: float) -> tuple[Tensor, Tensor]:
@@ -175,9 +207,9 @@ def train_step(model: nn.Module, images: Tensor, labels: Tensor, subnets: list[S
         x = resize_batch(images, net.resolution, resize)
         with (use_config(model, net.width, net.resolution), autocast or contextlib.nullcontext(),
               _dropout(model, on=i == 0 or regularize == "all")):
-            logits = model(x)
+            logits = one_output(model(x))
         if net.target == "labels":
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+            loss = F.cross_entropy(logits.float(), _dense_labels(labels, logits), label_smoothing=label_smoothing)
         else:
             loss = distill(logits, teacher) if distill is not None else distill_loss(logits, teacher, temperature)
         (scaler.scale(loss) if scaler is not None else loss).backward()
