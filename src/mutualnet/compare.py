@@ -36,10 +36,11 @@ from pathlib import Path
 
 from .demo import make_recipe, run_pipeline
 from .errors import MutualNetError
-from .io import atomic_write, atomic_write_text
+from .io import atomic_write_text
 from .models import create_model
 from .profiling import profile
 from .search import QueryTable, width_grid
+from .search.plot import plot_tables
 from .train.config import apply_overrides, config_from_dict
 
 __all__ = ["ARMS", "CompareResult", "run_compare", "usnet_lower_width", "matched_budgets", "seed_budgets",
@@ -369,34 +370,6 @@ def _arm_of(folder: str) -> str:
     return {"mutualnet": "MutualNet", "usnet": "US-Net", "usnet_plus": "US-Net+"}.get(folder, "Boost")
 
 
-def _plot(tables: dict[str, QueryTable], out: Path, title: str) -> Path:
-    """Every arm's frontier of seed-mean accuracies, with the seeds' standard deviation as error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=150)
-    for (name, t), ls in zip(tables.items(), ["-", "--", ":", "-.", "-"]):
-        front = t.frontier()
-        bars = ax.errorbar([r["mflops"] for r in front], [r["top1"] for r in front],
-                           yerr=[r.get("top1_std", 0.0) for r in front], marker="o", ms=3, lw=1.4, ls=ls,
-                           capsize=2, label=name, zorder=3)
-        rest = [r for r in t.rows if not r["pareto"]]
-        ax.scatter([r["mflops"] for r in rest], [r["top1"] for r in rest], s=8, alpha=0.3,
-                   color=bars.lines[0].get_color(), zorder=2)
-    ax.set_xlabel("MFLOPs")
-    ax.set_ylabel("top-1 accuracy (%), mean over seeds")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    try:
-        return atomic_write(out, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)
-
-
 def _cell(s: dict | None) -> str:
     if s is None:
         return "—"
@@ -413,7 +386,7 @@ def _write(res: CompareResult, recipe: dict, budgets: list[float], singles: list
     title = (f"{recipe['model']['name']} on {data}, {epochs} epoch{'s' if epochs != 1 else ''}, "
              f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}")
     if curves:
-        _plot(curves, out / "compare.png", title)
+        plot_tables(list(curves.values()), list(curves), out / "compare.png", title=title)
     per_budget = seed_budgets([res.tables[s] for s in seeds], budgets) if names else []
     times = json.loads((out / "wall_time.json").read_text()) if (out / "wall_time.json").exists() else {}
     wall: dict[str, float] = {}

@@ -94,8 +94,9 @@ def run_train(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     require("coco", "detection")
     from ..checkpoint import load_checkpoint
-    from ..detection import CocoDetection, detector_from_checkpoint, evaluate_grid, plot_table
+    from ..detection import CocoDetection, detector_from_checkpoint, evaluate_grid
     from ..profiling import resolve_device
+    from ..search.plot import plot_detection_table
 
     dataset = CocoDetection(args.annotations, args.images)  # data problems surface before the checkpoint is read
     ckpt = load_checkpoint(args.checkpoint)
@@ -131,8 +132,8 @@ def run_eval(args: argparse.Namespace) -> int:
     table.save(out / "detection_table.json")
     rows = table.rows
     title = f"{ckpt['model_name']} on {Path(args.annotations).name}"
-    plot_table(rows, out / "ap_mflops.png", title=title)
-    plot_table(rows, out / "ap_backbone_mflops.png", title=title, cost="backbone_mflops")
+    plot_detection_table(rows, out / "ap_mflops.png", title=title)
+    plot_detection_table(rows, out / "ap_backbone_mflops.png", title=title, cost="backbone_mflops")
     print(f"{'width':>6} {'scale':>5} {'box AP':>7} {'mask AP':>7} {'backbone MFLOPs':>15} {'MFLOPs':>10} "
           f"{'pareto':>6}")
     for r in rows:

@@ -22,8 +22,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,14 +35,13 @@ from tqdm import tqdm
 
 from ..calibrate import calibrate_batches
 from ..errors import MutualNetError
-from ..io import atomic_write
 from ..layers import active_num_params, allow_uncalibrated, use_config
 from ..search.table import QueryTable, pareto_frontier
 from .data import CocoDetection, collate
 from .model import SlimmableMaskRCNN
 
 __all__ = ["calibrate_detector", "coco_results", "coco_eval", "evaluate_coco", "detector_macs", "evaluate_grid",
-           "plot_table", "COST_AXES", "active_num_params"]
+           "active_num_params"]
 
 
 def _loader(dataset: CocoDetection, batch_size: int, num_workers: int = 0) -> DataLoader:
@@ -209,45 +206,3 @@ def evaluate_grid(model: SlimmableMaskRCNN, dataset: CocoDetection, widths: list
     for r in table.rows:  # the frontier by the cost the width scales (the paper's axis), beside the whole detector's
         r["pareto_backbone"] = id(r) in backbone_front
     return table
-
-
-# the two cost axes: the whole detector (heads included, dominated by them at small widths) and the backbone
-# (+ FPN), the part the width multiplier scales -- the paper's Fig. 10 axis
-COST_AXES = {"mflops": ("pareto", "MFLOPs of the whole detector (MACs, fixed image)"),
-             "backbone_mflops": ("pareto_backbone", "backbone + FPN MFLOPs (MACs, fixed image)")}
-
-
-def plot_table(rows: list[dict], path: str | os.PathLike, title: str = "", cost: str = "mflops") -> Path:
-    """AP vs ``cost`` (box and mask), one line per width, the Pareto frontier (box AP) highlighted.
-
-    ``cost`` is ``mflops`` (the whole detector) or ``backbone_mflops`` (backbone + FPN), see ``COST_AXES``.
-    """
-    if cost not in COST_AXES:
-        raise MutualNetError(f"unknown cost axis {cost!r}; use one of {', '.join(COST_AXES)}")
-    flag, xlabel = COST_AXES[cost]
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
-    for ax, key, name in ((axes[0], "box_ap", "box AP"), (axes[1], "mask_ap", "mask AP")):
-        for w in sorted({r["width"] for r in rows}):
-            pts = sorted((r[cost], 100 * r[key], r["resolution"]) for r in rows if r["width"] == w)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=4, label=f"{w:g}x")
-            for x, y, s in pts:
-                ax.annotate(str(s), (x, y), fontsize=7, textcoords="offset points", xytext=(3, 3))
-        front = sorted((r[cost], 100 * r[key]) for r in rows if r.get(flag))
-        ax.plot([p[0] for p in front], [p[1] for p in front], "k--", lw=1, label="Pareto (box AP)")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"{name} (%)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(title="width", fontsize=8)
-    if title:
-        fig.suptitle(title)
-    path = Path(path)
-    try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or None))
-    finally:
-        plt.close(fig)
-    return path
