@@ -239,8 +239,10 @@ def _resolve(spec: DataSpec, resolution: int) -> Dataset:
     return spec(resolution) if callable(spec) and not isinstance(spec, Dataset) else spec
 
 
-def _val_source(ds: Dataset, n: int | None, seed: int, batch_size: int, num_workers: int, cache_bytes: int,
-                shuffle: bool = False):
+def val_source(ds: Dataset, n: int | None, seed: int, batch_size: int, num_workers: int,
+               cache_bytes: int = 2 * 2**30, shuffle: bool = False) -> tuple[Tensor, Tensor] | DataLoader:
+    """``n`` images of ``ds`` (a seeded subset; None: all) decoded into memory when they fit ``cache_bytes``
+    (float16), else a loader over them; ``shuffle``: in a seeded random order."""
     ds = random_subset(ds, n, seed)
     if shuffle:  # a random order, so that every prefix is a random sample (class-sorted folders are common)
         ds = Subset(ds, torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed + 1)).tolist())
@@ -373,7 +375,7 @@ def build_query_table(
             data.clear()
             data["calib"], _ = load_images(_resolve(calib_data, src_res), calib_images, seed=seed,
                                            batch_size=calib_bs, num_workers=num_workers)
-            data["val"] = _val_source(_resolve(val_data, src_res), val_images, seed, batch_size, num_workers,
+            data["val"] = val_source(_resolve(val_data, src_res), val_images, seed, batch_size, num_workers,
                                       cache_bytes, shuffle=halving is not None)
             state.timing["calib_images_per_config"] = min(calib_images, len(data["calib"]))  # what existed
             if isinstance(data["calib"], Tensor) and dev.type == "cuda":

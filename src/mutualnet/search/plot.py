@@ -16,7 +16,7 @@ from ..errors import MutualNetError
 from ..io import atomic_write
 from .table import METRICS, QueryTable
 
-__all__ = ["plot_tables", "table_label", "plot_detection_table", "COST_AXES"]
+__all__ = ["plot_tables", "table_label", "plot_detection_table", "plot_learning_curves", "COST_AXES"]
 
 # a detection table's two cost axes: the whole detector (heads included, dominated by them at small widths) and
 # the backbone (+ FPN), the part the width multiplier scales -- the paper's Fig. 10 axis
@@ -127,3 +127,29 @@ def plot_detection_table(rows: list[dict], path: str | Path, title: str = "", co
     if title:
         fig.suptitle(title)
     return _save(fig, path, dpi=120)
+
+
+def plot_learning_curves(curves: dict[str, dict[str, list]], out: str | Path, title: str) -> Path | None:
+    """One panel per configuration: validation top-1 against iterations, per arm (mean line, seed range band);
+    ``curves`` as :func:`mutualnet.compare.learning_curves` returns them. None when there is nothing to draw."""
+    panels = [(cfg, arms) for cfg, arms in curves.items() if any(arms.values())]
+    if not panels:
+        return None
+    fig, axes = _pyplot().subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), dpi=150, squeeze=False)
+    for ax, (cfg, arms) in zip(axes[0], panels):
+        for arm, pts in sorted(arms.items()):
+            if not pts:
+                continue
+            x = [p[0] for p in pts]
+            kind = "trained alone" if arm == "Independent" else "one shared network"
+            line, = ax.plot(x, [p[1] for p in pts], marker="o", ms=3, lw=1.4, label=f"{arm} ({kind})")
+            ax.fill_between(x, [p[2] for p in pts], [p[3] for p in pts], alpha=0.2, color=line.get_color())
+        w, r = cfg.split("@")
+        ax.set_title(f"({w}, {r} px)", fontsize=10)
+        ax.set_xlabel("training iterations")
+        ax.set_ylabel("validation top-1 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out)
