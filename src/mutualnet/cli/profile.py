@@ -15,6 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="registered model name (see `mutualnet models`)")
     p.add_argument("--width", type=A.width, help="width multiplier (default: the top of the width range)")
     p.add_argument("--resolution", type=A.resolution, help="input side in pixels (default: the model's input size)")
+    p.add_argument("--depth", type=A.positive_int, help="blocks each stage runs (default: full depth); profiles a "
+                   "model built with elastic depth")
     p.add_argument("--width-range", type=A.widths, help="LO,HI widths the model is built for (default: model's)")
     p.add_argument("--num-classes", type=A.num_classes, help="classifier outputs (default: model's)")
     p.add_argument("--in-chans", type=A.in_chans, help="image channels (default: model's)")
@@ -33,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     rows = profile_model(args.model, args.width, args.resolution, grid=args.grid, width_step=args.width_step,
                          resolutions=args.resolutions, latency=args.latency, device=args.device,
                          batch_size=args.batch_size, threads=args.threads, num_classes=args.num_classes,
-                         width_range=args.width_range, in_chans=args.in_chans)
+                         width_range=args.width_range, in_chans=args.in_chans, depth=args.depth)
     if args.json:
         print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=2))
         return 0
