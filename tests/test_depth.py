@@ -171,6 +171,9 @@ def test_query_table_has_a_depth_column_and_selects_shallow_networks(tmp_path):
         with mn.use_config(model, r["width"], r["resolution"], r["depth"]):
             assert mn.profile(model, r["width"], r["resolution"], depth=r["depth"]).macs == r["macs"]
     assert "depth 1" in table.describe(table.select(max_mflops=cheapest["mflops"]))
+    from mutualnet.deploy.latency import network_groups  # latency is measured per network, depth included
+
+    assert len(network_groups(model, table.rows)) == len(table)
     table.save(tmp_path / "t.json")
     back = QueryTable.load(tmp_path / "t.json")
     assert back.rows == table.rows and "depth" in (tmp_path / "t.csv").read_text().splitlines()[0]

@@ -38,7 +38,7 @@ from ..errors import MutualNetError
 from ..layers import config_key
 from ..profiling import Latency, measure_latency, resolve_device
 from ..search.build import distinct_widths
-from ..search.table import QueryTable, latency_column
+from ..search.table import QueryTable, config_of, latency_column
 from .runtime import build_runner
 
 __all__ = ["fill_latency", "network_groups", "suspect_networks", "runtime_latency", "write_latency_copies",
@@ -48,13 +48,15 @@ SPREAD_LIMIT = 0.25  # interquartile range above this share of the median: re-me
 SLOWER_THAN_COSTLIER = 1.10  # slower than a network with more MACs at the same resolution by this factor
 
 
-def network_groups(model: nn.Module, rows: list[dict]) -> dict[tuple[int, int, int, float], list[dict]]:
+def network_groups(model: nn.Module, rows: list[dict]) -> dict[tuple, list[dict]]:
     """Rows grouped by the network they run: the same channels everywhere (:func:`distinct_widths`, as the
-    search decides it) at the same resolution. Keys are ``(macs, params, resolution, first width)``."""
+    search decides it) at the same resolution and depth. Keys are ``(macs, params, resolution, first width,
+    depth)``."""
     same = distinct_widths(model, sorted({float(row["width"]) for row in rows}))
-    groups: dict[tuple[int, int, int, float], list[dict]] = {}
+    groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        key = (int(row["macs"]), int(row["params"]), int(row["resolution"]), same[float(row["width"])])
+        key = (int(row["macs"]), int(row["params"]), int(row["resolution"]), same[float(row["width"])],
+               row.get("depth"))
         groups.setdefault(key, []).append(row)
     return groups
 
@@ -72,14 +74,16 @@ def suspect_networks(measured: dict[tuple, Latency]) -> list[tuple]:
 
 def runtime_latency(model: nn.Module, width: float, resolution: int, runtime: str = "eager", *,
                     device: str = "cpu", batch_size: int = 1, threads: int | None = None, warmup: int = 5,
-                    repeats: int = 20) -> Latency:
-    """:func:`measure_latency` of (``width``, ``resolution``) on ``runtime`` (the others than eager: CPU)."""
+                    repeats: int = 20, depth: int | None = None) -> Latency:
+    """:func:`measure_latency` of (``width``, ``resolution``, ``depth``) on ``runtime`` (the others than eager:
+    CPU)."""
     if runtime == "eager":
         return measure_latency(model, width, resolution, device=device, batch_size=batch_size, threads=threads,
-                               warmup=warmup, repeats=repeats)
+                               warmup=warmup, repeats=repeats, depth=depth)
     if threads is not None:
         torch.set_num_threads(threads)
-    run = build_runner(model, width, resolution, runtime, threads=threads, allow_uncalibrated=True)  # as eager
+    run = build_runner(model, width, resolution, runtime, threads=threads, allow_uncalibrated=True,  # as eager
+                       depth=depth)
     x = torch.randn(batch_size, getattr(model, "in_chans", 3), resolution, resolution)
     times = []
     for i in range(warmup + repeats):
@@ -121,7 +125,8 @@ def fill_latency(table, model: nn.Module, *, device: str = "cpu", batch_size: in
     def measure(key: tuple, runtime: str) -> Latency:
         row = groups[key][-1]  # the widest of identical networks: its width is the one make_divisible keeps
         return runtime_latency(model, row["width"], row["resolution"], runtime, device=str(dev),
-                               batch_size=batch_size, threads=threads, warmup=warmup, repeats=repeats)
+                               batch_size=batch_size, threads=threads, warmup=warmup, repeats=repeats,
+                               depth=row.get("depth"))
 
     try:
         for rt in runtimes:
@@ -160,13 +165,13 @@ def fill_latency(table, model: nn.Module, *, device: str = "cpu", batch_size: in
 
 
 def _same_configs(a: QueryTable, b: QueryTable) -> bool:
-    return {(r["width"], r["resolution"]) for r in a.rows} == {(r["width"], r["resolution"]) for r in b.rows}
+    return {config_of(r) for r in a.rows} == {config_of(r) for r in b.rows}
 
 
 def _copy_latency(src: QueryTable, dst: QueryTable) -> None:
     """Put ``src``'s measured latencies (and how they were measured) into ``dst``, a copy of the same table."""
     for row in dst.rows:
-        measured = src.find(row["width"], row["resolution"])
+        measured = src.find(row["width"], row["resolution"], row.get("depth"))
         row.update({k: v for k, v in measured.items() if k.startswith("latency_")})
     dst.meta["latency"] = src.meta["latency"]
     dst.mark_pareto()
