@@ -2,13 +2,20 @@
 
 import itertools
 import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 import mutualnet as mn
 from deploy_helpers import calibrate_config, one_thread, table_rows, trained_like
 from mutualnet.checkpoint import save_checkpoint
+from mutualnet.cli import main
 from mutualnet.deploy import AdaptiveNet
 from mutualnet.deploy.cascade import Cascade, Scores, Step, fit_cascade, model_runner, run_cascade, score_configs
 from mutualnet.search.table import QueryTable
@@ -154,3 +161,61 @@ def test_a_bad_cascade_file_is_one_clear_error(tmp_path, bad, match):
     (tmp_path / "c.json").write_text(json.dumps(d))
     with pytest.raises(mn.MutualNetError, match=match):
         Cascade.load(tmp_path / "c.json")
+
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "cascade.md"
+
+
+def _doc_blocks(lang):
+    return re.findall(rf"```{lang}\n(.*?)```", DOC.read_text(), re.S)
+
+
+def test_cli_eval_predict_export_and_the_bundle_runs_without_mutualnet(calibrated, tmp_path, capsys):
+    """A cascade through `eval`, `predict` and `export --cascade`; docs/cascade.md's snippet runs the bundle in a
+    Python where mutualnet cannot be imported and gives the library's classes and steps."""
+    _, path, model, table = calibrated
+    g = torch.Generator().manual_seed(2)
+    scores = score_configs(model, (torch.randn(48, 3, 32, 32, generator=g), torch.randint(0, 10, (48,), generator=g)),
+                           table.frontier())
+    cascade = fit_cascade(scores, max_mflops=(table.frontier()[0]["mflops"] + table.frontier()[-1]["mflops"]) / 2,
+                          grid=8)
+    cascade.save(tmp_path / "cascade.json")
+    argv = ["--checkpoint", str(path), "--cascade", str(tmp_path / "cascade.json")]
+    assert main(["eval", *argv, "--val-images", "24", "--batch-size", "8", "--per-image", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["report"]["images"] == 24 and len(res["images"]) == 24
+    assert sum(res["report"]["stop_share"]) == pytest.approx(1.0)
+    assert {(i["width"], i["resolution"]) for i in res["images"]} <= {s.config for s in cascade.steps}
+    assert main(["eval", *argv, "--val-images", "24", "--batch-size", "8"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"cascade of {len(cascade.steps)} steps: top-1 ") and len(out) == 1 + len(cascade.steps)
+
+    files = []
+    for i in range(3):
+        f = tmp_path / f"img{i}.png"
+        Image.fromarray((torch.rand(32, 32, 3) * 255).to(torch.uint8).numpy()).save(f)
+        files.append(str(f))
+    assert main(["predict", *argv, *files]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"cascade of {len(cascade.steps)} steps") and len(lines) == 4
+    assert all(re.search(r"\twidth [\d.]+ at \d+ px$", line) for line in lines[1:])
+
+    bundle = tmp_path / "bundle"
+    assert main(["export", *argv, "--out", str(bundle)]) == 0
+    spec = json.loads((bundle / "cascade.json").read_text())
+    assert [s["threshold"] for s in spec["steps"]] == cascade.thresholds
+    snippet = _doc_blocks("python")[0].replace('"runs/demo/cascade_bundle"', repr(str(bundle)))
+    images = torch.rand(10, 3, 32, 32, generator=g)
+    torch.save(images, tmp_path / "images.pt")
+    code = ("import sys, torch; sys.modules['mutualnet'] = None\n" + snippet +
+            f"\ntorch.save(classify(torch.load({str(tmp_path / 'images.pt')!r})), {str(tmp_path / 'out.pt')!r})\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ""})
+    assert done.returncode == 0, done.stderr[-2000:]
+    classes, steps = torch.load(tmp_path / "out.pt")
+    net = AdaptiveNet.from_checkpoint(path)
+    net.set_cascade(cascade)
+    ref = net.run_cascade(net.prepare(images))
+    assert steps.tolist() == ref.stop.tolist() and classes.tolist() == ref.logits.argmax(-1).tolist()
+    assert main(["export", *argv, "--out", str(tmp_path / "m.pt"), "--format", "pt"]) == 2
+    assert "a cascade bundle is torchscript or onnx" in capsys.readouterr().err

@@ -25,6 +25,7 @@ COMMANDS = [
     "search",
     "eval",
     "select",
+    "cascade",
     "plot",
     "export",
     "predict",

@@ -5,6 +5,10 @@ Pick the configuration by ``--width``/``--resolution``, or by a budget (``--max-
 in its ``calibrated.pt``). The configuration must hold calibrated BatchNorm statistics, except the top
 width (whose shared running statistics are its own); ``--allow-uncalibrated`` overrides this with a
 warning. The file is checked against the slimmable model and written atomically.
+
+``--cascade cascade.json`` (from ``mutualnet cascade``) exports a cascade instead: ``--out`` is a folder with one
+TorchScript (or ONNX) file per step and ``cascade.json`` (thresholds, preprocessing, class names), runnable
+without mutualnet (docs/cascade.md has the snippet).
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=FORMATS, help="output format (default: from --out's suffix, else pt)")
     p.add_argument("--out", required=True, help="output file (written atomically)")
     p.add_argument("--no-fold-bn", action="store_true", help="keep BatchNorm layers instead of folding them")
+    p.add_argument("--cascade", help="export this cascade (from `mutualnet cascade`) as a bundle folder at --out "
+                   "(format torchscript or onnx)")
     p.add_argument("--allow-uncalibrated", action="store_true",
                    help="export a configuration without calibrated BN statistics (shared running statistics)")
     p.set_defaults(func=run)
@@ -65,7 +71,32 @@ def choose_config(args: argparse.Namespace, ckpt: dict, model) -> tuple[float, i
     return float(width), int(res), None
 
 
+def _export_cascade(args: argparse.Namespace) -> int:
+    from ..data.preprocess import preprocessing_of
+    from ..deploy.cascade import BUNDLE_FORMATS, Cascade, export_cascade
+
+    if any(v is not None for v in (args.width, args.resolution, args.max_mflops, args.max_latency_ms, args.table)):
+        raise MutualNetError("--cascade exports the cascade's own configurations; drop --width/--resolution/"
+                             "--max-mflops/--max-latency-ms/--table")
+    fmt = args.format or "torchscript"
+    if fmt not in BUNDLE_FORMATS:
+        raise MutualNetError(f"a cascade bundle is {' or '.join(BUNDLE_FORMATS)}, not {fmt}")
+    cascade = Cascade.load(args.cascade)
+    ckpt = load_checkpoint(args.checkpoint)
+    model = model_from_checkpoint(ckpt).eval()
+    meta = ckpt.get("meta") or {}
+    if not (meta.get("preprocessing") or meta.get("resolutions")):
+        meta = {**meta, "resolutions": [max(s.resolution for s in cascade.steps)]}
+    out = export_cascade(model, cascade, args.out, preprocessing=preprocessing_of(meta),
+                         class_names=meta.get("class_names"), fmt=fmt)
+    print(f"exported a cascade of {len(cascade.steps)} steps to {out}/ [{fmt}]: " + ", ".join(
+        f"width {s.width:g} at {s.resolution} px" for s in cascade.steps) + "; run it with docs/cascade.md's snippet")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.cascade is not None:
+        return _export_cascade(args)
     fmt = args.format or _SUFFIX.get("." + args.out.rsplit(".", 1)[-1].lower() if "." in args.out else "", "pt")
     if fmt == "onnx":
         require("onnx", "ONNX export")  # before any work

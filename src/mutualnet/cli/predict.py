@@ -3,7 +3,8 @@
 Builds the runtime-adaptive model (shared weights + calibrated statistics + query table) from a
 checkpoint, switches to the most accurate configuration within ``--budget-mflops`` (or
 ``--budget-latency-ms``), reads each image with the evaluation transform and prints its class and
-confidence.
+confidence. With ``--cascade cascade.json`` (from ``mutualnet cascade``) each image instead runs the cascade's
+configurations cheapest first until one is sure of it, and the line says which configuration that was.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runtime", default="eager", choices=["eager", "torchscript", "onnxruntime"],
                    help="run the slimmable model (eager) or the configuration's exported sub-network on TorchScript "
                         "or ONNX Runtime (CPU); a latency budget uses that runtime's column of the table")
+    p.add_argument("--cascade", help="run this cascade (from `mutualnet cascade`) instead of one configuration")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("images", nargs="+", help="image files")
     p.set_defaults(func=run)
@@ -36,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     resolve_device(args.device)
     net = AdaptiveNet.from_checkpoint(args.checkpoint, args.table, device=args.device, runtime=args.runtime)
+    if args.cascade is not None:
+        return _predict_cascade(args, net)
     if args.budget_mflops is not None or args.budget_latency_ms is not None:
         row = net.set_budget(mflops=args.budget_mflops, latency_ms=args.budget_latency_ms)
     else:
@@ -50,4 +54,26 @@ def run(args: argparse.Namespace) -> int:
           f"table top-1 {row['top1']:.2f}%)")
     for img, ps in zip(args.images, preds):
         print(f"{img}\t" + "\t".join(f"{p.label} ({p.confidence:.3f})" for p in ps))
+    return 0
+
+
+def _predict_cascade(args: argparse.Namespace, net: AdaptiveNet) -> int:
+    from ..deploy.cascade import Cascade
+    from ..errors import MutualNetError
+
+    if args.budget_mflops is not None or args.budget_latency_ms is not None:
+        raise MutualNetError("give either a budget or --cascade, not both")
+    net.set_cascade(Cascade.load(args.cascade))
+    preds = net.predict(args.images, topk=max(1, args.topk))
+    if args.json:
+        print(json.dumps({"cascade": net.cascade.to_dict(),
+                          "predictions": [{"image": str(img), "width": ps[0].width, "resolution": ps[0].resolution,
+                                           "top": [{k: getattr(p, k) for k in ("index", "label", "confidence")}
+                                                   for p in ps]} for img, ps in zip(args.images, preds)]}, indent=1))
+        return 0
+    print(f"cascade of {len(net.cascade.steps)} steps: " + ", ".join(
+        f"width {s.width:g} at {s.resolution} px ({s.mflops:.2f} MFLOPs)" for s in net.cascade.steps))
+    for img, ps in zip(args.images, preds):
+        print(f"{img}\t" + "\t".join(f"{p.label} ({p.confidence:.3f})" for p in ps)
+              + f"\twidth {ps[0].width:g} at {ps[0].resolution} px")
     return 0

@@ -2,12 +2,15 @@
 
 from .adaptive import AdaptiveNet, Prediction, measure_switch_us
 from .cascade import (
+    BUNDLE_FORMAT,
+    BUNDLE_FORMATS,
     CASCADE_FORMAT,
     RULE,
     Cascade,
     CascadeOutput,
     Scores,
     Step,
+    export_cascade,
     fit_cascade,
     model_runner,
     run_cascade,
@@ -28,6 +31,6 @@ from .latency import fill_latency
 
 __all__ = ["AdaptiveNet", "Prediction", "measure_switch_us", "Cascade", "Step", "CascadeOutput", "Scores",
            "score_configs", "fit_cascade", "run_cascade", "model_runner", "RULE", "CASCADE_FORMAT",
-           "EXPORT_FORMAT", "FORMATS", "calibrated_configs",
+           "export_cascade", "BUNDLE_FORMAT", "BUNDLE_FORMATS", "EXPORT_FORMAT", "FORMATS", "calibrated_configs",
            "export_subnet", "fold_batchnorm", "is_calibrated", "load_exported", "save_exported", "load_released",
            "load_torchvision_weights", "released_checkpoint", "fill_latency"]

@@ -23,6 +23,8 @@ expected average MFLOPs, top-1 and the share of inputs stopping at each step (``
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import json
 import os
@@ -39,8 +41,8 @@ from ..io import MAX_JSON_DEPTH, atomic_write_text, json_depth, read_json
 from ..layers import use_config
 from ..validate import check_float, check_int, check_resolution, check_width
 
-__all__ = ["RULE", "CASCADE_FORMAT", "Step", "Cascade", "CascadeOutput", "Scores", "score_configs", "fit_cascade",
-           "run_cascade", "model_runner"]
+__all__ = ["RULE", "CASCADE_FORMAT", "BUNDLE_FORMAT", "BUNDLE_FORMATS", "Step", "Cascade", "CascadeOutput", "Scores",
+           "score_configs", "fit_cascade", "run_cascade", "model_runner", "export_cascade"]
 
 RULE = "max_softmax"  # stop at a step when the maximum softmax probability is greater than its threshold
 CASCADE_FORMAT = "mutualnet-cascade"
@@ -389,3 +391,96 @@ def _replay(cascade: Cascade, scores: Scores, chain: tuple[int, ...]) -> tuple[T
         pending &= ~here
     correct = scores.correct[:, list(chain)].gather(1, stop[:, None])[:, 0]
     return stop, correct
+
+
+# -- export ------------------------------------------------------------------------------------------
+BUNDLE_FORMAT = "mutualnet-cascade-bundle"
+BUNDLE_FORMATS = ("torchscript", "onnx")
+
+
+class _Resized(nn.Module):
+    """A step's plain sub-network behind the resize that makes its input: bundles take the crop as it is."""
+
+    def __init__(self, net: nn.Module, resolution: int, mode: str) -> None:
+        super().__init__()
+        self.net, self.resolution, self.mode = net, resolution, mode
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(resize_batch(x, self.resolution, self.mode))
+
+
+def export_cascade(model: nn.Module, cascade: Cascade, out: str | os.PathLike, *, preprocessing,
+                   class_names: list[str] | None = None, fmt: str = "torchscript", atol: float = 1e-4) -> Path:
+    """Write ``cascade`` as a folder that runs without mutualnet: one file per step, and ``cascade.json``.
+
+    Each step is its sub-network exported as a plain network (BatchNorm folded, :func:`export_subnet`) with the
+    resize to its resolution inside, so every file takes the same normalised ``input_size`` crop;
+    ``cascade.json`` holds the rule, each step's file, configuration, cost and threshold, the preprocessing
+    (mean, std, input size) and the class names. Each file is checked against the slimmable model before
+    anything is written; the folder appears whole (written beside, then renamed) or not at all.
+    """
+    import shutil
+    import tempfile
+    import warnings
+
+    from ..extras import require
+    from ..io import atomic_write_bytes
+    from .export import check_onnx, export_subnet, max_abs_diff
+
+    if fmt not in BUNDLE_FORMATS:
+        raise MutualNetError(f"unknown bundle format {fmt!r}; choose one of {', '.join(BUNDLE_FORMATS)}")
+    if fmt == "onnx":
+        require("onnx", "ONNX export")
+    out = Path(out)
+    if out.exists() and not (out / "cascade.json").is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise MutualNetError(f"{out} exists and is not a cascade bundle; give a new folder")
+    if not out.parent.is_dir():
+        raise MutualNetError(f"output folder does not exist: {out.parent}")
+    size, resize = int(preprocessing.input_size), model_resize(model)
+    x = torch.randn(2, getattr(model, "in_chans", 3), size, size, generator=torch.Generator().manual_seed(0))
+    ref_run, files = model_runner(model), {}
+    for i, step in enumerate(cascade.steps):
+        net, _ = export_subnet(model, step.width, step.resolution)
+        wrapped = _Resized(net.cpu(), step.resolution, resize).eval()
+        ref = ref_run(step, x.to(next(model.parameters()).device)).cpu()
+        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            if fmt == "torchscript":
+                buf = io.BytesIO()
+                torch.jit.save(torch.jit.trace(wrapped, x[:1], check_trace=False), buf)
+                data = buf.getvalue()
+                diff = max_abs_diff(torch.jit.load(io.BytesIO(data))(x), ref)
+            else:
+                batch = torch.export.Dim("batch", min=1)
+                program = torch.onnx.export(wrapped, (x,), None, dynamo=True, dynamic_shapes=({0: batch},),
+                                            input_names=["images"], output_names=["logits"])
+                data = program.model_proto.SerializeToString()
+                diff = max(check_onnx(data, wrapped, x), max_abs_diff(wrapped(x), ref))
+        if not diff <= atol:
+            raise MutualNetError(f"step {i} of the bundle differs from the slimmable model by {diff:.3g} "
+                                 f"(> {atol:g}); nothing was written")
+        files[f"step{i}.{'ts' if fmt == 'torchscript' else 'onnx'}"] = data
+    spec = {"format": BUNDLE_FORMAT, "version": 1, "rule": cascade.rule, "runtime": fmt,
+            "steps": [asdict(s) | {"file": name} for s, name in zip(cascade.steps, files)],
+            "preprocessing": preprocessing.to_dict(), "class_names": list(class_names) if class_names else None,
+            "fit": dict(cascade.fit)}
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as e:
+        raise MutualNetError(f"cannot write {out}: {e.strerror or e}") from None
+    try:
+        for name, data in files.items():
+            atomic_write_bytes(tmp / name, data)
+        atomic_write_text(tmp / "cascade.json", json.dumps(spec, indent=1) + "\n")
+        if out.exists():  # an earlier bundle: moved aside, replaced, then removed
+            old = out.with_name(tmp.name + ".old")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except OSError as e:
+        raise MutualNetError(f"cannot write {out}: {e.strerror or e}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

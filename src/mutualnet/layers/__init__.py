@@ -1,6 +1,6 @@
 """Slimmable building blocks (and their synchronised BatchNorm) and the channel-rounding rule."""
 
-from .blocks import ConvBNAct, init_weights
+from .blocks import ConvBNAct, init_weights, zero_init_residual
 from .helpers import make_divisible, slim_channels, width_key
 from .slimmable import (
     Resolution,
@@ -30,6 +30,7 @@ from .sync_bn import SyncSlimmableBatchNorm2d, convert_sync_batchnorm
 __all__ = [
     "ConvBNAct",
     "init_weights",
+    "zero_init_residual",
     "make_divisible",
     "slim_channels",
     "width_key",

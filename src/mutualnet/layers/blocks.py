@@ -6,7 +6,7 @@ from torch import nn
 
 from .slimmable import SlimmableBatchNorm2d, SlimmableConv2d, SlimmableLinear
 
-__all__ = ["ConvBNAct", "init_weights"]
+__all__ = ["ConvBNAct", "init_weights", "zero_init_residual"]
 
 
 class ConvBNAct(nn.Sequential):
@@ -55,3 +55,32 @@ def init_weights(model: nn.Module, linear_std: float = 0.01) -> None:
             nn.init.normal_(m.weight, 0, linear_std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+def zero_init_residual(model: nn.Module) -> int:
+    """Start every residual block of ``model`` as the identity: zero the last scale of each residual branch.
+
+    Goyal et al. (2017) and BigNAS (Yu et al., ECCV 2020, Sec. 3.1) zero the last BatchNorm scale (gamma) of
+    every residual branch, so at initialisation each block passes its shortcut through and the network behaves
+    like a shallower one; BigNAS finds this stabilises the training of big and small children that share weights.
+    A block says what its last scale is with a ``zero_init_last()`` method (timm's convention, followed by the
+    zoo's blocks and by timm's); torchvision's ResNet and MobileNet v2 blocks, as ``tv/<name>`` keeps them, are
+    recognised by type. Blocks without an identity path (MobileNet v2's stride-2 or widening blocks) are left
+    alone.
+
+    Returns:
+        The number of blocks zeroed (0: the model has no residual blocks).
+    """
+    from torchvision.models import mobilenetv2, resnet
+
+    done = 0
+    for m in model.modules():
+        if callable(getattr(m, "zero_init_last", None)):
+            done += m.zero_init_last() is not False
+        elif isinstance(m, resnet.Bottleneck | resnet.BasicBlock):
+            nn.init.zeros_((m.bn3 if isinstance(m, resnet.Bottleneck) else m.bn2).weight)
+            done += 1
+        elif isinstance(m, mobilenetv2.InvertedResidual) and m.use_res_connect:
+            nn.init.zeros_(m.conv[-1].weight)
+            done += 1
+    return done

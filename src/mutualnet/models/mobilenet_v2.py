@@ -41,6 +41,12 @@ class InvertedResidual(nn.Module):
         ]
         self.conv = nn.Sequential(*layers)
 
+    def zero_init_last(self) -> bool:
+        """Zero the projection's BN scale when the block has an identity path; False (untouched) otherwise."""
+        if self.use_res_connect:
+            nn.init.zeros_(self.conv[-1].weight)
+        return self.use_res_connect
+
     def forward(self, x: Tensor) -> Tensor:
         return x + self.conv(x) if self.use_res_connect else self.conv(x)
 

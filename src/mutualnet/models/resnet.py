@@ -40,6 +40,9 @@ class BasicBlock(nn.Module):
         if stride != 1 or inplanes != planes:
             self.downsample = nn.Sequential(_conv(inplanes, planes, 1, stride, mw, in_ratio), _bn(planes, mw))
 
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.bn2.weight)
+
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
@@ -63,6 +66,9 @@ class Bottleneck(nn.Module):
         self.downsample = None
         if stride != 1 or inplanes != out:
             self.downsample = nn.Sequential(_conv(inplanes, out, 1, stride, mw, in_ratio, 4), _bn(out, mw, 4))
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.bn3.weight)
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)

@@ -30,6 +30,10 @@ class PreActBlock(nn.Module):
         if stride != 1 or cin != cout:
             self.shortcut = SlimmableConv2d(cin, cout, 1, stride, 0, max_width=mw)
 
+    def zero_init_last(self) -> None:
+        """A pre-activation branch ends in a convolution, not a BN: its kernel is zeroed instead (same effect)."""
+        nn.init.zeros_(self.conv2.weight)
+
     def forward(self, x: Tensor) -> Tensor:
         o = self.relu(self.bn1(x))
         identity = x if self.shortcut is None else self.shortcut(o)

@@ -6,8 +6,8 @@ Start with :func:`mutualnet.train.step.train_step`, the one function that is Mut
 from .config import MODES, TrainConfig, apply_overrides, config_from_dict, config_to_dict, load_config, resolve
 from .loop import evaluate, resume_config, train
 from .optim import build_optimizer, build_scheduler, param_groups
-from .step import SubNet, distill_loss, resize, sample_subnets, train_step
+from .step import SubNet, alpha_divergence, distill_loss, resize, sample_subnets, train_step
 
 __all__ = ["MODES", "TrainConfig", "load_config", "apply_overrides", "config_from_dict", "config_to_dict", "resolve",
            "train", "evaluate", "resume_config", "build_optimizer", "build_scheduler", "param_groups", "SubNet",
-           "sample_subnets", "train_step", "distill_loss", "resize"]
+           "sample_subnets", "train_step", "distill_loss", "alpha_divergence", "resize"]

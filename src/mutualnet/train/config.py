@@ -34,6 +34,8 @@ __all__ = ["MODES", "ModelConfig", "DataConfig", "MethodConfig", "OptimConfig", 
 # a random resolution per iteration. single: one fixed width and resolution (an independent network).
 MODES = ("mutual", "usnet", "usnet_msaug", "mutual_gt", "msaug", "single")
 SINGLE_NETWORK_MODES = ("msaug", "single")
+DISTILL = ("kl", "alpha")  # train.distill
+REGULARIZE = ("all", "widest")  # train.regularize
 
 
 @dataclass
@@ -43,6 +45,9 @@ class ModelConfig:
     num_classes: int | None = None  # None: the dataset's
     args: dict[str, Any] = field(default_factory=dict)  # extra create_model keyword arguments
     init: str | None = None  # transfer: pretrained weights (mutualnet checkpoint / torchvision state dict)
+    # BigNAS / Goyal et al.: the last BN scale of every residual branch starts at 0, so every block starts as the
+    # identity (mutualnet.layers.zero_init_residual); off: the original code's initialisation
+    zero_init_residual: bool = False
 
 
 @dataclass
@@ -77,7 +82,16 @@ class MethodConfig:
     resolution: int | None = None  # single: its resolution; None: the highest resolution
     epochs: int = 250
     label_smoothing: float = 0.0  # on the widest sub-network's cross-entropy
-    temperature: float = 1.0  # of the distillation KL divergence
+    temperature: float = 1.0  # of the distillation loss (both distributions softened, the loss scaled by T^2)
+    # distillation of the narrower sub-networks: kl (the paper: KL(teacher || student)) | alpha (AlphaNet's
+    # adaptive alpha-divergence, mutualnet.train.step.alpha_divergence, with the three settings below)
+    distill: str = "kl"
+    alpha_min: float = -1.0  # alpha: the lower alpha (< 0 punishes a student that spreads mass; AlphaNet's -1)
+    alpha_max: float = 1.0  # alpha: the upper alpha (1: KL(teacher || student), punishes missed mass; AlphaNet's 1)
+    alpha_clip: float = 5.0  # alpha: upper clip of the importance weights (p/q)^alpha in the gradient (AlphaNet's 5)
+    # which sub-networks run with dropout / drop-path: all (the paper) | widest (BigNAS: regularise only the biggest
+    # child; weight decay is applied once per step to the shared weights either way, see docs/parity.md)
+    regularize: str = "all"
 
 
 @dataclass
@@ -199,6 +213,9 @@ _BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
     "train.epochs": (1, 1 << 20, False),
     "train.label_smoothing": (0, 0.999, False),
     "train.temperature": (0, 1e4, True),
+    "train.alpha_min": (-10, 10, False),
+    "train.alpha_max": (-10, 10, False),
+    "train.alpha_clip": (0, 1e6, True),
     "optim.lr": (0, None, True),
     "optim.momentum": (0, 0.999, False),
     "optim.weight_decay": (0, None, False),
@@ -395,6 +412,12 @@ def resolve(cfg: TrainConfig, dataset: dict | None = None) -> TrainConfig:
         (t.epochs >= 1, "train.epochs must be at least 1"),
         (t.temperature > 0, "train.temperature must be positive"),
         (0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
+        (t.distill in DISTILL, f"train.distill must be {' or '.join(DISTILL)}, got {t.distill!r}"),
+        (t.alpha_min <= t.alpha_max, f"train.alpha_min ({t.alpha_min:g}) must not exceed train.alpha_max "
+                                     f"({t.alpha_max:g})"),
+        (t.regularize in REGULARIZE, f"train.regularize must be {' or '.join(REGULARIZE)}, got {t.regularize!r}"),
+        (not (m.zero_init_residual and m.init), "model.zero_init_residual and model.init together: the pretrained "
+                                                "weights would replace the zeroed scales; drop one of them"),
         (d.batch_size >= 1, "data.batch_size must be positive"),
         (d.resize in RESIZE_MODES, f"data.resize must be one of {', '.join(RESIZE_MODES)}, got {d.resize!r}"),
         (d.padding_mode in PADDING_MODES, f"data.padding_mode must be zeros or reflect, got {d.padding_mode!r}"),

@@ -19,6 +19,7 @@ import contextlib
 import copy
 import csv
 import dataclasses
+import functools
 import json
 import random
 import sys
@@ -41,7 +42,7 @@ from ..errors import MutualNetError
 from ..evaluate import evaluate
 from ..extras import missing
 from ..io import atomic_write_text
-from ..layers import SlimmableBatchNorm2d, config_key
+from ..layers import SlimmableBatchNorm2d, config_key, zero_init_residual
 from ..models import create_model
 from .compiled import CompiledModel
 from .config import (
@@ -76,7 +77,7 @@ from .runfolder import (
     read_metrics,
     save_order,
 )
-from .step import sample_subnets, train_step
+from .step import alpha_divergence, dropout_modules, sample_subnets, train_step
 from .transfer import describe_init, load_pretrained
 
 __all__ = ["train", "build_data", "build_model", "restore", "train_one_epoch", "optimizer_step", "validate", "evaluate",
@@ -278,6 +279,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     t, r = cfg.train, cfg.run
     autocast = autocast_for(r.amp, device)
     params = [p for p in model.parameters() if p.requires_grad]
+    distill = None if t.distill == "kl" else functools.partial(
+        alpha_divergence, alpha_min=t.alpha_min, alpha_max=t.alpha_max, clip=t.alpha_clip, temperature=t.temperature)
     bar = tqdm(total=steps_per_epoch, initial=state.epoch_step, desc=f"epoch {state.epoch + 1}/{t.epochs}",
                disable=not (info.is_main and r.progress), dynamic_ncols=True, leave=False)
     tick, seen = time.perf_counter(), 0
@@ -296,7 +299,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
             subnets = step_model.snap_subnets(subnets)
         optimizer.zero_grad(set_to_none=True)
         losses = train_step(step_model, images, labels, subnets, label_smoothing=t.label_smoothing,
-                            temperature=t.temperature, autocast=autocast, scaler=scaler, resize=cfg.data.resize)
+                            temperature=t.temperature, autocast=autocast, scaler=scaler, resize=cfg.data.resize,
+                            distill=distill, regularize=t.regularize)
         losses = all_reduce_mean(losses, info)
         total = float(losses.sum())
         why = guard.check(total)
@@ -428,6 +432,11 @@ def build_model(cfg: TrainConfig, device: torch.device, info: DistInfo, *, pretr
     m, t, r = cfg.model, cfg.train, cfg.run
     model = create_model(m.name, num_classes=m.num_classes, width_range=tuple(m.width_range), **m.args)
     model.resize_mode = cfg.data.resize  # calibration and evaluation resize as training does
+    if m.zero_init_residual and not zero_init_residual(model):
+        raise MutualNetError(f"model.zero_init_residual: {m.name} has no residual blocks; leave the setting off")
+    if t.regularize == "widest" and not dropout_modules(model):
+        raise MutualNetError(f"train.regularize=widest changes nothing: {m.name} has no dropout or drop-path (weight "
+                             "decay is applied once per step either way, see docs/parity.md); leave it at all")
     if m.init and pretrained:  # transfer learning: all but the new classifier (see train/transfer.py)
         report = load_pretrained(model, m.init)
         if info.is_main:

@@ -41,6 +41,13 @@ def param_groups(model: nn.Module, weight_decay: float, decay_all: bool = False)
 
 def build_optimizer(model: nn.Module, lr: float, momentum: float = 0.9, nesterov: bool = True,
                     weight_decay: float = 4e-5, decay_all: bool = False) -> torch.optim.SGD:
+    """SGD (Nesterov) over :func:`param_groups`.
+
+    The decay is applied by the optimizer, once per step, to the gradient the sub-networks accumulated. That is
+    BigNAS's "regularise only the biggest child" for weight decay: the widest sub-network uses every weight, so
+    its L2 term adds ``weight_decay * w`` to every weight once per step, however many sub-networks ran; decaying
+    each sub-network's slice instead would decay the channels the narrow ones share ``num_subnets`` times.
+    """
     groups = [g for g in param_groups(model, weight_decay, decay_all) if g["params"]]
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
 

@@ -12,6 +12,8 @@ this code); :func:`train_step` runs it.
 from __future__ import annotations
 
 import contextlib
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +27,7 @@ from ..layers import use_config
 
 resize = resize_batch  # re-exported under its training-side name
 
-__all__ = ["SubNet", "sample_subnets", "train_step", "distill_loss", "resize"]
+__all__ = ["SubNet", "sample_subnets", "train_step", "distill_loss", "alpha_divergence", "dropout_modules", "resize"]
 
 
 @dataclass(frozen=True)
@@ -79,10 +81,74 @@ def distill_loss(logits: Tensor, teacher: Tensor, temperature: float = 1.0) -> T
     return F.kl_div(student, target, reduction="batchmean", log_target=True) * (t * t)
 
 
+def _alpha_side(log_q: Tensor, log_p: Tensor, alpha: float, clip: float) -> tuple[Tensor, Tensor]:
+    """D_alpha(p || q) per row, and a surrogate whose gradient (through ``log_q`` only) is its clipped gradient.
+
+    The gradient of D_alpha with respect to the student is ``-sum_c q_c w_c grad log q_c`` with importance weight
+    ``w = (p/q)^alpha / alpha`` (a constant added to ``w`` changes nothing, as ``sum_c q_c grad log q_c = 0``);
+    ``(p/q)^alpha`` is clipped at ``clip`` so that classes the student all but rules out cannot blow it up.
+    """
+    q, log_r = log_q.exp().detach(), (log_p - log_q).detach()
+    if abs(alpha - 1) < 1e-3:  # KL(p || q), unclipped: the paper's loss
+        div, w = (log_p.exp() * log_r).sum(1), log_r.exp()
+    elif abs(alpha) < 1e-3:  # KL(q || p)
+        log_r = log_r.clamp(max=math.log(clip))
+        div, w = -(q * log_r).sum(1), log_r
+    else:
+        r_alpha = (alpha * log_r).exp().clamp(max=clip)
+        div, w = (q * (r_alpha - 1)).sum(1) / (alpha * (alpha - 1)), r_alpha / alpha
+    return div, -(q * w * log_q).sum(1)
+
+
+def alpha_divergence(logits: Tensor, teacher: Tensor, alpha_min: float = -1.0, alpha_max: float = 1.0,
+                     clip: float = 5.0, temperature: float = 1.0) -> Tensor:
+    """AlphaNet's adaptive alpha-divergence of the student from the teacher, batch mean (Wang et al., ICML 2021).
+
+    ``D_alpha(p || q) = sum_c q_c ((p_c / q_c)^alpha - 1) / (alpha (alpha - 1))`` for teacher ``p`` and student
+    ``q``: alpha = 1 is KL(p || q), the paper's loss, which punishes a student that misses the teacher's mass but
+    barely one that spreads mass the teacher does not have (over-estimated uncertainty); alpha < 0 punishes the
+    latter. Each image takes whichever of ``alpha_min`` and ``alpha_max`` gives the larger divergence (the side
+    the student is worse on), and the gradient's importance weights are clipped at ``clip`` (see
+    :func:`_alpha_side`), as AlphaNet's code does. With ``alpha_min == alpha_max == 1`` this is
+    :func:`distill_loss`, value and gradient.
+
+    Returns:
+        The chosen divergences' mean (what is logged), carrying the clipped gradient.
+    """
+    t = temperature
+    log_q = F.log_softmax(logits.float() / t, dim=1)
+    log_p = F.log_softmax(teacher.float().detach() / t, dim=1)
+    div_lo, sur_lo = _alpha_side(log_q, log_p, alpha_min, clip)
+    div_hi, sur_hi = _alpha_side(log_q, log_p, alpha_max, clip)
+    lower = div_lo > div_hi
+    div, sur = torch.where(lower, div_lo, div_hi).mean(), torch.where(lower, sur_lo, sur_hi).mean()
+    return (div + sur - sur.detach()) * (t * t)  # the value of div, the gradient of sur
+
+
+def dropout_modules(model: nn.Module) -> list[nn.Module]:
+    """The dropout and drop-path modules of ``model`` (torch's, torchvision's StochasticDepth, timm's DropPath)."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)
+            or type(m).__name__ in ("DropPath", "StochasticDepth")]
+
+
+@contextlib.contextmanager
+def _dropout(model: nn.Module, on: bool) -> Iterator[None]:
+    """Dropout and drop-path as in ``model.train()`` when ``on``, switched off for the block otherwise."""
+    off = [] if on else [m for m in dropout_modules(model) if m.training]
+    for m in off:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m in off:
+            m.training = True
+
+
 def train_step(model: nn.Module, images: Tensor, labels: Tensor, subnets: list[SubNet], *,
                label_smoothing: float = 0.0, temperature: float = 1.0,
                autocast: contextlib.AbstractContextManager | None = None,
-               scaler: torch.amp.GradScaler | None = None, resize: str = DEFAULT_RESIZE) -> Tensor:
+               scaler: torch.amp.GradScaler | None = None, resize: str = DEFAULT_RESIZE,
+               distill: Callable[[Tensor, Tensor], Tensor] | None = None, regularize: str = "all") -> Tensor:
     """Forward and backward every sub-network; their gradients accumulate in ``.grad``.
 
     The caller zeroes the gradients before and takes one optimizer step after. Each sub-network is
@@ -94,18 +160,24 @@ def train_step(model: nn.Module, images: Tensor, labels: Tensor, subnets: list[S
     :func:`mutualnet.data.transforms.resize_batch`): ``"antialias"`` or ``"official"`` (the original code's
     ``align_corners=True`` bilinear).
 
+    ``distill(student_logits, teacher_logits)`` is the loss of the ``"teacher"`` targets (None: :func:`distill_loss`
+    at ``temperature``; :func:`alpha_divergence` is AlphaNet's). ``regularize="widest"`` runs dropout and
+    drop-path only in the first sub-network (BigNAS: regularise only the biggest child; the others, which
+    under-fit rather than over-fit, run without).
+
     Returns:
         The detached loss of each sub-network, in ``subnets`` order.
     """
     teacher, losses = None, []
-    for net in subnets:
+    for i, net in enumerate(subnets):
         x = resize_batch(images, net.resolution, resize)
-        with use_config(model, net.width, net.resolution), autocast or contextlib.nullcontext():
+        with (use_config(model, net.width, net.resolution), autocast or contextlib.nullcontext(),
+              _dropout(model, on=i == 0 or regularize == "all")):
             logits = model(x)
         if net.target == "labels":
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
         else:
-            loss = distill_loss(logits, teacher, temperature)
+            loss = distill(logits, teacher) if distill is not None else distill_loss(logits, teacher, temperature)
         (scaler.scale(loss) if scaler is not None else loss).backward()
         if teacher is None:
             teacher = logits.detach()
