@@ -17,7 +17,7 @@ from ..errors import MutualNetError
 from ..slimming import SlimmedNet, slim
 from ._registry import ModelInfo, register_prefix
 
-__all__ = ["tv_model_names", "torchvision_model", "build_tv_model"]
+__all__ = ["tv_model_names", "tv_convertible_names", "torchvision_model", "build_tv_model"]
 
 PREFIX = "tv/"
 # heads torchvision keeps at 1280 channels below width 1.0 (``width_mult``, ``MNASNet(alpha)``), as the zoo's
@@ -27,12 +27,20 @@ _FIXED = {"mobilenet_v2": ("features.18.0",), **{f"mnasnet{a}": ("layers.14",) f
 _ARGS = {"googlenet": {"aux_logits": False, "init_weights": True},
          "inception_v3": {"aux_logits": False, "init_weights": True}}
 _INPUT_SIZE = {"inception_v3": 299}
+# families the graph analysis refuses (docs/slimming.md's coverage table, scripts/slim_coverage.py): channels-last
+# layers (ConvNeXt, Swin), a channel shuffle (ShuffleNet v2), tokens reshaped from channels (ViT, MaxViT)
+_REFUSED_FAMILIES = ("convnext_", "swin_", "shufflenet_v2_", "vit_", "maxvit_")
 
 
 @functools.cache
 def tv_model_names() -> list[str]:
     """torchvision's image-classification models (not detection, segmentation, video or quantized)."""
     return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def tv_convertible_names() -> list[str]:
+    """The names of :func:`tv_model_names` that convert (what ``mutualnet models 'tv/*'`` lists)."""
+    return [n for n in tv_model_names() if not n.startswith(_REFUSED_FAMILIES)]
 
 
 def _info(name: str) -> ModelInfo:
@@ -81,4 +89,4 @@ def build_tv_model(name: str, *, num_classes: int = 1000, width_range: tuple[flo
                 fixed=_FIXED.get(name, ()))
 
 
-register_prefix(PREFIX, names=tv_model_names, info=_info, build=build_tv_model)
+register_prefix(PREFIX, names=tv_model_names, info=_info, build=build_tv_model, listed=tv_convertible_names)
