@@ -14,6 +14,13 @@ are kept in a JSON file, so an interrupted run resumes::
 
     nice -n 10 python scripts/slim_coverage.py                 # all models, then rewrite the doc's table
     python scripts/slim_coverage.py --models resnet18,alexnet  # some models (the doc keeps the others' rows)
+    nice -n 10 python scripts/slim_coverage.py --zoo timm      # one model (or a few) per timm CNN family
+
+For timm (``--zoo timm``), ``TIMM_FAMILIES`` lists timm's convolutional families (its model modules without
+attention blocks) with their smallest model first, and a few variants the issue named. A family counts as
+converted when its first model converts. The top width is compared with timm's own model holding the same
+weights (relative difference, <= 1e-5 passes), narrow widths and ``materialize`` as above, and ONNX export of the
+width-0.5 sub-network within 1e-5 of the outputs' scale.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from mutualnet.models.tv import torchvision_model, tv_model_names  # noqa: E402
 from mutualnet.profiling import count_macs  # noqa: E402
 
 BEGIN, END = "<!-- coverage:begin -->", "<!-- coverage:end -->"
+TIMM_BEGIN, TIMM_END = "<!-- timm-coverage:begin -->", "<!-- timm-coverage:end -->"
 MAX_REAL_PARAMS = 150_000_000  # above: conversion and MACs on the meta device only
 MAX_EXPORT_PARAMS = 40_000_000  # above: no export check (ONNX files of hundreds of MB on a shared 2-core box)
 # the families the issue names first, then the rest of the zoo
@@ -132,6 +140,104 @@ def check(name: str) -> dict:
     return row
 
 
+# timm's convolutional families (timm.models.<module>), smallest model first, then variants worth a row
+TIMM_FAMILIES = {
+    "resnet": ["resnet18", "resnet50d", "seresnext26d_32x4d", "ecaresnet26t", "skresnet18"],
+    "resnetv2": ["resnetv2_18"], "regnet": ["regnetx_002", "regnety_002"],
+    "efficientnet": ["efficientnet_b0", "tf_efficientnet_b0", "mobilenetv2_100", "mnasnet_100", "mixnet_s"],
+    "mobilenetv3": ["mobilenetv3_small_100", "lcnet_050"], "ghostnet": ["ghostnet_050"],
+    "hardcorenas": ["hardcorenas_a"], "rexnet": ["rexnet_100"], "densenet": ["densenet121"], "dla": ["dla34"],
+    "dpn": ["dpn48b"], "vgg": ["vgg11"], "inception_v3": ["inception_v3"], "inception_v4": ["inception_v4"],
+    "inception_resnet_v2": ["inception_resnet_v2"], "xception": ["legacy_xception"],
+    "xception_aligned": ["xception41"], "res2net": ["res2net50_14w_8s"], "resnest": ["resnest14d"],
+    "sknet": ["skresnet18"], "selecsls": ["selecsls42b"], "cspnet": ["cspresnet50", "cspdarknet53"],
+    "byobnet": ["gernet_s", "repvgg_a0"], "nfnet": ["nf_resnet26"], "hrnet": ["hrnet_w18_small"],
+    "vovnet": ["ese_vovnet19b_dw"], "tresnet": ["tresnet_m"], "hgnet": ["hgnetv2_b0"],
+    "repghost": ["repghostnet_050"], "repvit": ["repvit_m0_9"], "senet": ["legacy_seresnet18"],
+    "convnext": ["convnext_atto"], "starnet": ["starnet_s050"], "fasternet": ["fasternet_t0"],
+    "convmixer": ["convmixer_768_32"], "cspnext": ["cspnext_tiny"], "lcnetv2": ["lcnetv2_small"],
+    "mambaout": ["mambaout_femto"], "rdnet": ["rdnet_tiny"], "inception_next": ["inception_next_atto"],
+    "nasnet": ["nasnetalarge"], "pnasnet": ["pnasnet5large"],
+}
+TIMM_MAX_REAL_PARAMS = 30_000_000  # above: conversion and MACs on the meta device only (the 2-core machine)
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max()) / max(float(b.abs().max()), 1e-12)
+
+
+def check_timm(name: str) -> dict:
+    """The guarantees for ``timm/<name>`` against timm's own model (see the module docstring)."""
+    import timm
+
+    row: dict = {"model": name}
+    try:
+        with torch.device("meta"):
+            meta = mn.create_model(f"timm/{name}", num_classes=10, width_range=(0.25, 1.0))
+    except mn.MutualNetError as e:
+        return row | {"status": "refused", "reason": str(e).split(": ", 1)[-1]}
+    size = mn.model_info(f"timm/{name}").input_size
+    row |= {"status": "converted", "fixed_groups": len(meta.slim_plan.notes),
+            "params_m": round(sum(p.numel() for p in meta.parameters()) / 1e6, 2)}
+    macs = [mn.profile(meta, w, size).macs for w in WIDTHS]
+    row["macs_monotone"] = all(a <= b for a, b in zip(macs, macs[1:]))
+    row["mmacs_0.25"], row["mmacs_0.5"], row["mmacs_1.0"] = macs[0] / 1e6, mn.profile(meta, 0.5, size).macs / 1e6, \
+        macs[-1] / 1e6
+    if row["params_m"] * 1e6 > TIMM_MAX_REAL_PARAMS:
+        row["checks"] = "not run (over 30M parameters)"
+        return row
+    del meta
+    torch.manual_seed(0)
+    model = mn.create_model(f"timm/{name}", num_classes=10, width_range=(0.25, 1.0)).eval()
+    reference = timm.create_model(name, pretrained=False, num_classes=10).eval()
+    reference.load_state_dict(model.state_dict(), strict=True)  # same keys, same shapes
+    res = max(64, 32 * math.ceil(model.min_resolution / 32))
+    row["check_resolution"] = res
+    x = torch.randn(2, 3, res, res)
+    with torch.no_grad():
+        y, y_ref = model(x), reference(x)
+    row["top_rel_diff"] = _rel(y, y_ref)
+    row["top_equal"] = row["top_rel_diff"] <= 1e-5
+    del reference
+    narrow = True
+    mn.allow_uncalibrated(model)
+    for w in (0.25, 0.5):
+        model.set_width(w)
+        with torch.no_grad():
+            out = model(x)
+            dense = mn.materialize(model).eval()
+            narrow &= bool(torch.isfinite(out).all()) and _rel(dense(x), out) <= 1e-5
+        narrow &= mn.profile(model, w, res).macs == count_macs(dense, x[:1])
+        del dense
+    row["narrow_ok"] = narrow
+    model.set_width(1.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            net, _ = export_subnet(model, 0.5, res, allow_uncalibrated=True, atol=1e-5)
+            save_exported(net, Path(tmp) / "m.onnx", "onnx", atol=1e-5)
+            row["export_onnx"] = "ok"
+        except Exception as e:  # noqa: BLE001 - recorded in the table
+            row["export_onnx"] = _first_line(e)
+    return row
+
+
+def timm_table(rows: list[dict]) -> str:
+    lines = ["| family | model | result | top width = timm (rel. diff) | narrow widths valid, materialize exact | "
+             "MMACs 0.25 / 0.5 / 1.0 | ONNX (w 0.5) | fixed groups |", "|---|---|---|---|---|---|---|---|"]
+    for fam, names in TIMM_FAMILIES.items():
+        for r in (rows[n] for n in names if n in rows):
+            if r["status"] == "refused":
+                lines.append(f"| {fam} | {r['model']} | refused: {r['reason'].replace('|', '/')} | | | | | |")
+                continue
+            checks = r.get("checks")
+            top = checks or f"{_yes(r.get('top_equal'))} ({r.get('top_rel_diff', 0):.1e})"
+            narrow = _yes(r.get("narrow_ok")) if not checks else "-"
+            lines.append(f"| {fam} | {r['model']} | converted | {top} | {narrow}"
+                         f" | {_mmacs(r['mmacs_0.25'])} / {_mmacs(r['mmacs_0.5'])} / {_mmacs(r['mmacs_1.0'])} | "
+                         f"{r.get('export_onnx', '-')} | {r['fixed_groups']} |")
+    return "\n".join(lines)
+
+
 def _yes(v: object) -> str:
     return {True: "yes", False: "**no**", None: "-"}.get(v, str(v))
 
@@ -169,8 +275,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=str(ROOT / "runs" / "slim_coverage.json"), help="results kept here")
     p.add_argument("--doc", default=str(ROOT / "docs" / "slimming.md"), help="markdown file with the table markers")
     p.add_argument("--redo", action="store_true", help="check again models already in the JSON file")
+    p.add_argument("--zoo", choices=("tv", "timm"), default="tv", help="torchvision's zoo or timm's CNN families")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    if args.zoo == "timm":
+        return main_timm(args)
     names = args.models.split(",") if args.models else sorted(
         tv_model_names(), key=lambda n: next((i for i, f in enumerate(PRIORITY) if n.startswith(f)), len(PRIORITY)))
     store = Path(args.json)
@@ -198,6 +307,41 @@ def main(argv: list[str] | None = None) -> int:
     head, _, rest = text.partition(BEGIN)
     _, _, tail = rest.partition(END)
     doc.write_text(head + new + tail)
+    print(summary)
+    return 0
+
+
+def main_timm(args: argparse.Namespace) -> int:
+    names = args.models.split(",") if args.models else list(dict.fromkeys(n for v in TIMM_FAMILIES.values()
+                                                                            for n in v))
+    store = Path(args.json if args.json != str(ROOT / "runs" / "slim_coverage.json")
+                 else ROOT / "runs" / "slim_coverage_timm.json")
+    store.parent.mkdir(parents=True, exist_ok=True)
+    results = json.loads(store.read_text()) if store.exists() else {}
+    for name in names:
+        if name in results and not args.redo:
+            continue
+        try:
+            results[name] = check_timm(name)
+        except Exception as e:  # noqa: BLE001 - a crash is a finding, recorded in the table
+            results[name] = {"model": name, "status": "refused", "reason": f"check crashed: {_first_line(e)}"}
+        r = results[name]
+        print(f"{name:24s} {r['status']:9s} {r.get('reason', '')[:100]} top={r.get('top_rel_diff')} "
+              f"narrow={r.get('narrow_ok')} onnx={r.get('export_onnx')}", flush=True)
+        tmp = store.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=1))
+        tmp.replace(store)
+    firsts = [v[0] for v in TIMM_FAMILIES.values() if v[0] in results]
+    conv = sum(results[n]["status"] == "converted" for n in firsts)
+    rows = [n for v in TIMM_FAMILIES.values() for n in v if n in results]
+    conv_rows = sum(results[n]["status"] == "converted" for n in set(rows))
+    summary = (f"{conv} of {len(firsts)} timm CNN families converted (their first model); {conv_rows} of "
+               f"{len(set(rows))} models in the table.")
+    doc = Path(args.doc)
+    text = doc.read_text()
+    head, _, rest = text.partition(TIMM_BEGIN)
+    _, _, tail = rest.partition(TIMM_END)
+    doc.write_text(head + f"{TIMM_BEGIN}\n{summary}\n\n{timm_table(results)}\n{TIMM_END}" + tail)
     print(summary)
     return 0
 

@@ -107,7 +107,7 @@ def _compare_argv(out, *extra):
             "--calib-images", "32", "--val-images", "32", "--threads", "1", "--no-progress",
             "--set", "data.name=synthetic", "--set", "data.synthetic_length=64", "--set", "data.batch_size=16",
             "--set", "model.num_classes=4", "--set", "run.tensorboard=false", "--set", "optim.lr=0.1",
-            "--set", "run.val_every=0", *extra]
+            "--set", "run.val_every=0", "--set", "data.holdout=16", *extra]
 
 
 @pytest.mark.slow

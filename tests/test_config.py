@@ -72,7 +72,7 @@ def test_entry_points_restore_the_configuration():
     mn.profile(model, 0.25, 16)
     mn.measure_latency(model, 0.25, 16, warmup=0, repeats=1)
     from mutualnet.deploy.export import export_subnet
-    from mutualnet.search import evaluate
+    from mutualnet.evaluate import evaluate
 
     export_subnet(model, 0.5, 20)
     evaluate(model, (torch.randn(4, 3, 28, 28), torch.zeros(4, dtype=torch.long)), 0.5, 20)

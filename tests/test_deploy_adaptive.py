@@ -215,8 +215,8 @@ def test_a_configuration_added_by_calibrate_is_usable(calibrated):
 
 def test_eval_any_configuration_of_a_checkpoint(calibrated, tmp_path, capsys):
     """`mutualnet eval` needs no query table: stored statistics, the top width's own, or --calibrate."""
-    from mutualnet.data import build_dataset
-    from mutualnet.search.build import evaluate
+    from mutualnet.data import build_dataset, random_subset
+    from mutualnet.evaluate import evaluate
 
     _, path, model, _ = calibrated
     argv = ["eval", "--checkpoint", str(path), "--val-images", "24", "--calib-images", "16", "--batch-size", "8"]
@@ -224,10 +224,8 @@ def test_eval_any_configuration_of_a_checkpoint(calibrated, tmp_path, capsys):
     res = json.loads(capsys.readouterr().out)["results"]
     assert [r["bn_statistics"] for r in res] == ["calibrated (stored in the checkpoint)"] * 2
     val = build_dataset("synthetic", "val", input_size=32, num_classes=10, synthetic_length=512)
-    from mutualnet.search.build import _subset
-
-    top1, top5, n = evaluate(model, torch.utils.data.DataLoader(_subset(val, 24, 0), batch_size=8), 1.0, 32)
-    assert (res[0]["top1"], res[0]["top5"], res[0]["images"]) == (top1, top5, 24)
+    out = evaluate(model, torch.utils.data.DataLoader(random_subset(val, 24, 0), batch_size=8), 1.0, 32)
+    assert (res[0]["top1"], res[0]["top5"], res[0]["images"]) == (out["top1"], out["top5"], 24)
     capsys.readouterr()
     assert main([*argv, "--config", "0.3,24"]) == 2
     err = capsys.readouterr().err

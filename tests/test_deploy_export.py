@@ -9,9 +9,10 @@ from torch import nn
 
 import mutualnet as mn
 from deploy_helpers import calibrate_config, one_thread, table_rows, trained_like
+from mutualnet.calibrate import is_calibrated
 from mutualnet.checkpoint import load_checkpoint, save_checkpoint
 from mutualnet.cli import main
-from mutualnet.deploy import export_subnet, is_calibrated, load_exported, save_exported
+from mutualnet.deploy import export_subnet, load_exported, save_exported
 from mutualnet.layers import is_slimmable
 
 _threads = pytest.fixture(autouse=True)(one_thread)

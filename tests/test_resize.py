@@ -9,7 +9,8 @@ from mutualnet.calibrate import calibrate
 from mutualnet.checkpoint import checkpoint_dict, load_checkpoint, model_from_checkpoint, resize_mode, save_checkpoint
 from mutualnet.data.transforms import RESIZE_MODES, resize_batch
 from mutualnet.deploy import export_subnet, load_exported, save_exported
-from mutualnet.search import build_query_table, evaluate
+from mutualnet.evaluate import evaluate
+from mutualnet.search import build_query_table
 from mutualnet.train import load_config, train
 from mutualnet.train.config import resolve
 
@@ -65,8 +66,8 @@ def test_calibration_evaluation_search_and_export_follow_the_recorded_mode(tmp_p
     key = calibrate(model, images, 0.25, 10).key  # no argument: the model's recorded mode
     assert torch.equal(_stats(model, key), per_mode["official"])
     assert not torch.allclose(per_mode["official"], per_mode["antialias"])
-    wrong = {mode: evaluate(model, (images, labels), 0.25, 10, resize=mode)[0] for mode in RESIZE_MODES}
-    assert evaluate(model, (images, labels), 0.25, 10)[0] == wrong["official"]
+    wrong = {mode: evaluate(model, (images, labels), 0.25, 10, resize=mode)["top1"] for mode in RESIZE_MODES}
+    assert evaluate(model, (images, labels), 0.25, 10)["top1"] == wrong["official"]
 
     table = build_query_table(model, _Pairs(images, labels), _Pairs(images, labels), resolutions=[16, 10],
                               widths=[0.25, 0.5], calib_images=24, progress=False)

@@ -9,8 +9,9 @@ from mutualnet.calibrate import calibrate, load_images
 from mutualnet.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from mutualnet.cli import main
 from mutualnet.data import build_dataset
+from mutualnet.evaluate import evaluate
 from mutualnet.layers import SlimmableBatchNorm2d, config_key
-from mutualnet.search import QueryTable, build_query_table, evaluate
+from mutualnet.search import QueryTable, build_query_table
 
 DS_META = {"name": "synthetic", "root": None, "num_classes": 4, "in_chans": 3, "input_size": 16,
            "synthetic_length": 64}
@@ -90,10 +91,10 @@ def test_calibration_fixes_a_narrow_subnetwork():
     model.eval()
     # running statistics were only tracked at the widest width; they are wrong for the narrow one at 12 px
     with mn.allow_uncalibrated(model):  # (eval refuses it otherwise)
-        before, _, _ = evaluate(model, val, 0.25, 12)
+        before = evaluate(model, val, 0.25, 12)["top1"]
     calibrate(model, calib, 0.25, 12, num_images=64)
-    after, _, n = evaluate(model, val, 0.25, 12)
-    assert n == 64 and after > before
+    after = evaluate(model, val, 0.25, 12)
+    assert after["count"] == 64 and after["top1"] > before
 
 
 def _search(model, tmp_path, **kw):
@@ -215,7 +216,7 @@ def test_cli_search_select_plot_end_to_end(tmp_path, ckpt_path, capsys):
     from torch.utils.data import Subset
     idx = torch.randperm(64, generator=torch.Generator().manual_seed(0))[:48].sort().values.tolist()
     row = table.rows[-1]
-    top1, _, _ = evaluate(model, load_images(Subset(val, idx)), row["width"], row["resolution"])
+    top1 = evaluate(model, load_images(Subset(val, idx)), row["width"], row["resolution"])["top1"]
     assert top1 == pytest.approx(row["top1"])
     capsys.readouterr()
 

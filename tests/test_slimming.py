@@ -259,3 +259,114 @@ def test_slimming_doc_commands_and_coverage_script(tmp_path, capsys):
     assert text.startswith("intro\n") and text.endswith("end\n") and "STALE" not in text
     assert "| squeezenet1_1 | converted | yes | yes |" in text and "| ok / ok |" in text
     assert "| shufflenet_v2_x0_5 | refused: node 'view' (.view(), in stage2.0 (InvertedResidual)) splits" in text
+
+
+# -- sound analysis: the user's attributes, fixed sizes, layers that keep channel order, exports at any scale ---
+class _OwnSurface(nn.Module):
+    """A model with its own ``width`` attribute, ``forward_features`` / ``forward_head`` and ``feature_info``."""
+
+    def __init__(self):
+        super().__init__()
+        self.width = 16  # read by forward: must survive conversion
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.bn = nn.BatchNorm2d(16)
+        self.fc = nn.Linear(16, 4)
+        self.feature_info = [{"num_chs": 16, "reduction": 1, "module": "bn"}]
+
+    def forward_features(self, x):
+        return torch.relu(self.bn(self.stem(x)))
+
+    def forward_head(self, x):
+        return self.fc(x.mean((2, 3)))
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x)) * (self.width / 16)
+
+
+def test_the_models_own_attributes_and_methods_are_kept():
+    torch.manual_seed(0)
+    net = _OwnSurface().eval()
+    reference = copy.deepcopy(net)
+    model = mn.slim(net, (0.5, 1.0))
+    assert model.width == 16 and model.feature_info == reference.feature_info
+    assert type(model).forward_features is _OwnSurface.forward_features and model.min_resolution == 1
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference(x))
+    mn.set_width(model, 0.5)
+    assert mn.get_width(model) == 0.5 and model.width == 16 and model.stem.active_channels() == (3, 8)
+    mn.allow_uncalibrated(model)
+    assert model.eval()(x).shape == (2, 4)
+
+
+class _FixedView(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 32, 3, padding=1)
+        self.fc = nn.Linear(32 * 8 * 8, 10)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).view(-1, 32 * 8 * 8))
+
+
+def test_a_size_fixed_in_the_code_is_refused_at_conversion():
+    with pytest.raises(mn.MutualNetError, match=r"node 'view' \(\.view\(\)\) reshapes to a size fixed in the code "
+                                                r"\(2048 features or channels in dimension 1\)") as e:
+        mn.slim(_FixedView(), input_size=8)
+    assert "\n" not in str(e.value)
+
+
+class _Decoder(nn.Module):
+    """An SE block written with Linear + view(b, c, 1, 1), nn.Upsample and a transposed convolution."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU())
+        self.fc1, self.fc2 = nn.Linear(16, 8), nn.Linear(8, 16)
+        self.up = nn.ConvTranspose2d(16, 16, 2, 2)
+        self.bn = nn.BatchNorm2d(16)
+        self.resize = nn.Upsample(scale_factor=2, mode="nearest")
+        self.head = nn.Conv2d(16, 3, 1)
+
+    def forward(self, x):
+        y = self.enc(x)
+        b, c, _, _ = y.size()
+        s = torch.sigmoid(self.fc2(torch.relu(self.fc1(y.mean((2, 3)).view(b, c))))).view(b, c, 1, 1)
+        y = y * s.expand_as(y)
+        return self.head(self.resize(torch.relu(self.bn(self.up(y)))))
+
+
+def test_upsampling_transposed_convolution_and_a_view_based_se_are_slimmed(tmp_path):
+    from mutualnet.deploy.export import export_subnet, save_exported
+    from mutualnet.layers.converted import SlimmableConvTranspose2d
+
+    torch.manual_seed(0)
+    net = _Decoder().eval()
+    reference = copy.deepcopy(net)
+    model = mn.slim(net, (0.25, 1.0), input_size=16)
+    assert isinstance(model.up, SlimmableConvTranspose2d) and model.fc1.slim_in and model.fc2.slim_out
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference(x))
+    mn.allow_uncalibrated(model)
+    model.set_width(0.5)
+    assert model.up.active_channels() == (8, 8) and model.fc1.active_channels() == (8, 8)
+    with torch.no_grad():
+        dense = mn.materialize(model).eval()
+        torch.testing.assert_close(dense(x), model(x), rtol=0, atol=0)
+    assert dense.up.weight.shape == (8, 8, 2, 2) and mn.profile(model, 0.5, 16).macs == count_macs(dense, x[:1])
+    net, check = export_subnet(model, 0.5, 16, allow_uncalibrated=True)
+    save_exported(net, tmp_path / "d.onnx", "onnx")
+
+
+def test_the_export_check_is_relative_to_the_outputs_scale():
+    from mutualnet.deploy.export import export_subnet
+
+    torch.manual_seed(0)
+    model = mn.slim(_torchvision("resnet18"), (0.25, 1.0))
+    with torch.no_grad():
+        model.fc.weight.mul_(1e4)  # logits in the thousands: float rounding of the BN fold exceeds 1e-4 absolute
+    net, check = export_subnet(model, 1.0, 32)
+    assert check["max_abs_diff"] > 0
+    with pytest.raises(mn.MutualNetError, match=r"of the outputs' scale"):
+        export_subnet(model, 1.0, 32, atol=1e-12)

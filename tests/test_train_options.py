@@ -1,5 +1,6 @@
 """Training options from the method's lineage (issue 19): zero-initialised residual scales (BigNAS), dropout only in
-the widest sub-network (BigNAS), AlphaNet's alpha-divergence, and the number of sub-networks per step."""
+the widest sub-network (BigNAS), AlphaNet's alpha-divergence and gradient clipping, and the number of sub-networks
+per step."""
 
 import math
 
@@ -146,6 +147,8 @@ def test_zero_init_residual_is_off_by_default_and_finds_nothing_in_plain_network
     ("train.alpha_clip=0", "train.alpha_clip"),
     ("train.regularize=some", "train.regularize must be all or widest"),
     ("model.zero_init_residual=3", "model.zero_init_residual: expected true or false"),
+    ("optim.clip_grad_value=0", "optim.clip_grad_value"),
+    ("optim.clip_grad_value=.inf", "optim.clip_grad_value must be a finite number"),
     ("train.num_subnets=1", "train.num_subnets must be at least 2"),
     ("train.num_subnets=0", "train.num_subnets"),
     ("train.num_subnets=2.5", "train.num_subnets: expected an integer"),
@@ -215,3 +218,16 @@ def test_cli_num_subnets(tmp_path, n):
     assert code == 0 and len(_losses(run)) == n
     ckpt = load_checkpoint(run / "last.pt")
     assert ckpt["meta"]["num_subnets"] == n and ckpt["config"]["train"]["num_subnets"] == n
+
+
+def test_cli_clip_grad_value_bounds_every_gradient_entry(tmp_path):
+    # plain SGD (no momentum, no decay): w1 = w0 - lr * clip(g), the same g for both learning rates (same seed),
+    # so (w1(lr) - w1(2 lr)) / lr is the clipped gradient
+    plain = ("optim.momentum=0", "optim.weight_decay=0", "optim.clip_grad_value=0.001")
+    runs = [_train(tmp_path, f"lr{lr}", *plain, f"optim.lr={lr}") for lr in (0.01, 0.02)]
+    assert all(code == 0 for code, _ in runs)
+    a, b = (load_checkpoint(run / "last.pt") for _, run in runs)
+    assert a["config"]["optim"]["clip_grad_value"] == 0.001
+    names = [n for n, _ in create_model("resnet20_cifar", width_range=(0.35, 1.0)).named_parameters()]
+    grads = torch.cat([((a["model"][n] - b["model"][n]) / 0.01).flatten() for n in names])
+    assert grads.abs().max() <= 0.001 * 1.05 and grads.abs().max() >= 0.001 * 0.95  # clipped, and some were

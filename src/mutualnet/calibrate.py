@@ -20,14 +20,14 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
+from .data.datasets import random_subset
 from .data.transforms import model_resize, resize_batch
 from .errors import MutualNetError
-from .layers import Resolution, SlimmableBatchNorm2d, config_key, use_config
-from .layers import check_resolution as _check_resolution
+from .layers import Resolution, SlimmableBatchNorm2d, check_resolution, config_key, use_config
 
-__all__ = ["CalibrationResult", "calibrate", "calibrate_batches", "load_images", "check_resolution"]
+__all__ = ["CalibrationResult", "calibrate", "calibrate_batches", "load_images", "calibrated_configs", "is_calibrated"]
 
 
 @dataclass(frozen=True)
@@ -63,10 +63,7 @@ def load_images(dataset: Dataset, num_images: int | None = None, *, seed: int = 
     n = n_total if num_images is None else min(int(num_images), n_total)
     if n <= 0:
         raise MutualNetError(f"number of images must be positive, got {num_images}")
-    if n < n_total:
-        g = torch.Generator().manual_seed(seed)
-        idx = torch.randperm(n_total, generator=g)[:n].sort().values.tolist()
-        dataset = Subset(dataset, idx)
+    dataset = random_subset(dataset, n, seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     images, labels, pos = None, torch.empty(n, dtype=torch.int64), 0
     for x, y in loader:
@@ -78,11 +75,6 @@ def load_images(dataset: Dataset, num_images: int | None = None, *, seed: int = 
         labels[pos:pos + len(x)] = torch.as_tensor(y)
         pos += len(x)
     return images, labels
-
-
-def check_resolution(model: nn.Module, resolution: int) -> int:
-    """``resolution`` as an int; :class:`MutualNetError` below the model's smallest input or above the memory limit."""
-    return _check_resolution(model, int(resolution))
 
 
 @torch.no_grad()
@@ -173,3 +165,23 @@ def calibrate_batches(model: nn.Module, batches: Iterable[Any], width: float, re
     if count == 0:
         raise MutualNetError("no calibration images")
     return CalibrationResult(key, float(width), resolution, count, seconds)
+
+
+def calibrated_configs(model: nn.Module) -> list[str]:
+    """Configuration keys (``w0.350_r224``) for which *every* BatchNorm holds calibrated statistics."""
+    bns = [m for m in model.modules() if isinstance(m, SlimmableBatchNorm2d)]
+    if not bns:
+        return []
+    keys = set(bns[0].calibrated)
+    for bn in bns[1:]:
+        keys &= set(bn.calibrated)
+    return sorted(keys)
+
+
+def is_calibrated(model: nn.Module, width: float, resolution: int) -> bool:
+    """Whether eval mode at (width, resolution) uses calibrated statistics in every BatchNorm.
+
+    Statistics stored for the width at any resolution (released weights, key ``w<width>_rany``) count.
+    """
+    keys = set(calibrated_configs(model))
+    return config_key(width, resolution) in keys or config_key(width, None) in keys

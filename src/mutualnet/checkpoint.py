@@ -34,7 +34,7 @@ from .data.transforms import DEFAULT_RESIZE, check_resize
 from .errors import MutualNetError
 from .io import atomic_save, read_torch_file
 from .models import create_model
-from .validate import check_resolution
+from .validate import check_pixels
 
 __all__ = ["FORMAT", "VERSION", "CheckpointMeta", "checkpoint_meta", "atomic_save",
            "save_checkpoint", "load_checkpoint", "model_from_checkpoint", "checkpoint_dict", "read_torch_file",
@@ -165,7 +165,7 @@ def _check_types(ckpt: dict, path: str | os.PathLike) -> None:
         if not isinstance(res, list) or not res:
             raise MutualNetError(f"checkpoint {path} is malformed: meta 'resolutions' must be a list of sizes")
         for r in res:
-            check_resolution(r, f"checkpoint {path}: meta resolution")
+            check_pixels(r, f"checkpoint {path}: meta resolution")
     ds = meta.get("dataset")
     if ds is not None and not (isinstance(ds, dict) and all(
             ds.get(k) is None or isinstance(ds.get(k), str) for k in ("name", "root"))):

@@ -24,9 +24,12 @@ time of every (partial) run is accumulated in ``wall_time.json``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import fcntl
 import json
 import math
+import os
 import statistics
 import time
 from collections.abc import Iterator, Sequence
@@ -37,13 +40,14 @@ from pathlib import Path
 from .demo import make_recipe, run_pipeline
 from .errors import MutualNetError
 from .io import atomic_write, atomic_write_text
+from .layers import config_key
 from .models import create_model
 from .profiling import profile
 from .search import QueryTable, width_grid
 from .train.config import apply_overrides, config_from_dict
 
 __all__ = ["ARMS", "CompareResult", "run_compare", "usnet_lower_width", "matched_budgets", "seed_budgets",
-           "mean_table", "training_compute", "parse_seeds"]
+           "mean_table", "training_compute", "parse_seeds", "learning_curves"]
 
 # arm key -> name in tables and plots; the keys select arms (``--arms``)
 ARMS = {"mutualnet": "MutualNet", "usnet": "US-Net", "usnet+": "US-Net+", "independent": "Independent",
@@ -166,11 +170,13 @@ def _spread(values: list[float]) -> dict:
 
 
 def seed_budgets(per_seed: Sequence[dict[str, QueryTable]], budgets: list[float]) -> list[dict]:
-    """Per budget and arm: the best top-1 within the budget of each seed, summarised as mean and spread.
+    """Per budget and arm: the configuration each seed picks within the budget, its accuracy as mean and spread.
 
-    Each seed picks its own best configuration (a user would search each trained network), so the spread
-    includes the choice; ``configs`` lists the (width, resolution) each seed picked. ``None`` where no seed
-    has anything that cheap.
+    Each seed picks its own best configuration by the tables' ``top1`` (a user would search each trained
+    network), so the spread includes the choice; ``configs`` lists the (width, resolution) each seed picked.
+    When the tables were measured on held-out images (``test_top1`` columns), the summary is the *test-set*
+    accuracy of the picks and ``selected`` the held-out accuracy they were picked by, so no number reported is
+    the one a choice was made on. ``None`` where no seed has anything that cheap.
     """
     matched = [matched_budgets(tables, budgets) for tables in per_seed]
     names = list(per_seed[0])
@@ -179,9 +185,14 @@ def seed_budgets(per_seed: Sequence[dict[str, QueryTable]], budgets: list[float]
         row: dict = {"mflops": b}
         for name in names:
             picks = [m[i][name] for m in matched if m[i][name] is not None]
-            row[name] = None if not picks else {
-                **_spread([p["top1"] for p in picks]),
-                "configs": [[p["width"], p["resolution"]] for p in picks]}
+            if not picks:
+                row[name] = None
+                continue
+            held_out = all("test_top1" in p for p in picks)
+            row[name] = {**_spread([p["test_top1"] if held_out else p["top1"] for p in picks]),
+                         "configs": [[p["width"], p["resolution"]] for p in picks]}
+            if held_out:
+                row[name]["selected"] = _spread([p["top1"] for p in picks])
         rows.append(row)
     return rows
 
@@ -193,9 +204,14 @@ def mean_table(tables: Sequence[QueryTable]) -> QueryTable:
     for w, r in sorted(keys):
         found = [t.find(w, r) for t in tables]
         top1 = [f["top1"] for f in found]
-        rows.append({**{k: found[0][k] for k in ("width", "resolution", "macs", "params")},
-                     "top1": statistics.fmean(top1), "top5": statistics.fmean(f["top5"] for f in found),
-                     "top1_std": statistics.stdev(top1) if len(top1) > 1 else 0.0})
+        row = {**{k: found[0][k] for k in ("width", "resolution", "macs", "params")},
+               "top1": statistics.fmean(top1), "top5": statistics.fmean(f["top5"] for f in found),
+               "top1_std": statistics.stdev(top1) if len(top1) > 1 else 0.0}
+        if all("test_top1" in f for f in found):
+            test = [f["test_top1"] for f in found]
+            row |= {"test_top1": statistics.fmean(test), "test_top5": statistics.fmean(f["test_top5"] for f in found),
+                    "test_top1_std": statistics.stdev(test) if len(test) > 1 else 0.0}
+        rows.append(row)
     return QueryTable(rows, meta={"seeds": len(tables)})
 
 
@@ -214,9 +230,12 @@ def _clock(path: Path, key: str) -> Iterator[None]:
     try:
         yield
     finally:
-        times = json.loads(path.read_text()) if path.exists() else {}
-        times[key] = round(times.get(key, 0.0) + time.perf_counter() - t0, 3)
-        atomic_write_text(path, json.dumps(times, indent=2))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_suffix(".lock"), "a") as lock:  # seeds run by parallel processes share the file
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            times = json.loads(path.read_text()) if path.exists() else {}
+            times[key] = round(times.get(key, 0.0) + time.perf_counter() - t0, 3)
+            atomic_write_text(path, json.dumps(times, indent=2))
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -304,39 +323,42 @@ def run_compare(out: str | Path = "runs/compare", *, recipe: dict | None = None,
 
     tables: dict[int, dict[str, QueryTable]] = {}
     boost: dict[str, list[float]] = {"boosted_top1": [], "plain_top1": [], "plain_equal_compute_top1": []}
-    for seed in seeds:
-        t: dict[str, QueryTable] = {}
-        if "mutualnet" in arms:
-            t["MutualNet"] = arm(seed, "mutualnet", base, "MutualNet")
-        if "usnet" in arms:
-            t["US-Net"] = arm(seed, "usnet", us, f"US-Net [{w_us:g}, {hi:g}] at {res[0]} px",
-                              search_resolutions=[res[0]])
-        if "usnet+" in arms:
-            t["US-Net+"] = arm(seed, "usnet_plus", us_plus, f"US-Net+ [{lo:g}, {hi:g}] at every resolution")
-        single_tables: dict[tuple[float, int], QueryTable] = {}
-        if "independent" in arms:
-            independent = QueryTable(meta={"mode": "single", "configs": singles})
-            for w, r in singles:
-                single_tables[(w, r)] = arm(seed, f"single_w{w:g}_r{r}", _single(base, w, r),
-                                            f"independent ({w:g}, {r})")
-                for row in single_tables[(w, r)].rows:
-                    independent.add({k: row[k] for k in ("width", "resolution", "top1", "top5", "macs", "params",
-                                                         "latency_ms")})
-            t["Independent"] = independent
-        if "boost" in arms:
-            tb = arm(seed, "boost", boosted, f"boost [0.9, {hi:g}]", width_step=round(hi - 0.9, 6) or 0.1,
-                     search_resolutions=[res[0]])
-            tp = single_tables.get(full) or arm(seed, f"single_w{hi:g}_r{res[0]}", plain,
-                                                f"independent ({hi:g}, {res[0]})")
-            if equal_compute_epochs > base["train"]["epochs"]:
-                te = arm(seed, f"single_w{hi:g}_r{res[0]}_e{equal_compute_epochs}", _single(plain, *full,
-                                                                                             equal_compute_epochs),
-                         f"independent ({hi:g}, {res[0]}) for {equal_compute_epochs} epochs (the boost's compute)")
-            else:
-                te = tp
-            for k, tab in (("boosted_top1", tb), ("plain_top1", tp), ("plain_equal_compute_top1", te)):
-                boost[k].append(tab.find(*full)["top1"])
-        tables[seed] = t
+    with _LoadSampler(out / "load.log"):  # the load is reported beside the wall time
+        for seed in seeds:
+            t: dict[str, QueryTable] = {}
+            if "mutualnet" in arms:
+                t["MutualNet"] = arm(seed, "mutualnet", base, "MutualNet")
+            # the comparison that matters most first: the shared network against networks trained alone
+            single_tables: dict[tuple[float, int], QueryTable] = {}
+            if "independent" in arms:
+                independent = QueryTable(meta={"mode": "single", "configs": singles})
+                for w, r in singles:
+                    single_tables[(w, r)] = arm(seed, f"single_w{w:g}_r{r}", _single(base, w, r),
+                                                f"independent ({w:g}, {r})")
+                    for row in single_tables[(w, r)].rows:
+                        independent.add({k: row[k] for k in ("width", "resolution", "top1", "top5", "macs", "params",
+                                                             "latency_ms", "test_top1", "test_top5") if k in row})
+                t["Independent"] = independent
+            if "usnet+" in arms:
+                t["US-Net+"] = arm(seed, "usnet_plus", us_plus, f"US-Net+ [{lo:g}, {hi:g}] at every resolution")
+            if "usnet" in arms:
+                t["US-Net"] = arm(seed, "usnet", us, f"US-Net [{w_us:g}, {hi:g}] at {res[0]} px",
+                                  search_resolutions=[res[0]])
+            if "boost" in arms:
+                tb = arm(seed, "boost", boosted, f"boost [0.9, {hi:g}]", width_step=round(hi - 0.9, 6) or 0.1,
+                         search_resolutions=[res[0]])
+                tp = single_tables.get(full) or arm(seed, f"single_w{hi:g}_r{res[0]}", plain,
+                                                    f"independent ({hi:g}, {res[0]})")
+                if equal_compute_epochs > base["train"]["epochs"]:
+                    te = arm(seed, f"single_w{hi:g}_r{res[0]}_e{equal_compute_epochs}", _single(plain, *full,
+                                                                                                 equal_compute_epochs),
+                             f"independent ({hi:g}, {res[0]}) for {equal_compute_epochs} epochs (the boost's compute)")
+                else:
+                    te = tp
+                for k, tab in (("boosted_top1", tb), ("plain_top1", tp), ("plain_equal_compute_top1", te)):
+                    row = tab.find(*full)
+                    boost[k].append(row.get("test_top1", row["top1"]))  # no choice is made here: the test set's
+            tables[seed] = {n: t[n] for n in ARMS.values() if n in t}  # the tables' order, whatever the runs'
 
     seconds = sum(json.loads(clock.read_text()).values()) if clock.exists() else 0.0
     boost_summary: dict = {}
@@ -377,16 +399,19 @@ def _plot(tables: dict[str, QueryTable], out: Path, title: str) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=150)
+    held_out = all("test_top1" in r for t in tables.values() for r in t.rows)
+    acc, std = ("test_top1", "test_top1_std") if held_out else ("top1", "top1_std")
     for (name, t), ls in zip(tables.items(), ["-", "--", ":", "-.", "-"]):
-        front = t.frontier()
-        bars = ax.errorbar([r["mflops"] for r in front], [r["top1"] for r in front],
-                           yerr=[r.get("top1_std", 0.0) for r in front], marker="o", ms=3, lw=1.4, ls=ls,
+        front = t.frontier()  # chosen by the tables' top1: the held-out images' when there are any
+        bars = ax.errorbar([r["mflops"] for r in front], [r[acc] for r in front],
+                           yerr=[r.get(std, 0.0) for r in front], marker="o", ms=3, lw=1.4, ls=ls,
                            capsize=2, label=name, zorder=3)
         rest = [r for r in t.rows if not r["pareto"]]
-        ax.scatter([r["mflops"] for r in rest], [r["top1"] for r in rest], s=8, alpha=0.3,
+        ax.scatter([r["mflops"] for r in rest], [r[acc] for r in rest], s=8, alpha=0.3,
                    color=bars.lines[0].get_color(), zorder=2)
     ax.set_xlabel("MFLOPs")
-    ax.set_ylabel("top-1 accuracy (%), mean over seeds")
+    ax.set_ylabel("test top-1 (%), mean over seeds" + (" (frontier chosen on held-out images)" if held_out else ""),
+                  fontsize=8 if held_out else None)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -395,6 +420,108 @@ def _plot(tables: dict[str, QueryTable], out: Path, title: str) -> Path:
         return atomic_write(out, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)
+
+
+def learning_curves(out: str | Path, seeds: Sequence[int],
+                    configs: Sequence[tuple[float, int]] = ((1.0, 28), (0.5, 16))) -> dict[str, dict[str, list]]:
+    """Validation top-1 against iterations of every run in ``out`` that validated one of ``configs``.
+
+    Read from each run's ``metrics.jsonl`` (its ``val`` rows: the widest and the narrowest configuration, on the
+    held-out images when the recipe holds some out). Returns ``{"W@R": {arm: [[step, mean, min, max], ...]}}``,
+    the mean and range over ``seeds`` at each step every seed reached.
+    """
+    out = Path(out)
+    wanted = {config_key(w, r): f"{w:g}@{r}" for w, r in configs}
+    per: dict[str, dict[str, dict[int, list[float]]]] = {v: {} for v in wanted.values()}
+    for seed in seeds:
+        for metrics in sorted((out / f"seed{seed}").glob("*/train/metrics.jsonl")):
+            folder = metrics.parent.parent.name
+            arm = _arm_of(folder)
+            if arm == "Boost":
+                continue
+            for line in metrics.read_text().splitlines():
+                with contextlib.suppress(ValueError):
+                    row = json.loads(line)
+                    if row.get("kind") != "val":
+                        continue
+                    for tag_key, value in row.items():
+                        if tag_key.startswith("config_") and value in wanted:
+                            tag = tag_key.removeprefix("config_")
+                            per[wanted[value]].setdefault(arm, {}).setdefault(int(row["step"]), []).append(
+                                float(row[f"top1_{tag}"]))
+    curves: dict[str, dict[str, list]] = {}
+    for cfg, arms in per.items():
+        curves[cfg] = {arm: [[step, statistics.fmean(v), min(v), max(v)] for step, v in sorted(points.items())
+                             if len(v) == len(seeds)] for arm, points in arms.items()}
+    return curves
+
+
+def _plot_curves(curves: dict[str, dict[str, list]], out: Path, title: str) -> Path | None:
+    """One panel per configuration: validation top-1 against iterations, per arm (mean line, seed range band)."""
+    panels = [(cfg, arms) for cfg, arms in curves.items() if any(arms.values())]
+    if not panels:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), dpi=150, squeeze=False)
+    for ax, (cfg, arms) in zip(axes[0], panels):
+        for arm, pts in sorted(arms.items()):
+            if not pts:
+                continue
+            x = [p[0] for p in pts]
+            kind = "trained alone" if arm == "Independent" else "one shared network"
+            line, = ax.plot(x, [p[1] for p in pts], marker="o", ms=3, lw=1.4, label=f"{arm} ({kind})")
+            ax.fill_between(x, [p[2] for p in pts], [p[3] for p in pts], alpha=0.2, color=line.get_color())
+        w, r = cfg.split("@")
+        ax.set_title(f"({w}, {r} px)", fontsize=10)
+        ax.set_xlabel("training iterations")
+        ax.set_ylabel("validation top-1 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    try:
+        return atomic_write(out, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
+
+
+def _load_summary(path: Path) -> dict | None:
+    """The machine's 1-minute load averages sampled while the runs went (``load.log``: one sample a line)."""
+    if not path.is_file():
+        return None
+    values = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(ValueError, IndexError):
+            values.append(float(line.split()[1]))
+    return {"mean": statistics.fmean(values), "min": min(values), "max": max(values), "n": len(values)} if values \
+        else None
+
+
+class _LoadSampler:
+    """Samples the 1-minute load average every ``every`` seconds into ``path`` while a comparison runs."""
+
+    def __init__(self, path: Path, every: float = 60.0) -> None:
+        import threading
+
+        self.path, self.every, self.stop = path, every, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.every):
+            with contextlib.suppress(OSError), open(self.path, "a") as f:
+                f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {os.getloadavg()[0]:.2f}\n")
+
+    def __enter__(self) -> _LoadSampler:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
 
 
 def _cell(s: dict | None) -> str:
@@ -414,7 +541,12 @@ def _write(res: CompareResult, recipe: dict, budgets: list[float], singles: list
              f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}")
     if curves:
         _plot(curves, out / "compare.png", title)
+    lc = learning_curves(out, seeds, [(recipe["model"]["width_range"][1], max(recipe["train"]["resolutions"])),
+                                      (recipe["model"]["width_range"][0], min(recipe["train"]["resolutions"]))])
+    _plot_curves(lc, out / "learning_curves.png", title)
     per_budget = seed_budgets([res.tables[s] for s in seeds], budgets) if names else []
+    held_out = bool(per_budget) and any(m[n] is not None and "selected" in m[n] for m in per_budget for n in names)
+    load = _load_summary(out / "load.log")
     times = json.loads((out / "wall_time.json").read_text()) if (out / "wall_time.json").exists() else {}
     wall: dict[str, float] = {}
     for key, sec in times.items():
@@ -429,14 +561,26 @@ def _write(res: CompareResult, recipe: dict, budgets: list[float], singles: list
         "per_seed": {str(s): {n: t.rows for n, t in res.tables[s].items()} for s in seeds},
         "ranges_mflops": {n: [min(r["mflops"] for r in t.rows), max(r["mflops"] for r in t.rows)]
                           for n, t in curves.items() if t.rows},
+        "selected_on": "holdout" if held_out else "test", "learning_curves": lc, "load": load,
     }
     atomic_write_text(out / "compare.json", json.dumps(summary, indent=2))
     spread = "mean ± sample standard deviation over seeds " + ", ".join(map(str, seeds)) if len(seeds) > 1 \
         else f"seed {seeds[0]}"
-    text = [f"Best top-1 (%) within each budget ({spread}); each seed picks its own best configuration.", ""]
+    if held_out:
+        holdout = recipe["data"].get("holdout")
+        text = [f"Test top-1 (%) of the configuration each seed picks within each budget on {holdout} held-out "
+                f"training images ({spread}); the test set is never used to choose.", ""]
+    else:
+        text = [f"Best top-1 (%) within each budget ({spread}); each seed picks its own best configuration "
+                "on the same test images it reports (no held-out images: data.holdout).", ""]
     if names:
         text += [f"| budget (MFLOPs) | {' | '.join(names)} |", "|---" * (len(names) + 1) + "|"]
         text += [f"| {m['mflops']:g} | {' | '.join(_cell(m[n]) for n in names)} |" for m in per_budget]
+        if held_out:
+            text += ["", "Held-out top-1 (%) of the same picks (what each was chosen by):", "",
+                     f"| budget (MFLOPs) | {' | '.join(names)} |", "|---" * (len(names) + 1) + "|"]
+            text += [f"| {m['mflops']:g} | "
+                     + " | ".join(_cell(m[n] and m[n].get("selected")) for n in names) + " |" for m in per_budget]
         text += ["", "Configurations (width, resolution) picked at each budget, per seed:", "",
                  f"| budget (MFLOPs) | {' | '.join(names)} |", "|---" * (len(names) + 1) + "|"]
         text += [f"| {m['mflops']:g} | " + " | ".join(
@@ -463,4 +607,7 @@ def _write(res: CompareResult, recipe: dict, budgets: list[float], singles: list
                      f"{_cell(b['plain_equal_compute_top1'])}% trained alone for {b['equal_compute_epochs']} epochs "
                      "(about the boosted run's compute)."]
     text += ["", f"Wall time of all runs in {out}, resumed parts included: {res.seconds / 60:.1f} min."]
+    if load:
+        text += [f"Load average (1 min) while they ran: mean {load['mean']:.1f}, min {load['min']:.1f}, "
+                 f"max {load['max']:.1f} ({load['n']} samples; {os.cpu_count()} cores)."]
     atomic_write_text(out / "results.md", "\n".join(text) + "\n")

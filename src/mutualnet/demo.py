@@ -30,7 +30,9 @@ __all__ = ["DEMO_RECIPE", "DemoResult", "run_demo", "run_pipeline", "make_recipe
 # The demo's recipe (also usable as a YAML file: `mutualnet train --config` with these sections).
 DEMO_RECIPE: dict = {
     "model": {"name": "resnet20_cifar", "width_range": [0.5, 1.0], "num_classes": 10, "args": {"in_chans": 1}},
-    "data": {"name": "fashion_mnist", "batch_size": 128, "workers": 0, "crop_padding": 0},
+    # 5,000 of the 60,000 training images held out: validation and the query table (selection) use them,
+    # the test set is only reported (mutualnet.data.splits); --set data.holdout=0 selects on the test set
+    "data": {"name": "fashion_mnist", "batch_size": 128, "workers": 0, "crop_padding": 0, "holdout": 5000},
     "train": {"mode": "mutual", "num_subnets": 4, "resolutions": [28, 24, 20, 16], "epochs": 3},
     "optim": {"lr": 0.2, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "warmup_epochs": 0.2},
     "run": {"seed": 0, "device": "auto", "save_every": 100, "val_every": 1, "tensorboard": True,

@@ -17,6 +17,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "onnx": ("onnx", "onnxruntime", "onnxscript"),
     "coco": ("pycocotools",),
     "tensorboard": ("tensorboard",),
+    "timm": ("timm",),
 }
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from .errors import MutualNetError
 
 __all__ = ["MAX_RESOLUTION", "MAX_WIDTH", "MAX_CLASSES", "MAX_IN_CHANS", "MAX_THREADS", "check_int", "check_float",
-           "check_resolution", "check_width"]
+           "check_pixels", "check_width"]
 
 MAX_RESOLUTION = 4096  # pixels per side; one 4096^2 RGB image is already 200 MB of float activations per channel
 MAX_WIDTH = 8.0  # width multipliers beyond this make layers thousands of channels wide
@@ -65,8 +65,9 @@ def check_float(value: Any, name: str, lo: float | None = None, hi: float | None
     return value
 
 
-def check_resolution(value: Any, name: str = "resolution") -> int:
-    """A resolution in pixels, at most :data:`MAX_RESOLUTION` (a memory bound, not a model limit)."""
+def check_pixels(value: Any, name: str = "resolution") -> int:
+    """An image side in pixels, at most :data:`MAX_RESOLUTION` (a memory bound; a model's own smallest input is
+    :func:`mutualnet.layers.check_resolution`'s)."""
     return check_int(value, name, 1, MAX_RESOLUTION)
 
 

@@ -60,7 +60,7 @@ def _frontier(ckpt: dict, args: argparse.Namespace, model) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..search.build import _subset  # the same seeded subset as `search --val-images`
+    from ..data.datasets import random_subset  # the same seeded subset as `search --val-images`
     from .eval import run_cascade_on
 
     if (args.max_mflops is None) == (args.min_top1 is None):
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     dev = resolve_device(args.device)
     data = data_from_checkpoint(ckpt, model, dataset=args.dataset, data_root=args.data_root, workers=args.workers)
     crop = max([*((ckpt.get("meta") or {}).get("resolutions") or []), *(c["resolution"] for c in candidates)])
-    heldout = _subset(data.build("holdout", crop), args.heldout_images, args.seed)
+    heldout = random_subset(data.build("holdout", crop), args.heldout_images, args.seed)
     model.to(dev)
     scores = score_configs(model, DataLoader(heldout, batch_size=args.batch_size, num_workers=data.workers),
                            candidates, device=dev)

@@ -2,6 +2,8 @@
 
 Every arm trains with the demo's recipe and is searched like ``mutualnet search``; with ``--seeds`` each arm runs
 once per seed and the table gives mean ± standard deviation per budget, beside each arm's training compute.
+Each budget's configuration is picked on 5,000 held-out training images (the recipe's data.holdout, never trained
+on) and its test-set top-1 is reported; `--set data.holdout=0` picks on the test set as before.
 For a quick look shrink it: ``--train-images 5000 --val-images 1000 --epochs 1 --arms mutualnet,usnet+``.
 """
 
@@ -51,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width-step", type=A.width_step, default=0.05, help="width step of every search (default: 0.05)")
     p.add_argument("--calib-images", type=A.positive_int, default=2000,
                    help="BN calibration images per configuration (default: 2000)")
-    p.add_argument("--val-images", type=A.positive_int, help="test images per configuration (default: all)")
+    p.add_argument("--val-images", type=A.positive_int,
+                   help="held-out (or, without data.holdout, test) images per configuration (default: all)")
     p.add_argument("--threads", type=A.threads, help="torch CPU threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)

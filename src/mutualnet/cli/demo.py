@@ -35,11 +35,19 @@ def run(args: argparse.Namespace) -> int:
     full = res.full
     cheapest = min(t.rows, key=lambda r: r["macs"])
     front = t.frontier()
+    split = t.meta.get("split", "test")
+    print(f"top-1 measured on the {'held-out training images (data.holdout)' if split == 'holdout' else 'test set'}"
+          + ("; the test set's in parentheses (reported, never selected on)"
+             if any("test_top1" in r for r in t.rows) else ""))
     print()
-    print(f"full configuration (width {full['width']:g}, {full['resolution']} px): top-1 {full['top1']:.2f}%, "
+
+    def top1(r: dict) -> str:
+        return f"top-1 {r['top1']:.2f}%" + (f" ({r['test_top1']:.2f}% on the test set)" if "test_top1" in r else "")
+
+    print(f"full configuration (width {full['width']:g}, {full['resolution']} px): {top1(full)}, "
           f"{full['mflops']:.2f} MFLOPs")
     print(f"cheapest configuration (width {cheapest['width']:g}, {cheapest['resolution']} px): "
-          f"top-1 {cheapest['top1']:.2f}%, {cheapest['mflops']:.2f} MFLOPs")
+          f"{top1(cheapest)}, {cheapest['mflops']:.2f} MFLOPs")
     print(f"{len(front)} of {len(t)} configurations are on the frontier; "
           f"{len({r['resolution'] for r in front})} resolutions appear on it")
     print(f"plot: {res.plot}   table: {res.search_dir / 'query_table.csv'}   "

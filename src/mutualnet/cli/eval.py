@@ -19,12 +19,14 @@ import json
 
 from torch.utils.data import DataLoader
 
-from ..calibrate import calibrate
+from ..calibrate import is_calibrated
 from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..data.checkpoint import data_from_checkpoint
+from ..data.datasets import random_subset
 from ..errors import MutualNetError
+from ..evaluate import evaluate_checkpoint
 from ..layers import config_key
-from ..profiling import profile, resolve_device
+from ..profiling import resolve_device
 from . import _args as A
 from ._args import add_data_args
 
@@ -77,11 +79,14 @@ def run_cascade_on(model, cascade, dataset, args: argparse.Namespace, workers: i
             "label": label.tolist()}
 
 
-def _eval_cascade(args: argparse.Namespace, ckpt: dict, model, dev) -> int:
+def _eval_cascade(args: argparse.Namespace) -> int:
     from ..deploy.cascade import Cascade
-    from ..deploy.export import is_calibrated
-    from ..search.build import _subset
 
+    ckpt = load_checkpoint(args.checkpoint)
+    model = model_from_checkpoint(ckpt).eval()
+    if args.calib_images <= 0 or args.batch_size <= 0 or (args.val_images is not None and args.val_images <= 0):
+        raise MutualNetError("--calib-images, --batch-size and --val-images must be positive")
+    dev = resolve_device(args.device)
     if args.configs:
         raise MutualNetError("give either --config or --cascade, not both")
     cascade = Cascade.load(args.cascade)
@@ -92,7 +97,7 @@ def _eval_cascade(args: argparse.Namespace, ckpt: dict, model, dev) -> int:
                                  f"{args.checkpoint}; was the cascade fitted on another checkpoint?")
     data = data_from_checkpoint(ckpt, model, dataset=args.dataset, data_root=args.data_root, workers=args.workers)
     crop = max([*((ckpt.get("meta") or {}).get("resolutions") or []), *(s.resolution for s in cascade.steps)])
-    val = _subset(data.build("val", crop), args.val_images, args.seed)
+    val = random_subset(data.build("val", crop), args.val_images, args.seed)
     res = run_cascade_on(model.to(dev), cascade, val, args, data.workers, dev)
     rep, name = res["report"], data.info["name"]
     images = [{"index": i, "label": y, "predicted": p, "width": cascade.steps[k].width,
@@ -117,61 +122,20 @@ def _eval_cascade(args: argparse.Namespace, ckpt: dict, model, dev) -> int:
     return 0
 
 
-def _statistics(model, width: float, resolution: int, args: argparse.Namespace, build, crop: int,
-                workers: int) -> str:
-    """Make sure ``(width, resolution)`` has BN statistics; returns where they come from."""
-    from ..deploy.export import is_calibrated
-
-    if args.calibrate:
-        res = calibrate(model, build("train", crop), width, resolution, num_images=args.calib_images,
-                        batch_size=args.batch_size, seed=args.seed, num_workers=workers)
-        return f"re-estimated on {res.num_images} training images"
-    if is_calibrated(model, width, resolution):
-        return "calibrated (stored in the checkpoint)"
-    if model.width_range.is_top(width):
-        return "shared running statistics (top width)"
-    raise MutualNetError(f"{config_key(width, resolution)} has no calibrated BatchNorm statistics in "
-                         f"{args.checkpoint}; add --calibrate to re-estimate them")
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..search.build import _subset, evaluate  # the same seeded subset as `search --val-images`
-
-    ckpt = load_checkpoint(args.checkpoint)
-    model = model_from_checkpoint(ckpt).eval()
-    if args.calib_images <= 0 or args.batch_size <= 0 or (args.val_images is not None and args.val_images <= 0):
-        raise MutualNetError("--calib-images, --batch-size and --val-images must be positive")
-    dev = resolve_device(args.device)
     if args.cascade is not None:
-        return _eval_cascade(args, ckpt, model, dev)
+        return _eval_cascade(args)
     if args.per_image:
         raise MutualNetError("--per-image goes with --cascade")
-    meta = ckpt.get("meta") or {}
-    top_res = max(meta.get("resolutions") or [0])
-    configs = args.configs or [(model.width_range[1], top_res)]
-    for w, r in configs:
-        model.width_range.check(w)  # before any data is read
-        if r < 1:
-            raise MutualNetError(f"resolution must be positive, got {r}")
-    if configs[0][1] == 0:
-        raise MutualNetError(f"{args.checkpoint} records no resolutions; pass --config WIDTH,RESOLUTION")
-    data = data_from_checkpoint(ckpt, model, dataset=args.dataset, data_root=args.data_root, workers=args.workers)
-    build, ds_info, workers = data.build, data.info, data.workers
-    crop = max([top_res, *(r for _, r in configs)])  # evaluation crop, resized on the device (as in training)
-    val = _subset(build("val", crop), args.val_images, args.seed)
-    model.to(dev)
-    results = []
-    for w, r in configs:
-        source = _statistics(model, w, r, args, build, crop, workers)
-        loader = DataLoader(val, batch_size=args.batch_size, num_workers=workers)
-        top1, top5, n = evaluate(model, loader, w, r, device=dev)
-        results.append({"width": w, "resolution": r, "top1": top1, "top5": top5, "images": n,
-                        "mflops": profile(model, w, r).mflops, "bn_statistics": source})
+    out = evaluate_checkpoint(args.checkpoint, args.configs, dataset=args.dataset, data_root=args.data_root,
+                              workers=args.workers, seed=args.seed, recalibrate=args.calibrate,
+                              calib_images=args.calib_images, val_images=args.val_images,
+                              batch_size=args.batch_size, device=args.device)
     if args.json:
-        print(json.dumps({"checkpoint": str(args.checkpoint), "dataset": ds_info, "results": results}, indent=1))
+        print(json.dumps(out, indent=1))
         return 0
-    for row in results:
+    for row in out["results"]:
         print(f"width {row['width']:g} at {row['resolution']} px: top-1 {row['top1']:.2f}%, top-5 {row['top5']:.2f}% "
-              f"on {row['images']} {ds_info['name']} validation images ({row['mflops']:.2f} MFLOPs; BN: "
+              f"on {row['images']} {out['dataset']['name']} validation images ({row['mflops']:.2f} MFLOPs; BN: "
               f"{row['bn_statistics']})")
     return 0

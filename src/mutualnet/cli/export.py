@@ -16,9 +16,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..calibrate import is_calibrated
 from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..deploy.adaptive import load_query_table
-from ..deploy.export import FORMATS, export_subnet, is_calibrated, save_exported
+from ..deploy.export import FORMATS, export_subnet, save_exported
 from ..errors import MutualNetError
 from ..extras import require
 from ..layers import config_key

@@ -41,6 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resize-then-crop", action="store_true",
                    help="evaluate each resolution with its own Resize+CenterCrop (default: resize the crop of "
                         "the highest resolution on the device, as in the paper)")
+    p.add_argument("--split", choices=("holdout", "test"),
+                   help="measure the table on the checkpoint's held-out training images (data.holdout; the "
+                        "default when it has them) or on the test set (the default otherwise)")
+    p.add_argument("--no-test", action="store_true",
+                   help="with --split holdout, skip the test-set columns (test_top1/test_top5, reported only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -52,14 +57,17 @@ def run(args: argparse.Namespace) -> int:
         calib_images=args.calib_images, val_images=args.val_images, halving=args.halving,
         batch_size=args.eval_batch_size,
         device=args.device, latency=args.latency, latency_batch_size=args.batch_size, threads=args.threads,
-        resize_then_crop=args.resize_then_crop, progress=not args.no_progress)
+        resize_then_crop=args.resize_then_crop, split=args.split, report_test=not args.no_test,
+        progress=not args.no_progress)
     table = res.table
     cal = table.meta["calibration"]
     best = max(table.rows, key=lambda r: r["top1"])
     print(f"searched {len(table)} configurations ({res.num_widths} widths x {res.num_resolutions} resolutions) in "
           f"{res.seconds:.1f}s; calibration {cal['images_per_s']} images/s, "
           f"{100 * (cal['share_of_search_time'] or 0):.0f}% of search time")
-    print(f"best: width {best['width']:g} at {best['resolution']} px, top-1 {best['top1']:.2f}%, "
-          f"{best['mflops']:.2f} MFLOPs; frontier: {sum(r['pareto'] for r in table.rows)} configurations")
+    split = table.meta.get("split", "test")
+    test = f" (test set: {best['test_top1']:.2f}%)" if "test_top1" in best else ""
+    print(f"best: width {best['width']:g} at {best['resolution']} px, top-1 {best['top1']:.2f}% on the {split} "
+          f"images{test}, {best['mflops']:.2f} MFLOPs; frontier: {sum(r['pareto'] for r in table.rows)} configurations")
     print(json.dumps({"table": str(res.table_path), "csv": str(res.csv_path), "checkpoint": str(res.checkpoint_path)}))
     return 0

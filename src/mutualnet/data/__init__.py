@@ -1,6 +1,6 @@
 """Datasets and transforms: ImageNet-style folders, CIFAR-10/100, Fashion-MNIST, synthetic."""
 
-from .datasets import DATASETS, FASHION_MNIST_ROOT, DatasetInfo, build_dataset, dataset_info
+from .datasets import DATASETS, FASHION_MNIST_ROOT, DatasetInfo, build_dataset, dataset_info, random_subset
 from .preprocess import Preprocessing, artefact_meta, preprocessing_for, preprocessing_of
 from .synthetic import SyntheticImages
 from .transforms import (
@@ -14,6 +14,7 @@ from .transforms import (
     train_transform,
 )
 
-__all__ = ["DATASETS", "FASHION_MNIST_ROOT", "DatasetInfo", "build_dataset", "dataset_info", "SyntheticImages",
-           "TensorImages", "IMAGENET_MEAN", "IMAGENET_STD", "eval_transform", "train_transform", "resize_batch",
-           "Preprocessing", "preprocessing_for", "preprocessing_of", "artefact_meta", "RESIZE_MODES", "DEFAULT_RESIZE"]
+__all__ = ["DATASETS", "FASHION_MNIST_ROOT", "DatasetInfo", "build_dataset", "dataset_info", "random_subset",
+           "SyntheticImages", "TensorImages", "IMAGENET_MEAN", "IMAGENET_STD", "eval_transform", "train_transform",
+           "resize_batch", "Preprocessing", "preprocessing_for", "preprocessing_of", "artefact_meta", "RESIZE_MODES",
+           "DEFAULT_RESIZE"]

@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 
 from ..errors import MutualNetError
 from .datasets import build_dataset
+from .splits import split_holdout
 
 __all__ = ["CheckpointData", "data_from_checkpoint"]
 
@@ -20,8 +21,10 @@ class CheckpointData:
     """How to build a checkpoint's datasets without augmentation.
 
     Attributes:
-        build: ``(split, input_size) -> Dataset`` with the evaluation transform (``split``: train or val).
-        info: ``{"name", "root"}`` of the dataset, as query tables record it.
+        build: ``(split, input_size) -> Dataset`` with the evaluation transform. ``split``: ``train`` (the
+            images trained on: without the held-out ones), ``holdout`` (the held-out training images, see
+            :mod:`mutualnet.data.splits`) or ``val`` (the test set).
+        info: ``{"name", "root"}`` of the dataset (and ``holdout``: the held-out count), as query tables record it.
         workers: Data-loader workers suited to it (0 for in-memory datasets).
     """
 
@@ -55,8 +58,31 @@ def data_from_checkpoint(ckpt: dict, model: nn.Module, *, dataset: str | None = 
                "synthetic_length": int(meta_ds.get("synthetic_length") or cfg_data.get("synthetic_length") or 512),
                "seed": int(meta_ds.get("seed") or cfg_run.get("seed") or 0)}
 
+    foreign = dataset and dataset != meta_ds.get("name")  # another dataset: its own test set, nothing held out
+    holdout = 0 if foreign else _holdout(meta_ds.get("holdout", cfg_data.get("holdout")))
+
     def build(split: str, size: int) -> Dataset:
-        return build_dataset(name, split, root=root, input_size=size, augment=False, **kw)
+        if split not in ("train", "val", "holdout"):
+            raise MutualNetError(f"unknown split {split!r}: train, val or holdout")
+        if split == "holdout" and not holdout:
+            raise MutualNetError("the checkpoint was trained without held-out images (data.holdout); "
+                                 "search it on the test set (--split test)")
+        ds = build_dataset(name, "val" if split == "val" else "train", root=root, input_size=size, augment=False, **kw)
+        if split == "val" or not holdout:
+            return ds
+        rest, held = split_holdout(ds, holdout)
+        return held if split == "holdout" else rest
 
     info = {"name": name, "root": None if root is None else str(Path(root).expanduser().absolute())}
+    if holdout:
+        info["holdout"] = holdout
     return CheckpointData(build, info, workers if workers is not None else (4 if name == "imagefolder" else 0))
+
+
+def _holdout(value: object) -> int:
+    """The recorded ``data.holdout`` (0: none), checked: it decides which images a table is measured on."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise MutualNetError(f"the checkpoint records a malformed data.holdout {value!r}")
+    return value

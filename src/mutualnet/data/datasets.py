@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 from torchvision import datasets as tvd
 
 from ..errors import MutualNetError
@@ -25,10 +25,20 @@ from .preprocess import DATASET_STATS
 from .synthetic import SyntheticImages
 from .transforms import TensorImages, eval_transform, resize_uint8, train_transform
 
-__all__ = ["DatasetInfo", "DATASETS", "FASHION_MNIST_ROOT", "build_dataset", "dataset_info"]
+__all__ = ["DatasetInfo", "DATASETS", "FASHION_MNIST_ROOT", "build_dataset", "dataset_info", "random_subset"]
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 DATASETS = ("imagefolder", "cifar10", "cifar100", "fashion_mnist", "synthetic")
+
+
+def random_subset(dataset: Dataset, n: int | None, seed: int = 0) -> Dataset:
+    """``n`` images of ``dataset`` drawn with ``seed``, in their original order (all of it when ``n`` is None or
+    not smaller): the one rule, so that calibration, search and ``mutualnet eval`` with one seed see the same
+    images."""
+    if n is None or n >= len(dataset):
+        return dataset
+    idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist()
+    return Subset(dataset, idx)
 
 @dataclass(frozen=True)
 class DatasetInfo:

@@ -19,10 +19,8 @@ from .cascade import (
 from .export import (
     EXPORT_FORMAT,
     FORMATS,
-    calibrated_configs,
     export_subnet,
     fold_batchnorm,
-    is_calibrated,
     load_exported,
     save_exported,
 )
@@ -31,6 +29,6 @@ from .latency import fill_latency
 
 __all__ = ["AdaptiveNet", "Prediction", "measure_switch_us", "Cascade", "Step", "CascadeOutput", "Scores",
            "score_configs", "fit_cascade", "run_cascade", "model_runner", "RULE", "CASCADE_FORMAT",
-           "export_cascade", "BUNDLE_FORMAT", "BUNDLE_FORMATS", "EXPORT_FORMAT", "FORMATS", "calibrated_configs",
-           "export_subnet", "fold_batchnorm", "is_calibrated", "load_exported", "save_exported", "load_released",
+           "export_cascade", "BUNDLE_FORMAT", "BUNDLE_FORMATS", "EXPORT_FORMAT", "FORMATS",
+           "export_subnet", "fold_batchnorm", "load_exported", "save_exported", "load_released",
            "load_torchvision_weights", "released_checkpoint", "fill_latency"]

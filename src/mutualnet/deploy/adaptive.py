@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..calibrate import is_calibrated
 from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..data.preprocess import preprocessing_of
 from ..data.transforms import model_resize, resize_batch
@@ -27,7 +28,6 @@ from ..errors import MutualNetError
 from ..io import read_image
 from ..layers import config_key
 from .cascade import Cascade, CascadeOutput, run_cascade
-from .export import is_calibrated
 from .runtime import build_runner, check_runtime
 
 __all__ = ["AdaptiveNet", "Prediction", "normalisation", "load_query_table", "measure_switch_us"]

@@ -39,7 +39,7 @@ from ..data.transforms import model_resize, resize_batch
 from ..errors import MutualNetError
 from ..io import MAX_JSON_DEPTH, atomic_write_text, json_depth, read_json
 from ..layers import use_config
-from ..validate import check_float, check_int, check_resolution, check_width
+from ..validate import check_float, check_int, check_pixels, check_width
 
 __all__ = ["RULE", "CASCADE_FORMAT", "BUNDLE_FORMAT", "BUNDLE_FORMATS", "Step", "Cascade", "CascadeOutput", "Scores",
            "score_configs", "fit_cascade", "run_cascade", "model_runner", "export_cascade"]
@@ -88,7 +88,7 @@ class Cascade:
                 raise MutualNetError(f"cascade step {i} is not a Step")
             last = i == len(steps) - 1
             checked.append(Step(check_width(s.width, f"step {i} width"),
-                                check_resolution(s.resolution, f"step {i} resolution"),
+                                check_pixels(s.resolution, f"step {i} resolution"),
                                 0.0 if last else check_float(s.threshold, f"step {i} threshold", 0.0, 1.0),
                                 check_float(s.mflops, f"step {i} mflops", 0.0)))
         object.__setattr__(self, "steps", tuple(checked))

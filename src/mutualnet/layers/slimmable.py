@@ -540,11 +540,9 @@ class allow_uncalibrated:  # noqa: N801 - used like torch.set_grad_enabled: a ca
             bn.allow_uncalibrated = p
 
 
-_SLIMMABLE = (SlimmableConv2d, SlimmableLinear, SlimmableBatchNorm2d)
-
-
 def is_slimmable(module: nn.Module) -> bool:
-    return isinstance(module, _SLIMMABLE)
+    """Whether ``module`` is a slimmable layer (every one derives from the ``_Slimmable`` mixin)."""
+    return isinstance(module, _Slimmable)
 
 
 def active_num_params(model: nn.Module) -> int:

@@ -1,10 +1,11 @@
 """The query table: every width x resolution, its accuracy and cost, and budget selection."""
 
-from .build import build_query_table, clear_search_state, evaluate, model_fingerprint
+from .build import build_query_table, clear_search_state, model_fingerprint
 from .grid import width_grid
 from .plot import plot_tables
-from .run import SearchResult, search_checkpoint
+from .run import SearchResult, choose_split, report_test_accuracy, search_checkpoint
 from .table import ROW_KEYS, QueryTable, pareto_frontier
 
-__all__ = ["width_grid", "QueryTable", "ROW_KEYS", "pareto_frontier", "build_query_table", "evaluate",
-           "model_fingerprint", "clear_search_state", "plot_tables", "search_checkpoint", "SearchResult"]
+__all__ = ["width_grid", "QueryTable", "ROW_KEYS", "pareto_frontier", "build_query_table",
+           "model_fingerprint", "clear_search_state", "plot_tables", "search_checkpoint", "SearchResult",
+           "choose_split", "report_test_accuracy"]

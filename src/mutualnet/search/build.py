@@ -28,17 +28,18 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from ..calibrate import calibrate, check_resolution, load_images
+from ..calibrate import calibrate, load_images
 from ..checkpoint import atomic_save
+from ..data.datasets import random_subset
 from ..data.transforms import model_resize
 from ..errors import MutualNetError
 from ..evaluate import hits
 from ..io import read_json, read_torch_file
-from ..layers import SlimmableBatchNorm2d, channel_config, config_key, width_range_of
+from ..layers import SlimmableBatchNorm2d, channel_config, check_resolution, config_key, width_range_of
 from ..profiling import measure_latency, profile, resolve_device
 from .table import QueryTable, atomic_write_text
 
-__all__ = ["build_query_table", "evaluate", "distinct_widths", "can_reach_frontier", "model_fingerprint",
+__all__ = ["build_query_table", "distinct_widths", "can_reach_frontier", "model_fingerprint",
            "clear_search_state", "merge_search_states", "STATE_FILE"]
 
 STATE_FILE = "query_table.partial.json"
@@ -58,13 +59,6 @@ def model_fingerprint(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def _hits(model: nn.Module, batches, width: float, resolution: int, dev: torch.device,
-          resize: str) -> tuple[Tensor, Tensor]:
-    """Per-image top-1 and top-5 hits (bool) at (``width``, ``resolution``): :func:`mutualnet.evaluate.hits`."""
-    h1, h5, _ = hits(model, batches, width, resolution, device=dev, resize=resize)
-    return h1, h5
-
-
 def _batches(data: tuple[Tensor, Tensor] | DataLoader, batch_size: int, start: int = 0, stop: int | None = None):
     """Batches of images ``start:stop`` of in-memory ``(images, labels)`` or of a loader's dataset."""
     if isinstance(data, tuple):
@@ -77,22 +71,6 @@ def _batches(data: tuple[Tensor, Tensor] | DataLoader, batch_size: int, start: i
     stop = len(data.dataset) if stop is None else stop
     return DataLoader(Subset(data.dataset, range(start, stop)), batch_size=batch_size, shuffle=False,
                       num_workers=data.num_workers)
-
-
-def evaluate(model: nn.Module, data: tuple[Tensor, Tensor] | DataLoader, width: float, resolution: int, *,
-             batch_size: int = 200, device: torch.device | str | None = None,
-             resize: str | None = None) -> tuple[float, float, int]:
-    """Top-1 and top-5 accuracy (%) and image count at (``width``, ``resolution``): :func:`mutualnet.evaluate.evaluate`.
-
-    ``data`` is ``(images, labels)`` tensors or a loader yielding such batches; ``resize`` is the resize mode
-    (None: the one recorded on the model).
-    """
-    resize = model_resize(model, resize)
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
-    h1, h5 = _hits(model, _batches(data, batch_size), width, resolution, dev, resize)
-    if len(h1) == 0:
-        raise MutualNetError("the validation set is empty")
-    return 100.0 * float(h1.float().mean()), 100.0 * float(h5.float().mean()), len(h1)
 
 
 def distinct_widths(model: nn.Module, widths: Sequence[float]) -> dict[float, float]:
@@ -261,16 +239,11 @@ def _resolve(spec: DataSpec, resolution: int) -> Dataset:
     return spec(resolution) if callable(spec) and not isinstance(spec, Dataset) else spec
 
 
-def _subset(ds: Dataset, n: int | None, seed: int) -> Dataset:
-    if n is None or n >= len(ds):
-        return ds
-    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist()
-    return Subset(ds, idx)
-
-
-def _val_source(ds: Dataset, n: int | None, seed: int, batch_size: int, num_workers: int, cache_bytes: int,
-                shuffle: bool = False):
-    ds = _subset(ds, n, seed)
+def val_source(ds: Dataset, n: int | None, seed: int, batch_size: int, num_workers: int,
+               cache_bytes: int = 2 * 2**30, shuffle: bool = False) -> tuple[Tensor, Tensor] | DataLoader:
+    """``n`` images of ``ds`` (a seeded subset; None: all) decoded into memory when they fit ``cache_bytes``
+    (float16), else a loader over them; ``shuffle``: in a seeded random order."""
+    ds = random_subset(ds, n, seed)
     if shuffle:  # a random order, so that every prefix is a random sample (class-sorted folders are common)
         ds = Subset(ds, torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed + 1)).tolist())
     x0, _ = ds[0]
@@ -375,7 +348,7 @@ def build_query_table(
     state = _State(Path(state_dir) if state_dir is not None else None, signature)
     state.timing.setdefault("val_images_evaluated", 0)
     table = QueryTable(meta=meta)
-    hits: dict[tuple[float, int], tuple[Tensor, Tensor]] = {}
+    seen: dict[tuple[float, int], tuple[Tensor, Tensor]] = {}  # per-image hits of each configuration
     for row in state.rows:
         key = config_key(row["width"], row["resolution"])
         saved = (_read_stats(state.stats_path(key))
@@ -383,7 +356,7 @@ def build_query_table(
         if _restore_bn_stats(model, key, saved):
             table.add(row)
             if "_hits1" in saved:
-                hits[(row["width"], row["resolution"])] = (saved["_hits1"] > 0.5, saved["_hits5"] > 0.5)
+                seen[(row["width"], row["resolution"])] = (saved["_hits1"] > 0.5, saved["_hits5"] > 0.5)
     state.rows = list(table.rows)
 
     same = distinct_widths(model, widths)
@@ -402,7 +375,7 @@ def build_query_table(
             data.clear()
             data["calib"], _ = load_images(_resolve(calib_data, src_res), calib_images, seed=seed,
                                            batch_size=calib_bs, num_workers=num_workers)
-            data["val"] = _val_source(_resolve(val_data, src_res), val_images, seed, batch_size, num_workers,
+            data["val"] = val_source(_resolve(val_data, src_res), val_images, seed, batch_size, num_workers,
                                       cache_bytes, shuffle=halving is not None)
             state.timing["calib_images_per_config"] = min(calib_images, len(data["calib"]))  # what existed
             if isinstance(data["calib"], Tensor) and dev.type == "cuda":
@@ -434,15 +407,15 @@ def build_query_table(
             state.timing["profile_s"] += t2 - t1
             state.timing["latency_s"] += time.perf_counter() - t2
             row = {"width": w, "resolution": r, "macs": prof.macs, "params": prof.params, "latency_ms": lat}
-        have = hits.get((w, r), (torch.zeros(0, dtype=torch.bool),) * 2)
+        have = seen.get((w, r), (torch.zeros(0, dtype=torch.bool),) * 2)
         t0 = time.perf_counter()
-        more = _hits(model, _batches(val, batch_size, len(have[0]), upto), w, r, dev, resize)
+        more = hits(model, _batches(val, batch_size, len(have[0]), upto), w, r, device=dev, resize=resize)
         state.timing["eval_s"] += time.perf_counter() - t0
         state.timing["val_images_evaluated"] += len(more[0])
         h1, h5 = torch.cat([have[0], more[0]]), torch.cat([have[1], more[1]])
         if len(h1) == 0:
             raise MutualNetError("the validation set is empty")
-        hits[(w, r)] = (h1, h5)
+        seen[(w, r)] = (h1, h5)
         row = {k: row[k] for k in ("width", "resolution", "macs", "params", "latency_ms")} | {
             "top1": 100.0 * float(h1.float().mean()), "top5": 100.0 * float(h5.float().mean())}
         if halving is not None:
@@ -465,7 +438,7 @@ def build_query_table(
             while True:
                 for w, r in alive:
                     run(w, r, n)
-                top1_hits = {c: hits[c][0] for c in distinct}
+                top1_hits = {c: seen[c][0] for c in distinct}
                 macs = {c: table.find(*c)["macs"] for c in distinct}
                 keep = can_reach_frontier(top1_hits, macs)
                 alive = [c for c in alive if c in keep]

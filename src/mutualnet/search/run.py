@@ -27,16 +27,26 @@ from ..checkpoint import (
 )
 from ..data import preprocessing_of
 from ..data.checkpoint import data_from_checkpoint
+from ..data.splits import SPLITS
 from ..errors import MutualNetError
+from ..evaluate import evaluate
 from ..io import LOCK_NAME, clean_stale_temps, folder_lock
 from ..layers import WidthRange
 from ..models import model_info
 from ..profiling import resolve_device
 from ..train.distributed import cleanup_distributed, init_distributed
-from .build import STATS_DIR, build_query_table, clear_search_state, merge_search_states
+from .build import (
+    STATS_DIR,
+    build_query_table,
+    clear_search_state,
+    distinct_widths,
+    merge_search_states,
+    val_source,
+)
 from .table import QueryTable
 
-__all__ = ["SearchResult", "search_checkpoint", "calibrate_checkpoint", "checkpoint_resolutions", "artefact_fields"]
+__all__ = ["SearchResult", "search_checkpoint", "calibrate_checkpoint", "checkpoint_resolutions", "artefact_fields",
+           "choose_split", "report_test_accuracy"]
 
 
 @dataclass(frozen=True)
@@ -73,8 +83,8 @@ def search_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
                       resolutions: list[int] | None = None, calib_images: int = 2000, val_images: int | None = None,
                       halving: float | None = None,
                       batch_size: int = 200, device: str = "cpu", latency: bool = False, latency_batch_size: int = 1,
-                      threads: int | None = None, resize_then_crop: bool = False,
-                      progress: bool = True) -> SearchResult:
+                      threads: int | None = None, resize_then_crop: bool = False, split: str | None = None,
+                      report_test: bool = True, progress: bool = True) -> SearchResult:
     """Calibrate BN and evaluate every width x resolution of ``checkpoint``; write the outputs to ``out``.
 
     Args:
@@ -91,6 +101,11 @@ def search_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
         latency, latency_batch_size: Also measure median forward latency.
         resize_then_crop: Evaluate each resolution with its own Resize + CenterCrop (default: resize the crop
             of the highest resolution on the device, as in the paper).
+        split: Where the table's accuracies (what selection ranks by) are measured: ``holdout`` (the
+            checkpoint's held-out training images, :mod:`mutualnet.data.splits`) or ``test``; None: ``holdout``
+            when the checkpoint was trained with ``data.holdout``, else ``test``. Recorded in the table's meta.
+        report_test: With ``split="holdout"``, also measure every configuration on the test set (``test_top1``,
+            ``test_top5`` columns: reported, never selected on).
         progress: Show a progress bar.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1), process ``k`` of ``W`` computes the distinct networks ``k::W``
@@ -105,7 +120,7 @@ def search_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
                        seed=seed, width_step=width_step, widths=widths, resolutions=resolutions,
                        calib_images=calib_images, val_images=val_images, halving=halving, batch_size=batch_size,
                        device=device, latency=latency, latency_batch_size=latency_batch_size, threads=threads,
-                       resize_then_crop=resize_then_crop, progress=progress)
+                       resize_then_crop=resize_then_crop, split=split, report_test=report_test, progress=progress)
     finally:
         if owned:
             cleanup_distributed(dist_info)
@@ -113,7 +128,7 @@ def search_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
 
 def _search(checkpoint, out, dist_info, *, dataset, data_root, workers, seed, width_step, widths, resolutions,
             calib_images, val_images, halving, batch_size, device, latency, latency_batch_size, threads,
-            resize_then_crop, progress) -> SearchResult:
+            resize_then_crop, split, report_test, progress) -> SearchResult:
     if dist_info.enabled and halving is not None:
         raise MutualNetError("--halving cannot be combined with torchrun; run a halving search in one process")
     if dist_info.enabled and device.startswith("cuda") and ":" not in device:
@@ -138,13 +153,16 @@ def _search(checkpoint, out, dist_info, *, dataset, data_root, workers, seed, wi
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise MutualNetError(f"--out {out} exists and is not a folder")
+    split = choose_split(split, data.info)
+    source = "holdout" if split == "holdout" else "val"
     if resize_then_crop:
-        val, calib = (lambda r: data.build("val", r)), (lambda r: data.build("train", r))
+        val, calib = (lambda r: data.build(source, r)), (lambda r: data.build("train", r))
     else:
-        val, calib = data.build("val", resolutions[0]), data.build("train", resolutions[0])
+        val, calib = data.build(source, resolutions[0]), data.build("train", resolutions[0])
     ckpt_meta = dict(ckpt.get("meta") or {})
     meta = {"model": ckpt["model_name"], "model_args": ckpt["model_args"], "checkpoint": os.path.abspath(checkpoint),
-            "mode": ckpt_meta.get("mode"), "dataset": data.info, **artefact_fields(ckpt_meta, resolutions)}
+            "mode": ckpt_meta.get("mode"), "dataset": data.info, "split": split,
+            **artefact_fields(ckpt_meta, resolutions)}
     t0 = time.perf_counter()
 
     def build(state_dir: Path, shard: tuple[int, int] | None) -> QueryTable:
@@ -175,6 +193,12 @@ def _search(checkpoint, out, dist_info, *, dataset, data_root, workers, seed, wi
         if shards:
             merge_search_states(shards if dist_info.enabled else [*shards, out], out)
         table = build(out, None)  # single process: the search; sharded: restores the merged rows
+        if split == "holdout" and report_test:
+            test = data.build("val", resolutions[0])
+            if resize_then_crop:
+                test = {r: data.build("val", r) for r in resolutions}
+            report_test_accuracy(model, table, test, batch_size=batch_size, device=device,
+                                 num_workers=data.workers, progress=progress)
         table_path = table.save(out / "query_table.json")
         model.to("cpu")
         ckpt_path = save_checkpoint(out / "calibrated.pt", model, meta=ckpt_meta | {"calibrated": True},
@@ -189,6 +213,43 @@ def _search(checkpoint, out, dist_info, *, dataset, data_root, workers, seed, wi
         dist.barrier()
     return SearchResult(table, Path(table_path), out / "query_table.csv", Path(ckpt_path), len(grid),
                         len(resolutions), time.perf_counter() - t0)
+
+
+def choose_split(split: str | None, data_info: dict) -> str:
+    """The split a table is measured on: ``split`` checked, or ``holdout`` when the data has held-out images."""
+    if split is None:
+        return "holdout" if data_info.get("holdout") else "test"
+    if split not in SPLITS:
+        raise MutualNetError(f"unknown split {split!r}; choose {' or '.join(SPLITS)}")
+    if split == "holdout" and not data_info.get("holdout"):
+        raise MutualNetError("the checkpoint was trained without held-out images (data.holdout); "
+                             "search it on the test set (--split test)")
+    return split
+
+
+def report_test_accuracy(model, table: QueryTable, test, *, batch_size: int = 200, device: str = "cpu",
+                         num_workers: int = 0, progress: bool = True) -> None:
+    """Add ``test_top1`` / ``test_top5`` to every row: the test-set accuracy of a table measured on held-out images.
+
+    The model must hold each row's calibrated BN statistics (as :func:`build_query_table` leaves it). Widths that
+    are the same network are evaluated once. ``test``: the test set at the evaluation crop, or a dict
+    resolution -> dataset (``resize_then_crop``).
+    """
+    from tqdm.auto import tqdm
+
+    dev = resolve_device(device)
+    same = distinct_widths(model, sorted({r["width"] for r in table.rows}))
+    sources: dict = {}
+    done: dict[tuple[float, int], tuple[float, float]] = {}
+    for row in tqdm(table.rows, desc="test set", unit="cfg", disable=not progress, dynamic_ncols=True):
+        key = (same.get(row["width"], row["width"]), row["resolution"])
+        if key not in done:
+            ds = test[row["resolution"]] if isinstance(test, dict) else test
+            if id(ds) not in sources:
+                sources = {id(ds): val_source(ds, None, 0, batch_size, num_workers)}  # one resolution at a time
+            res = evaluate(model, sources[id(ds)], row["width"], row["resolution"], dev, batch_size=batch_size)
+            done[key] = (res["top1"], res["top5"])
+        row["test_top1"], row["test_top5"] = done[key]
 
 
 def calibrate_checkpoint(checkpoint: str | os.PathLike, width: float, resolution: int, out: str | os.PathLike, *,

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..errors import MutualNetError
 from ..io import MAX_JSON_DEPTH, atomic_write_text, json_depth, read_json
-from ..validate import check_float, check_int, check_resolution, check_width
+from ..validate import check_float, check_int, check_pixels, check_width
 
 __all__ = ["QueryTable", "ROW_KEYS", "OPTIONAL_KEYS", "DETECTION_KEYS", "METRICS", "RUNTIMES", "TABLE_FORMAT",
            "latency_column", "pareto_frontier", "atomic_write_text", "fits_budget", "MFLOPS_DECIMALS",
@@ -38,7 +38,8 @@ ROW_KEYS = ("width", "resolution", "top1", "top5", "macs", "params", "mflops", "
 RUNTIMES = ("eager", "torchscript", "onnxruntime")  # see mutualnet.deploy.runtime
 # columns a table has only when it was built that way: validation images of a row (successive halving), the
 # latency on each runtime it was measured on (``latency_ms`` is the one of the runtime it is deployed with)
-OPTIONAL_KEYS = ("val_images",) + tuple(f"latency_{rt}_ms" for rt in RUNTIMES)
+# and, for a table measured on held-out images, the test-set accuracy of each row (reported, never ranked by)
+OPTIONAL_KEYS = ("val_images", "test_top1", "test_top5") + tuple(f"latency_{rt}_ms" for rt in RUNTIMES)
 
 
 def latency_column(runtime: str | None = None) -> str:
@@ -146,7 +147,7 @@ class QueryTable:
         try:
             r = dict(row)
             r["width"] = check_width(r["width"], "width")
-            r["resolution"] = check_resolution(_as_int(r["resolution"]), "resolution")
+            r["resolution"] = check_pixels(_as_int(r["resolution"]), "resolution")
             if self.metric == "top1":
                 r["top1"] = check_float(r["top1"], "top1", 0.0, 100.0)
                 r["top5"] = check_float(r["top5"], "top5", 0.0, 100.0)
@@ -158,6 +159,11 @@ class QueryTable:
                 lat = r.get(k)
                 if k == "latency_ms" or k in r:
                     r[k] = None if lat is None or lat == "" else check_float(lat, k, 0.0)
+            for k in ("test_top1", "test_top5"):
+                if r.get(k) in (None, ""):
+                    r.pop(k, None)
+                else:
+                    r[k] = check_float(r[k], k, 0.0, 100.0)
             if r.get("val_images") not in (None, ""):
                 r["val_images"] = check_int(_as_int(r["val_images"]), "val_images", 1)
             else:

@@ -27,8 +27,15 @@ from ..layers import (
     slim_channels,
 )
 from ..layers.concat import ConcatBatchNorm2d, ConcatConv2d, ConcatLinear
+from ..layers.converted import (
+    ConcatBatchNormAct2d,
+    SlimmableBatchNormAct2d,
+    SlimmableConv2dSame,
+    SlimmableConvTranspose2d,
+)
 from ..models._base import SlimmableNet
-from .graph import Label, Plan, analyse
+from . import known
+from .graph import AnalysisTracer, Label, Plan, analyse
 
 __all__ = ["slim", "SlimmedNet"]
 
@@ -86,16 +93,11 @@ def label_channels(plan: Plan, label: Label, width: float) -> int:
     return total
 
 
-class _LeafTracer(fx.Tracer):
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return is_slimmable(m) or super().is_leaf_module(m, qualname)
-
-
 def _stage_module(model: SlimmedNet, names: list[str]) -> fx.GraphModule:
     cls = type(model)
     model.__class__ = model._slim_base  # trace the original forward (the input check is not traceable)
     try:
-        graph = _LeafTracer().trace(model)
+        graph = AnalysisTracer(extra_leaf=is_slimmable).trace(model)
     finally:
         model.__class__ = cls
     nodes = {n.name: n for n in graph.nodes}
@@ -111,16 +113,61 @@ def _stage_module(model: SlimmedNet, names: list[str]) -> fx.GraphModule:
     return gm
 
 
-_CLASSES: dict[type, type] = {}
+_CLASSES: dict[tuple, type] = {}
 
 
-def _slimmed_class(cls: type[nn.Module]) -> type:
+class _Own:
+    """A class-level placeholder that lets the model's own attribute of this name win.
+
+    ``Slimmed<Class>`` inherits ``SlimmedNet``'s surface (``width``, ``feature_info``...), whose properties would
+    hide an instance attribute, a submodule or a parameter of the same name. This non-data descriptor raises
+    ``AttributeError``, so Python finds the instance's ``__dict__`` entry first, or falls back to
+    ``nn.Module.__getattr__`` (submodules, parameters, buffers): the user's ``self.width`` stays the user's.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: object, owner: type | None = None) -> object:
+        raise AttributeError(self.name)
+
+
+def _surface() -> set[str]:
+    """Names SlimmedNet adds to a model's class (besides ``forward``, which wraps the original one)."""
+    names = set()
+    for klass in (SlimmedNet, SlimmableNet):
+        names |= {n for n in vars(klass) if not (n.startswith("__") and n.endswith("__"))}
+    return names - {"forward", "_slim_base", "slim_plan"}
+
+
+def _own_names(model: nn.Module) -> frozenset[str]:
+    """Names of ``_surface()`` that ``model`` already has: in its class, its instance dict, or as a submodule,
+    parameter or buffer. Those stay the model's (a timm model's ``forward_features`` / ``feature_info``)."""
+    cls = type(model)
+    owned = set()
+    for name in _surface():
+        in_class = any(name in vars(k) for k in cls.__mro__ if k not in (nn.Module, object))
+        in_instance = name in vars(model) or any(name in getattr(model, d) for d in ("_modules", "_parameters",
+                                                                                       "_buffers"))
+        if in_class or in_instance:
+            owned.add(name)
+    return frozenset(owned)
+
+
+def _slimmed_class(model: nn.Module) -> type:
+    """``Slimmed<Class>``: the model's class first in the MRO (its own methods win), then SlimmedNet's surface,
+    with ``_Own`` placeholders where the instance itself holds a name SlimmedNet also defines."""
+    cls = type(model)
     if issubclass(cls, SlimmedNet):
         return cls
-    if cls not in _CLASSES:
-        _CLASSES[cls] = type(f"Slimmed{cls.__name__}", (SlimmedNet, cls),
-                             {"_slim_base": cls, "__module__": __name__, "__doc__": cls.__doc__})
-    return _CLASSES[cls]
+    owned = _own_names(model)
+    key = (cls, owned)
+    if key not in _CLASSES:
+        ns = {"_slim_base": cls, "__module__": __name__, "__doc__": cls.__doc__, "forward": SlimmedNet.forward}
+        ns |= {n: _Own(n) for n in owned if not any(n in vars(k) for k in cls.__mro__ if k not in (nn.Module,
+                                                                                                    object))}
+        _CLASSES[key] = type(f"Slimmed{cls.__name__}", (cls, SlimmedNet), ns)
+    return _CLASSES[key]
 
 
 def _segments(plan: Plan, label: Label) -> tuple[tuple[int, int, bool], ...]:
@@ -142,6 +189,14 @@ def _replacement(plan: Plan, port, mod: nn.Module) -> nn.Module | None:
     """The slimmable layer for ``mod`` (None: it touches only fixed channels and stays as it is)."""
     slim_in, slim_out = plan.slimmed(port.inp), plan.slimmed(port.out)
     if port.kind == "bn":
+        post = known.fused_norm_post(mod)
+        if post and len(port.inp) == 1:
+            r, s = _one(plan, port.inp)
+            return SlimmableBatchNormAct2d(mod.num_features, mod.eps, mod.momentum, slim=s, ratio=r,
+                                           post={n: getattr(mod, n) for n in post})
+        if post:
+            return ConcatBatchNormAct2d(_segments(plan, port.inp), mod.eps, mod.momentum,
+                                        post={n: getattr(mod, n) for n in post})
         if len(port.inp) > 1:
             return ConcatBatchNorm2d(_segments(plan, port.inp), mod.eps, mod.momentum)
         r, s = _one(plan, port.inp)
@@ -156,6 +211,11 @@ def _replacement(plan: Plan, port, mod: nn.Module) -> nn.Module | None:
         r_in, s_in = _one(plan, port.inp)
         return SlimmableLinear(mod.in_features, mod.out_features, bias, slim_in=s_in, slim_out=s_out,
                                ratio=(r_in, r_out))
+    if port.kind == "conv_transpose":
+        (r_in, s_in), (r_out, s_out) = _one(plan, port.inp), _one(plan, port.out)
+        return SlimmableConvTranspose2d(mod.in_channels, mod.out_channels, mod.kernel_size, mod.stride, mod.padding,
+                                        mod.output_padding, mod.bias is not None, mod.dilation, slim_in=s_in,
+                                        slim_out=s_out, ratio=(r_in, r_out))
     conv_args = (mod.kernel_size, mod.stride, mod.padding, mod.dilation)
     bias = mod.bias is not None
     r_out, s_out = _one(plan, port.out)
@@ -229,6 +289,7 @@ def slim(model: nn.Module, width_range: tuple[float, float] = (0.25, 1.0), *, in
                              f"got {hi:g}")
     if isinstance(model, SlimmedNet) or any(is_slimmable(m) for m in model.modules()):
         raise MutualNetError(f"{type(model).__name__} already has slimmable layers")
+    _check_own_attributes(model)
     if in_chans is None:
         first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
         if first is None:
@@ -244,15 +305,33 @@ def slim(model: nn.Module, width_range: tuple[float, float] = (0.25, 1.0), *, in
             new = _replacement(plan, port, old)
         if new is None:
             continue
+        if known.is_conv2d_same(old):
+            if type(new) is not SlimmableConv2d:
+                raise MutualNetError(f"cannot slim {type(model).__name__}: {name} pads like TensorFlow's SAME and "
+                                     "reads a concatenation")
+            new.__class__, new.dense_type = SlimmableConv2dSame, type(old)  # the same layer, padded first
         new.load_state_dict(old.state_dict(keep_vars=True), assign=True)
         _set(model, name, new.train(old.training))
-    model.__class__ = _slimmed_class(type(model))
+    model.__class__ = _slimmed_class(model)
     _bind(model, (lo, hi))
     model.slim_plan = plan
-    model.in_chans = in_chans
-    model.num_classes = _num_outputs(model)
+    for name, value in (("in_chans", in_chans), ("num_classes", _num_outputs(model))):
+        if not hasattr(model, name):  # a model's own in_chans / num_classes (timm's) mean the same: kept
+            setattr(model, name, value)
     model.min_resolution = _probe_min_resolution(model, in_chans, input_size)
     return model
+
+
+_OWN = ("width_range", "slim_state", "slim_plan", "min_resolution")  # what slim() sets on the model itself
+
+
+def _check_own_attributes(model: nn.Module) -> None:
+    """Refuse a model that holds a name slim() must set: overwriting it would change what its code reads."""
+    what = type(model).__name__
+    for name in _OWN:
+        if hasattr(model, name):
+            raise MutualNetError(f"cannot slim {what}: it has its own attribute {name!r}, which a converted model "
+                                 "uses for its width configuration; rename it")
 
 
 def _bind(model: nn.Module, width_range: tuple[float, float]) -> None:

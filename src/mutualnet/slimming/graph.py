@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -35,6 +36,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from torch.nn.utils.stateless import _reparametrize_module
 
 from ..errors import MutualNetError
+from . import known
 
 __all__ = ["Seg", "GroupInfo", "Port", "Plan", "analyse"]
 
@@ -90,15 +92,19 @@ class Plan:
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.ELU,
                 nn.LeakyReLU, nn.Mish, nn.Hardtanh, nn.Identity, nn.Dropout, nn.Dropout2d, nn.AlphaDropout)
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+# spatial only: each output channel is made from the same input channel
+_SPATIAL = (nn.Upsample, nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d)
 _UNARY_FUNCTIONS = {F.relu, F.relu6, torch.relu, F.hardswish, F.hardsigmoid, F.silu, F.gelu, F.elu, F.leaky_relu,
                     F.mish, torch.sigmoid, F.sigmoid, torch.tanh, F.dropout, F.dropout2d, F.max_pool2d,
-                    F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.interpolate, operator.neg}
+                    F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.interpolate, F.upsample, F.pad,
+                    operator.neg}
 _UNARY_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "contiguous", "clone", "detach", "float", "half",
                   "to", "type_as", "neg"}
 _BINARY = {operator.add, operator.iadd, operator.mul, operator.imul, operator.sub, operator.isub, operator.truediv,
            torch.add, torch.mul, torch.sub, torch.div}
 _BINARY_METHODS = {"add", "add_", "mul", "mul_", "sub", "sub_", "div", "div_"}
-_RESHAPE_METHODS = {"flatten", "view", "reshape"}
+_RESHAPE_METHODS = {"flatten", "view", "reshape", "unsqueeze", "squeeze", "expand", "expand_as"}
+_REDUCE_METHODS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var"}
 _NO_TENSOR_METHODS = {"size", "dim"}
 
 
@@ -146,6 +152,7 @@ class _Analysis:
         self.expansions: list[tuple[int, int, int]] = []  # (out group, in group, t): 1x1 conv multiplying by t
         self.module_out: dict[str, Label] = {}
         self.sd = _stochastic_depth()
+        self.leaves = known.leaf_types()
 
     # -- union-find ----------------------------------------------------------------------------------
     def new(self, channels: int, first: str, fixed: str | None = None) -> int:
@@ -220,15 +227,21 @@ class _Analysis:
         what = f"{type(mod).__name__} {name}"
         if lab is None:
             return self._opaque_out(node, shape, what)
-        if isinstance(mod, nn.Conv2d) and type(mod).forward is nn.Conv2d.forward:
+        if isinstance(mod, nn.Conv2d) and (type(mod).forward is nn.Conv2d.forward or known.is_conv2d_same(mod)):
             return self._conv(node, name, mod, lab, shape)
-        if isinstance(mod, nn.BatchNorm2d) and type(mod).forward is nn.BatchNorm2d.forward:
+        post = known.fused_norm_post(mod)
+        if isinstance(mod, nn.BatchNorm2d) and (type(mod).forward is nn.BatchNorm2d.forward or post):
+            bad = [n for n in post or () if not known.channel_agnostic(getattr(mod, n), shape or ())]
+            if bad:
+                return self._refuse(node, f"applies {type(getattr(mod, bad[0])).__name__} after normalising, which "
+                                    "does not run on fewer channels (it has per-channel parameters)", [lab], shape,
+                                    what)
             if not (mod.affine and mod.track_running_stats):
                 return self._refuse(node, "is a BatchNorm without affine parameters or running statistics", [lab],
                                     shape, what)
             self._port(node, name, Port("bn", lab, lab))
             return lab
-        if isinstance(mod, nn.Linear) and type(mod).forward is nn.Linear.forward:
+        if known.is_linear(mod):
             in_shape = _shape(node.args[0])
             if in_shape is None or len(in_shape) != 2:
                 return self._refuse(node, "applies a Linear layer to a tensor that is not (batch, features)",
@@ -236,13 +249,32 @@ class _Analysis:
             return self._new_output(node, name, Port("linear", lab, ()), mod.out_features)
         if isinstance(mod, _ACTIVATIONS) or (isinstance(mod, nn.PReLU) and mod.num_parameters == 1):
             return lab
+        if isinstance(mod, nn.ConvTranspose2d) and type(mod).forward is nn.ConvTranspose2d.forward:
+            if mod.groups != 1 or mod.padding_mode != "zeros" or any(s.mult != 1 for s in lab) or len(lab) != 1:
+                return self._refuse(node, "is a grouped transposed convolution or reads a flattened or concatenated "
+                                    "tensor (only one-group ConvTranspose2d on a plain tensor is slimmable)", [lab],
+                                    shape, what)
+            return self._new_output(node, name, Port("conv_transpose", lab, ()), mod.out_channels)
+        if isinstance(mod, _SPATIAL):
+            return lab if self._keeps_channels(node, shape) else self._refuse(
+                node, "changes the channel dimension", [lab], shape, what)
         if isinstance(mod, _POOLS):
             return lab if shape is not None and len(shape) == 4 else self._refuse(
                 node, "pools a tensor that is not (N, C, H, W)", [lab], shape, what)
         if isinstance(mod, nn.Flatten):
             return self._flatten(node, lab, shape)
+        if isinstance(mod, self.leaves):
+            if self._keeps_channels(node, shape) and known.channel_agnostic(mod, _shape(node.args[0]) or ()):
+                return lab  # runs unchanged on the active channels: its narrower sub-network is itself
+            return self._refuse(node, f"is a {type(mod).__name__}, which timm's tracing treats as a whole and which "
+                                "does not run on fewer channels (it has per-channel parameters or state)", [lab],
+                                shape, what)
         return self._refuse(node, f"is a {type(mod).__name__}, which has no slimmable version (it mixes or "
                             "normalises across channels or keeps per-channel state)", [lab], shape, what)
+
+    def _keeps_channels(self, node: fx.Node, shape: tuple[int, ...] | None) -> bool:
+        in_shape = _shape(node.args[0]) if node.args else None
+        return shape is not None and in_shape is not None and len(shape) >= 2 and shape[:2] == in_shape[:2]
 
     def _port(self, node: fx.Node, name: str, port: Port) -> None:
         old = self.ports.get(name)
@@ -294,9 +326,16 @@ class _Analysis:
         in_shape = _shape(node.args[0])
         if in_shape is None or shape is None or len(in_shape) < 2:
             return self._refuse(node, "reshapes a tensor of unknown shape", [lab], shape)
-        if shape == in_shape:
-            return lab
-        if len(shape) == 2 and shape[0] == in_shape[0] and shape[1] == math.prod(in_shape[1:]):
+        keeps = shape == in_shape or (len(shape) >= 2 and shape[:2] == in_shape[:2])
+        flat = len(shape) == 2 and shape[0] == in_shape[0] and shape[1] == math.prod(in_shape[1:])
+        fixed = _literal_channel_size(node)
+        if (keeps or flat) and fixed is not None:
+            return self._refuse(node, f"reshapes to a size fixed in the code ({fixed} features or channels in "
+                                f"dimension 1): at a narrower width the tensor has fewer; compute it from the "
+                                "input (x.flatten(1), x.view(x.size(0), -1))", [lab], shape)
+        if keeps:
+            return lab  # dimension 1 untouched: (N, C) <-> (N, C, 1, 1), expand_as, (N, C, H*W)
+        if flat:
             mult = math.prod(in_shape[2:])
             return tuple(Seg(s.group, s.mult * mult) for s in lab)
         if len(shape) == len(in_shape) + 1 and shape[0] == in_shape[0] and shape[1] * shape[2] == in_shape[1]:
@@ -328,11 +367,15 @@ class _Analysis:
         if t is torch.flatten or method in _RESHAPE_METHODS:
             return self._flatten(node, lab, shape) if lab is not None else self._refuse(
                 node, "reshapes", labels, shape)
-        if t is torch.mean or method == "mean":
+        if t in (torch.mean, torch.sum, torch.amax, torch.amin) or method in _REDUCE_METHODS:
             in_shape = _shape(node.args[0])
             if lab is not None and in_shape and shape and len(shape) >= 2 and shape[:2] == in_shape[:2]:
                 return lab
-            return self._refuse(node, "reduces over the channel dimension", labels, shape)
+            if lab is not None and in_shape and (shape is None or len(shape) < 2 or shape[0] == in_shape[0]):
+                # a reduction over the channels (CBAM's spatial attention): its result does not depend on which
+                # channels are active, only on the active ones; a new group, fixed
+                return self._opaque_out(node, shape, f"a reduction over channels ({_what(node)})")
+            return self._refuse(node, "reduces over the batch dimension", labels, shape)
         if t in (torch.chunk, torch.split, torch.tensor_split) or method in ("chunk", "split", "unbind"):
             return self._refuse(node, "splits the channel dimension: at narrower widths the parts would not be "
                                 "leading slices of the full-width parts", labels, shape)
@@ -423,6 +466,19 @@ class _Analysis:
         return not all(self._producers.get(root, [True]))
 
 
+def _literal_channel_size(node: fx.Node) -> int | None:
+    """The size a ``view`` / ``reshape`` gives dimension 1 when it is a number written in the code (not -1,
+    not computed from the input's size): such a reshape breaks at any other width."""
+    if node.op != "call_method" or node.target not in ("view", "reshape"):
+        return None
+    sizes = node.args[1:]
+    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+        sizes = tuple(sizes[0])
+    if len(sizes) >= 2 and isinstance(sizes[1], int) and sizes[1] != -1:
+        return sizes[1]
+    return None
+
+
 def _leaves(obj: object, env: dict) -> list[Label]:
     if isinstance(obj, fx.Node):
         lab = env.get(obj)
@@ -436,7 +492,7 @@ def _leaves(obj: object, env: dict) -> list[Label]:
 
 def _trace(model: nn.Module, example: torch.Tensor, what: str) -> fx.GraphModule:
     try:
-        gm = fx.symbolic_trace(model)
+        gm = fx.GraphModule(model, AnalysisTracer().trace(model), type(model).__name__)
     except Exception as e:  # noqa: BLE001 - any tracing failure is one user-facing line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise MutualNetError(f"cannot slim {what}: torch.fx cannot trace it ({first[:200]})") from None
@@ -450,6 +506,19 @@ def _trace(model: nn.Module, example: torch.Tensor, what: str) -> fx.GraphModule
         raise MutualNetError(f"cannot slim {what}: it does not run on a {tuple(example.shape)} input ({first[:200]})"
                              ) from None
     return gm
+
+
+class AnalysisTracer(fx.Tracer):
+    """``torch.fx``'s tracer, with the layers :mod:`.known` says to keep whole as single calls."""
+
+    def __init__(self, extra_leaf: Callable[[nn.Module], bool] | None = None) -> None:
+        super().__init__(autowrap_functions=known.autowrap_functions())
+        self.leaf_types = known.leaf_types()
+        self.extra_leaf = extra_leaf
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return (isinstance(m, self.leaf_types) or known.is_linear(m)
+                or (self.extra_leaf is not None and self.extra_leaf(m)) or super().is_leaf_module(m, qualname))
 
 
 def analyse(model: nn.Module, example: torch.Tensor, *, fixed: tuple[str, ...] = ()) -> Plan:

@@ -70,6 +70,9 @@ class DataConfig:
     resize: str = "antialias"
     synthetic_length: int = 512  # samples in the synthetic dataset (tests and smoke runs)
     train_subset: int | None = None  # train on this many images, a fixed random subset (seed 0); None: all
+    # hold out this many training images (a fixed draw, the same for every run; never trained on): validation
+    # during training and the query table of `mutualnet search` use them (mutualnet.data.splits); None/0: none
+    holdout: int | None = None
     decoder: str = "torchvision"  # imagefolder: torchvision (torchvision.io, faster per core) | pil
 
 
@@ -103,6 +106,7 @@ class OptimConfig:
     decay_all: bool = False  # False: decay only conv/linear weights (not BN, biases or depthwise kernels)
     warmup_epochs: float = 0.0  # linear warm-up from ~0, then cosine decay, stepped every iteration
     min_lr: float = 0.0  # learning rate at the end of the cosine
+    clip_grad_value: float | None = None  # clip every gradient entry to [-c, c] before the step (AlphaNet: 1.0)
 
 
 @dataclass
@@ -206,6 +210,7 @@ _BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
     "data.val_resize_ratio": (0, 1, True),
     "data.synthetic_length": (1, 1 << 24, False),
     "data.train_subset": (1, None, False),
+    "data.holdout": (0, None, False),
     "train.num_subnets": (1, 1024, False),
     "train.resolutions": (1, MAX_RESOLUTION, False),
     "train.width": (0, MAX_WIDTH, True),
@@ -221,6 +226,7 @@ _BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
     "optim.weight_decay": (0, None, False),
     "optim.warmup_epochs": (0, 1 << 20, False),
     "optim.min_lr": (0, None, False),
+    "optim.clip_grad_value": (0, None, True),
     "run.seed": (0, 2**32 - 1, False),
     "run.save_every": (0, None, False),
     "run.val_every": (0, None, False),

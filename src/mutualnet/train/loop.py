@@ -32,12 +32,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..calibrate import calibrate
 from ..checkpoint import CheckpointMeta, atomic_save, checkpoint_dict, load_checkpoint
-from ..data.datasets import DatasetInfo
+from ..data.datasets import DatasetInfo, random_subset
 from ..errors import MutualNetError
 from ..evaluate import evaluate
 from ..extras import missing
@@ -314,6 +314,10 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
                 "resume with --resume")
         if info.enabled:
             all_reduce_gradients(params, info.world_size)
+        if cfg.optim.clip_grad_value is not None:
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_value_(params, cfg.optim.clip_grad_value)
         lr = optimizer_step(optimizer, scheduler, scaler, state)
         result.loss_sum, result.iterations = result.loss_sum + total, result.iterations + 1
         seen += images.shape[0] * info.world_size
@@ -394,6 +398,7 @@ class TrainData:
 def build_data(cfg: TrainConfig, data_info: DatasetInfo, info: DistInfo, device: torch.device) -> TrainData:
     """Datasets and loaders of a run; loaders get their own generators so they never draw from the global RNG."""
     from ..data import build_dataset
+    from ..data.splits import split_holdout
 
     d, r = cfg.data, cfg.run
     if d.batch_size % info.world_size:
@@ -407,7 +412,11 @@ def build_data(cfg: TrainConfig, data_info: DatasetInfo, info: DistInfo, device:
     train_ds = build_dataset(d.name, "train", crop_scale=tuple(d.crop_scale), hflip=d.hflip,
                              color_jitter=d.color_jitter, crop_padding=d.crop_padding, lighting=d.lighting,
                              padding_mode=d.padding_mode, **common)
-    val_ds = build_dataset(d.name, "val", val_resize_ratio=d.val_resize_ratio, **common)
+    if d.holdout:  # validation on held-out training images, never on the test set (mutualnet.data.splits)
+        eval_view = build_dataset(d.name, "train", augment=False, val_resize_ratio=d.val_resize_ratio, **common)
+        train_ds, val_ds = split_holdout(train_ds, d.holdout, eval_view)
+    else:
+        val_ds = build_dataset(d.name, "val", val_resize_ratio=d.val_resize_ratio, **common)
     if d.train_subset is not None:
         train_ds = train_subset(train_ds, d.train_subset)
     if len(train_ds) < d.batch_size:
@@ -485,7 +494,7 @@ def validate(model: nn.Module, data: TrainData, cfg: TrainConfig, state: TrainSt
         configs["narrowest"] = (lo, t.resolutions[-1])
     kw = {"device": device, "autocast": autocast_for(r.amp, device), "max_batches": r.val_batches,
           "distributed": info.enabled, "channels_last": r.channels_last}
-    row = {"kind": "val", "epoch": state.epoch, "step": state.step}
+    row = {"kind": "val", "split": "holdout" if cfg.data.holdout else "test", "epoch": state.epoch, "step": state.step}
     for tag, (w, res) in configs.items():
         if tag == "widest":
             out = evaluate(model, data.val, w, res, **kw)
@@ -563,7 +572,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
             "mode": t.mode, "resolutions": list(t.resolutions), "epochs": t.epochs, "resize": d.resize,
             "num_subnets": t.num_subnets if t.mode not in SINGLE_NETWORK_MODES else 1,
             "dataset": {"name": data_info.name, "root": d.root, "num_classes": cfg.model.num_classes,
-                        "in_chans": model.in_chans, "input_size": d.input_size},
+                        "in_chans": model.in_chans, "input_size": d.input_size,
+                        **({"holdout": d.holdout} if d.holdout else {})},
             **artefact_meta(data.train_set, data_info.name, d.input_size, d.val_resize_ratio, model.in_chans,
                             d.resize)})
         config = config_to_dict(cfg)
@@ -615,8 +625,7 @@ def train_subset(dataset: Dataset, n: int) -> Dataset:
     """
     if n > len(dataset):
         raise MutualNetError(f"data.train_subset {n} exceeds the {len(dataset)} images of the training set")
-    indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:n]
-    return Subset(dataset, sorted(indices.tolist()))
+    return random_subset(dataset, n, seed=0)
 
 
 class RunClock:

@@ -1,0 +1,64 @@
+"""timm's CNNs become slimmable by their building blocks (mutualnet.slimming.known), and ``timm/<name>`` works in
+the registry and the CLI. The family-by-family table is scripts/slim_coverage.py --zoo timm (docs/slimming.md)."""
+
+import json
+
+import pytest
+import torch
+
+import mutualnet as mn
+from mutualnet.cli import main
+from mutualnet.deploy.export import export_subnet, save_exported
+from mutualnet.layers.converted import SlimmableBatchNormAct2d, SlimmableConv2dSame
+from mutualnet.profiling import count_macs
+
+timm = pytest.importorskip("timm")
+
+
+def _rel(a, b):
+    return float((a - b).abs().max() / b.abs().max())
+
+
+# its own forward_features / forward_head / feature_info (ResNet); fused BatchNormAct2d, timm's Linear, SE with
+# hard-sigmoid (MobileNetV3); TensorFlow-SAME padded convolutions (tf_ variants)
+@pytest.mark.parametrize("name", ["resnet18", "mobilenetv3_small_050", "tf_mobilenetv3_small_minimal_100"])
+def test_timm_models_convert_exactly(name, tmp_path):
+    torch.manual_seed(0)
+    model = mn.create_model(f"timm/{name}", num_classes=5, width_range=(0.25, 1.0)).eval()
+    reference = timm.create_model(name, pretrained=False, num_classes=5).eval()
+    reference.load_state_dict(model.state_dict(), strict=True)  # same keys and shapes: timm weights load as they are
+    assert isinstance(model, type(reference)) and model.feature_info == reference.feature_info
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert _rel(model(x), reference(x)) <= 1e-5
+        assert _rel(model.forward_features(x), reference.forward_features(x)) <= 1e-5  # timm's own method
+    mn.allow_uncalibrated(model)
+    model.set_width(0.25)
+    with torch.no_grad():
+        dense = mn.materialize(model).eval()
+        torch.testing.assert_close(dense(x), model(x), rtol=1e-5, atol=1e-6)
+    assert mn.profile(model, 0.25, 64).macs == count_macs(dense, x[:1]) < mn.profile(model, 1.0, 64).macs / 2
+    if name != "resnet18":
+        assert any(isinstance(m, SlimmableBatchNormAct2d) for m in model.modules())
+    if name.startswith("tf_"):
+        assert any(isinstance(m, SlimmableConv2dSame) for m in model.modules())
+        net, _ = export_subnet(model, 0.5, 64, allow_uncalibrated=True, atol=1e-5)
+        save_exported(net, tmp_path / "m.onnx", "onnx", atol=1e-5)
+
+
+def test_timm_refusals_are_one_accurate_line():
+    with pytest.raises(mn.MutualNetError, match=r"cannot slim GhostNet: node 'getitem.*' \(getitem, in "
+                                                r".*ghost1 \(GhostModule\)\) indexes a tensor"):
+        mn.create_model("timm/ghostnet_050", num_classes=5)
+    with pytest.raises(mn.MutualNetError, match=r"unknown model 'timm/resnet19'"):
+        mn.create_model("timm/resnet19")
+
+
+def test_timm_prefix_in_the_cli_and_registry(tmp_path, capsys):
+    assert "timm/resnet18" in mn.list_models("timm/resnet1*") and mn.model_info("timm/resnet18").input_size == 224
+    capsys.readouterr()
+    assert main(["profile", "--model", "timm/mobilenetv3_small_050", "--width", "0.5", "--resolution", "64",
+                 "--num-classes", "10", "--json"]) == 0
+    prof = json.loads(capsys.readouterr().out)
+    model = mn.create_model("timm/mobilenetv3_small_050", num_classes=10)
+    assert prof["macs"] == mn.profile(model, 0.5, 64).macs
