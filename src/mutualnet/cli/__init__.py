@@ -8,7 +8,9 @@ missing permission) are each printed as one line (``error: ...``) naming the fla
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -75,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
             signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        return _main(argv)
+        with contextlib.ExitStack() as quiet:
+            if int(os.environ.get("RANK") or 0) > 0:  # under torchrun rank 0 speaks for all: each line once
+                quiet.enter_context(contextlib.redirect_stdout(quiet.enter_context(open(os.devnull, "w"))))
+            return _main(argv)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

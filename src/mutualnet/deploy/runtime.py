@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ..errors import MutualNetError
+from ..extras import require
 from ..layers import allow_uncalibrated as _allow
 from ..layers import use_width
 from ..search.table import RUNTIMES, latency_column
@@ -63,11 +63,9 @@ def build_runner(model: nn.Module, width: float, resolution: int, runtime: str =
                 return traced(images)
 
         return run_ts
-    try:
-        import onnxruntime as ort
-    except ImportError:  # pragma: no cover - a dependency of the package
-        raise MutualNetError("the onnxruntime runtime needs the onnxruntime package (pip install onnxruntime)") \
-            from None
+    require("onnx", "the onnxruntime runtime")
+    import onnxruntime as ort
+
     model_bytes = _onnx_export(net, x)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = int(threads or torch.get_num_threads())

@@ -17,7 +17,7 @@ from ..errors import MutualNetError
 from ..slimming import SlimmedNet, slim
 from ._registry import ModelInfo, register_prefix
 
-__all__ = ["tv_model_names", "tv_convertible_names", "torchvision_model", "build_tv_model"]
+__all__ = ["tv_model_names", "tv_convertible_names", "torchvision_model", "build_tv_model", "small_input_hint"]
 
 PREFIX = "tv/"
 # heads torchvision keeps at 1280 channels below width 1.0 (``width_mult``, ``MNASNet(alpha)``), as the zoo's
@@ -41,6 +41,17 @@ def tv_model_names() -> list[str]:
 def tv_convertible_names() -> list[str]:
     """The names of :func:`tv_model_names` that convert (what ``mutualnet models 'tv/*'`` lists)."""
     return [n for n in tv_model_names() if not n.startswith(_REFUSED_FAMILIES)]
+
+
+def small_input_hint(name: str, args: dict, resolution: int) -> str | None:
+    """A note for a ``tv/`` model trained at ``resolution`` <= 64 px with torchvision's ImageNet stem (stride 2,
+    made for 224 px): its last feature map is then 1-2 pixels wide, and ``small_input`` is what CIFAR-sized
+    images want."""
+    if not name.startswith(PREFIX) or args.get("small_input") or resolution > 64:
+        return None
+    return (f"note: {name} keeps torchvision's ImageNet stem (stride 2, made for 224 px), so at {resolution} px its "
+            "last feature map is at most 2 pixels wide; --set model.args.small_input=true gives the stem stride 1 "
+            "(for 28-32 px images such as Fashion-MNIST or CIFAR)")
 
 
 def _info(name: str) -> ModelInfo:

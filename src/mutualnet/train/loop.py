@@ -44,6 +44,7 @@ from ..extras import missing
 from ..io import atomic_write_text
 from ..layers import SlimmableBatchNorm2d, config_key, zero_init_residual
 from ..models import create_model
+from ..models.tv import small_input_hint
 from .compiled import CompiledModel
 from .config import (
     SINGLE_NETWORK_MODES,
@@ -446,6 +447,8 @@ def build_model(cfg: TrainConfig, device: torch.device, info: DistInfo, *, pretr
     if t.regularize == "widest" and not dropout_modules(model):
         raise MutualNetError(f"train.regularize=widest changes nothing: {m.name} has no dropout or drop-path (weight "
                              "decay is applied once per step either way, see docs/parity.md); leave it at all")
+    if info.is_main and (hint := small_input_hint(m.name, m.args, max(t.resolutions))):
+        print(hint, file=sys.stderr, flush=True)
     if m.init and pretrained:  # transfer learning: all but the new classifier (see train/transfer.py)
         report = load_pretrained(model, m.init)
         if info.is_main:
