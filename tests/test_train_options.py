@@ -231,3 +231,22 @@ def test_cli_clip_grad_value_bounds_every_gradient_entry(tmp_path):
     names = [n for n, _ in create_model("resnet20_cifar", width_range=(0.35, 1.0)).named_parameters()]
     grads = torch.cat([((a["model"][n] - b["model"][n]) / 0.01).flatten() for n in names])
     assert grads.abs().max() <= 0.001 * 1.05 and grads.abs().max() >= 0.001 * 0.95  # clipped, and some were
+
+
+@pytest.mark.slow
+def test_compare_trains_an_arm_with_every_option_on(tmp_path):
+    """The ablation's way in: `mutualnet compare --set` passes each option to the arms it trains."""
+    out = tmp_path / "cmp"
+    options = ["model.zero_init_residual=true", "train.distill=alpha", "optim.clip_grad_value=1.0",
+               "train.num_subnets=3"]
+    argv = ["compare", "--out", str(out), "--epochs", "1", "--train-images", "32", "--width-step", "0.5",
+            "--calib-images", "32", "--val-images", "32", "--threads", "1", "--no-progress", "--arms", "mutualnet",
+            *(a for s in ["data.name=synthetic", "data.synthetic_length=64", "data.batch_size=16", "data.holdout=16",
+                          "model.num_classes=4", "run.tensorboard=false", "run.val_every=0", *options]
+              for a in ("--set", s))]
+    assert main(argv) == 0
+    ckpt = load_checkpoint(out / "seed0" / "mutualnet" / "train" / "last.pt")
+    cfg = ckpt["config"]
+    assert cfg["model"]["zero_init_residual"] and cfg["train"]["distill"] == "alpha"
+    assert cfg["optim"]["clip_grad_value"] == 1.0 and ckpt["meta"]["num_subnets"] == 3
+    assert (out / "results.md").exists()
