@@ -57,7 +57,7 @@ class DataConfig:
     input_size: int | None = None  # None: the highest training resolution
     batch_size: int = 256  # global batch size, split evenly across processes
     val_batch_size: int | None = None  # None: batch_size
-    workers: int | None = 8  # data-loading processes per training process; None: the CPU cores available
+    workers: int | None = 8  # data-loading processes per training process, at most the CPU cores available; None: all
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop area range
     hflip: bool = True
     color_jitter: float = 0.0  # brightness = contrast = saturation jitter strength
@@ -409,8 +409,8 @@ def resolve(cfg: TrainConfig, dataset: dict | None = None) -> TrainConfig:
         adopt_dataset(m, dataset)
     if d.input_size is None:
         d.input_size = t.resolutions[0]
-    if d.workers is None:
-        d.workers = available_cores()
+    # loader processes beyond the cores this process may use only compete for them (a recipe's 8 on a 2-core box)
+    d.workers = available_cores() if d.workers is None else min(d.workers, available_cores())
     if d.input_size < t.resolutions[0]:
         raise MutualNetError(f"data.input_size {d.input_size} is below the highest resolution {t.resolutions[0]}")
     checks = [
