@@ -115,10 +115,12 @@ def test_dataset_classes_and_channels_are_adopted_or_a_mismatch_refused():
 
 def test_loader_workers_never_exceed_the_cores(monkeypatch):
     """A recipe's 8 workers on a 2-core machine become 2 (more only compete for the cores); None means all."""
+    import mutualnet.io as mio
     import mutualnet.train.config as config
     from mutualnet.data.checkpoint import data_from_checkpoint
 
-    monkeypatch.setattr(config, "available_cores", lambda: 2)
+    for module in (config, mio):
+        monkeypatch.setattr(module, "available_cores", lambda: 2)
     recipe = Path(__file__).parent.parent / "configs" / "transfer_mobilenet_v1_imagefolder.yaml"
     assert load_config(recipe).data.workers == 8  # as written
     assert resolve(load_config(recipe, ["data.name=synthetic"])).data.workers == 2

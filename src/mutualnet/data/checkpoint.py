@@ -45,7 +45,7 @@ def data_from_checkpoint(ckpt: dict, model: nn.Module, *, dataset: str | None = 
         workers: Loader workers (default: 0 for in-memory datasets, else 4); never more than the CPU cores
             this process may use (more only compete with each other and with the model for them).
     """
-    from ..train.config import available_cores
+    from ..io import available_cores
 
     meta_ds = dict((ckpt.get("meta") or {}).get("dataset") or {})
     name = dataset or meta_ds.get("name")

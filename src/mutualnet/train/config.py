@@ -21,7 +21,7 @@ import yaml
 
 from ..data.transforms import PADDING_MODES, RESIZE_MODES
 from ..errors import MutualNetError
-from ..io import atomic_write_text, read_text
+from ..io import atomic_write_text, available_cores, read_text
 from ..validate import MAX_CLASSES, MAX_IN_CHANS, MAX_RESOLUTION, MAX_THREADS, MAX_WIDTH, check_float, check_int
 
 __all__ = ["MODES", "ModelConfig", "DataConfig", "MethodConfig", "OptimConfig", "RunConfig", "TrainConfig",
@@ -342,14 +342,6 @@ def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
 
 
 # -- resolution of defaults and checks --------------------------------------------------------------
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, e.g. a container's share), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def adopt_dataset(m: ModelConfig, dataset: dict) -> None:
     """Give the model the dataset's classes and channels when the recipe leaves them open; refuse a mismatch.
 
