@@ -133,10 +133,10 @@ def run_eval(args: argparse.Namespace) -> int:
     title = f"{ckpt['model_name']} on {Path(args.annotations).name}"
     plot_table(rows, out / "ap_mflops.png", title=title)
     plot_table(rows, out / "ap_backbone_mflops.png", title=title, cost="backbone_mflops")
-    print(f"{'width':>6} {'scale':>5} {'box AP':>7} {'mask AP':>7} {'backbone MFLOPs':>15} {'MFLOPs':>10} "
+    print(f"{'width':>6} {'scale':>5} {'box AP (%)':>10} {'mask AP (%)':>11} {'backbone MFLOPs':>15} {'MFLOPs':>10} "
           f"{'pareto':>6}")
     for r in rows:
-        print(f"{r['width']:>6.3f} {r['resolution']:>5d} {100 * r['box_ap']:>7.2f} {100 * r['mask_ap']:>7.2f} "
+        print(f"{r['width']:>6.3f} {r['resolution']:>5d} {100 * r['box_ap']:>10.2f} {100 * r['mask_ap']:>11.2f} "
               f"{r['backbone_mflops']:>15.1f} {r['mflops']:>10.1f} {'*' if r['pareto'] else '':>6}")
     print(f"wrote {out / 'detection_table.json'}, {out / 'ap_mflops.png'} (whole detector) and "
           f"{out / 'ap_backbone_mflops.png'} (backbone + FPN)")

@@ -238,11 +238,13 @@ def plot_table(rows: list[dict], path: str | os.PathLike, title: str = "", cost:
             for x, y, s in pts:
                 ax.annotate(str(s), (x, y), fontsize=7, textcoords="offset points", xytext=(3, 3))
         front = sorted((r[cost], 100 * r[key]) for r in rows if r.get(flag))
-        ax.plot([p[0] for p in front], [p[1] for p in front], "k--", lw=1, label="Pareto (box AP)")
+        if front:  # the legend lists only what is drawn
+            ax.plot([p[0] for p in front], [p[1] for p in front], "k--" if len(front) > 1 else "k*", lw=1, ms=9,
+                    label="Pareto (box AP)", zorder=0)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"{name} (%)")
         ax.grid(alpha=0.3)
-    axes[0].legend(title="width", fontsize=8)
+    axes[0].legend(title="width", fontsize=8)  # widths, and the frontier when it has a point
     if title:
         fig.suptitle(title)
     path = Path(path)

@@ -79,7 +79,7 @@ from .runfolder import (
     save_order,
 )
 from .step import alpha_divergence, dropout_modules, sample_subnets, train_step
-from .transfer import describe_init, load_pretrained
+from .transfer import adopt_init, describe_init, load_pretrained
 
 __all__ = ["train", "build_data", "build_model", "restore", "train_one_epoch", "optimizer_step", "validate", "evaluate",
            "resume_config", "TrainState", "TrainData", "EpochResult", "Checkpointer", "MetricsLog", "RunClock",
@@ -523,6 +523,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     from ..data import artefact_meta, dataset_info
 
     ckpt = _load_train_checkpoint(resume) if resume is not None else None
+    adopted = adopt_init(cfg.model) if ckpt is None and cfg.model.init else None  # before data and workers
     data_info = dataset_info(cfg.data.name, cfg.data.root)
     cfg = resolve(cfg, data_info.to_dict() | {"root": cfg.data.root})
     d, t, o, r = cfg.data, cfg.train, cfg.optim, cfg.run
@@ -531,6 +532,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     run_dir = Path(r.out)
     info = init_distributed("cuda" if r.device.startswith("cuda") or (
         r.device == "auto" and torch.cuda.is_available()) else "cpu")
+    if adopted and info.is_main:
+        print(adopted, flush=True)
     log = lock = None
     try:
         if info.is_main:  # one writer per run folder; temporary files of a killed run are removed
