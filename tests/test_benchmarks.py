@@ -11,6 +11,9 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 CASES = {
+    "bench_contention.py": (["--steps", "2", "--rounds", "1", "--competitors", "0,1", "--setups", "one_thread",
+                             "--set", "data.batch_size=8", "--set", "data.train_subset=64", "--set", "data.workers=0"],
+                            r"1 competitor\(s\)  one_thread .*x \["),
     "bench_train_step.py": (["--model", "resnet20_cifar", "--batch", "4", "--repeats", "1"],
                             r"ratio slimmable / dense"),
     "bench_loader.py": (["--images", "600", "--batches", "2", "--repeats", "1"],
@@ -19,7 +22,9 @@ CASES = {
     "bench_data_path.py": (["--model", "resnet20_cifar", "--resolutions", "32,28,24,20", "--images", "16",
                             "--batch", "4", "--workers", "0"], r"speed-up device / loader"),
     "bench_inference.py": (["--resolution", "64", "--repeats", "2", "--threads", "1"], r"ratio ours / torchvision"),
-    "bench_runtime.py": (["--configs", "mobilenet_v2_cifar:0.5:32", "--repeats", "2"], r"onnxruntime .*x eager"),
+    "bench_runtime.py": (["--configs", "mobilenet_v2_cifar:0.5:32", "--repeats", "2", "--ort-options"],
+                         r"ort:extended .*x eager"),
+    "bench_ddp.py": (["--batch", "2", "--repeats", "1"], r"gradients equal: max \|ours - DDP\| = 0\.00e\+00"),
     "bench_search.py": (["--val-images", "100", "--calib-images", "50", "--width-step", "0.75", "--threads", "1"],
                         r"calibration: .*% of search time"),
     "bench_search.py --recipes": (["--recipes", "--val-images", "64", "--calib-images", "16",
@@ -32,7 +37,8 @@ CASES = {
 @pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(CASES))
 def test_benchmark_runs_and_reports_a_ratio(script):
-    if script.startswith("bench_search.py") and not Path("/usr/share/datasets/fashion-mnist").exists():
+    needs_data = script.startswith(("bench_search.py", "bench_contention.py"))
+    if needs_data and not Path("/usr/share/datasets/fashion-mnist").exists():
         pytest.skip("needs Debian's dataset-fashion-mnist (scripts/setup.sh installs it)")
     args, pattern = CASES[script]
     out = subprocess.run([sys.executable, str(BENCH / script.split()[0]), *args], cwd=BENCH, capture_output=True,

@@ -36,8 +36,8 @@ def calibrated(tmp_path_factory):
     table = QueryTable(rows=table_rows(model, CONFIGS))
     path = tmp / "calibrated.pt"
     meta = {"resolutions": [32, 24, 16], "mode": "mutual", "class_names": [f"class{i}" for i in range(10)],
-            "dataset": {"name": "synthetic", "num_classes": 10, "in_chans": 3, "input_size": 32,
-                        "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}
+            "dataset": {"name": "synthetic", "num_classes": 10, "in_chans": 3, "input_size": 32, "holdout": 64,
+                        "synthetic_length": 256, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}
     save_checkpoint(path, model, meta, query_table=table.to_dict())
     return tmp, path, model, table
 
@@ -170,45 +170,64 @@ def _doc_blocks(lang):
     return re.findall(rf"```{lang}\n(.*?)```", DOC.read_text(), re.S)
 
 
-def test_cli_eval_predict_export_and_the_bundle_runs_without_mutualnet(calibrated, tmp_path, capsys):
-    """A cascade through `eval`, `predict` and `export --cascade`; docs/cascade.md's snippet runs the bundle in a
-    Python where mutualnet cannot be imported and gives the library's classes and steps."""
+def test_benchmark_compares_cascade_time_with_its_mflops(calibrated, tmp_path, monkeypatch, capsys):
+    import runpy
+
     _, path, model, table = calibrated
-    g = torch.Generator().manual_seed(2)
-    scores = score_configs(model, (torch.randn(48, 3, 32, 32, generator=g), torch.randint(0, 10, (48,), generator=g)),
-                           table.frontier())
-    cascade = fit_cascade(scores, max_mflops=(table.frontier()[0]["mflops"] + table.frontier()[-1]["mflops"]) / 2,
-                          grid=8)
-    cascade.save(tmp_path / "cascade.json")
-    argv = ["--checkpoint", str(path), "--cascade", str(tmp_path / "cascade.json")]
+    cascade = _cascade(table, [0.3, 0.3, 0.0])
+    cascade.save(tmp_path / "c.json")
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench))
+    monkeypatch.setattr(sys, "argv", ["bench_cascade.py", "--checkpoint", str(path), "--cascade",
+                                      str(tmp_path / "c.json"), "--batch", "8", "--batches", "2", "--repeats", "1",
+                                      "--runtimes", "eager"])
+    runpy.run_path(str(bench / "bench_cascade.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert re.search(r"eager: cascade time / MFLOPs-predicted time = [\d.]+x", out), out
+
+
+def test_the_commands_of_docs_cascade_md_run(calibrated, tmp_path, monkeypatch, capsys):
+    """docs/cascade.md as written, on the tiny checkpoint: fit on held-out images, eval, predict, export; then its
+    snippet runs the bundle in a Python where mutualnet cannot be imported and gives the library's classes and
+    steps."""
+    import shlex
+    import shutil
+
+    _, path, _, _ = calibrated
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs/demo/search").mkdir(parents=True)
+    shutil.copy(path, tmp_path / "runs/demo/search/calibrated.pt")
+    Image.fromarray((torch.rand(32, 32, 3) * 255).to(torch.uint8).numpy()).save(tmp_path / "shirt.png")
+    scale = {"cascade": ["--grid", "8", "--heldout-images", "48", "--val-images", "24", "--batch-size", "16"],
+             "eval": ["--val-images", "24", "--batch-size", "8"]}
+    commands = [c for c in re.sub(r"\\\n\s*", " ", _doc_blocks("bash")[0]).splitlines() if c.startswith("mutualnet")]
+    assert [shlex.split(c)[1] for c in commands] == ["cascade", "eval", "predict", "export"]
+    outputs = []
+    for command in commands:
+        argv = shlex.split(command)[1:]
+        assert main(argv + scale.get(argv[0], [])) == 0, (command, capsys.readouterr().err)
+        outputs.append(capsys.readouterr().out)
+    fit, evaluated, predicted, _ = outputs
+    cascade = Cascade.load(tmp_path / "runs/demo/cascade.json")
+    n = len(cascade.steps)
+    assert cascade.fit["split"] == "holdout" and cascade.fit["images"] == 48 and cascade.fit["mflops"] <= 8
+    assert "expected on 48 held-out images" in fit and "on 24 test images: top-1" in fit
+    assert evaluated.startswith(f"cascade of {n} steps: top-1 ") and len(evaluated.splitlines()) == 1 + n
+    line = r"shirt.png\tclass\d \([\d.]+\)\twidth [\d.]+ at \d+ px"
+    assert re.fullmatch(rf"cascade of {n} steps: .*\n{line}\n", predicted), predicted
+    argv = ["--checkpoint", "runs/demo/search/calibrated.pt", "--cascade", "runs/demo/cascade.json"]
     assert main(["eval", *argv, "--val-images", "24", "--batch-size", "8", "--per-image", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["report"]["images"] == 24 and len(res["images"]) == 24
     assert sum(res["report"]["stop_share"]) == pytest.approx(1.0)
     assert {(i["width"], i["resolution"]) for i in res["images"]} <= {s.config for s in cascade.steps}
-    assert main(["eval", *argv, "--val-images", "24", "--batch-size", "8"]) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith(f"cascade of {len(cascade.steps)} steps: top-1 ") and len(out) == 1 + len(cascade.steps)
 
-    files = []
-    for i in range(3):
-        f = tmp_path / f"img{i}.png"
-        Image.fromarray((torch.rand(32, 32, 3) * 255).to(torch.uint8).numpy()).save(f)
-        files.append(str(f))
-    assert main(["predict", *argv, *files]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith(f"cascade of {len(cascade.steps)} steps") and len(lines) == 4
-    assert all(re.search(r"\twidth [\d.]+ at \d+ px$", line) for line in lines[1:])
-
-    bundle = tmp_path / "bundle"
-    assert main(["export", *argv, "--out", str(bundle)]) == 0
-    spec = json.loads((bundle / "cascade.json").read_text())
-    assert [s["threshold"] for s in spec["steps"]] == cascade.thresholds
-    snippet = _doc_blocks("python")[0].replace('"runs/demo/cascade_bundle"', repr(str(bundle)))
-    images = torch.rand(10, 3, 32, 32, generator=g)
+    bundle = tmp_path / "runs/demo/cascade_bundle"
+    assert [s["threshold"] for s in json.loads((bundle / "cascade.json").read_text())["steps"]] == cascade.thresholds
+    images = torch.rand(10, 3, 32, 32)
     torch.save(images, tmp_path / "images.pt")
-    code = ("import sys, torch; sys.modules['mutualnet'] = None\n" + snippet +
-            f"\ntorch.save(classify(torch.load({str(tmp_path / 'images.pt')!r})), {str(tmp_path / 'out.pt')!r})\n")
+    code = ("import sys, torch; sys.modules['mutualnet'] = None\n" + _doc_blocks("python")[0] +
+            "\ntorch.save(classify(torch.load('images.pt')), 'out.pt')\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ""})
     assert done.returncode == 0, done.stderr[-2000:]
@@ -217,5 +236,27 @@ def test_cli_eval_predict_export_and_the_bundle_runs_without_mutualnet(calibrate
     net.set_cascade(cascade)
     ref = net.run_cascade(net.prepare(images))
     assert steps.tolist() == ref.stop.tolist() and classes.tolist() == ref.logits.argmax(-1).tolist()
-    assert main(["export", *argv, "--out", str(tmp_path / "m.pt"), "--format", "pt"]) == 2
+    assert main(["export", *argv, "--out", "m.pt", "--format", "pt"]) == 2
     assert "a cascade bundle is torchscript or onnx" in capsys.readouterr().err
+
+
+def test_the_results_command_runs(calibrated, tmp_path, monkeypatch, capsys):
+    """docs/results.md's cascade command (scripts/cascade_curve.py), shrunk, on the tiny checkpoint."""
+    import runpy
+    import shlex
+
+    _, path, _, table = calibrated
+    text = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text()
+    command = next(line for line in text.splitlines() if line.startswith("python scripts/cascade_curve.py"))
+    argv = shlex.split(command)[1:]
+    argv[argv.index("--checkpoint") + 1] = str(path)
+    argv[argv.index("--out") + 1] = str(tmp_path / "curve.png")
+    front = [r["mflops"] for r in table.frontier()]
+    budgets = ",".join(f"{b:.2f}" for b in (front[0] * 1.2, (front[0] + front[-1]) / 2))
+    argv += ["--budgets", budgets, "--heldout-images", "48", "--val-images", "32", "--grid", "6", "--batch-size", "16"]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(Path(__file__).resolve().parents[1] / argv[0]), run_name="__main__")
+    out = capsys.readouterr().out
+    assert re.search(r"same stopping step for [\d.]+% of test images", out) and "goal 1" in out and "goal 2" in out
+    assert len([line for line in out.splitlines() if re.match(r"\| [\d.]+ \| ", line)]) >= 2
+    assert (tmp_path / "curve.png").stat().st_size > 1000

@@ -14,6 +14,11 @@ Where to look:
     demo.py, compare.py   the Fashion-MNIST demo and the paper's comparison at small scale
 """
 
+# ruff: noqa: E402 - the wait policy must be set before the imports below load torch
+from .threads import prefer_passive_wait
+
+prefer_passive_wait()  # first, before anything imports torch: OpenMP reads its wait policy when torch loads it
+
 from .errors import MutualNetError
 from .layers import (
     WidthRange,

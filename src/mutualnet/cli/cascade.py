@@ -42,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="threshold candidates per step: quantiles of the held-out confidences (default 48)")
     p.add_argument("--heldout-images", type=A.positive_int, help="held-out images to fit on (default: all)")
     p.add_argument("--report-test", action="store_true", help="also run the fitted cascade on the test set")
+    p.add_argument("--val-images", type=A.positive_int, help="test images for --report-test (default: all)")
     p.add_argument("--batch-size", type=A.positive_int, default=200)
     p.add_argument("--device", default="cpu")
     A.add_data_args(p)
@@ -80,8 +81,10 @@ def run(args: argparse.Namespace) -> int:
                           grid=args.grid, chains=chains)
     cascade = type(cascade)(cascade.steps, cascade.fit | {"split": "holdout", "dataset": data.info})
     cascade.save(args.out)
-    test = run_cascade_on(model, cascade, data.build("val", crop), args, data.workers, dev) if args.report_test \
-        else None
+    test = None
+    if args.report_test:
+        val = random_subset(data.build("val", crop), args.val_images, args.seed)
+        test = run_cascade_on(model, cascade, val, args, data.workers, dev)
     if args.json:
         print(json.dumps({"cascade": cascade.to_dict(), "test": test and test["report"]}, indent=1))
         return 0

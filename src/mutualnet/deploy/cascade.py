@@ -466,6 +466,9 @@ def export_cascade(model: nn.Module, cascade: Cascade, out: str | os.PathLike, *
             "fit": dict(cascade.fit)}
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # what a plain mkdir gives (mkdtemp's is owner-only)
     except OSError as e:
         raise MutualNetError(f"cannot write {out}: {e.strerror or e}") from None
     try:

@@ -126,7 +126,7 @@ class RunConfig:
     progress: bool = True  # tqdm progress bar
     max_steps: int | None = None  # stop after this many iterations (the schedule still spans all epochs)
     sync_bn: bool = False  # distributed: batch statistics over all processes
-    threads: int | None = None  # torch CPU threads (None: torch's default)
+    threads: int | None = None  # torch CPU threads (None: torch's, or the free cores if OpenMP spins; threads.py)
     compile: bool = False  # torch.compile the step, one graph per distinct sub-network (mutualnet.train.compiled)
     compile_backend: str = "inductor"  # inductor (fused kernels) | aot_eager (graph capture only, for checks)
 

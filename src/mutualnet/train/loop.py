@@ -45,6 +45,7 @@ from ..io import atomic_write_text
 from ..layers import SlimmableBatchNorm2d, config_key, zero_init_residual
 from ..models import create_model
 from ..models.tv import small_input_hint
+from ..threads import training_threads
 from .compiled import CompiledModel
 from .config import (
     SINGLE_NETWORK_MODES,
@@ -545,8 +546,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         if device.type == "cpu" and r.amp != "none" and info.is_main:
             print(f"note: run.amp={r.amp} on a CPU is usually slower than full precision; --set run.amp=none "
                   "(configs/mobilenet_v2_imagefolder_cpu.yaml is the CPU-sized recipe)", file=sys.stderr)
-        if r.threads:
-            torch.set_num_threads(r.threads)
+        torch.set_num_threads(training_threads(r.threads, torch.get_num_threads()))  # safe on a busy machine
         torch.manual_seed(r.seed)
         random.seed(r.seed)
         np.random.seed(r.seed)

@@ -85,8 +85,10 @@ def _alpha_side(log_q: Tensor, log_p: Tensor, alpha: float, clip: float) -> tupl
     """D_alpha(p || q) per row, and a surrogate whose gradient (through ``log_q`` only) is its clipped gradient.
 
     The gradient of D_alpha with respect to the student is ``-sum_c q_c w_c grad log q_c`` with importance weight
-    ``w = (p/q)^alpha / alpha`` (a constant added to ``w`` changes nothing, as ``sum_c q_c grad log q_c = 0``);
-    ``(p/q)^alpha`` is clipped at ``clip`` so that classes the student all but rules out cannot blow it up.
+    ``w = (p/q)^alpha / alpha`` (``p/q`` at alpha = 1, ``log(p/q)`` at alpha = 0; a constant added to ``w``
+    changes nothing, as ``sum_c q_c grad log q_c = 0``). ``(p/q)^alpha`` (alpha = 0: ``p/q``) is clipped at
+    ``clip`` so that a class the student all but rules out cannot blow the step up; the KL side (alpha = 1) is
+    left unclipped, as in AlphaNet's code, so that it stays the paper's loss.
     """
     q, log_r = log_q.exp().detach(), (log_p - log_q).detach()
     if abs(alpha - 1) < 1e-3:  # KL(p || q), unclipped: the paper's loss
