@@ -1,4 +1,4 @@
-"""Accuracy of one (width, resolution) configuration: the one evaluation loop of training, search and demos."""
+"""Accuracy of one (width, resolution[, depth]) configuration: the one evaluation loop of training, search and demos."""
 
 from __future__ import annotations
 
@@ -28,11 +28,12 @@ __all__ = ["evaluate", "hits", "evaluate_checkpoint"]
 def hits(model: nn.Module, batches: Iterable, width: float, resolution: Resolution, *,
          device: torch.device | str | None = None, autocast: contextlib.AbstractContextManager | None = None,
          max_batches: int | None = None, channels_last: bool = False,
-         resize: str | None = None) -> tuple[Tensor, Tensor, float]:
+         resize: str | None = None, depth: int | None = None) -> tuple[Tensor, Tensor, float]:
     """The one evaluation loop: per-image top-1 and top-5 hits (bool, in order) and the summed cross-entropy.
 
     Each batch ``(images, labels)`` is resized to ``resolution`` on the device (the paper's test-time
-    recipe) and run at (``width``, ``resolution``); the model's configuration and mode are restored after.
+    recipe) and run at (``width``, ``resolution``, ``depth``: None is the full depth); the model's configuration
+    and mode are restored after.
     :func:`evaluate` sums them; the search's successive halving compares configurations image by image.
     """
     dev = torch.device(device) if device is not None else next(model.parameters()).device
@@ -41,7 +42,7 @@ def hits(model: nn.Module, batches: Iterable, width: float, resolution: Resoluti
     model.eval()
     h1, h5, loss = [], [], torch.zeros((), dtype=torch.float64, device=dev)
     try:
-        with use_config(model, width, resolution):
+        with use_config(model, width, resolution, depth):
             for i, (x, y) in enumerate(batches):
                 if max_batches is not None and i >= max_batches:
                     break
@@ -64,7 +65,8 @@ def hits(model: nn.Module, batches: Iterable, width: float, resolution: Resoluti
 def evaluate(model: nn.Module, data: tuple[Tensor, Tensor] | DataLoader, width: float, resolution: Resolution,
              device: torch.device | str | None = None, *, batch_size: int = 200,
              autocast: contextlib.AbstractContextManager | None = None, max_batches: int | None = None,
-             distributed: bool = False, channels_last: bool = False, resize: str | None = None) -> dict:
+             distributed: bool = False, channels_last: bool = False, resize: str | None = None,
+             depth: int | None = None) -> dict:
     """Top-1 / top-5 accuracy (%), mean cross-entropy and image count of ``model`` at (``width``, ``resolution``).
 
     Args:
@@ -77,6 +79,7 @@ def evaluate(model: nn.Module, data: tuple[Tensor, Tensor] | DataLoader, width: 
         distributed: Sum the counts over all processes (each evaluates its own shard).
         channels_last: Feed channels-last inputs (as the model was trained).
         resize: How batches are brought to ``resolution`` (None: the mode recorded on the model).
+        depth: Blocks each elastic stage runs (None: full depth).
 
     Returns:
         ``{"top1", "top5", "loss", "count"}``.
@@ -88,7 +91,7 @@ def evaluate(model: nn.Module, data: tuple[Tensor, Tensor] | DataLoader, width: 
     else:
         batches = data
     h1, h5, loss = hits(model, batches, width, resolution, device=dev, autocast=autocast, max_batches=max_batches,
-                        channels_last=channels_last, resize=resize)
+                        channels_last=channels_last, resize=resize, depth=depth)
     sums = torch.tensor([float(h1.sum()), float(h5.sum()), loss, float(len(h1))], dtype=torch.float64, device=dev)
     if distributed and dist.is_available() and dist.is_initialized():
         dist.all_reduce(sums)

@@ -16,6 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="registered model name (see `mutualnet models`)")
     p.add_argument("--width", type=A.width, help="width multiplier (default: the top of the width range)")
     p.add_argument("--resolution", type=A.resolution, help="input side in pixels (default: the model's input size)")
+    p.add_argument("--depth", type=A.positive_int, help="blocks each stage runs (default: full depth); profiles a "
+                   "model built with elastic depth")
     p.add_argument("--width-range", type=A.widths, help="LO,HI widths the model is built for (default: model's)")
     p.add_argument("--num-classes", type=A.num_classes, help="classifier outputs (default: model's)")
     p.add_argument("--in-chans", type=A.in_chans, help="image channels (default: model's)")
@@ -32,8 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     info = model_info(args.model)
+    depth_range = None
+    if args.depth is not None:  # any depth of the architecture: build it elastic
+        full = getattr(create_model(args.model), "depth_range", None)
+        depth_range = None if full is None else (1, full.hi)
     model = create_model(args.model, num_classes=args.num_classes, width_range=args.width_range,
-                         in_chans=args.in_chans)
+                         in_chans=args.in_chans, depth_range=depth_range)
     lo, hi = model.width_range
     if args.grid:
         if args.width is not None or args.resolution is not None:
@@ -48,9 +54,10 @@ def run(args: argparse.Namespace) -> int:
         if r < model.min_resolution:
             raise MutualNetError(
                 f"resolution {r} is too small for {args.model} (needs at least {model.min_resolution})")
-        row = profile(model, w, r).to_dict()
+        row = profile(model, w, r, depth=args.depth).to_dict()
         if args.latency:
-            lat = measure_latency(model, w, r, device=args.device, batch_size=args.batch_size, threads=args.threads)
+            lat = measure_latency(model, w, r, device=args.device, batch_size=args.batch_size, threads=args.threads,
+                                  depth=args.depth)
             row |= {"latency_ms": lat.median_ms, "device": lat.device, "batch_size": lat.batch_size,
                     "threads": lat.threads}
         rows.append(row)

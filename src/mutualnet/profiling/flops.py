@@ -25,13 +25,17 @@ class Profile:
     resolution: int
     macs: int
     params: int
+    depth: int | None = None  # None: full depth
 
     @property
     def mflops(self) -> float:
         return self.macs / 1e6
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"mflops": self.mflops}
+        d = asdict(self) | {"mflops": self.mflops}
+        if d["depth"] is None:  # full depth: as before depth existed
+            d.pop("depth")
+        return d
 
 
 def count_macs(model: nn.Module, x: torch.Tensor) -> int:
@@ -46,17 +50,19 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> int:
     return counter.get_total_flops() // 2
 
 
-def profile(model: nn.Module, width: float, resolution: int, *, batch_size: int = 1) -> Profile:
-    """MACs per image and active parameters of ``model`` at (``width``, ``resolution``).
+def profile(model: nn.Module, width: float, resolution: int, *, batch_size: int = 1,
+            depth: int | None = None) -> Profile:
+    """MACs per image and active parameters of ``model`` at (``width``, ``resolution``, ``depth``).
 
-    The model's configuration is restored afterwards.
+    Counted from the forward pass, so the blocks a depth skips cost nothing (exact, not estimated). The
+    model's configuration is restored afterwards.
     """
     if resolution < 1:
         raise MutualNetError(f"resolution must be positive, got {resolution}")
-    with use_config(model, width, resolution):
+    with use_config(model, width, resolution, depth):
         p = next(model.parameters())
         x = torch.zeros(batch_size, getattr(model, "in_chans", 3), resolution, resolution, device=p.device,
                         dtype=p.dtype)
         macs = count_macs(model, x) // batch_size
         params = active_num_params(model)
-    return Profile(width=float(width), resolution=int(resolution), macs=int(macs), params=int(params))
+    return Profile(width=float(width), resolution=int(resolution), macs=int(macs), params=int(params), depth=depth)

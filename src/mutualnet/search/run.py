@@ -31,7 +31,7 @@ from ..data.splits import SPLITS
 from ..errors import MutualNetError
 from ..evaluate import evaluate
 from ..io import LOCK_NAME, clean_stale_temps, folder_lock
-from ..layers import WidthRange
+from ..layers import WidthRange, check_depth
 from ..models import model_info
 from ..profiling import resolve_device
 from ..train.distributed import cleanup_distributed, init_distributed
@@ -255,8 +255,9 @@ def report_test_accuracy(model, table: QueryTable, test, *, batch_size: int = 20
 def calibrate_checkpoint(checkpoint: str | os.PathLike, width: float, resolution: int, out: str | os.PathLike, *,
                          dataset: str | None = None, data_root: str | None = None, workers: int | None = None,
                          seed: int = 0, calib_images: int = 2000, crop_size: int | None = None, batch_size: int = 200,
-                         device: str = "cpu") -> CalibrationResult:
-    """Add one (``width``, ``resolution``)'s BN statistics to ``checkpoint`` and write it to ``out`` (atomically).
+                         device: str = "cpu", depth: int | None = None) -> CalibrationResult:
+    """Add one (``width``, ``resolution``[, ``depth``])'s BN statistics to ``checkpoint`` and write it to ``out``
+    (atomically).
 
     Any width in the trained range works, not only a query table's grid; everything else in the checkpoint
     is kept, so ``out`` may be ``checkpoint`` itself. The images are the checkpoint's training set at the
@@ -267,11 +268,12 @@ def calibrate_checkpoint(checkpoint: str | os.PathLike, width: float, resolution
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt).eval()
     model.width_range.check(width)  # before any data is read
+    check_depth(model, depth)
     dev = resolve_device(device)
     data = data_from_checkpoint(ckpt, model, dataset=dataset, data_root=data_root, workers=workers)
     crop = crop_size or max([*(ckpt.get("meta") or {}).get("resolutions", []), resolution])
     res = calibrate(model, data.build("train", crop), width, resolution, num_images=calib_images,
-                    batch_size=batch_size, device=dev, seed=seed, num_workers=data.workers)
+                    batch_size=batch_size, device=dev, seed=seed, num_workers=data.workers, depth=depth)
     model.to("cpu")
     atomic_save(ckpt | {"model": checkpoint_dict(model, ckpt.get("meta"))["model"]}, out)
     return res
