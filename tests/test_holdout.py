@@ -159,7 +159,7 @@ def test_compare_end_to_end_selects_on_held_out_images_with_learning_curves(tmp_
     assert "picks within each budget on 16 held-out training images" in md and "Held-out top-1" in md
     curves = summary["learning_curves"]
     assert {"MutualNet", "Independent"} <= set(curves["1@28"]) and {"MutualNet", "Independent"} <= set(curves["0.5@16"])
-    steps = [p[0] for p in curves["1@28"]["MutualNet"]]
+    steps = [p[0] for p in curves["1@28"]["MutualNet"]["0"]]
     assert len(steps) == 2 and steps[0] < steps[1]  # one point per epoch
     assert (out / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
