@@ -542,8 +542,9 @@ def _write(res: CompareResult, recipe: dict, budgets: list[float], singles: list
     epochs = recipe["train"]["epochs"]
     subset = recipe["data"].get("train_subset")
     data = f"{recipe['data']['name']}" + (f" ({subset} training images)" if subset else "")
+    done = [s for s in seeds if res.tables[s]]  # a report_only look may have seeds with nothing finished yet
     title = (f"{recipe['model']['name']} on {data}, {epochs} epoch{'s' if epochs != 1 else ''}, "
-             f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}")
+             f"{len(done)} seed{'s' if len(done) != 1 else ''}")
     if curves:
         _plot(curves, out / "compare.png", title)
     lc = learning_curves(out, seeds, [(recipe["model"]["width_range"][1], max(recipe["train"]["resolutions"])),
