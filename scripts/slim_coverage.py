@@ -142,7 +142,7 @@ def check(name: str) -> dict:
 
 # timm's convolutional families (timm.models.<module>), smallest model first, then variants worth a row
 TIMM_FAMILIES = {
-    "resnet": ["resnet18", "resnet50d", "seresnext26d_32x4d", "ecaresnet26t", "skresnet18"],
+    "resnet": ["resnet18", "resnet50d", "seresnext26d_32x4d", "ecaresnet26t"],
     "resnetv2": ["resnetv2_18"], "regnet": ["regnetx_002", "regnety_002"],
     "efficientnet": ["efficientnet_b0", "tf_efficientnet_b0", "mobilenetv2_100", "mnasnet_100", "mixnet_s"],
     "mobilenetv3": ["mobilenetv3_small_100", "lcnet_050"], "ghostnet": ["ghostnet_050"],

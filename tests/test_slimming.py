@@ -148,7 +148,7 @@ class _Split(nn.Module):
         self.head = nn.Conv2d(8, 4, 1)
 
     def forward(self, x):
-        a, _ = self.conv(x).chunk(2, dim=1)
+        a, _ = self.conv(x).split(8, dim=1)
         return self.head(a).mean((2, 3))
 
 
@@ -169,7 +169,8 @@ class _Scale(nn.Module):
      r"into 2 groups of 24 \(a channel shuffle\)"),
     (lambda: torchvision.models.convnext_tiny(), r"cannot slim ConvNeXt: node 'permute' \(\.permute\(\), in "
                                                  r"features\.0\.1 \(LayerNorm2d\)\) moves the channel dimension"),
-    (_Split, r"node 'chunk' \(\.chunk\(\)\) splits the channel dimension"),
+    (_Split, r"node 'split' \(\.split\(\)\) splits the channels at sizes fixed in the code \(8, 8\): at a "
+             r"narrower width the tensor has fewer channels and would be cut elsewhere"),
     (_Scale, r"node 'mul' \(mul\) combines a tensor with a per-channel constant or parameter \(gamma\)"),
 ])
 def test_unsupported_patterns_are_refused_in_one_line(net, match):
@@ -370,3 +371,42 @@ def test_the_export_check_is_relative_to_the_outputs_scale():
     assert check["max_abs_diff"] > 0
     with pytest.raises(mn.MutualNetError, match=r"of the outputs' scale"):
         export_subnet(model, 1.0, 32, atol=1e-12)
+
+
+class _Chunked(nn.Module):
+    """A CSP-like block: chunk(2) of a conv's output, one half convolved, concatenated back; a ghost-like
+    residual (a plain tensor plus a concatenation of a map and its depthwise convolution)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.bn1 = nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32)
+        self.c2, self.c3 = nn.Conv2d(16, 16, 3, padding=1), nn.Conv2d(32, 16, 1)
+        self.dw, self.head = nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.Conv2d(32, 4, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.c1(x)))
+        a, b = y.chunk(2, dim=1)
+        y = torch.cat([a, self.c2(b)], 1)[:, :32]
+        g = self.c3(y)
+        return self.head(y + torch.cat([g, self.dw(g)], 1)).mean((2, 3))
+
+
+def test_chunks_and_a_concatenation_meeting_a_plain_tensor_are_made_in_parts():
+    from mutualnet.layers.concat import ConcatConv2d, ConcatDepthwiseConv2d
+
+    torch.manual_seed(0)
+    net = _Chunked().eval()
+    reference = copy.deepcopy(net)
+    model = mn.slim(net, (0.25, 1.0), input_size=16)
+    assert isinstance(model.c1, ConcatConv2d) and model.c1.out_segments == ((16, 1, True), (16, 1, True))
+    assert isinstance(model.dw, ConcatDepthwiseConv2d) or model.dw.group_width == 1
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference(x))
+    mn.allow_uncalibrated(model)
+    model.set_width(0.5)
+    assert model.c1.active_channels() == (3, 16) and model.c2.active_channels() == (8, 8)
+    with torch.no_grad():
+        dense = mn.materialize(model).eval()
+        torch.testing.assert_close(dense(x), model(x), rtol=0, atol=0)
+    assert mn.profile(model, 0.5, 16).macs == count_macs(dense, x[:1])

@@ -98,3 +98,20 @@ def test_train_takes_the_free_cores(tmp_path, monkeypatch):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(1)
+
+
+def test_onnxruntime_threads_sleep_when_openmp_does(monkeypatch):
+    ort = pytest.importorskip("onnxruntime")
+    from mutualnet.deploy.runtime import session_options
+
+    monkeypatch.setitem(threads._state, "passive", True)
+    opts = session_options(2)
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert opts.intra_op_num_threads == 2 and opts.inter_op_num_threads == 1
+    monkeypatch.setitem(threads._state, "passive", False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    for opts in (session_options(2), session_options(1)):  # ORT's default (spinning) where OpenMP spins too
+        with pytest.raises(RuntimeError, match="does not have"):
+            opts.get_session_config_entry("session.intra_op.allow_spinning")
+    assert session_options(1, "basic").graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC

@@ -39,11 +39,12 @@ from pathlib import Path
 
 from .demo import make_recipe, run_pipeline
 from .errors import MutualNetError
-from .io import atomic_write, atomic_write_text
+from .io import atomic_write_text
 from .layers import config_key
 from .models import create_model
 from .profiling import profile
 from .search import QueryTable, width_grid
+from .search.plot import plot_learning_curves, plot_tables
 from .train.config import apply_overrides, config_from_dict
 
 __all__ = ["ARMS", "CompareResult", "run_compare", "usnet_lower_width", "matched_budgets", "seed_budgets",
@@ -403,37 +404,6 @@ def _arm_of(folder: str) -> str:
     return {"mutualnet": "MutualNet", "usnet": "US-Net", "usnet_plus": "US-Net+"}.get(folder, "Boost")
 
 
-def _plot(tables: dict[str, QueryTable], out: Path, title: str) -> Path:
-    """Every arm's frontier of seed-mean accuracies, with the seeds' standard deviation as error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=150)
-    held_out = all("test_top1" in r for t in tables.values() for r in t.rows)
-    acc, std = ("test_top1", "test_top1_std") if held_out else ("top1", "top1_std")
-    for (name, t), ls in zip(tables.items(), ["-", "--", ":", "-.", "-"]):
-        front = t.frontier()  # chosen by the tables' top1: the held-out images' when there are any
-        bars = ax.errorbar([r["mflops"] for r in front], [r[acc] for r in front],
-                           yerr=[r.get(std, 0.0) for r in front], marker="o", ms=3, lw=1.4, ls=ls,
-                           capsize=2, label=name, zorder=3)
-        rest = [r for r in t.rows if not r["pareto"]]
-        ax.scatter([r["mflops"] for r in rest], [r[acc] for r in rest], s=8, alpha=0.3,
-                   color=bars.lines[0].get_color(), zorder=2)
-    ax.set_xlabel("MFLOPs")
-    ax.set_ylabel("test top-1 (%), mean over seeds" + (" (frontier chosen on held-out images)" if held_out else ""),
-                  fontsize=8 if held_out else None)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    try:
-        return atomic_write(out, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)
-
-
 def learning_curves(out: str | Path, seeds: Sequence[int],
                     configs: Sequence[tuple[float, int]] = ((1.0, 28), (0.5, 16))) -> dict[str, dict[str, dict]]:
     """Validation top-1 against iterations of every run in ``out`` that validated one of ``configs``.
@@ -460,38 +430,6 @@ def learning_curves(out: str | Path, seeds: Sequence[int],
                             point = [int(row["step"]), float(row[f"top1_{tag_key.removeprefix('config_')}"])]
                             curves[wanted[value]].setdefault(arm, {}).setdefault(str(seed), []).append(point)
     return curves
-
-
-def _plot_curves(curves: dict[str, dict[str, dict]], out: Path, title: str) -> Path | None:
-    """One panel per configuration: validation top-1 against iterations, one line per arm and seed."""
-    panels = [(cfg, arms) for cfg, arms in curves.items() if arms]
-    if not panels:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), dpi=150, squeeze=False)
-    for ax, (cfg, arms) in zip(axes[0], panels):
-        for arm, per_seed in sorted(arms.items()):
-            i = list(ARMS.values()).index(arm)  # one colour per arm in every panel
-            kind = "trained alone" if arm == "Independent" else "one shared network"
-            for j, (seed, pts) in enumerate(sorted(per_seed.items())):
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, lw=1.3, color=f"C{i}",
-                        ls=["-", "--", ":", "-."][j % 4], label=f"{arm} ({kind}), seed {seed}")
-        w, r = cfg.split("@")
-        ax.set_title(f"({w}, {r} px)", fontsize=10)
-        ax.set_xlabel("training iterations")
-        ax.set_ylabel("validation top-1 (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    try:
-        return atomic_write(out, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)
 
 
 def _load_summary(path: Path) -> dict | None:
@@ -546,10 +484,12 @@ def _write(res: CompareResult, recipe: dict, budgets: list[float], singles: list
     title = (f"{recipe['model']['name']} on {data}, {epochs} epoch{'s' if epochs != 1 else ''}, "
              f"{len(done)} seed{'s' if len(done) != 1 else ''}")
     if curves:
-        _plot(curves, out / "compare.png", title)
+        held = all("test_top1" in r for t in curves.values() for r in t.rows)  # chosen on held-out, test drawn
+        plot_tables(list(curves.values()), list(curves), out / "compare.png", title=title,
+                    shown="test_top1" if held else None)
     lc = learning_curves(out, seeds, [(recipe["model"]["width_range"][1], max(recipe["train"]["resolutions"])),
                                       (recipe["model"]["width_range"][0], min(recipe["train"]["resolutions"]))])
-    _plot_curves(lc, out / "learning_curves.png", title)
+    plot_learning_curves(lc, out / "learning_curves.png", title)
     per_budget = seed_budgets([res.tables[s] for s in seeds], budgets) if names else []
     held_out = bool(per_budget) and any(m[n] is not None and "selected" in m[n] for m in per_budget for n in names)
     load = _load_summary(out / "load.log")

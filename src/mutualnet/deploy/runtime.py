@@ -19,10 +19,10 @@ from torch import Tensor, nn
 
 from ..errors import MutualNetError
 from ..layers import allow_uncalibrated as _allow
-from ..layers import use_width
+from ..layers import get_config, use_config
 from ..search.table import RUNTIMES, latency_column
 
-__all__ = ["RUNTIMES", "check_runtime", "build_runner"]
+__all__ = ["RUNTIMES", "check_runtime", "build_runner", "session_options"]
 
 
 def check_runtime(runtime: str) -> str:
@@ -31,8 +31,35 @@ def check_runtime(runtime: str) -> str:
     return runtime
 
 
+def session_options(threads: int, level: str = "all"):  # -> onnxruntime.SessionOptions
+    """ONNX Runtime's options for one exported network on the CPU, as measured in ``docs/benchmarks.md``.
+
+    ``level="all"`` (every graph optimisation, including the NCHWc layout for the CPU's vector width): at
+    128-224 px it ran MobileNet v1 / v2 in about half the time of ``extended`` or ``basic``. A batch fixed to 1
+    and parallel execution changed nothing measurable (the optimised graph is a chain of fused convolutions),
+    so they stay at their defaults. With several intra-op threads the pool sleeps between operators when
+    mutualnet chose passive waiting for OpenMP (:mod:`mutualnet.threads`): ORT's pool spins by default, as
+    OpenMP's threads do, and would lose its time slices the same way on a busy machine.
+    """
+    import onnxruntime as ort
+
+    from ..threads import passive_wait
+
+    levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = levels[level]
+    if threads > 1 and passive_wait():
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
 def build_runner(model: nn.Module, width: float, resolution: int, runtime: str = "eager", *,
-                 threads: int | None = None, allow_uncalibrated: bool = False) -> Callable[[Tensor], Tensor]:
+                 threads: int | None = None, allow_uncalibrated: bool = False,
+                 depth: int | None = None) -> Callable[[Tensor], Tensor]:
     """A function ``images (N, C, resolution, resolution) -> logits`` running one configuration on ``runtime``.
 
     ``eager`` runs the slimmable model itself at ``width`` (what an :class:`AdaptiveNet` switches); the others
@@ -45,12 +72,12 @@ def build_runner(model: nn.Module, width: float, resolution: int, runtime: str =
     check_runtime(runtime)
     if runtime == "eager":
         def run_eager(x: Tensor) -> Tensor:
-            with torch.inference_mode(), use_width(model, width), (
+            with torch.inference_mode(), use_config(model, width, get_config(model)[1], depth), (
                     _allow(model) if allow_uncalibrated else contextlib.nullcontext()):
                 return model(x)
 
         return run_eager
-    net, _ = export_subnet(model, width, resolution, allow_uncalibrated=allow_uncalibrated)
+    net, _ = export_subnet(model, width, resolution, allow_uncalibrated=allow_uncalibrated, depth=depth)
     net = net.cpu().eval()
     x = torch.randn(1, getattr(model, "in_chans", 3), resolution, resolution)
     if runtime == "torchscript":
@@ -69,12 +96,9 @@ def build_runner(model: nn.Module, width: float, resolution: int, runtime: str =
         raise MutualNetError("the onnxruntime runtime needs the onnxruntime package (pip install onnxruntime)") \
             from None
     model_bytes = _onnx_export(net, x)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads or torch.get_num_threads())
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     with contextlib.redirect_stderr(io.StringIO()):
-        sess = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(model_bytes, session_options(int(threads or torch.get_num_threads())),
+                                    providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
 
     def run_ort(images: Tensor) -> Tensor:

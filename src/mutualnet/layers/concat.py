@@ -21,7 +21,7 @@ from ..errors import MutualNetError
 from .helpers import slim_channels
 from .slimmable import SlimmableBatchNorm2d, SlimmableConv2d, SlimmableLinear
 
-__all__ = ["Segment", "ConcatConv2d", "ConcatBatchNorm2d", "ConcatLinear", "segment_channels"]
+__all__ = ["Segment", "ConcatConv2d", "ConcatDepthwiseConv2d", "ConcatBatchNorm2d", "ConcatLinear", "segment_channels"]
 
 Segment = tuple[int, int, bool]  # (channels at width 1.0, ratio, slimmed)
 
@@ -43,16 +43,17 @@ class _Segmented:
     def segment_total(self) -> int:
         return sum(segment_channels(self.segments, self.slim_state.width))
 
-    def segment_index(self, device: torch.device) -> Tensor | None:
-        """Indices of the active channels, or None when all are active (no copy needed)."""
-        active = segment_channels(self.segments, self.slim_state.width)
-        if active == [c for c, _, _ in self.segments]:
+    def segment_index(self, device: torch.device, segments: tuple[Segment, ...] | None = None) -> Tensor | None:
+        """Indices of the active channels (of ``segments``, default the input's), None when all are active."""
+        segments = self.segments if segments is None else segments
+        active = segment_channels(segments, self.slim_state.width)
+        if active == [c for c, _, _ in segments]:
             return None
-        key = (tuple(active), device)
+        key = (segments, tuple(active), device)
         idx = self._index_cache.get(key)
         if idx is None:
             parts, start = [], 0
-            for (c, _, _), a in zip(self.segments, active):
+            for (c, _, _), a in zip(segments, active):
                 parts.append(torch.arange(start, start + a))
                 start += c
             idx = self._index_cache[key] = torch.cat(parts).to(device)
@@ -64,27 +65,60 @@ def _pick(t: Tensor | None, dim: int, idx: Tensor | None) -> Tensor | None:
 
 
 class ConcatConv2d(SlimmableConv2d, _Segmented):
-    """A (non-grouped) convolution whose input is a concatenation of ``segments``."""
+    """A (non-grouped) convolution whose input is a concatenation of ``segments``.
+
+    ``out_segments``: its output is made in parts too (a later channel split cuts it there), each part slimmed
+    to its own leading channels, so every part of the split is a leading slice of the full-width part.
+    """
 
     def __init__(self, segments: tuple[Segment, ...], out_channels: int, kernel_size: int | tuple[int, int],
                  stride: int = 1, padding: int = 0, dilation: int = 1, bias: bool = False, *,
-                 slim_out: bool = True, out_ratio: int = 1) -> None:
+                 slim_out: bool = True, out_ratio: int = 1, out_segments: tuple[Segment, ...] | None = None) -> None:
         in_channels = sum(c for c, _, _ in segments)
         # slim_in=False allocates exactly the concatenation's channels; the segments decide the active ones
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, 1, bias, max_width=1.0,
                          slim_in=False, slim_out=slim_out, ratio=(1, out_ratio))
         self.slim_in = True
         self._init_segments(segments)
+        self.out_segments = None if out_segments is None else tuple((int(c), int(r), bool(s))
+                                                                    for c, r, s in out_segments)
 
     def active_channels(self) -> tuple[int, int]:
+        if self.out_segments is not None:
+            return self.segment_total(), sum(segment_channels(self.out_segments, self.slim_state.width))
         return self.segment_total(), super().active_channels()[1]
 
     def _active(self) -> tuple[Tensor, Tensor | None, int, int]:
         cin, cout = self.active_channels()
-        weight = _pick(self.weight[:cout] if cout < self.out_channels else self.weight, 1,
-                       self.segment_index(self.weight.device))
-        bias = self.bias if self.bias is None or cout == self.out_channels else self.bias[:cout]
-        return weight, bias, 1, cin
+        if self.out_segments is not None:
+            out_idx = self.segment_index(self.weight.device, self.out_segments)
+            weight, bias = _pick(self.weight, 0, out_idx), _pick(self.bias, 0, out_idx)
+        else:
+            weight = self.weight[:cout] if cout < self.out_channels else self.weight
+            bias = self.bias if self.bias is None or cout == self.out_channels else self.bias[:cout]
+        return _pick(weight, 1, self.segment_index(self.weight.device)), bias, 1, cin
+
+
+class ConcatDepthwiseConv2d(SlimmableConv2d, _Segmented):
+    """A depthwise convolution over a concatenation of ``segments`` (GhostNet's depthwise layer after its
+    ghost module): each active channel keeps its own filter, and its output is laid out in the same segments."""
+
+    def __init__(self, segments: tuple[Segment, ...], kernel_size: int | tuple[int, int], stride: int = 1,
+                 padding: int = 0, dilation: int = 1, bias: bool = False) -> None:
+        channels = sum(c for c, _, _ in segments)
+        super().__init__(channels, channels, kernel_size, stride, padding, dilation, 1, bias, depthwise=True,
+                         slim_in=False, slim_out=False)
+        self.slim_in = self.slim_out = True
+        self._init_segments(segments)
+
+    def active_channels(self) -> tuple[int, int]:
+        c = self.segment_total()
+        return c, c
+
+    def _active(self) -> tuple[Tensor, Tensor | None, int, int]:
+        idx = self.segment_index(self.weight.device)
+        c = self.segment_total()
+        return _pick(self.weight, 0, idx), _pick(self.bias, 0, idx), c, c
 
 
 class ConcatBatchNorm2d(SlimmableBatchNorm2d, _Segmented):

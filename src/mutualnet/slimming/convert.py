@@ -26,7 +26,7 @@ from ..layers import (
     is_slimmable,
     slim_channels,
 )
-from ..layers.concat import ConcatBatchNorm2d, ConcatConv2d, ConcatLinear
+from ..layers.concat import ConcatBatchNorm2d, ConcatConv2d, ConcatDepthwiseConv2d, ConcatLinear
 from ..layers.converted import (
     ConcatBatchNormAct2d,
     SlimmableBatchNormAct2d,
@@ -53,7 +53,8 @@ class SlimmedNet(SlimmableNet):
 
     def forward(self, x: Tensor, *args, **kwargs):  # noqa: ANN201 - whatever the original returns
         self._check_input(x)
-        return self._slim_base.forward(self, x, *args, **kwargs)
+        out = self._slim_base.forward(self, x, *args, **kwargs)
+        return out if self.slim_plan.output is None else out[self.slim_plan.output]
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.forward_stages(x)[-1]
@@ -203,6 +204,9 @@ def _replacement(plan: Plan, port, mod: nn.Module) -> nn.Module | None:
         return SlimmableBatchNorm2d(mod.num_features, mod.eps, mod.momentum, slim=s, ratio=r)
     if not (slim_in or slim_out):
         return None
+    if len(port.out) > 1 and port.kind not in ("conv", "depthwise"):
+        raise MutualNetError(f"cannot slim a {type(mod).__name__} whose output a channel split cuts in parts "
+                             "(only a one-group convolution can make its output in parts)")
     if port.kind == "linear":
         r_out, s_out = _one(plan, port.out)
         bias = mod.bias is not None
@@ -218,6 +222,11 @@ def _replacement(plan: Plan, port, mod: nn.Module) -> nn.Module | None:
                                         slim_out=s_out, ratio=(r_in, r_out))
     conv_args = (mod.kernel_size, mod.stride, mod.padding, mod.dilation)
     bias = mod.bias is not None
+    if port.kind == "depthwise" and len(port.inp) > 1:
+        return ConcatDepthwiseConv2d(_segments(plan, port.inp), *conv_args, bias)
+    if len(port.out) > 1:
+        return ConcatConv2d(_segments(plan, port.inp), mod.out_channels, *conv_args, bias, slim_out=False,
+                            out_segments=_segments(plan, port.out))
     r_out, s_out = _one(plan, port.out)
     if len(port.inp) > 1:
         return ConcatConv2d(_segments(plan, port.inp), mod.out_channels, *conv_args, bias, slim_out=s_out,
@@ -263,7 +272,8 @@ def _probe_min_resolution(model: nn.Module, in_chans: int, upper: int) -> int:
 
 
 def slim(model: nn.Module, width_range: tuple[float, float] = (0.25, 1.0), *, input_size: int = 224,
-         in_chans: int | None = None, fixed: tuple[str, ...] | list[str] = ()) -> SlimmedNet:
+         in_chans: int | None = None, fixed: tuple[str, ...] | list[str] = (), output: str | int | None = None
+         ) -> SlimmedNet:
     """Turn ``model`` into a slimmable network (in place) and return it.
 
     Args:
@@ -273,6 +283,9 @@ def slim(model: nn.Module, width_range: tuple[float, float] = (0.25, 1.0), *, in
         input_size: Image side used to trace shapes (matters only for a flatten without adaptive pooling).
         in_chans: Image channels; found from the first convolution when None.
         fixed: Names of modules whose output channels never slim (MobileNet v2's 1280-channel head).
+        output: For a model returning several outputs (a tuple, a dict: torchvision's segmentation models return
+            ``{"out": ..., "aux": ...}``), the key or position of the one the converted model returns, which
+            training, search and export then use.
 
     Returns:
         The same object, now an instance of ``Slimmed<Class>``: ``set_width``, ``width_range``,
@@ -298,6 +311,11 @@ def slim(model: nn.Module, width_range: tuple[float, float] = (0.25, 1.0), *, in
     p = next(model.parameters())
     example = torch.zeros(2, in_chans, input_size, input_size, device=p.device, dtype=p.dtype)
     plan = analyse(model, example, fixed=tuple(fixed))
+    if all(g.fixed for g in plan.groups.values()):  # a "conversion" that could never run narrower
+        first = [g for _, g in sorted(plan.groups.items()) if g.fixed and "stem input" not in g.fixed]
+        why = f"the first: {first[0].first}, {first[0].fixed}" if first else "the image and the outputs only"
+        raise MutualNetError(f"cannot slim {type(model).__name__}: nothing to slim, every channel group keeps all "
+                             f"its channels ({why})")
     modules = dict(model.named_modules())
     for name, port in plan.ports.items():
         old = modules[name]
@@ -319,7 +337,26 @@ def slim(model: nn.Module, width_range: tuple[float, float] = (0.25, 1.0), *, in
         if not hasattr(model, name):  # a model's own in_chans / num_classes (timm's) mean the same: kept
             setattr(model, name, value)
     model.min_resolution = _probe_min_resolution(model, in_chans, input_size)
+    plan.output = _check_output(model, example, output)
     return model
+
+
+def _check_output(model: SlimmedNet, example: Tensor, output: str | int | None) -> str | int | None:
+    """``output`` when it names one tensor of the model's outputs (checked on the meta device)."""
+    if output is None:
+        return None
+    meta = {k: torch.empty_like(v, device="meta") for k, v in [*model.named_parameters(), *model.named_buffers()]}
+    was = model.training
+    try:
+        with torch.no_grad(), _reparametrize_module(model.eval(), meta):
+            out = model._slim_base.forward(model, torch.empty_like(example[:1], device="meta"))
+    finally:
+        model.train(was)
+    keys = list(out) if isinstance(out, dict) else list(range(len(out))) if isinstance(out, (tuple, list)) else []
+    if output not in keys or not isinstance(out[output], Tensor):
+        raise MutualNetError(f"output={output!r} is not one of {model._slim_base.__name__}'s output tensors "
+                             f"({', '.join(map(repr, keys)) or 'it returns one tensor'})")
+    return output
 
 
 _OWN = ("width_range", "slim_state", "slim_plan", "min_resolution")  # what slim() sets on the model itself

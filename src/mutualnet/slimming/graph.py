@@ -83,6 +83,7 @@ class Plan:
     stages: list[tuple[str, Label, int]] = field(default_factory=list)  # (fx node, label, reduction) per stage
     stage_graph: fx.Graph | None = None
     notes: list[str] = field(default_factory=list)
+    output: str | int | None = None  # which of several outputs the converted model returns (slim(output=...))
 
     def slimmed(self, label: Label) -> bool:
         return any(self.groups[s.group].fixed is None for s in label)
@@ -142,9 +143,14 @@ def _what(node: fx.Node) -> str:
 
 
 class _Analysis:
-    def __init__(self, model: nn.Module, fixed_modules: set[str]) -> None:
+    def __init__(self, model: nn.Module, fixed_modules: set[str], presplit: dict[str, tuple[int, ...]] | None = None
+                 ) -> None:
         self.model = model
         self.fixed_modules = fixed_modules
+        # module -> the parts its output is cut into further on (a channel split): made as segments from the start
+        self.presplit = presplit or {}
+        self.requests: dict[str, set[int]] = {}  # module -> cut points a split asked for (the next pass's presplit)
+        self.origin: dict[int, tuple[str, int, int]] = {}  # group -> (module making it, offset in its output, total)
         self.parent: list[int] = []
         self.groups: list[GroupInfo] = []
         self.ports: dict[str, Port] = {}
@@ -168,6 +174,9 @@ class _Analysis:
 
     def union(self, a: Label, b: Label, node: fx.Node, why: str) -> None:
         if len(a) != len(b) or any(x.mult != y.mult for x, y in zip(a, b)):
+            if all(s.mult == 1 for s in a + b):  # the next pass makes both sides in the same parts
+                self._align(a, b)
+                self._align(b, a)
             self.refusals.append(_Refusal(node, _what(node), f"{why} tensors whose channels are laid out "
                                           "differently (a concatenation meets a plain tensor)", a + b))
             return
@@ -216,7 +225,7 @@ class _Analysis:
 
     def _refuse(self, node: fx.Node, reason: str, labels: list[Label | None], shape: tuple[int, ...] | None,
                 what: str | None = None) -> Label | None:
-        label = tuple(s for lab in labels if lab for s in lab)
+        label = tuple(s for lab in _flat(labels) for s in lab)
         if label:
             self.refusals.append(_Refusal(node, what or _what(node), reason, label))
         return self._opaque_out(node, shape, what or _what(node))
@@ -288,7 +297,11 @@ class _Analysis:
             out = self.module_out[name]
         else:
             fixed = "named in fixed=" if name in self.fixed_modules else None
-            out = self.module_out[name] = (Seg(self.new(channels, name, fixed=fixed)),)
+            parts = self.presplit.get(name) if port.kind in ("conv", "linear") else None
+            parts = parts if parts and sum(parts) == channels else (channels,)
+            out = self.module_out[name] = tuple(Seg(self.new(c, name, fixed=fixed)) for c in parts)
+            for k, seg in enumerate(out):
+                self.origin[seg.group] = (name, sum(parts[:k]), channels)
         port.out = out
         self._port(node, name, port)
         return out
@@ -303,11 +316,14 @@ class _Analysis:
         g, cin, cout = mod.groups, mod.in_channels, mod.out_channels
         if g == 1:
             out = self._new_output(node, name, Port("conv", lab, ()), cout)
-            if len(lab) == 1 and mod.kernel_size == (1, 1) and cout % cin == 0 and cout // cin >= 2:
+            if len(lab) == len(out) == 1 and mod.kernel_size == (1, 1) and cout % cin == 0 and cout // cin >= 2:
                 self.expansions.append((out[0].group, lab[0].group, cout // cin))
             return out
-        if len(lab) != 1:
+        if len(lab) != 1 and not (g == cin == cout and all(x.mult == 1 for x in lab)):
             return self._refuse(node, "is a grouped convolution reading a concatenation", [lab], shape, what)
+        if len(lab) != 1:  # depthwise over a concatenation: each channel its own filter, the same layout out
+            self._port(node, name, Port("depthwise", lab, lab))
+            return lab
         if cin == cout:
             kind = "depthwise" if g == cin else "group_width"
             self._port(node, name, Port(kind, lab, lab))
@@ -346,6 +362,10 @@ class _Analysis:
 
     def _function(self, node: fx.Node, env: dict, shape) -> Label | None:
         t = node.target
+        if t is operator.getitem and isinstance(env.get(node.args[0]), list):  # one part of a channel split
+            parts = env[node.args[0]]
+            return parts[node.args[1]] if isinstance(node.args[1], int) else self._refuse(
+                node, "indexes the parts of a split with a slice", parts, shape)
         args: list[fx.Node] = []
         fx.node.map_arg((node.args, node.kwargs), args.append)  # every tensor argument, also inside lists
         labels = [env.get(a) for a in args]
@@ -376,9 +396,19 @@ class _Analysis:
                 # channels are active, only on the active ones; a new group, fixed
                 return self._opaque_out(node, shape, f"a reduction over channels ({_what(node)})")
             return self._refuse(node, "reduces over the batch dimension", labels, shape)
-        if t in (torch.chunk, torch.split, torch.tensor_split) or method in ("chunk", "split", "unbind"):
+        if t in (torch.chunk, torch.split) or method in ("chunk", "split"):
+            return self._split(node, lab, labels)
+        if t in (torch.tensor_split,) or method in ("unbind", "tensor_split"):
             return self._refuse(node, "splits the channel dimension: at narrower widths the parts would not be "
                                 "leading slices of the full-width parts", labels, shape)
+        if t is operator.getitem and lab is not None:
+            in_shape = _shape(node.args[0])
+            cut = _channel_slice(node, in_shape)
+            if cut == (0, in_shape[1] if in_shape else -1):
+                return lab  # every channel (GhostNet's x[:, :out_chs] of exactly out_chs): at any width, all of them
+            if cut is not None:
+                return self._refuse(node, f"slices channels {cut[0]}:{cut[1]} of {in_shape[1]}, indices fixed in "
+                                    "the code: at a narrower width they would select other channels", labels, shape)
         if t in (torch.permute, torch.transpose) or method in ("permute", "transpose"):
             return self._refuse(node, "moves the channel dimension (channels-last layers such as ConvNeXt's "
                                 "LayerNorm and Linear have no slimmable version)", labels, shape)
@@ -386,6 +416,76 @@ class _Analysis:
             return self._refuse(node, "indexes a tensor or a split (only whole channel groups can be slimmed)",
                                 labels, shape)
         return self._refuse(node, "is an operation the analysis does not know how to slim", labels, shape)
+
+    def _split(self, node: fx.Node, lab: Label | None, labels: list) -> list[Label] | Label | None:
+        """``x.split(sizes, 1)`` / ``x.chunk(n, 1)``: one label per part (a list), the parts cut on segments."""
+        in_shape = _shape(node.args[0])
+        arg = node.args[1] if len(node.args) > 1 else next(iter(node.kwargs.values()), None)
+        dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
+        if lab is None or in_shape is None or len(in_shape) < 2 or dim not in (1, 1 - len(in_shape)):
+            return self._refuse(node, f"splits along dimension {dim}", labels, None)
+        c = in_shape[1]
+        metas = node.meta.get("tensor_meta")
+        sizes = [int(m.shape[1]) for m in metas] if isinstance(metas, (tuple, list)) else None
+        if sizes is None or sum(sizes) != c:
+            return self._refuse(node, "splits the channels into parts of unknown size", labels, None)
+        literal = node.target not in (torch.chunk, "chunk") and (
+            isinstance(arg, int) or (isinstance(arg, (list, tuple)) and all(isinstance(v, int) for v in arg)))
+        if literal and len(sizes) > 1:  # x.chunk(n) and sizes computed from x.size(1) follow the width; these not
+            return self._refuse(node, f"splits the channels at sizes fixed in the code ({', '.join(map(str, sizes))}):"
+                                " at a narrower width the tensor has fewer channels and would be cut elsewhere",
+                                labels, None)
+        return self._cut(node, lab, sizes, None)
+
+    def _cut(self, node: fx.Node, lab: Label, sizes: list[int], shape) -> list[Label] | None:
+        """The labels of consecutive channel ranges of ``sizes``; where a range ends inside a segment, ask the
+        next pass to make that segment's producers output it in parts (and refuse for this pass)."""
+        if any(s.mult != 1 for s in lab):
+            self._refuse(node, "splits a flattened tensor", [lab], shape)
+            return None
+        bounds, start = {0}, 0
+        for size in sizes:
+            start += size
+            bounds.add(start)
+        parts: list[list[Seg]] = [[] for _ in sizes]
+        seg_start, ok = 0, True
+        for s in lab:
+            root = self.find(s.group)
+            c = self.groups[root].channels
+            inside = sorted(b - seg_start for b in bounds if seg_start < b < seg_start + c)
+            if inside:
+                ok = False
+                self._request(root, inside)
+            else:
+                k = sum(b <= seg_start for b in bounds) - 1
+                if k < len(parts):
+                    parts[k].append(s)
+            seg_start += c
+        if not ok:
+            self._refuse(node, "splits the channel dimension inside a group that is not made in parts (at narrower "
+                         "widths the parts would not be leading slices of the full-width parts)", [lab], shape)
+            return None
+        return [tuple(p) for p in parts]
+
+    def _request(self, root: int, inside: list[int]) -> None:
+        """Ask the next pass to make group ``root`` in parts, cut at ``inside`` (offsets into the group)."""
+        for g, (name, offset, total) in self.origin.items():  # every module making this group: cut there
+            if self.find(g) == root:
+                self.requests.setdefault(name, {0, total}).update(offset + i for i in inside)
+
+    def _align(self, a: Label, b: Label) -> None:
+        """Request cuts in ``a``'s segments where ``b``'s segment boundaries fall inside them."""
+        bounds, start = set(), 0
+        for s in b:
+            start += self.groups[self.find(s.group)].channels
+            bounds.add(start)
+        start = 0
+        for s in a:
+            c = self.groups[self.find(s.group)].channels
+            inside = sorted(x - start for x in bounds if start < x < start + c)
+            if inside:
+                self._request(self.find(s.group), inside)
+            start += c
 
     def _binary(self, node: fx.Node, args: list[fx.Node], env: dict, shape) -> Label | None:
         channelled: list[Label] = []
@@ -479,10 +579,34 @@ def _literal_channel_size(node: fx.Node) -> int | None:
     return None
 
 
+def _flat(labels: list) -> list[Label]:
+    """Labels, with the part lists of a split flattened."""
+    out = []
+    for lab in labels:
+        if isinstance(lab, list):
+            out += _flat(lab)
+        elif lab:
+            out.append(lab)
+    return out
+
+
+def _channel_slice(node: fx.Node, in_shape: tuple[int, ...] | None) -> tuple[int, int] | None:
+    """``(start, stop)`` of ``x[:, start:stop]`` (other dimensions whole or any), None for another index."""
+    idx = node.args[1]
+    if in_shape is None or len(in_shape) < 2 or not isinstance(idx, tuple) or len(idx) < 2:
+        return None
+    first, ch = idx[0], idx[1]
+    if not (isinstance(first, slice) and first == slice(None)) or not isinstance(ch, slice) or ch.step not in (None, 1):
+        return None
+    if not all(isinstance(v, (int, type(None))) for v in (ch.start, ch.stop)):
+        return None
+    start, stop, _ = ch.indices(in_shape[1])
+    return start, max(stop, start)
+
+
 def _leaves(obj: object, env: dict) -> list[Label]:
     if isinstance(obj, fx.Node):
-        lab = env.get(obj)
-        return [lab] if lab else []
+        return _flat([env.get(obj)])
     if isinstance(obj, (list, tuple)):
         return [lab for o in obj for lab in _leaves(o, env)]
     if isinstance(obj, dict):
@@ -537,7 +661,6 @@ def analyse(model: nn.Module, example: torch.Tensor, *, fixed: tuple[str, ...] =
     bad = [f for f in fixed if f not in names]
     if bad:
         raise MutualNetError(f"fixed names unknown modules of {what}: {', '.join(bad)}")
-    a = _Analysis(model, set(fixed))
     was_training = model.training
     graphs = []
     try:
@@ -546,9 +669,17 @@ def analyse(model: nn.Module, example: torch.Tensor, *, fixed: tuple[str, ...] =
             gm = _trace(model, example, what)
             if not graphs or gm.code != graphs[0].code:
                 graphs.append(gm)
-                env = a.run(gm)
     finally:
         model.train(was_training)
+    presplit: dict[str, tuple[int, ...]] = {}
+    for _ in range(4):  # a split inside a group: the next pass makes its producers output it in parts
+        a = _Analysis(model, set(fixed), presplit)
+        for gm in graphs:
+            env = a.run(gm)
+        cuts = {n: _pieces(presplit.get(n), extra) for n, extra in a.requests.items()}
+        if not cuts or all(presplit.get(n) == p for n, p in cuts.items()):
+            break
+        presplit = presplit | cuts
     groups = a.resolve()
     for r in a.refusals:
         slimmed = [g for g in r.groups if groups[a.find(g)].fixed is None]
@@ -564,6 +695,17 @@ def analyse(model: nn.Module, example: torch.Tensor, *, fixed: tuple[str, ...] =
                                                           and "model output" not in g.fixed}))
     plan.stages, plan.stage_graph = _stages(graphs[-1], env, canon, example.shape[-1])
     return plan
+
+
+def _pieces(old: tuple[int, ...] | None, cuts: set[int]) -> tuple[int, ...]:
+    """The parts of a module's output: its ``old`` parts refined by the offsets in ``cuts`` (0 and the total
+    included)."""
+    bounds, start = set(cuts), 0
+    for p in old or ():
+        start += p
+        bounds.add(start)
+    b = sorted(bounds)
+    return tuple(y - x for x, y in zip(b, b[1:]) if y > x)
 
 
 def _stages(gm: fx.GraphModule, env: dict, canon, size: int) -> tuple[list[tuple[str, Label, int]], fx.Graph]:
