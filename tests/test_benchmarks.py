@@ -16,6 +16,7 @@ CASES = {
                             r"1 competitor\(s\)  one_thread .*x \["),
     "bench_train_step.py": (["--model", "resnet20_cifar", "--batch", "4", "--repeats", "1"],
                             r"ratio slimmable / dense"),
+    "bench_depth.py": (["--batch", "4", "--repeats", "1"], r"3-D / 2-D step .*x"),
     "bench_loader.py": (["--images", "600", "--batches", "2", "--repeats", "1"],
                         r"ratio seeded loader / augmentation"),
     "bench_memory.py": (["--model", "resnet20_cifar", "--batch", "8"], r"ratio mutual / full"),

@@ -1,7 +1,9 @@
 """mutualnet: one ConvNet, any width x resolution (Yang et al., MutualNet, ECCV 2020).
 
 Where to look:
-    layers/slimmable.py   slimmable Conv2d / Linear / BatchNorm2d and width switching
+    layers/config.py      the active configuration (width, resolution, depth) and its one writer, set_config
+    layers/slimmable.py   slimmable Conv2d / Linear / BatchNorm2d
+    layers/elastic.py     elastic depth: a stage runs its first d blocks
     models/               the slimmable model zoo behind one registry
     train/step.py         the sandwich step: width-resolution mutual learning
     train/loop.py         the training loop (AMP, DDP, exact resume)
@@ -21,9 +23,11 @@ prefer_passive_wait()  # first, before anything imports torch: OpenMP reads its 
 
 from .errors import MutualNetError
 from .layers import (
+    DepthRange,
     WidthRange,
     allow_uncalibrated,
     get_config,
+    get_depth,
     get_width,
     make_divisible,
     materialize,
@@ -49,8 +53,10 @@ __all__ = [
     "use_width",
     "set_config",
     "get_config",
+    "get_depth",
     "use_config",
     "WidthRange",
+    "DepthRange",
     "materialize",
     "allow_uncalibrated",
     "make_divisible",

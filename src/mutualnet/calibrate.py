@@ -25,7 +25,15 @@ from torch.utils.data import DataLoader, Dataset
 from .data.datasets import random_subset
 from .data.transforms import model_resize, resize_batch
 from .errors import MutualNetError
-from .layers import Resolution, SlimmableBatchNorm2d, check_resolution, config_key, use_config
+from .layers import (
+    Resolution,
+    SlimmableBatchNorm2d,
+    check_depth,
+    check_resolution,
+    config_key,
+    skipped_blocks,
+    use_config,
+)
 
 __all__ = ["CalibrationResult", "calibrate", "calibrate_batches", "load_images", "calibrated_configs", "is_calibrated"]
 
@@ -37,6 +45,7 @@ class CalibrationResult:
     resolution: Resolution
     num_images: int
     seconds: float
+    depth: int | None = None  # None: full depth
 
     @property
     def images_per_s(self) -> float:
@@ -63,7 +72,8 @@ def load_images(dataset: Dataset, num_images: int | None = None, *, seed: int = 
     n = n_total if num_images is None else min(int(num_images), n_total)
     if n <= 0:
         raise MutualNetError(f"number of images must be positive, got {num_images}")
-    dataset = random_subset(dataset, n, seed)
+    if n < n_total:
+        dataset = random_subset(dataset, n, seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     images, labels, pos = None, torch.empty(n, dtype=torch.int64), 0
     for x, y in loader:
@@ -80,8 +90,9 @@ def load_images(dataset: Dataset, num_images: int | None = None, *, seed: int = 
 @torch.no_grad()
 def calibrate(model: nn.Module, dataset: Dataset | Tensor, width: float, resolution: int, num_images: int = 2000,
               batch_size: int = 200, device: str | torch.device | None = None, resize_from: int | None = None,
-              seed: int = 0, num_workers: int = 0, resize: str | None = None) -> CalibrationResult:
-    """Re-estimate every BN's statistics at (``width``, ``resolution``) and store them under its key.
+              seed: int = 0, num_workers: int = 0, resize: str | None = None,
+              depth: int | None = None) -> CalibrationResult:
+    """Re-estimate every BN's statistics at (``width``, ``resolution``, ``depth``) and store them under its key.
 
     Args:
         model: a slimmable model (its width and train/eval mode are restored afterwards).
@@ -98,6 +109,7 @@ def calibrate(model: nn.Module, dataset: Dataset | Tensor, width: float, resolut
         seed, num_workers: subset seed and loader workers when ``dataset`` is a Dataset.
         resize: how batches are brought to ``resolution`` (``"antialias"`` / ``"official"``); None: the mode
             recorded on the model (from its checkpoint), so statistics are of the inputs it was trained on.
+        depth: blocks each elastic stage runs (None: full depth). The blocks a depth skips get no statistics.
 
     Returns:
         A :class:`CalibrationResult` with the key, image count and time taken.
@@ -118,18 +130,18 @@ def calibrate(model: nn.Module, dataset: Dataset | Tensor, width: float, resolut
     model.to(dev)
     batches = (resize_batch(images[i:i + batch_size].to(dev, non_blocking=True).float(), resolution, resize)
                for i in range(0, len(images), batch_size))
-    return calibrate_batches(model, batches, width, resolution)
+    return calibrate_batches(model, batches, width, resolution, depth=depth)
 
 
 @torch.no_grad()
 def calibrate_batches(model: nn.Module, batches: Iterable[Any], width: float, resolution: Resolution, *,
-                      forward: Callable[[Any], Any] | None = None) -> CalibrationResult:
+                      forward: Callable[[Any], Any] | None = None, depth: int | None = None) -> CalibrationResult:
     """The one calibration loop: run ``batches`` at (``width``, ``resolution``) and store every BN's statistics.
 
     Args:
         model: The slimmable model (classifier or detector); its configuration and mode are restored after.
         batches: Inputs ``forward`` accepts, already at ``resolution`` (any iterable, consumed once).
-        width, resolution: The configuration whose statistics are estimated.
+        width, resolution, depth: The configuration whose statistics are estimated (depth None: full depth).
         forward: How a batch goes through the network (default ``model(batch)``; a detector runs its
             transform and backbone).
 
@@ -142,7 +154,8 @@ def calibrate_batches(model: nn.Module, batches: Iterable[Any], width: float, re
     was_training = model.training
     model.eval()
     start, count = time.perf_counter(), 0
-    with use_config(model, width, resolution):
+    with use_config(model, width, resolution, depth):
+        depth = model.slim_state.depth  # as the state holds it: None at full depth
         for bn in bns:
             bn.begin_calibration()
         try:
@@ -158,13 +171,13 @@ def calibrate_batches(model: nn.Module, batches: Iterable[Any], width: float, re
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - start
-    key = config_key(width, resolution)
+    key = config_key(width, resolution, depth)
     keys.discard(None)
     if keys and keys != {key}:  # pragma: no cover - a layer outside the model's shared state
         raise RuntimeError(f"BN layers calibrated under different keys: {sorted(keys)}")
     if count == 0:
         raise MutualNetError("no calibration images")
-    return CalibrationResult(key, float(width), resolution, count, seconds)
+    return CalibrationResult(key, float(width), resolution, count, seconds, depth)
 
 
 def calibrated_configs(model: nn.Module) -> list[str]:
@@ -178,10 +191,18 @@ def calibrated_configs(model: nn.Module) -> list[str]:
     return sorted(keys)
 
 
-def is_calibrated(model: nn.Module, width: float, resolution: int) -> bool:
-    """Whether eval mode at (width, resolution) uses calibrated statistics in every BatchNorm.
+def is_calibrated(model: nn.Module, width: float, resolution: int, depth: int | None = None) -> bool:
+    """Whether eval mode at (width, resolution, depth) uses calibrated statistics in every BatchNorm that runs.
 
-    Statistics stored for the width at any resolution (released weights, key ``w<width>_rany``) count.
+    Statistics stored for the width at any resolution (released weights, key ``w<width>_rany``) count at full
+    depth. Below it, the BatchNorms of the blocks the depth skips hold none and need none.
     """
-    keys = set(calibrated_configs(model))
-    return config_key(width, resolution) in keys or config_key(width, None) in keys
+    depth = check_depth(model, depth)
+    if depth is None:
+        keys = set(calibrated_configs(model))
+        return config_key(width, resolution) in keys or config_key(width, None) in keys
+    key = config_key(width, resolution, depth)
+    with use_config(model, width, resolution, depth):
+        skipped = {id(m) for b in skipped_blocks(model) for m in b.modules()}
+    return all(key in bn.calibrated for m in model.modules()
+               if isinstance(bn := m, SlimmableBatchNorm2d) and id(bn) not in skipped)

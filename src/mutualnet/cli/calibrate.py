@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="mutualnet checkpoint")
     p.add_argument("--width", type=A.width, required=True, help="any width in the trained range")
     p.add_argument("--resolution", type=A.resolution, required=True, help="input side in pixels")
+    p.add_argument("--depth", type=A.positive_int, help="blocks each elastic stage runs (default: full depth)")
     p.add_argument("--out", required=True, help="checkpoint to write (may be --checkpoint itself)")
     add_data_args(p)
     p.add_argument("--calib-images", type=A.positive_int, default=2000, help="training images to use (default 2000)")
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     res = calibrate_checkpoint(args.checkpoint, args.width, args.resolution, args.out, dataset=args.dataset,
                                data_root=args.data_root, workers=args.workers, seed=args.seed,
                                calib_images=args.calib_images, crop_size=args.crop_size, batch_size=args.batch_size,
-                               device=args.device)
+                               device=args.device, depth=args.depth)
     print(f"calibrated {res.key} on {res.num_images} images in {res.seconds:.2f}s "
           f"({res.images_per_s:.0f} images/s); wrote {args.out}")
     return 0

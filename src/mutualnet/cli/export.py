@@ -22,7 +22,7 @@ from ..deploy.adaptive import load_query_table
 from ..deploy.export import FORMATS, export_subnet, save_exported
 from ..errors import MutualNetError
 from ..extras import require
-from ..layers import config_key
+from ..layers import check_depth, config_key
 from ..profiling import profile
 from ..search.run import artefact_fields
 from . import _args as A
@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=A.width, help="width multiplier (default: the top of the trained range)")
     p.add_argument("--resolution", type=A.resolution,
                    help="input side in pixels (default: the highest trained resolution)")
+    p.add_argument("--depth", type=A.positive_int, help="blocks each elastic stage keeps (a model trained with "
+                   "model.depth_range; default: full depth); the skipped blocks are absent from the export")
     p.add_argument("--max-mflops", type=A.positive_float, help="pick the best configuration within this many MFLOPs")
     p.add_argument("--max-latency-ms", type=A.positive_float, help="pick the best configuration within this latency")
     p.add_argument("--table", help="query table JSON for budgets (default: the checkpoint's embedded table)")
@@ -53,8 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def choose_config(args: argparse.Namespace, ckpt: dict, model) -> tuple[float, int, dict | None]:
     """(width, resolution, table row or None) from explicit flags or a budget."""
     budget = args.max_mflops is not None or args.max_latency_ms is not None
-    if budget and (args.width is not None or args.resolution is not None):
-        raise MutualNetError("give either --width/--resolution or a budget (--max-mflops/--max-latency-ms), not both")
+    if budget and (args.width is not None or args.resolution is not None or args.depth is not None):
+        raise MutualNetError("give either --width/--resolution/--depth or a budget (--max-mflops/--max-latency-ms), "
+                             "not both")
     if budget:
         row = load_query_table(ckpt, args.table).select(max_mflops=args.max_mflops, max_latency_ms=args.max_latency_ms)
         return float(row["width"]), int(row["resolution"]), row
@@ -104,20 +107,23 @@ def run(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     model = model_from_checkpoint(ckpt).eval()
     width, res, row = choose_config(args, ckpt, model)
+    depth = row.get("depth") if row is not None else args.depth
     model.width_range.check(width)
-    if not is_calibrated(model, width, res) and args.allow_uncalibrated:
-        print(f"warning: {config_key(width, res)} has no calibrated BN statistics; using the shared running "
+    depth = check_depth(model, depth)  # None: full depth
+    if not is_calibrated(model, width, res, depth) and args.allow_uncalibrated:
+        print(f"warning: {config_key(width, res, depth)} has no calibrated BN statistics; using the shared running "
               "statistics", file=sys.stderr)
     # below the top width, a configuration without statistics is refused (the library's one policy)
     net, check = export_subnet(model, width, res, fold_bn=not args.no_fold_bn,
-                               allow_uncalibrated=args.allow_uncalibrated)
+                               allow_uncalibrated=args.allow_uncalibrated, depth=depth)
     meta = ckpt.get("meta") or {}
     info = {k: meta[k] for k in ("class_names", "dataset", "mode") if k in meta}
     info |= artefact_fields(meta, [res])  # preprocessing: crop at its input_size, then resize to `resolution`
     info |= {"checkpoint": str(args.checkpoint), "table_row": row}
     checks = save_exported(net, args.out, fmt, meta=info)
-    prof = profile(model, width, res)
-    print(f"exported width {width:g} at {res} px ({prof.mflops:.2f} MFLOPs, {prof.params / 1e6:.3f}M params, "
+    prof = profile(model, width, res, depth=depth)
+    at = "" if depth is None else f", depth {depth}"
+    print(f"exported width {width:g} at {res} px{at} ({prof.mflops:.2f} MFLOPs, {prof.params / 1e6:.3f}M params, "
           f"{check['folded']} BN folded) to {args.out} [{fmt}]")
     line = f"max |logits - slimmable| = {check['max_abs_diff']:.3g}"
     for k, v in checks.items():

@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     lat = f", {row[key]:.{LATENCY_DECIMALS}f} ms{where}" if row.get(key) is not None else ""
     acc = (f"top-1 {row['top1']:.2f}%, top-5 {row['top5']:.2f}%" if table.metric == "top1"
            else f"{METRICS[table.metric]} {row[table.metric]:.4g}")
-    print(f"width {row['width']:g} at {row['resolution']} px: {acc}, "
+    depth = f", depth {row['depth']}" if row.get("depth") is not None else ""
+    print(f"width {row['width']:g} at {row['resolution']} px{depth}: {acc}, "
           f"{row['mflops']:.{MFLOPS_DECIMALS}f} MFLOPs, {row['params'] / 1e6:.3f}M params{lat} "
           f"(the most accurate within the budget, on the {_FRONTIER[row['frontier']]} frontier)")
     return 0

@@ -2,9 +2,10 @@
 
 This is MutualNet's deployment story in one object. The shared weights hold every sub-network; the
 calibrated BatchNorm statistics hold each (width, resolution) configuration; the query table says which
-configuration is the most accurate for a budget. :meth:`AdaptiveNet.set_budget` picks it and switches:
-all slimmable layers of a model share one state object, so a switch is one attribute write and costs
-microseconds, with nothing reloaded. :meth:`AdaptiveNet.predict` resizes inputs to the active resolution.
+configuration is the most accurate for a budget. :meth:`AdaptiveNet.set_budget` picks it and switches
+through :func:`mutualnet.set_config`, the configuration's one writer: all slimmable layers and elastic stages
+of a model share one state object, so a switch is a check and three attribute writes and costs microseconds,
+with nothing reloaded. :meth:`AdaptiveNet.predict` resizes inputs to the active resolution.
 
 In cascade mode (:meth:`AdaptiveNet.set_cascade`, :mod:`mutualnet.deploy.cascade`) each input instead runs the
 cascade's configurations cheapest first and leaves the batch at the first one sure of it.
@@ -26,7 +27,7 @@ from ..data.preprocess import preprocessing_of
 from ..data.transforms import model_resize, resize_batch
 from ..errors import MutualNetError
 from ..io import read_image
-from ..layers import config_key
+from ..layers import config_key, get_depth, set_config, use_config
 from .cascade import Cascade, CascadeOutput, run_cascade
 from .runtime import build_runner, check_runtime
 
@@ -81,7 +82,7 @@ class AdaptiveNet:
         if runtime != "eager" and torch.device(device).type != "cpu":
             raise MutualNetError(f"runtime {runtime} runs on the CPU; use device cpu (or runtime eager)")
         self.threads = threads
-        self._runners: dict[tuple[str, int], Callable[[Tensor], Tensor]] = {}
+        self._runners: dict[str, Callable[[Tensor], Tensor]] = {}
         self.model = model.eval().to(device)
         self.table = table
         self.meta = dict(meta or {})
@@ -96,8 +97,8 @@ class AdaptiveNet:
         self.input_size = self.preprocessing.input_size  # images are cropped here, then resized (the paper's recipe)
         self.config: dict | None = None
         self.cascade: Cascade | None = None
-        top = max(table.rows, key=lambda r: (r["width"], r["resolution"]))
-        self.set_config(top["width"], top["resolution"])
+        top = max(table.rows, key=lambda r: (r["width"], r["resolution"], r.get("depth", 0)))
+        self.set_config(top["width"], top["resolution"], top.get("depth"))
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike | dict, table: str | os.PathLike | None = None,
@@ -117,20 +118,27 @@ class AdaptiveNet:
 
     @property
     def resolution(self) -> int:
-        return int(self.config["resolution"])
+        return int(self.model.slim_state.resolution)
 
-    def set_config(self, width: float, resolution: int) -> dict:
+    @property
+    def depth(self) -> int | None:
+        """The active depth (None: full depth)."""
+        return get_depth(self.model)
+
+    def set_config(self, width: float, resolution: int, depth: int | None = None) -> dict:
         """Switch to one configuration: a row of the table, or any configuration with calibrated statistics.
 
         A configuration added later with ``mutualnet calibrate`` has its statistics but no table row; it is
-        usable here (and exportable) with a row that holds only its width and resolution.
+        usable here (and exportable) with a row that holds only its width, resolution (and depth).
         """
-        row = self.table.find(width, resolution)
+        row = self.table.find(width, resolution, depth)
         if row is None:
-            if not is_calibrated(self.model, width, resolution):
-                raise MutualNetError(f"width {width:g} at {resolution} px is neither in the query table nor "
-                                     "calibrated; calibrate it first (`mutualnet calibrate --width W --resolution R`)")
-            row = {"width": float(width), "resolution": int(resolution)}
+            if not is_calibrated(self.model, width, resolution, depth):
+                at = "" if depth is None else f" and depth {depth}"
+                raise MutualNetError(f"width {width:g} at {resolution} px{at} is neither in the query table nor "
+                                     "calibrated; calibrate it first (`mutualnet calibrate --width W --resolution R"
+                                     f"{'' if depth is None else ' --depth D'}`)")
+            row = {"width": float(width), "resolution": int(resolution)} | ({} if depth is None else {"depth": depth})
         self._switch(row)
         return row
 
@@ -147,14 +155,12 @@ class AdaptiveNet:
         return row
 
     def _switch(self, row: dict) -> None:
-        w = self.model.width_range.check(row["width"], "table width")
-        # every slimmable layer reads this one shared state object: the switch is two attribute writes
-        state = self.model.slim_state
-        state.width, state.resolution = w, int(row["resolution"])
+        # the configuration's one writer: it checks the row against the model, then writes the shared state
+        set_config(self.model, row["width"], int(row["resolution"]), row.get("depth"))
         self.config = row
 
     def is_calibrated(self) -> bool:
-        return is_calibrated(self.model, self.width, self.resolution)
+        return is_calibrated(self.model, self.width, self.resolution, self.depth)
 
     def set_cascade(self, cascade: Cascade | None) -> None:
         """Cascade mode (:mod:`mutualnet.deploy.cascade`): :meth:`logits` and :meth:`predict` run each input
@@ -179,7 +185,7 @@ class AdaptiveNet:
         mode, each image's logits at the step it stopped at)."""
         if self.cascade is not None:
             return self.run_cascade(images).logits
-        return self._run(self.width, self.resolution, images)
+        return self._run(self.width, self.resolution, images, self.depth)
 
     @torch.no_grad()
     def run_cascade(self, images: Tensor) -> CascadeOutput:
@@ -192,21 +198,17 @@ class AdaptiveNet:
         return run_cascade(self.cascade, images.to(self.device, torch.float32),
                            lambda step, x: self._run(step.width, step.resolution, x))
 
-    def _run(self, width: float, resolution: int, images: Tensor) -> Tensor:
+    def _run(self, width: float, resolution: int, images: Tensor, depth: int | None = None) -> Tensor:
         if images.dim() == 3:
             images = images.unsqueeze(0)
         x = resize_batch(images.to(self.device, torch.float32), resolution, self.resize)
-        if self.runtime == "eager":  # a switch is two attribute writes on the shared state (as in _switch)
-            state = self.model.slim_state
-            previous = state.width, state.resolution
-            state.width, state.resolution = width, int(resolution)
-            try:
+        if self.runtime == "eager":  # through the configuration's one writer: a check and three attribute writes
+            with use_config(self.model, width, resolution, depth):
                 return self.model(x)
-            finally:
-                state.width, state.resolution = previous
-        key = (config_key(width, resolution), resolution)
+        key = config_key(width, resolution, depth)
         if key not in self._runners:  # built lazily: only the configurations a deployment switches to
-            self._runners[key] = build_runner(self.model, width, resolution, self.runtime, threads=self.threads)
+            self._runners[key] = build_runner(self.model, width, resolution, self.runtime, threads=self.threads,
+                                              depth=depth)
         return self._runners[key](x)
 
     def prepare(self, images, *, normalised: bool = False) -> Tensor:

@@ -146,8 +146,8 @@ class ExportCheck(dict):
 
 def export_subnet(model: nn.Module, width: float, resolution: int, *, fold_bn: bool = True,
                   require_calibrated: bool = False, allow_uncalibrated: bool = False,
-                  atol: float = ATOL) -> tuple[nn.Module, ExportCheck]:
-    """The sub-network of ``model`` at (``width``, ``resolution``) as a standalone plain network.
+                  atol: float = ATOL, depth: int | None = None) -> tuple[nn.Module, ExportCheck]:
+    """The sub-network of ``model`` at (``width``, ``resolution``, ``depth``) as a standalone plain network.
 
     Args:
         model: A slimmable model (from :func:`mutualnet.create_model` or a checkpoint).
@@ -159,6 +159,8 @@ def export_subnet(model: nn.Module, width: float, resolution: int, *, fold_bn: b
             shared running statistics (by default it is refused, as eval mode refuses it).
         atol: Largest allowed max-abs output difference against the slimmable model, relative to the outputs'
             scale (their largest magnitude, at least 1).
+        depth: Blocks each elastic stage keeps (None: full depth); the blocks it skips are absent from the
+            exported network (``nn.Identity``: no parameters, no operations in TorchScript or ONNX).
 
     Returns:
         ``(net, check)``: the plain network in eval mode (same class as ``model``, every layer a standard
@@ -167,18 +169,20 @@ def export_subnet(model: nn.Module, width: float, resolution: int, *, fold_bn: b
     """
     resolution = int(resolution)
     was_training = model.training
-    with use_config(model, width, resolution):  # checks the width range and the resolution first
+    with use_config(model, width, resolution, depth):  # checks the width range, resolution and depth first
+        depth = model.slim_state.depth  # None at full depth
         try:
-            calibrated = is_calibrated(model, width, resolution)
+            calibrated = is_calibrated(model, width, resolution, depth)
             bns = [m for m in model.modules() if isinstance(m, SlimmableBatchNorm2d)]
-            top = all(width >= bn.max_width - 1e-9 for bn in bns)  # the widest's running statistics
+            # the widest, deepest network's running statistics are its own
+            top = depth is None and all(width >= bn.max_width - 1e-9 for bn in bns)
             if not calibrated and (require_calibrated or not (top or allow_uncalibrated)):
-                raise MutualNetError(_uncalibrated_message(model, width, resolution))
+                raise MutualNetError(_uncalibrated_message(model, width, resolution, depth))
             model.eval()
             x = _example(model, resolution)
             with torch.no_grad(), _allow_uncalibrated(model) if allow_uncalibrated else contextlib.nullcontext():
                 ref = model(x)
-                net = materialize(model, width, resolution).eval()
+                net = materialize(model, width, resolution, depth).eval()
                 pairs = fold_batchnorm(net, x) if fold_bn else []
                 out = net(x)
         finally:
@@ -189,17 +193,18 @@ def export_subnet(model: nn.Module, width: float, resolution: int, *, fold_bn: b
                              f"outputs' scale, {tol:.3g}); this is a bug in mutualnet, please report it")
     # preprocessing a caller must reproduce: inputs at `resolution`, lower ones made with this resize mode
     net.export_info = {"width": float(width), "resolution": resolution, "folded": [list(p) for p in pairs],
-                       "resize": model_resize(model)}
+                       "resize": model_resize(model)} | ({} if depth is None else {"depth": depth})
     return net, ExportCheck(max_abs_diff=diff, folded=len(pairs))
 
 
-def _uncalibrated_message(model: nn.Module, width: float, resolution: int) -> str:
+def _uncalibrated_message(model: nn.Module, width: float, resolution: int, depth: int | None = None) -> str:
     keys = calibrated_configs(model)
     have = f"{len(keys)} calibrated configurations, e.g. {', '.join(keys[:3])}" if keys else "none calibrated"
-    return (f"configuration {config_key(width, resolution)} has no calibrated BatchNorm statistics ({have}); "
-            f"calibrate it first (`mutualnet calibrate --width {width:g} --resolution {resolution}`, or `mutualnet "
-            "search` for the whole grid) or pass --allow-uncalibrated (allow_uncalibrated=True) to use the shared "
-            "running statistics")
+    flag = "" if depth is None else f" --depth {depth}"
+    return (f"configuration {config_key(width, resolution, depth)} has no calibrated BatchNorm statistics ({have}); "
+            f"calibrate it first (`mutualnet calibrate --width {width:g} --resolution {resolution}{flag}`, or "
+            "`mutualnet search` for the whole grid) or pass --allow-uncalibrated (allow_uncalibrated=True) to use the "
+            "shared running statistics")
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -326,11 +331,12 @@ def load_exported(path: str | os.PathLike) -> nn.Module:
     if not isinstance(d, dict) or d.get("format") != EXPORT_FORMAT:
         raise MutualNetError(f"{path} is not a mutualnet export (no 'format': '{EXPORT_FORMAT}')")
     model = create_model(d["model_name"], **d["model_args"])
-    net = materialize(model, d["width"]).eval()
+    net = materialize(model, d["width"], None, d.get("depth")).eval()  # the structure; the weights come next
     _apply_fold(net, [tuple(p) for p in d["folded"]], structure_only=True)
     try:
         net.load_state_dict(d["state_dict"])
     except RuntimeError as e:
         raise MutualNetError(f"{path}: weights do not match the described network ({str(e).splitlines()[0]})") from None
-    net.export_info = {k: d[k] for k in ("width", "resolution", "folded")} | {"resize": d.get("resize", DEFAULT_RESIZE)}
+    net.export_info = {k: d[k] for k in ("width", "resolution", "folded", "depth") if k in d} | {
+        "resize": d.get("resize", DEFAULT_RESIZE)}
     return net

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ..errors import MutualNetError
 from ..layers import allow_uncalibrated as _allow
-from ..layers import use_width
+from ..layers import get_config, use_config
 from ..search.table import RUNTIMES, latency_column
 
 __all__ = ["RUNTIMES", "check_runtime", "build_runner", "session_options"]
@@ -58,7 +58,8 @@ def session_options(threads: int, level: str = "all"):  # -> onnxruntime.Session
 
 
 def build_runner(model: nn.Module, width: float, resolution: int, runtime: str = "eager", *,
-                 threads: int | None = None, allow_uncalibrated: bool = False) -> Callable[[Tensor], Tensor]:
+                 threads: int | None = None, allow_uncalibrated: bool = False,
+                 depth: int | None = None) -> Callable[[Tensor], Tensor]:
     """A function ``images (N, C, resolution, resolution) -> logits`` running one configuration on ``runtime``.
 
     ``eager`` runs the slimmable model itself at ``width`` (what an :class:`AdaptiveNet` switches); the others
@@ -71,12 +72,12 @@ def build_runner(model: nn.Module, width: float, resolution: int, runtime: str =
     check_runtime(runtime)
     if runtime == "eager":
         def run_eager(x: Tensor) -> Tensor:
-            with torch.inference_mode(), use_width(model, width), (
+            with torch.inference_mode(), use_config(model, width, get_config(model)[1], depth), (
                     _allow(model) if allow_uncalibrated else contextlib.nullcontext()):
                 return model(x)
 
         return run_eager
-    net, _ = export_subnet(model, width, resolution, allow_uncalibrated=allow_uncalibrated)
+    net, _ = export_subnet(model, width, resolution, allow_uncalibrated=allow_uncalibrated, depth=depth)
     net = net.cpu().eval()
     x = torch.randn(1, getattr(model, "in_chans", 3), resolution, resolution)
     if runtime == "torchscript":

@@ -1,6 +1,9 @@
-"""Slimmable building blocks (and their synchronised BatchNorm) and the channel-rounding rule."""
+"""Slimmable building blocks (and their synchronised BatchNorm), elastic stages, the channel-rounding rule, and the
+active configuration (width, resolution, depth) with its one writer (:mod:`.config`)."""
 
 from .blocks import ConvBNAct, init_weights, zero_init_residual
+from .config import DepthRange, check_depth, depth_range_of, get_depth
+from .elastic import ElasticSequential, full_depth, mark_stage, runs_at, skipped_blocks
 from .helpers import make_divisible, slim_channels, width_key
 from .slimmable import (
     Resolution,
@@ -57,4 +60,13 @@ __all__ = [
     "use_config",
     "check_resolution",
     "width_range_of",
+    "DepthRange",
+    "check_depth",
+    "depth_range_of",
+    "get_depth",
+    "ElasticSequential",
+    "full_depth",
+    "mark_stage",
+    "runs_at",
+    "skipped_blocks",
 ]

@@ -4,30 +4,41 @@ A slimmable layer allocates its widest shape and, at active width ``w``, compute
 channels of its weights (``slim_channels`` decides how many). Weights are shared across widths, which
 is what lets the sub-networks of MutualNet teach each other.
 
-All slimmable layers of a model share one :class:`SlimState`: the active configuration, a width and an
-input resolution. It is the one owner of both: :func:`set_config` / :func:`use_config` write them (with
-:func:`set_width` / :func:`use_width` for the width alone), the model's forward only *checks* its input
-against the active resolution, and BatchNorm reads the pair to pick the statistics calibrated for it.
-Switching is one attribute write, O(1) for the whole model.
+All slimmable layers of a model share one :class:`~mutualnet.layers.SlimState`, the active configuration
+(width, resolution, depth), which :mod:`mutualnet.layers.config` owns and writes. Convolutions and linear
+layers read its width; BatchNorm reads the whole configuration to pick the statistics calibrated for it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import MutualNetError
-from ..validate import MAX_RESOLUTION
-from .helpers import slim_channels, width_key
+from .config import (
+    Resolution,
+    SlimState,
+    WidthRange,
+    bind_state,
+    check_resolution,
+    config_key,
+    get_config,
+    get_depth,
+    get_width,
+    set_config,
+    set_width,
+    use_config,
+    use_width,
+    width_range_of,
+)
+from .elastic import ElasticSequential, skipped_blocks
+from .helpers import slim_channels
 
-__all__ = [
+__all__ = [  # the configuration names are re-exported from .config, where they live
     "SlimState",
     "WidthRange",
     "Resolution",
@@ -51,68 +62,6 @@ __all__ = [
     "materialize",
     "allow_uncalibrated",
 ]
-
-
-Resolution = int | tuple[int, int]
-
-
-@dataclass
-class SlimState:
-    """The active configuration, shared by every slimmable layer of one model (the only copy of it).
-
-    Written by :func:`set_config` / :func:`use_config` (and :func:`set_width`); never by a forward pass.
-    """
-
-    width: float = 1.0
-    resolution: Resolution | None = None  # input side the model is configured for; None: not fixed (any input)
-
-
-class WidthRange(NamedTuple):
-    """The widths a model was built and trained for, ``lo <= w <= hi``; the one place that says "in range".
-
-    A tuple, so ``lo, hi = model.width_range`` keeps working. Comparisons allow 1e-6 of float round-off
-    (``0.1 + 0.2`` is in ``[0.3, 1.0]``).
-    """
-
-    lo: float
-    hi: float
-
-    def contains(self, width: float) -> bool:
-        """Whether ``width`` is in the range."""
-        return self.lo - 1e-6 <= float(width) <= self.hi + 1e-6
-
-    def check(self, width: float, what: str = "width") -> float:
-        """``width`` as a float; :class:`MutualNetError` naming the range when it is outside."""
-        if not self.contains(width):
-            raise MutualNetError(f"{what} {float(width):g} is outside this model's trained range "
-                                 f"[{self.lo:g}, {self.hi:g}]")
-        return float(width)
-
-    def is_top(self, width: float) -> bool:
-        """Whether ``width`` is the top of the range (the width whose running BN statistics are its own)."""
-        return abs(float(width) - self.hi) <= 1e-6
-
-    def grid(self, step: float = 0.05) -> list[float]:
-        """``lo, lo + step, ..., hi`` (``hi`` always included): the widths a query table covers."""
-        if not step > 0:
-            raise MutualNetError(f"width step must be positive, got {step:g}")
-        lo, hi = self.lo, self.hi
-        n = int(round((hi - lo) / step + 1e-9))
-        widths = [round(lo + i * step, 4) for i in range(n + 1) if lo + i * step <= hi + 1e-9]
-        if not widths or abs(widths[-1] - hi) > 1e-6:
-            widths.append(round(hi, 4))
-        return widths
-
-
-def config_key(width: float, resolution: int | tuple[int, int] | None) -> str:
-    """Key of one (width, resolution) configuration, e.g. ``w0.350_r224``."""
-    if resolution is None:
-        res = "any"
-    elif isinstance(resolution, tuple):
-        res = str(resolution[0]) if resolution[0] == resolution[1] else f"{resolution[0]}x{resolution[1]}"
-    else:
-        res = str(int(resolution))
-    return f"w{width_key(width)}_r{res}"
 
 
 class _Slimmable:
@@ -374,10 +323,11 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
     def tracks_running_stats_now(self) -> bool:
         """Whether a training-mode forward updates the shared running statistics (top width only)."""
         return (self.track_running_stats and self.active_channels() == self.num_features
-                and self.slim_state.width >= self.max_width - 1e-9)
+                and self.slim_state.width >= self.max_width - 1e-9 and self.slim_state.depth is None)
 
     def calibration_key(self) -> str:
-        return config_key(self.slim_state.width, self.slim_state.resolution)
+        state = self.slim_state
+        return config_key(state.width, state.resolution, state.depth)
 
     def _select(self, t: Tensor | None) -> Tensor | None:
         """The active channels of a per-channel tensor (the leading ones; a subclass may pick others)."""
@@ -385,7 +335,8 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
 
     def _stats(self) -> tuple[Tensor, Tensor] | None:
         stats = self.calibrated.get(self.calibration_key())
-        if stats is None and self.calibrated:  # statistics of this width at any resolution (released weights)
+        if stats is None and self.calibrated and self.slim_state.depth is None:
+            # statistics of this width at any resolution (released weights, which are full depth)
             stats = self.calibrated.get(config_key(self.slim_state.width, None))
         return stats
 
@@ -394,8 +345,9 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
         stats = self._stats()
         if stats is not None:
             return stats
-        if not (self.allow_uncalibrated or self.slim_state.width >= self.max_width - 1e-9):
-            raise MutualNetError(uncalibrated_message(self.slim_state.width, self.slim_state.resolution))
+        state = self.slim_state
+        if not (self.allow_uncalibrated or (state.width >= self.max_width - 1e-9 and state.depth is None)):
+            raise MutualNetError(uncalibrated_message(state.width, state.resolution, state.depth))
         return self._select(self.running_mean), self._select(self.running_var)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -496,7 +448,7 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
         return bn
 
 
-def uncalibrated_message(width: float, resolution: int | tuple[int, int] | None) -> str:
+def uncalibrated_message(width: float, resolution: int | tuple[int, int] | None, depth: int | None = None) -> str:
     """The error for eval at a configuration without BN statistics: what is wrong and the commands that fix it."""
     res = resolution[0] if isinstance(resolution, tuple) else resolution
     if res is None:  # the width was set alone (set_width / use_width): the statistics are keyed by resolution too
@@ -504,10 +456,14 @@ def uncalibrated_message(width: float, resolution: int | tuple[int, int] | None)
                 "cannot be looked up; set both with mutualnet.use_config(model, width, resolution) (or "
                 "mutualnet.set_config)")
     res_s = str(res)
-    return (f"no calibrated BatchNorm statistics for width {width:g} at {res_s} px ({config_key(width, resolution)}); "
-            "only the widest sub-network may run on the shared running statistics. Calibrate it first: "
-            f"`mutualnet calibrate --checkpoint CKPT --width {width:g} --resolution {res_s} --out CKPT`, or "
-            f"mutualnet.calibrate.calibrate(model, images, {width:g}, {res_s}) in Python (`mutualnet search` "
+    at, flag, arg = "", "", ""
+    if depth is not None:
+        at, flag, arg = f" and depth {depth}", f" --depth {depth}", f", depth={depth}"
+    return (f"no calibrated BatchNorm statistics for width {width:g} at {res_s} px{at} "
+            f"({config_key(width, resolution, depth)}); only the widest sub-network may run on the shared running "
+            "statistics. Calibrate it first: "
+            f"`mutualnet calibrate --checkpoint CKPT --width {width:g} --resolution {res_s}{flag} --out CKPT`, or "
+            f"mutualnet.calibrate.calibrate(model, images, {width:g}, {res_s}{arg}) in Python (`mutualnet search` "
             "calibrates the whole grid); mutualnet.allow_uncalibrated(model) runs it on the running statistics "
             "knowingly")
 
@@ -546,119 +502,17 @@ def is_slimmable(module: nn.Module) -> bool:
 
 
 def active_num_params(model: nn.Module) -> int:
-    """Parameters ``model`` uses at its active width: slimmable layers count their active slice, others all."""
+    """Parameters ``model`` uses at its active configuration: slimmable layers count their active slice, blocks
+    its depth skips nothing, other layers all of their parameters."""
     total, seen = 0, set()
+    for block in skipped_blocks(model):
+        seen.update(id(p) for p in block.parameters())
     for m in model.modules():
-        if is_slimmable(m):
+        if is_slimmable(m) and not any(id(p) in seen for p in m.parameters(recurse=False)):
             total += m.active_num_params()
             seen.update(id(p) for p in m.parameters(recurse=False))
     return total + sum(p.numel() for p in model.parameters() if id(p) not in seen)
 
-
-def bind_state(model: nn.Module, state: SlimState | None = None) -> SlimState:
-    """Make every slimmable layer in ``model`` share one state (the model's, or a new one)."""
-    state = state if state is not None else getattr(model, "slim_state", None) or SlimState()
-    for m in model.modules():
-        if is_slimmable(m):
-            m.slim_state = state
-    if not is_slimmable(model):
-        model.slim_state = state
-    return state
-
-
-def width_range_of(model: nn.Module) -> WidthRange | None:
-    """The model's :class:`WidthRange` (its ``width_range`` attribute), None for a bare layer stack."""
-    rng = getattr(model, "width_range", None)
-    return None if rng is None else WidthRange(float(rng[0]), float(rng[1]))
-
-
-def _check_range(model: nn.Module, width: float) -> None:
-    rng = width_range_of(model)
-    if rng is not None:
-        rng.check(width)
-        return
-    for m in model.modules():
-        if is_slimmable(m) and width > m.max_width + 1e-6:
-            raise MutualNetError(f"width {width:g} exceeds the widest width the layers hold ({m.max_width:g})")
-
-
-def _state(model: nn.Module) -> SlimState:
-    state = getattr(model, "slim_state", None)
-    if state is not None:
-        return state
-    for m in model.modules():
-        if is_slimmable(m):
-            return m.slim_state
-    raise MutualNetError("model has no slimmable layers")
-
-
-def set_width(model: nn.Module, width: float) -> None:
-    """Switch ``model`` to ``width`` (the resolution stays); raises :class:`MutualNetError` outside its range."""
-    width = float(width)
-    _check_range(model, width)
-    for m in model.modules():  # layers bound to another state (a model assembled by hand) follow too
-        if is_slimmable(m):
-            m.slim_state.width = width
-    if hasattr(model, "slim_state"):
-        model.slim_state.width = width
-
-
-def get_width(model: nn.Module) -> float:
-    return _state(model).width
-
-
-def check_resolution(model: nn.Module, resolution: Resolution | None) -> Resolution | None:
-    """``resolution`` as an int (or ``(h, w)`` when not square); an error below the model's smallest input."""
-    if resolution is None:
-        return None
-    if isinstance(resolution, tuple | list):
-        h, w = (int(v) for v in resolution)
-        res: Resolution = h if h == w else (h, w)
-    else:
-        res = int(resolution)
-    lo = getattr(model, "min_resolution", 1)
-    if min(res if isinstance(res, tuple) else (res,)) < max(lo, 1):
-        raise MutualNetError(f"resolution {resolution} is too small for {getattr(model, 'model_name', 'this model')} "
-                             f"(needs at least {lo})")
-    if max(res if isinstance(res, tuple) else (res,)) > MAX_RESOLUTION:
-        raise MutualNetError(f"resolution {resolution} is above the limit of {MAX_RESOLUTION} pixels (memory)")
-    return res
-
-
-def set_config(model: nn.Module, width: float, resolution: Resolution | None) -> None:
-    """Make (``width``, ``resolution``) the active configuration of ``model``.
-
-    The resolution selects the BatchNorm statistics calibrated for the pair, and the model's forward refuses
-    inputs of another size (None: any size, statistics stored for the width at any resolution).
-    """
-    resolution = check_resolution(model, resolution)
-    set_width(model, width)
-    for m in model.modules():
-        if is_slimmable(m):
-            m.slim_state.resolution = resolution
-    if hasattr(model, "slim_state"):
-        model.slim_state.resolution = resolution
-
-
-def get_config(model: nn.Module) -> tuple[float, Resolution | None]:
-    """The active ``(width, resolution)``."""
-    state = _state(model)
-    return state.width, state.resolution
-
-
-@contextlib.contextmanager
-def use_config(model: nn.Module, width: float, resolution: Resolution | None) -> Iterator[nn.Module]:
-    """Run ``model`` at (``width``, ``resolution``) inside the block; the previous configuration comes back after.
-
-    Every entry point that works on one configuration (calibration, evaluation, export, profiling) runs
-    inside this block, so none of them leaves the model in another configuration than it found it.
-    """
-    previous = get_config(model)
-    set_config(model, width, resolution)
-    try:
-        yield model
-    finally:
-        set_config(model, *previous)
 
 
 def channel_config(model: nn.Module, width: float) -> tuple:
@@ -672,17 +526,6 @@ def channel_config(model: nn.Module, width: float) -> tuple:
         return tuple(m.active_channels() for m in model.modules() if is_slimmable(m))
 
 
-@contextlib.contextmanager
-def use_width(model: nn.Module, width: float) -> Iterator[nn.Module]:
-    """Run ``model`` at ``width`` (same resolution) inside the block and restore the previous width after it."""
-    previous = get_width(model)
-    set_width(model, width)
-    try:
-        yield model
-    finally:
-        set_width(model, previous)
-
-
 def _resolutions_calibrated(model: nn.Module, width: float) -> list[str]:
     prefix = config_key(width, None).rsplit("_r", 1)[0] + "_r"
     keys = set()
@@ -692,12 +535,15 @@ def _resolutions_calibrated(model: nn.Module, width: float) -> list[str]:
     return sorted(keys)
 
 
-def materialize(model: nn.Module, width: float | None = None, resolution: Resolution | None = None) -> nn.Module:
-    """A copy of ``model`` at (``width``, ``resolution``) built only of standard PyTorch layers.
+def materialize(model: nn.Module, width: float | None = None, resolution: Resolution | None = None,
+                depth: int | None = None) -> nn.Module:
+    """A copy of ``model`` at (``width``, ``resolution``, ``depth``) built only of standard PyTorch layers.
 
     Every slimmable layer is replaced by the plain layer holding its active slice (BatchNorm with the
-    statistics eval mode uses at that configuration). The copy computes what ``model`` computes at that
-    configuration and holds only that sub-network's parameters; ``model`` keeps its own configuration.
+    statistics eval mode uses at that configuration), and every elastic stage by an ``nn.Sequential`` in which
+    the blocks the depth skips are ``nn.Identity`` (absent: no parameters, no operations). The copy computes
+    what ``model`` computes at that configuration and holds only that sub-network's parameters; ``model``
+    keeps its own configuration.
 
     Args:
         model: A slimmable model (or layer).
@@ -705,14 +551,18 @@ def materialize(model: nn.Module, width: float | None = None, resolution: Resolu
         resolution: Input side the copy will run at; it selects the calibrated BatchNorm statistics
             (default: the active resolution). Required when the model holds statistics calibrated for
             this width at particular resolutions: without it the choice would be a guess.
+        depth: Blocks each elastic stage keeps. Default: the active depth when neither the width nor the
+            resolution is given, else the full depth (as :func:`set_config` reads a configuration).
     """
     active_width, active_res = get_config(model)
+    if width is None and resolution is None and depth is None:
+        depth = get_depth(model)
     width = active_width if width is None else float(width)
     resolution = active_res if resolution is None else resolution
     if resolution is None and (found := _resolutions_calibrated(model, width)):
         raise MutualNetError(f"materialize needs the resolution: the model holds BatchNorm statistics calibrated "
                              f"for width {width:g} at {', '.join(found)} px")
-    with use_config(model, width, resolution):
+    with use_config(model, width, resolution, depth):
         dense = copy.deepcopy(model)
 
     def swap(parent: nn.Module) -> None:
@@ -721,10 +571,13 @@ def materialize(model: nn.Module, width: float | None = None, resolution: Resolu
                 setattr(parent, name, child.to_dense().train(child.training))
             else:
                 swap(child)
+                if isinstance(child, ElasticSequential):
+                    setattr(parent, name, child.to_dense().train(child.training))
 
     if is_slimmable(dense):
         return dense.to_dense().train(dense.training)
     swap(dense)
     if isinstance(getattr(dense, "slim_state", None), SlimState):
-        dense.slim_state.resolution = None  # plain layers: nothing depends on the input size any more
+        # plain layers: nothing depends on the input size any more, and the skipped blocks are gone
+        set_config(dense, width, None)
     return dense

@@ -5,7 +5,18 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..errors import MutualNetError
-from ..layers import SlimmableLinear, SlimState, WidthRange, active_num_params, bind_state, get_width, set_width
+from ..layers import (
+    DepthRange,
+    SlimmableLinear,
+    SlimState,
+    WidthRange,
+    active_num_params,
+    bind_state,
+    full_depth,
+    get_width,
+    runs_at,
+    set_width,
+)
 
 __all__ = ["SlimmableNet"]
 
@@ -18,6 +29,9 @@ class SlimmableNet(nn.Module):
 
     Attributes:
         width_range: The :class:`~mutualnet.layers.WidthRange` the model was built (and trained) for.
+        depth_range: The :class:`~mutualnet.layers.DepthRange` of a model with elastic stages (None without):
+            a subclass sets the requested ``(lo, hi)`` or None before :meth:`_finish`, which checks it against
+            the stages it built (``hi`` must be the full depth; None: full depth only).
         in_chans: Image channels the stem expects.
         min_resolution: Smallest input side the network accepts (its total stride).
         num_features: Channels of the pooled features at the widest width.
@@ -25,6 +39,7 @@ class SlimmableNet(nn.Module):
     """
 
     width_range: WidthRange
+    depth_range: DepthRange | None = None
     in_chans: int
     min_resolution: int
     num_features: int
@@ -37,6 +52,7 @@ class SlimmableNet(nn.Module):
 
     def _finish(self) -> None:
         self.width_range = WidthRange(float(self.width_range[0]), float(self.width_range[1]))
+        self.depth_range = _depth_range(self.depth_range, full_depth(self))
         self.slim_state = SlimState(width=self.width_range.hi)
         bind_state(self, self.slim_state)
 
@@ -76,9 +92,10 @@ class SlimmableNet(nn.Module):
     def _sequential_stages(self, seq: nn.Sequential, prefix: str, x: Tensor) -> list[Tensor]:
         """Run ``seq`` and collect the outputs of the modules named in ``stage_specs`` (``prefix.<i>``)."""
         names = {name for name, *_ in self.stage_specs}
-        out = []
+        out, depth = [], self.slim_state.depth
         for i, f in enumerate(seq):
-            x = f(x)
+            if runs_at(f, depth):  # a block the active depth skips is an identity
+                x = f(x)
             if f"{prefix}.{i}" in names:
                 out.append(x)
         return out
@@ -123,3 +140,20 @@ class SlimmableNet(nn.Module):
     def active_num_params(self) -> int:
         """Parameters the sub-network at the active width uses."""
         return active_num_params(self)
+
+
+def _depth_range(requested: tuple[int, int] | None, full: int | None) -> DepthRange | None:
+    """The model's depth range from what its builder was asked for and the stages it built."""
+    if full is None:
+        if requested is not None:
+            raise ValueError("this model has no elastic stages, so no depth_range")
+        return None
+    if requested is None:
+        return DepthRange(full, full)
+    if len(requested) != 2 or any(isinstance(d, bool) or int(d) != d for d in requested):
+        raise ValueError(f"depth_range must be (lo, hi) whole numbers of blocks, got {requested!r}")
+    lo, hi = (int(d) for d in requested)
+    if hi != full or not 1 <= lo <= hi:
+        raise ValueError(f"depth_range must be (lo, {full}) with 1 <= lo <= {full} (the full depth, which the "
+                         f"sandwich always trains), got ({lo}, {hi})")
+    return DepthRange(lo, hi)

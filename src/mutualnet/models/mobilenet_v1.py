@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..layers import ConvBNAct, SlimmableLinear, init_weights
+from ..layers import ConvBNAct, ElasticSequential, SlimmableLinear, init_weights
 from ._base import SlimmableNet
 from ._registry import register_model
 
@@ -27,8 +27,9 @@ class MobileNetV1(SlimmableNet):
 
     def __init__(self, num_classes: int = 1000, *, width_range: tuple[float, float] = (0.25, 1.0),
                  in_chans: int = 3, small_input: bool = False, dropout: float = 0.0,
-                 act_layer: str = "relu") -> None:
+                 act_layer: str = "relu", depth_range: tuple[int, int] | None = None) -> None:
         super().__init__()
+        self.depth_range = depth_range
         acts = {"relu": nn.ReLU, "relu6": nn.ReLU6}
         if act_layer not in acts:
             raise ValueError(f"act_layer must be one of {sorted(acts)}, got {act_layer!r}")
@@ -47,10 +48,13 @@ class MobileNetV1(SlimmableNet):
                 ConvBNAct(c_in, c_in, 3, s, depthwise=True, max_width=mw, act=act),
                 ConvBNAct(c_in, c, 1, max_width=mw, act=act),
             ))
+            # a run of identity-shaped blocks (the five 512-channel ones) is an elastic stage
+            same = s == 1 and c_in == c and len(blocks) > 1
+            blocks[-1].elastic_index = blocks[-2].elastic_index + 1 if same else 0
             if i + 1 == len(_BLOCKS) or _BLOCKS[i + 1][1] == 2:
                 stages.append((f"blocks.{i}", c, 1, reduction))
             c_in = c
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks = ElasticSequential(*blocks)
         self.stage_specs = stages
         self.min_resolution = reduction
         self.num_features = 1024

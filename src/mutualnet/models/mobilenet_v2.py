@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..layers import ConvBNAct, SlimmableBatchNorm2d, SlimmableConv2d, SlimmableLinear, init_weights
+from ..layers import (
+    ConvBNAct,
+    ElasticSequential,
+    SlimmableBatchNorm2d,
+    SlimmableConv2d,
+    SlimmableLinear,
+    init_weights,
+    mark_stage,
+)
 from ._base import SlimmableNet
 from ._registry import register_model
 
@@ -56,8 +64,9 @@ class MobileNetV2(SlimmableNet):
 
     def __init__(self, num_classes: int = 1000, *, width_range: tuple[float, float] = (0.7, 1.0),
                  in_chans: int = 3, small_input: bool = False, dropout: float = 0.2,
-                 last_channel: int = 1280) -> None:
+                 last_channel: int = 1280, depth_range: tuple[int, int] | None = None) -> None:
         super().__init__()
+        self.depth_range = depth_range
         self.width_range, self.in_chans, self.num_classes = tuple(width_range), in_chans, num_classes
         mw = self.width_range[1]
         stem_stride = 1 if small_input else 2
@@ -67,16 +76,18 @@ class MobileNetV2(SlimmableNet):
         for si, (t, c, n, s) in enumerate(_SETTINGS):
             if small_input and si == 1:
                 s = 1
+            blocks = []
             for i in range(n):
                 stride = s if i == 0 else 1
-                features.append(InvertedResidual(c_in, c, stride, t, mw))
+                blocks.append(InvertedResidual(c_in, c, stride, t, mw))
                 c_in = c
+            features += mark_stage(blocks)
             reduction *= s
             nxt = _SETTINGS[si + 1][3] if si + 1 < len(_SETTINGS) else 2
             if nxt == 2 and not (small_input and si == 0):
                 stages.append((f"features.{len(features) - 1}", c, 1, reduction))
         features.append(ConvBNAct(c_in, last_channel, 1, max_width=mw, slim_out=False, act=nn.ReLU6))
-        self.features = nn.Sequential(*features)
+        self.features = ElasticSequential(*features)
         self.stage_specs = stages
         self.min_resolution = reduction
         self.num_features = last_channel

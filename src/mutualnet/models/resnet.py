@@ -10,12 +10,19 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..layers import SlimmableBatchNorm2d, SlimmableConv2d, SlimmableLinear, init_weights
+from ..layers import (
+    ElasticSequential,
+    SlimmableBatchNorm2d,
+    SlimmableConv2d,
+    SlimmableLinear,
+    init_weights,
+    mark_stage,
+)
 from ._base import SlimmableNet
 from ._registry import register_model
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet34", "resnet50", "resnet101",
-           "resnet18_cifar", "resnet20_cifar"]
+           "resnet18_cifar", "resnet20_cifar", "resnet56_cifar"]
 
 
 def _conv(cin: int, cout: int, k: int, stride: int, mw: float, rin: int = 1, rout: int = 1) -> SlimmableConv2d:
@@ -79,13 +86,18 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(SlimmableNet):
-    """ResNet with an ImageNet stem (7x7/2 + max-pool) or a small-input stem (3x3/1, no pool)."""
+    """ResNet with an ImageNet stem (7x7/2 + max-pool) or a small-input stem (3x3/1, no pool).
+
+    Each stage is elastic: at depth ``d`` it runs its first ``d`` blocks (``depth_range``, off by default).
+    """
 
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: list[int], num_classes: int = 1000, *,
                  width_range: tuple[float, float] = (0.9, 1.0), in_chans: int = 3, small_input: bool = False,
-                 planes: tuple[int, ...] = (64, 128, 256, 512), stem_channels: int = 64) -> None:
+                 planes: tuple[int, ...] = (64, 128, 256, 512), stem_channels: int = 64,
+                 depth_range: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.width_range, self.in_chans, self.num_classes = tuple(width_range), in_chans, num_classes
+        self.depth_range = depth_range
         mw = self.width_range[1]
         if small_input:
             self.conv1 = SlimmableConv2d(in_chans, stem_channels, 3, 1, 1, max_width=mw, slim_in=False)
@@ -109,7 +121,7 @@ class ResNet(SlimmableNet):
                 blocks.append(block(inplanes, p, stride if j == 0 else 1, mw, in_ratio))
                 inplanes, in_ratio = p * exp, exp
             name = f"layer{i + 1}"
-            setattr(self, name, nn.Sequential(*blocks))
+            setattr(self, name, ElasticSequential(*mark_stage(blocks)))
             self.stage_names.append(name)
             stages.append((name, p * exp, exp, reduction))
         self.stage_specs = stages
@@ -182,3 +194,9 @@ def resnet18_cifar(**kwargs) -> ResNet:
 def resnet20_cifar(**kwargs) -> ResNet:
     """ResNet-20 of He et al. for CIFAR (16/32/64 channels, 3 stages): small and fast."""
     return ResNet(BasicBlock, [3, 3, 3], small_input=True, planes=(16, 32, 64), stem_channels=16, **kwargs)
+
+
+@register_model(**_SMALL)
+def resnet56_cifar(**kwargs) -> ResNet:
+    """ResNet-56 of He et al. for CIFAR (3 stages of 9 blocks, 16/32/64 channels)."""
+    return ResNet(BasicBlock, [9, 9, 9], small_input=True, planes=(16, 32, 64), stem_channels=16, **kwargs)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..layers import SlimmableBatchNorm2d, SlimmableConv2d, SlimmableLinear, init_weights
+from ..layers import ElasticSequential, SlimmableBatchNorm2d, SlimmableConv2d, SlimmableLinear, init_weights, mark_stage
 from ._base import SlimmableNet
 from ._registry import register_model
 
@@ -44,8 +44,10 @@ class PreActBlock(nn.Module):
 
 class WideResNet(SlimmableNet):
     def __init__(self, depth: int = 28, widen: int = 10, num_classes: int = 10, *,
-                 width_range: tuple[float, float] = (0.9, 1.0), in_chans: int = 3, dropout: float = 0.0) -> None:
+                 width_range: tuple[float, float] = (0.9, 1.0), in_chans: int = 3, dropout: float = 0.0,
+                 depth_range: tuple[int, int] | None = None) -> None:
         super().__init__()
+        self.depth_range = depth_range
         if (depth - 4) % 6:
             raise ValueError("Wide ResNet depth must be 6n + 4")
         n = (depth - 4) // 6
@@ -58,7 +60,7 @@ class WideResNet(SlimmableNet):
             stride = 1 if i == 0 else 2
             reduction *= stride
             blocks = [PreActBlock(cin if j == 0 else c, c, stride if j == 0 else 1, mw, dropout) for j in range(n)]
-            setattr(self, f"block{i + 1}", nn.Sequential(*blocks))
+            setattr(self, f"block{i + 1}", ElasticSequential(*mark_stage(blocks)))
             stages.append((f"block{i + 1}", c, 1, reduction))
             cin = c
         self.bn = SlimmableBatchNorm2d(cin, max_width=mw)

@@ -54,7 +54,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def measure_latency(model: nn.Module, width: float, resolution: int, *, device: str = "cpu", batch_size: int = 1,
-                    threads: int | None = None, warmup: int = 5, repeats: int = 20) -> Latency:
+                    threads: int | None = None, warmup: int = 5, repeats: int = 20,
+                    depth: int | None = None) -> Latency:
     """Median wall-clock forward latency (ms) after ``warmup`` untimed runs.
 
     The model is moved to ``device`` for the measurement and returned to its original device.
@@ -66,7 +67,7 @@ def measure_latency(model: nn.Module, width: float, resolution: int, *, device: 
     orig = next(model.parameters()).device
     was_training = model.training
     times = []
-    with use_config(model, width, resolution):
+    with use_config(model, width, resolution, depth):
         model.eval().to(dev)
         x = torch.randn(batch_size, getattr(model, "in_chans", 3), resolution, resolution, device=dev)
         try:

@@ -1,6 +1,7 @@
-"""Build the query table: calibrate and evaluate every width x resolution, resumably.
+"""Build the query table: calibrate and evaluate every width x resolution (x depth), resumably.
 
-For each resolution (highest first) and each width on the grid: re-estimate BN statistics
+For each resolution (highest first), each depth of a model with elastic depth (deepest first) and each width
+on the grid: re-estimate BN statistics
 (:func:`mutualnet.calibrate.calibrate`), measure top-1/top-5 on the validation images, count MACs and
 parameters, optionally time the forward pass. Test-time resolutions are made as in the paper: the
 evaluation crop at the highest resolution, resized on the device (``resize_then_crop=True`` instead
@@ -35,9 +36,17 @@ from ..data.transforms import model_resize
 from ..errors import MutualNetError
 from ..evaluate import hits
 from ..io import read_json, read_torch_file
-from ..layers import SlimmableBatchNorm2d, channel_config, check_resolution, config_key, width_range_of
+from ..layers import (
+    SlimmableBatchNorm2d,
+    channel_config,
+    check_depth,
+    check_resolution,
+    config_key,
+    depth_range_of,
+    width_range_of,
+)
 from ..profiling import measure_latency, profile, resolve_device
-from .table import QueryTable, atomic_write_text
+from .table import QueryTable, atomic_write_text, config_of
 
 __all__ = ["build_query_table", "distinct_widths", "can_reach_frontier", "model_fingerprint",
            "clear_search_state", "merge_search_states", "STATE_FILE"]
@@ -57,6 +66,12 @@ def model_fingerprint(model: nn.Module) -> str:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def _file_key(row: dict) -> str:
+    """The name a row's statistics are saved under in a partial search: its configuration, depth included as
+    the table writes it (no model needed to read it back)."""
+    return config_key(row["width"], row["resolution"], row.get("depth"))
 
 
 def _batches(data: tuple[Tensor, Tensor] | DataLoader, batch_size: int, start: int = 0, stop: int | None = None):
@@ -193,12 +208,12 @@ def merge_search_states(shard_dirs: Sequence[str | Path], state_dir: str | Path)
         for k, v in shard_timing.items():  # work done: summed; images per configuration: the same in every shard
             timing[k] = v if k == "calib_images_per_config" else timing.get(k, 0) + v
         for row in saved["rows"]:
-            key = config_key(row["width"], row["resolution"])
+            key = _file_key(row)
             stats = _read_stats(d / STATS_DIR / f"{key}.pt")
             if not stats:
                 continue  # never happens for a committed row; a damaged file is recomputed by a plain search
             atomic_save(stats, state_dir / STATS_DIR / f"{key}.pt")
-            rows[(row["width"], row["resolution"])] = row
+            rows[config_of(row)] = row
     if signature is None:
         return 0
     atomic_write_text(state_dir / STATE_FILE, json.dumps(
@@ -226,11 +241,12 @@ class _State:
     def stats_path(self, key: str) -> Path:
         return self.dir / STATS_DIR / f"{key}.pt"
 
-    def commit(self, row: dict, stats: dict[str, Tensor], key: str) -> None:
+    def commit(self, row: dict, stats: dict[str, Tensor]) -> None:
         self.rows.append(row)
         if self.dir is None:
             return
-        atomic_save(stats, self.stats_path(key))  # statistics first: a persisted row always has its statistics
+        # statistics first: a persisted row always has its statistics
+        atomic_save(stats, self.stats_path(_file_key(row)))
         atomic_write_text(self.dir / STATE_FILE, json.dumps(
             {"signature": self.signature, "rows": self.rows, "timing": self.timing}, indent=1))
 
@@ -282,8 +298,9 @@ def build_query_table(
     progress: bool = True,
     resize: str | None = None,
     shard: tuple[int, int] | None = None,
+    depths: Sequence[int] | None = None,
 ) -> QueryTable:
-    """Calibrate and evaluate every (width, resolution); the model keeps every configuration's BN statistics.
+    """Calibrate and evaluate every (width, resolution[, depth]); the model keeps every configuration's BN statistics.
 
     Widths that are the same network (:func:`distinct_widths`) are calibrated and evaluated once; their rows
     and statistics are copies. With ``halving``, every network is first validated on that fraction of the
@@ -316,12 +333,22 @@ def build_query_table(
             copy them), for one of ``count`` processes; their ``state_dir`` states together hold the whole
             table (see :func:`mutualnet.search.run.search_checkpoint`). Not with ``halving``, whose
             frontier decisions need every network's hits.
+        depths: depths to evaluate for a model with elastic depth (default: every depth of its trained
+            ``depth_range``; rows then have a ``depth`` column); a model trained without it has no depth column.
     """
     if not resolutions:
         raise MutualNetError("no resolutions to search")
     resolutions = sorted({check_resolution(model, r) for r in resolutions}, reverse=True)
     rng = width_range_of(model)
     widths = [rng.check(w) for w in (widths if widths is not None else rng.grid(width_step))]
+    d_rng = depth_range_of(model)
+    if depths is None:
+        depths = d_rng.grid() if d_rng is not None and d_rng.elastic else []
+    depths = sorted({d_rng.check(d) if d_rng is not None else check_depth(model, d) for d in depths}, reverse=True)
+    levels: list[int | None] = list(depths) or [None]  # None: a table without a depth column
+
+    def bn_key(w: float, r: int, d: int | None) -> str:  # the key BN layers store the statistics under
+        return config_key(w, r, check_depth(model, d))
     if resize_then_crop and not (callable(val_data) and callable(calib_data)
                                  and not isinstance(val_data, Dataset) and not isinstance(calib_data, Dataset)):
         raise MutualNetError("resize_then_crop needs val_data and calib_data as callables resolution -> Dataset")
@@ -345,26 +372,27 @@ def build_query_table(
                  "device": str(dev), "dataset": meta.get("dataset")}
     if halving is not None:
         signature["halving"] = halving
+    if depths:
+        signature["depths"] = depths
     state = _State(Path(state_dir) if state_dir is not None else None, signature)
     state.timing.setdefault("val_images_evaluated", 0)
     table = QueryTable(meta=meta)
-    seen: dict[tuple[float, int], tuple[Tensor, Tensor]] = {}  # per-image hits of each configuration
+    seen: dict[tuple[float, int, int | None], tuple[Tensor, Tensor]] = {}  # per-image hits of each configuration
     for row in state.rows:
-        key = config_key(row["width"], row["resolution"])
-        saved = (_read_stats(state.stats_path(key))
-                 if state.dir is not None and state.stats_path(key).is_file() else {})
-        if _restore_bn_stats(model, key, saved):
+        path = state.stats_path(_file_key(row)) if state.dir is not None else None
+        saved = _read_stats(path) if path is not None and path.is_file() else {}
+        if _restore_bn_stats(model, bn_key(*config_of(row)), saved):
             table.add(row)
             if "_hits1" in saved:
-                seen[(row["width"], row["resolution"])] = (saved["_hits1"] > 0.5, saved["_hits5"] > 0.5)
+                seen[config_of(row)] = (saved["_hits1"] > 0.5, saved["_hits5"] > 0.5)
     state.rows = list(table.rows)
 
     same = distinct_widths(model, widths)
-    distinct = [(w, r) for r in resolutions for w in widths if same[w] == w]
+    distinct = [(w, r, d) for r in resolutions for d in levels for w in widths if same[w] == w]
     mine = set(distinct if shard is None else distinct[shard[0]::shard[1]])  # round-robin: balanced per resolution
     num_distinct = len(distinct)
     distinct = [c for c in distinct if c in mine]
-    total = sum(1 for r in resolutions for w in widths if (same[w], r) in mine)
+    total = sum(1 for r in resolutions for d in levels for w in widths if (same[w], r, d) in mine)
     start = time.perf_counter()
     bar = tqdm(total=total, initial=len(table), desc="search", unit="cfg", disable=not progress, dynamic_ncols=True)
     data: dict = {"for": None}
@@ -383,61 +411,63 @@ def build_query_table(
             data["for"] = src_res
         return data["calib"], data["val"]
 
-    def run(w: float, r: int, upto: int | None) -> None:
-        """Make sure (w, r) is calibrated and validated on the first ``upto`` images (None: all)."""
+    def run(w: float, r: int, d: int | None, upto: int | None) -> None:
+        """Make sure (w, r, d) is calibrated and validated on the first ``upto`` images (None: all)."""
         calib, val = load(r)
         n_all = _num_images(val)
         upto = n_all if upto is None else min(upto, n_all)
-        row, key = table.find(w, r), config_key(w, r)
+        row, key = table.find(w, r, d), bn_key(w, r, d)
         if row is not None and row.get("val_images", n_all) >= upto:
             return
-        bar.set_postfix_str(f"w={w:g} r={r}")
+        bar.set_postfix_str(f"w={w:g} r={r}" + ("" if d is None else f" d={d}"))
         if row is None:
             res = calibrate(model, calib, w, r, num_images=calib_images, batch_size=calib_bs, device=dev,
-                            resize=resize)
+                            resize=resize, depth=d)
             state.timing["calib_s"] += res.seconds
             state.timing["calib_images"] += res.num_images
             t1 = time.perf_counter()
-            prof = profile(model, w, r)
+            prof = profile(model, w, r, depth=d)
             t2 = time.perf_counter()
             lat = None  # timed once per distinct network: widths rounding to the same channels copy this row
             if latency:
                 lat = measure_latency(model, w, r, device=str(dev), batch_size=latency_batch_size,
-                                      threads=threads).median_ms
+                                      threads=threads, depth=d).median_ms
             state.timing["profile_s"] += t2 - t1
             state.timing["latency_s"] += time.perf_counter() - t2
             row = {"width": w, "resolution": r, "macs": prof.macs, "params": prof.params, "latency_ms": lat}
-        have = seen.get((w, r), (torch.zeros(0, dtype=torch.bool),) * 2)
+            if d is not None:
+                row["depth"] = d
+        have = seen.get((w, r, d), (torch.zeros(0, dtype=torch.bool),) * 2)
         t0 = time.perf_counter()
-        more = hits(model, _batches(val, batch_size, len(have[0]), upto), w, r, device=dev, resize=resize)
+        more = hits(model, _batches(val, batch_size, len(have[0]), upto), w, r, device=dev, resize=resize, depth=d)
         state.timing["eval_s"] += time.perf_counter() - t0
         state.timing["val_images_evaluated"] += len(more[0])
         h1, h5 = torch.cat([have[0], more[0]]), torch.cat([have[1], more[1]])
         if len(h1) == 0:
             raise MutualNetError("the validation set is empty")
-        seen[(w, r)] = (h1, h5)
-        row = {k: row[k] for k in ("width", "resolution", "macs", "params", "latency_ms")} | {
+        seen[(w, r, d)] = (h1, h5)
+        row = {k: row[k] for k in ("width", "resolution", "depth", "macs", "params", "latency_ms") if k in row} | {
             "top1": 100.0 * float(h1.float().mean()), "top5": 100.0 * float(h5.float().mean())}
         if halving is not None:
             row["val_images"] = len(h1)
-        new = table.find(w, r) is None
+        new = table.find(w, r, d) is None
         table.add(row)
         # hits are stored as floats: the guarded reader accepts floating-point tensors only
         stats = _bn_stats(model, key) | ({"_hits1": h1.float(), "_hits5": h5.float()} if halving is not None else {})
-        state.rows = [x for x in state.rows if (x["width"], x["resolution"]) != (w, r)]
-        state.commit(row, stats, key)
+        state.rows = [x for x in state.rows if config_of(x) != (w, r, d)]
+        state.commit(row, stats)
         bar.update(int(new))
 
     try:
         if halving is None:
-            for w, r in distinct:
-                run(w, r, None)
+            for w, r, d in distinct:
+                run(w, r, d, None)
         else:
             n_all = _num_images(load(resolutions[0])[1])
             n, alive = max(1, math.ceil(halving * n_all)), list(distinct)
             while True:
-                for w, r in alive:
-                    run(w, r, n)
+                for w, r, d in alive:
+                    run(w, r, d, n)
                 top1_hits = {c: seen[c][0] for c in distinct}
                 macs = {c: table.find(*c)["macs"] for c in distinct}
                 keep = can_reach_frontier(top1_hits, macs)
@@ -446,20 +476,19 @@ def build_query_table(
                     break
                 n = min(2 * n, n_all)
             # a row measured on part of the images never stands on the final frontier
-            while short := [(r["width"], r["resolution"]) for r in table.rows
-                            if r["pareto"] and r.get("val_images", n_all) < n_all]:
-                for w, r in short:
-                    run(w, r, None)
-        for w, r in ((w, r) for r in resolutions for w in widths
-                     if same[w] != w and (same[w], r) in mine and table.find(w, r) is None):
-            src = table.find(same[w], r)
-            key, src_key = config_key(w, r), config_key(same[w], r)
+            while short := [config_of(r) for r in table.rows if r["pareto"] and r.get("val_images", n_all) < n_all]:
+                for w, r, d in short:
+                    run(w, r, d, None)
+        for w, r, d in ((w, r, d) for r in resolutions for d in levels for w in widths
+                        if same[w] != w and (same[w], r, d) in mine and table.find(w, r, d) is None):
+            src = table.find(same[w], r, d)
+            key, src_key = bn_key(w, r, d), bn_key(same[w], r, d)
             for m in model.modules():
                 if isinstance(m, SlimmableBatchNorm2d) and src_key in m.calibrated:
                     m.calibrated[key] = m.calibrated[src_key]
-            row = {k: src.get(k) for k in (*_ROW_FIELDS, "val_images") if k in src} | {"width": w}
+            row = {k: src.get(k) for k in (*_ROW_FIELDS, "depth", "val_images") if k in src} | {"width": w}
             table.add(row)
-            state.commit(row, _bn_stats(model, key), key)
+            state.commit(row, _bn_stats(model, key))
             bar.update(1)
     finally:
         bar.close()
@@ -467,6 +496,7 @@ def build_query_table(
     search_s = t["calib_s"] + t["eval_s"] + t["profile_s"] + t["latency_s"]
     table.meta.update({
         "widths": widths, "resolutions": resolutions, "val_images": val_images,
+        **({"depths": depths} if depths else {}),
         "resize_then_crop": resize_then_crop, "resize": resize, "device": str(dev),
         "distinct_networks": num_distinct,
         "calibration": {"images": int(t.get("calib_images_per_config", calib_images)), "batch_size": calib_bs,

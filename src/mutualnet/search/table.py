@@ -7,7 +7,9 @@ table is a JSON file a person can read (plus a CSV beside it); rows are plain di
     {"width": 0.35, "resolution": 192, "top1": 61.2, "top5": 83.0, "macs": 59_812_352, "params": 1_113_000,
      "mflops": 59.8, "latency_ms": 3.1 or None, "pareto": true}
 
-``pareto`` marks the frontier by MACs: no cheaper-or-equal configuration is at least as accurate.
+``pareto`` marks the frontier by MACs: no cheaper-or-equal configuration is at least as accurate. A table of a
+model with elastic depth has a ``depth`` column too (blocks per stage; the full depth is a number like the
+others); a row without one is at full depth, so tables written before depth existed read as they were.
 
 The accuracy a table ranks by is its ``metric``: ``top1`` for classification, ``box_ap`` or ``mask_ap`` for
 detection tables (whose rows carry COCO AP in [0, 1] instead of top-1/top-5), so selection, frontiers and
@@ -29,8 +31,8 @@ from ..errors import MutualNetError
 from ..io import MAX_JSON_DEPTH, atomic_write_text, json_depth, read_json
 from ..validate import check_float, check_int, check_pixels, check_width
 
-__all__ = ["QueryTable", "ROW_KEYS", "OPTIONAL_KEYS", "DETECTION_KEYS", "METRICS", "RUNTIMES", "TABLE_FORMAT",
-           "latency_column", "pareto_frontier", "atomic_write_text", "fits_budget", "MFLOPS_DECIMALS",
+__all__ = ["QueryTable", "config_of", "ROW_KEYS", "OPTIONAL_KEYS", "DETECTION_KEYS", "METRICS", "RUNTIMES",
+           "TABLE_FORMAT", "latency_column", "pareto_frontier", "atomic_write_text", "fits_budget", "MFLOPS_DECIMALS",
            "LATENCY_DECIMALS"]
 
 TABLE_FORMAT = "mutualnet-query-table"
@@ -39,7 +41,12 @@ RUNTIMES = ("eager", "torchscript", "onnxruntime")  # see mutualnet.deploy.runti
 # columns a table has only when it was built that way: validation images of a row (successive halving), the
 # latency on each runtime it was measured on (``latency_ms`` is the one of the runtime it is deployed with)
 # and, for a table measured on held-out images, the test-set accuracy of each row (reported, never ranked by)
-OPTIONAL_KEYS = ("val_images", "test_top1", "test_top5") + tuple(f"latency_{rt}_ms" for rt in RUNTIMES)
+OPTIONAL_KEYS = ("depth", "val_images", "test_top1", "test_top5") + tuple(f"latency_{rt}_ms" for rt in RUNTIMES)
+
+
+def config_of(row: dict) -> tuple[float, int, int | None]:
+    """A row's configuration ``(width, resolution, depth)``; depth None: full depth (a table without depth)."""
+    return row["width"], row["resolution"], row.get("depth")
 
 
 def latency_column(runtime: str | None = None) -> str:
@@ -118,8 +125,9 @@ def _short(row: object) -> str:
 def _describe(row: dict, lat_key: str = "latency_ms", metric: str = "top1") -> str:
     lat = f", {row[lat_key]:.{LATENCY_DECIMALS}f} ms" if row.get(lat_key) is not None else ""
     score = f"top-1 {row['top1']:.2f}%" if metric == "top1" else f"{METRICS[metric]} {row[metric]:.4g}"
-    return (f"width {row['width']:g} at {row['resolution']} px ({row['mflops']:.{MFLOPS_DECIMALS}f} MFLOPs{lat}, "
-            f"{score})")
+    depth = f", depth {row['depth']}" if row.get("depth") is not None else ""
+    return (f"width {row['width']:g} at {row['resolution']} px{depth} ({row['mflops']:.{MFLOPS_DECIMALS}f} "
+            f"MFLOPs{lat}, {score})")
 
 
 @dataclass
@@ -159,6 +167,10 @@ class QueryTable:
                 lat = r.get(k)
                 if k == "latency_ms" or k in r:
                     r[k] = None if lat is None or lat == "" else check_float(lat, k, 0.0)
+            if r.get("depth") not in (None, ""):
+                r["depth"] = check_int(_as_int(r["depth"]), "depth", 1, 1024)
+            else:
+                r.pop("depth", None)
             for k in ("test_top1", "test_top5"):
                 if r.get(k) in (None, ""):
                     r.pop(k, None)
@@ -196,9 +208,9 @@ class QueryTable:
     def add(self, row: dict) -> dict:
         """Add (or replace) the row of one configuration and re-mark the frontier."""
         row = self._normalise(row)
-        self.rows = [r for r in self.rows if (r["width"], r["resolution"]) != (row["width"], row["resolution"])]
+        self.rows = [r for r in self.rows if config_of(r) != config_of(row)]
         self.rows.append(row)
-        self.rows.sort(key=lambda r: (-r["resolution"], r["width"]))
+        self.rows.sort(key=lambda r: (-r["resolution"], -r.get("depth", 0), r["width"]))
         self.mark_pareto()
         return row
 
@@ -207,9 +219,18 @@ class QueryTable:
         for r in self.rows:
             r["pareto"] = id(r) in front
 
-    def find(self, width: float, resolution: int) -> dict | None:
+    @property
+    def full_depth(self) -> int | None:
+        """The deepest depth of the rows (a table with a depth column), None for a table without depth."""
+        return max((r["depth"] for r in self.rows if r.get("depth") is not None), default=None)
+
+    def find(self, width: float, resolution: int, depth: int | None = None) -> dict | None:
+        """The row of (``width``, ``resolution``, ``depth``); depth None: the full depth."""
+        full = self.full_depth
+        want = full if depth is None else int(depth)
         for r in self.rows:
-            if abs(r["width"] - width) < 1e-6 and r["resolution"] == int(resolution):
+            if (abs(r["width"] - width) < 1e-6 and r["resolution"] == int(resolution)
+                    and r.get("depth", full) == want):
                 return r
         return None
 
@@ -287,7 +308,11 @@ class QueryTable:
         the optional ones some row has."""
         keys = list(ROW_KEYS) if self.metric == "top1" else [k for k in _row_keys(self.metric)
                                                               if any(k in r for r in self.rows)]
-        return keys + [k for k in OPTIONAL_KEYS if any(r.get(k) is not None for r in self.rows)]
+        optional = [k for k in OPTIONAL_KEYS if any(r.get(k) is not None for r in self.rows)]
+        if "depth" in optional:  # beside the other two dimensions of a configuration
+            optional.remove("depth")
+            keys.insert(keys.index("resolution") + 1, "depth")
+        return keys + optional
 
     def to_dict(self) -> dict:
         cols = self.columns()

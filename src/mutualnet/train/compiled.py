@@ -60,10 +60,8 @@ class CompiledModel:
         """Distinct sub-networks (below the top width) seen so far: at most one graph each per resolution."""
         return len(self._first)
 
-    def set_width(self, width: float) -> None:
-        self.model.set_width(width)
-
-    # the model's configuration is the compiled one's: mutualnet.use_config(compiled, w, r) switches the model
+    # the model's configuration is the compiled one's: mutualnet.use_config(compiled, w, r, d) (the one writer)
+    # checks against these ranges and switches the model's state
     @property
     def slim_state(self):  # noqa: ANN201
         return self.model.slim_state
@@ -71,6 +69,10 @@ class CompiledModel:
     @property
     def width_range(self):  # noqa: ANN201
         return self.model.width_range
+
+    @property
+    def depth_range(self):  # noqa: ANN201
+        return getattr(self.model, "depth_range", None)
 
     @property
     def min_resolution(self) -> int:

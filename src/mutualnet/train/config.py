@@ -42,6 +42,9 @@ REGULARIZE = ("all", "widest")  # train.regularize
 class ModelConfig:
     name: str = "mobilenet_v1"
     width_range: list[float] | None = None  # [lo, hi]; None: the model's default
+    # elastic depth (a third dimension of the sandwich): [lo, hi] blocks per stage, hi the model's full depth;
+    # None (the default, and the paper's recipes): full depth only
+    depth_range: list[int] | None = None
     num_classes: int | None = None  # None: the dataset's
     args: dict[str, Any] = field(default_factory=dict)  # extra create_model keyword arguments
     init: str | None = None  # transfer: pretrained weights (mutualnet checkpoint / torchvision state dict)
@@ -199,6 +202,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 # naming its key); list entries are checked item by item. (lo, hi, lo_open); None: unbounded on that side.
 _BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
     "model.width_range": (0, MAX_WIDTH, True),
+    "model.depth_range": (1, 1024, False),
     "model.num_classes": (1, MAX_CLASSES, False),
     "data.input_size": (8, MAX_RESOLUTION, False),
     "data.batch_size": (1, 1 << 20, False),
@@ -405,6 +409,9 @@ def resolve(cfg: TrainConfig, dataset: dict | None = None) -> TrainConfig:
         if t.mode == "single":
             res = [res[0] if t.resolution is None else t.resolution]
     m.width_range, t.resolutions = [float(lo), float(hi)], [int(x) for x in res]
+    if m.depth_range is not None and (len(m.depth_range) != 2 or not 1 <= m.depth_range[0] <= m.depth_range[1]):
+        raise MutualNetError(f"model.depth_range must be [lo, hi] blocks per stage with 1 <= lo <= hi, "
+                             f"got {m.depth_range}")
     if dataset is not None:
         adopt_dataset(m, dataset)
     if d.input_size is None:

@@ -42,7 +42,7 @@ from ..errors import MutualNetError
 from ..evaluate import evaluate
 from ..extras import missing
 from ..io import atomic_write_text
-from ..layers import SlimmableBatchNorm2d, config_key, zero_init_residual
+from ..layers import SlimmableBatchNorm2d, check_depth, config_key, zero_init_residual
 from ..models import create_model
 from ..threads import training_threads
 from .compiled import CompiledModel
@@ -170,15 +170,16 @@ def _gather(obj: Any, info: DistInfo) -> list:
 
 # -- evaluation -------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def _calibrated(model: nn.Module, batches: list, width: float, resolution: int):
-    """Re-estimate BN statistics at ``(width, resolution)`` for the block, then drop them again.
+def _calibrated(model: nn.Module, batches: list, width: float, resolution: int, depth: int | None = None):
+    """Re-estimate BN statistics at ``(width, resolution, depth)`` for the block, then drop them again.
 
     Shared running statistics are only right for the widest sub-network; any other configuration needs
     its own (the paper's post-statistics, :func:`mutualnet.calibrate.calibrate`). They are removed
     afterwards so training checkpoints never hold statistics that go stale.
     """
     images = torch.cat(batches)
-    key = calibrate(model, images, width, resolution, num_images=len(images), batch_size=len(batches[0])).key
+    key = calibrate(model, images, width, resolution, num_images=len(images), batch_size=len(batches[0]),
+                    depth=depth).key
     try:
         yield
     finally:
@@ -294,7 +295,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         if r.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        subnets = sample_subnets(t.mode, cfg.model.width_range, t.resolutions, t.num_subnets, sampler_gen)
+        subnets = sample_subnets(t.mode, cfg.model.width_range, t.resolutions, t.num_subnets, sampler_gen,
+                                 depth_range=cfg.model.depth_range)
         step_model = compiled or model
         if step_model is not model:  # compiled: the same networks, a finite number of graphs
             subnets = step_model.snap_subnets(subnets)
@@ -367,6 +369,8 @@ def resume_config(path: str | Path, overrides: list[str] | None = None) -> Train
     ckpt = _load_train_checkpoint(path)
     saved = ckpt["config"]
     saved.setdefault("model", {}).setdefault("width_range", list(ckpt["model_args"]["width_range"]))  # stored once
+    if ckpt["model_args"].get("depth_range") is not None:
+        saved["model"].setdefault("depth_range", list(ckpt["model_args"]["depth_range"]))
     saved["run"]["out"] = str(Path(path).parent)  # where the run is now (the folder may have moved)
     data = apply_overrides(copy.deepcopy(saved), overrides)
     changes = check_resume_changes(saved, data)
@@ -440,7 +444,9 @@ def build_data(cfg: TrainConfig, data_info: DatasetInfo, info: DistInfo, device:
 def build_model(cfg: TrainConfig, device: torch.device, info: DistInfo, *, pretrained: bool = True) -> nn.Module:
     """The model of ``cfg.model`` on ``device`` (with ``model.init`` weights when ``pretrained``)."""
     m, t, r = cfg.model, cfg.train, cfg.run
-    model = create_model(m.name, num_classes=m.num_classes, width_range=tuple(m.width_range), **m.args)
+    depth_range = None if m.depth_range is None else tuple(m.depth_range)
+    model = create_model(m.name, num_classes=m.num_classes, width_range=tuple(m.width_range),
+                         depth_range=depth_range, **m.args)
     model.resize_mode = cfg.data.resize  # calibration and evaluation resize as training does
     if m.zero_init_residual and not zero_init_residual(model):
         raise MutualNetError(f"model.zero_init_residual: {m.name} has no residual blocks; leave the setting off")
@@ -487,23 +493,27 @@ def restore(ckpt: dict, source: str | Path, model: nn.Module, optimizer: torch.o
 
 def validate(model: nn.Module, data: TrainData, cfg: TrainConfig, state: TrainState, device: torch.device,
              info: DistInfo) -> dict:
-    """A ``val`` metrics row: the widest configuration, and the narrowest with BN statistics re-estimated."""
+    """A ``val`` metrics row: the widest configuration, and the narrowest (the shallowest too, with elastic depth)
+    with BN statistics re-estimated."""
     t, r = cfg.train, cfg.run
     lo, hi = cfg.model.width_range
-    configs = {"widest": (hi, t.resolutions[0])}
-    if (lo, t.resolutions[-1]) != (hi, t.resolutions[0]):
-        configs["narrowest"] = (lo, t.resolutions[-1])
+    d_lo = cfg.model.depth_range[0] if cfg.model.depth_range and t.mode not in SINGLE_NETWORK_MODES else None
+    configs = {"widest": (hi, t.resolutions[0], None)}
+    if (lo, t.resolutions[-1], d_lo) != (hi, t.resolutions[0], None):
+        configs["narrowest"] = (lo, t.resolutions[-1], d_lo)
     kw = {"device": device, "autocast": autocast_for(r.amp, device), "max_batches": r.val_batches,
           "distributed": info.enabled, "channels_last": r.channels_last}
     row = {"kind": "val", "split": "holdout" if cfg.data.holdout else "test", "epoch": state.epoch, "step": state.step}
-    for tag, (w, res) in configs.items():
+    for tag, (w, res, depth) in configs.items():
+        depth = check_depth(model, depth)
         if tag == "widest":
             out = evaluate(model, data.val, w, res, **kw)
         else:
             batches = [x.to(device) for x, _ in _take(data.calib, r.calib_batches)]
-            with _calibrated(model, batches, w, res):
-                out = evaluate(model, data.val, w, res, **kw)
-        row |= {f"{k}_{tag}": out[k] for k in ("top1", "top5", "loss")} | {f"config_{tag}": config_key(w, res)}
+            with _calibrated(model, batches, w, res, depth):
+                out = evaluate(model, data.val, w, res, depth=depth, **kw)
+        row |= {f"{k}_{tag}": out[k] for k in ("top1", "top5", "loss")} | {
+            f"config_{tag}": config_key(w, res, depth)}
     model.train()
     return row
 
@@ -578,6 +588,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
                             d.resize)})
         config = config_to_dict(cfg)
         config["model"].pop("width_range", None)  # stored once, in model_args
+        config["model"].pop("depth_range", None)  # likewise (a run without elastic depth: its config as before)
         checkpointer = Checkpointer(run_dir, model, optimizer, scheduler, scaler, sampler_gen, info, meta=meta,
                                     config=config, steps_per_epoch=data.steps_per_epoch, clock=clock)
         guard = DivergenceGuard()

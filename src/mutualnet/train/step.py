@@ -3,7 +3,8 @@
 Each iteration trains a few sub-networks of one weight-shared network (the *sandwich rule*): the widest
 at the highest resolution on the labels, and the narrowest plus ``n - 2`` random widths, each at its own
 random resolution, distilled from the widest's prediction. Because the sub-networks share weights, the
-accumulated gradient mixes what every width learns at every resolution.
+accumulated gradient mixes what every width learns at every resolution. A model with elastic stages may add
+depth as a third dimension (the narrowest is then also the shallowest; the random ones get random depths).
 
 :func:`sample_subnets` decides *what* runs (one list per training mode, so the paper's baselines share
 this code); :func:`train_step` runs it.
@@ -12,6 +13,7 @@ this code); :func:`train_step` runs it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,16 +35,22 @@ __all__ = ["SubNet", "sample_subnets", "train_step", "distill_loss", "alpha_dive
 
 @dataclass(frozen=True)
 class SubNet:
-    """One sub-network of an iteration: its width, its input side and its target."""
+    """One sub-network of an iteration: its width, its input side, its target and its depth."""
 
     width: float
     resolution: int
     target: str  # "labels" (cross-entropy) or "teacher" (KL to the first sub-network's detached prediction)
+    depth: int | None = None  # blocks each elastic stage runs; None: all (full depth)
 
 
 def sample_subnets(mode: str, width_range: tuple[float, float], resolutions: list[int], n: int,
-                   generator: torch.Generator) -> list[SubNet]:
+                   generator: torch.Generator, depth_range: tuple[int, int] | None = None) -> list[SubNet]:
     """The sub-networks one iteration trains, widest first (its prediction is the teacher).
+
+    With a ``depth_range`` ``(lo, hi)`` (elastic depth, as in Once-for-All and BigNAS) the sandwich is three
+    dimensional: the widest runs at full depth, the narrowest at depth ``lo``, the random ones at a random
+    depth in ``[lo, hi]``. Without one (the default) nothing else is drawn, so the plan is the paper's, draw
+    for draw.
 
     Args:
         mode: ``mutual``, ``usnet``, ``usnet_msaug``, ``mutual_gt``, ``msaug`` or ``single``
@@ -51,7 +59,21 @@ def sample_subnets(mode: str, width_range: tuple[float, float], resolutions: lis
         resolutions: Training resolutions, highest first (``single``: the one resolution).
         n: Sub-networks per iteration in the sandwich modes.
         generator: The source of randomness; every process uses the same seed, so all draw the same plan.
+        depth_range: ``(lo, hi)`` depths of a model with elastic stages (``hi`` its full depth); None or
+            ``lo == hi``: full depth only.
     """
+    subnets = _sample_2d(mode, width_range, resolutions, n, generator)
+    if depth_range is None or depth_range[0] >= depth_range[1] or len(subnets) < 2:
+        return subnets
+    d_lo, d_hi = int(depth_range[0]), int(depth_range[1])
+    depths = [d_lo] + [int(torch.randint(d_lo, d_hi + 1, (1,), generator=generator)) for _ in subnets[2:]]
+    return subnets[:1] + [dataclasses.replace(s, depth=None if d == d_hi else d)
+                          for s, d in zip(subnets[1:], depths)]
+
+
+def _sample_2d(mode: str, width_range: tuple[float, float], resolutions: list[int], n: int,
+               generator: torch.Generator) -> list[SubNet]:
+    """The paper's plan: widths and resolutions (see :func:`sample_subnets`)."""
     lo, hi = width_range
 
     def rand_res() -> int:
@@ -205,7 +227,7 @@ def train_step(model: nn.Module, images: Tensor, labels: Tensor, subnets: list[S
     teacher, losses = None, []
     for i, net in enumerate(subnets):
         x = resize_batch(images, net.resolution, resize)
-        with (use_config(model, net.width, net.resolution), autocast or contextlib.nullcontext(),
+        with (use_config(model, net.width, net.resolution, net.depth), autocast or contextlib.nullcontext(),
               _dropout(model, on=i == 0 or regularize == "all")):
             logits = one_output(model(x))
         if net.target == "labels":

@@ -1,0 +1,232 @@
+"""Elastic depth: the third dimension of the configuration (a stage at depth d runs its first d blocks)."""
+
+import copy
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import mutualnet as mn
+from mutualnet.calibrate import calibrate
+from mutualnet.errors import MutualNetError
+from mutualnet.layers import ElasticSequential, SlimmableBatchNorm2d, active_num_params, config_key, skipped_blocks
+from mutualnet.search import build_query_table
+from mutualnet.search.table import QueryTable
+from mutualnet.train.step import SubNet, sample_subnets, train_step
+
+# (model, input size, extra args): every family with elastic stages, at tiny inputs
+FAMILIES = [("resnet20_cifar", 16, {}), ("resnet18", 32, {"num_classes": 10}), ("wide_resnet16_4", 8, {}),
+            ("mobilenet_v2_cifar", 16, {}), ("mobilenet_v1_cifar", 16, {})]
+
+
+def _elastic(name="resnet20_cifar", **kw):
+    torch.manual_seed(0)
+    full = mn.create_model(name, **kw).depth_range.hi
+    return mn.create_model(name, depth_range=(1, full), **kw)
+
+
+def _as_plain(model):
+    """The same weights with every elastic stage an ``nn.Sequential``: the network as it was before depth."""
+    plain = copy.deepcopy(model)
+    for m in plain.modules():
+        if isinstance(m, ElasticSequential):
+            m.__class__ = nn.Sequential
+    return plain
+
+
+@pytest.mark.parametrize("name", ["resnet20_cifar", "mobilenet_v2_cifar"])
+def test_full_depth_is_bit_identical_to_the_plain_network(name):
+    model = _elastic(name)
+    plain = _as_plain(model)
+    x = torch.randn(4, 3, 16, 16)
+    for w in (model.width_range.lo, 1.0):
+        out = []
+        for m in (model, plain):
+            m.zero_grad()
+            mn.set_width(m, w)
+            torch.manual_seed(1)  # the same dropout masks
+            out.append(m(x))
+            out[-1].square().sum().backward()
+        assert torch.equal(*out)
+        for (n, a), b in zip(model.named_parameters(), plain.parameters()):
+            assert torch.equal(a.grad, b.grad), n
+    for a, b in zip(model.state_dict().values(), plain.state_dict().values()):  # running statistics too
+        assert torch.equal(a, b)
+    # a model built without depth_range holds the same keys and checkpoints the same arguments as before
+    default = mn.create_model(name)
+    assert list(default.state_dict()) == list(model.state_dict()) and "depth_range" not in default.model_args
+    assert default.depth_range.lo == default.depth_range.hi
+
+
+def test_depth_is_part_of_the_configuration_and_checked():
+    model = _elastic()
+    assert model.depth_range == (1, 3) and mn.get_depth(model) is None
+    with mn.use_config(model, 0.5, 16, 2):
+        assert (mn.get_config(model), mn.get_depth(model)) == ((0.5, 16), 2)
+        assert len(skipped_blocks(model)) == 3  # the third block of each of the 3 stages
+        with mn.use_config(model, 1.0, 16, 3):  # the full depth, held as None
+            assert mn.get_depth(model) is None and not skipped_blocks(model)
+        assert mn.get_depth(model) == 2
+    assert mn.get_depth(model) is None
+    mn.set_config(model, 0.5, 16, 1)
+    for bad in (0, 4, 1.5, "2", True):
+        with pytest.raises(MutualNetError):
+            mn.set_config(model, 1.0, 20, bad)
+    assert (mn.get_config(model), mn.get_depth(model)) == ((0.5, 16), 1)  # a refused configuration changes nothing
+    with pytest.raises(MutualNetError, match="trained depth range"):
+        mn.set_config(mn.create_model("resnet20_cifar"), 1.0, 16, 2)  # trained without elastic depth
+    with pytest.raises(MutualNetError, match="no elastic depth"):
+        mn.set_config(mn.create_model("vgg16_bn"), 1.0, 32, 2)
+    with pytest.raises(MutualNetError, match="bad arguments"):
+        mn.create_model("resnet20_cifar", depth_range=(1, 2))  # hi must be the full depth
+
+
+@pytest.mark.parametrize("name,res,kw", FAMILIES)
+def test_shallow_network_materialises_to_plain_layers_without_the_skipped_blocks(name, res, kw):
+    model = _elastic(name, **kw).eval()
+    lo, x = model.width_range.lo, torch.randn(2, 3, res, res)
+    with mn.allow_uncalibrated(model):
+        for d in range(1, model.depth_range.hi + 1):
+            with mn.use_config(model, lo, res, d):
+                y, n = model(x), active_num_params(model)
+            dense = mn.materialize(model, lo, res, d)
+            assert not any(isinstance(m, ElasticSequential) or mn.layers.is_slimmable(m) for m in dense.modules())
+            assert sum(p.numel() for p in dense.parameters()) == n
+            torch.testing.assert_close(dense(x), y, rtol=1e-4, atol=1e-5)
+        macs = [mn.profile(model, lo, res, depth=d).macs for d in range(1, model.depth_range.hi + 1)]
+    assert macs == sorted(macs) and macs[0] < macs[-1]  # exact: the skipped blocks cost nothing
+
+
+def test_calibration_at_a_depth_below_full_is_exact_and_keyed_by_it():
+    model = _elastic()
+    images = torch.randn(50, 3, 16, 16)
+    inputs: dict[str, list[torch.Tensor]] = {}
+    bns = {n: m for n, m in model.named_modules() if isinstance(m, SlimmableBatchNorm2d)}
+    hooks = [m.register_forward_pre_hook(lambda mod, a, n=n: inputs.setdefault(n, []).append(a[0].detach()))
+             for n, m in bns.items()]
+    result = calibrate(model, images, 0.5, 16, num_images=50, batch_size=16, depth=2)
+    for h in hooks:
+        h.remove()
+    key = config_key(0.5, 16, 2)
+    assert result.key == key == "w0.500_r16_d2" and result.depth == 2
+    assert "layer3.1.bn1" in inputs and "layer3.2.bn1" not in inputs  # the third block of a stage never ran
+    for name, bn in bns.items():
+        if name not in inputs:
+            assert key not in bn.calibrated
+            continue
+        xs = torch.cat(inputs[name]).double().transpose(0, 1).flatten(1)
+        mean, var = bn.calibrated[key]
+        torch.testing.assert_close(mean.double(), xs.mean(1), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(var.double(), xs.var(1), rtol=1e-5, atol=1e-6)
+    model.eval()
+    with mn.use_config(model, 0.5, 16, 2):
+        model(images[:2])  # calibrated
+    with mn.use_config(model, 0.5, 16), pytest.raises(MutualNetError, match="no calibrated"):
+        model(images[:2])  # the full depth at 0.5 is another configuration
+    with mn.use_config(model, 1.0, 16, 2), pytest.raises(MutualNetError, match="--depth 2"):
+        model(images[:2])  # the top width below full depth may not use the running statistics
+
+
+def test_sandwich_with_depth_trains_deepest_widest_and_shallowest_narrowest():
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    plain = sample_subnets("mutual", (0.25, 1.0), [28, 24, 20], 4, g1)
+    assert all(s.depth is None for s in plain)
+    assert sample_subnets("mutual", (0.25, 1.0), [28, 24, 20], 4, g2, depth_range=(3, 3)) == plain  # same draws
+    seen = set()
+    for _ in range(20):
+        nets = sample_subnets("mutual", (0.25, 1.0), [28, 24, 20], 4, g1, depth_range=(1, 3))
+        assert (nets[0].width, nets[0].resolution, nets[0].depth) == (1.0, 28, None)
+        assert (nets[1].width, nets[1].depth) == (0.25, 1)
+        seen |= {s.depth for s in nets[2:]}
+    assert seen == {1, 2, None}  # random depths, the full one held as None
+    model = _elastic()
+    x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,))
+    losses = train_step(model, x, y, sample_subnets("mutual", (0.25, 1.0), [16, 12], 4, g1, depth_range=(1, 3)))
+    assert losses.shape == (4,) and torch.isfinite(losses).all() and mn.get_depth(model) is None
+    # only the deepest-widest moves the shared running statistics: the widest below full depth does not
+    before = model.layer1[0].bn1.running_mean.clone()
+    train_step(model, x, y, [SubNet(1.0, 16, "labels", 2)])
+    assert torch.equal(model.layer1[0].bn1.running_mean, before)
+    train_step(model, x, y, [SubNet(1.0, 16, "labels")])
+    assert not torch.equal(model.layer1[0].bn1.running_mean, before)
+
+
+def test_query_table_has_a_depth_column_and_selects_shallow_networks(tmp_path):
+    from mutualnet.data.synthetic import SyntheticImages
+
+    model = _elastic(num_classes=4).eval()
+    tr, va = SyntheticImages(32, 4, 16), SyntheticImages(40, 4, 16, offset=32)
+    table = build_query_table(model, va, tr, resolutions=[16, 8], widths=[0.25, 1.0], calib_images=32,
+                              batch_size=40, progress=False, state_dir=tmp_path)
+    assert len(table) == 2 * 2 * 3 and table.meta["depths"] == [3, 2, 1] and table.full_depth == 3
+    assert table.columns()[:3] == ["width", "resolution", "depth"]
+    cheapest = min(table.rows, key=lambda r: r["macs"])
+    assert (cheapest["width"], cheapest["resolution"], cheapest["depth"]) == (0.25, 8, 1)
+    assert table.find(1.0, 16)["depth"] == 3 and table.find(1.0, 16, 1)["macs"] < table.find(1.0, 16)["macs"]
+    for r in table.rows:  # every row's statistics are held under its key (the full depth: the 2-D key)
+        d = None if r["depth"] == 3 else r["depth"]
+        key = config_key(r["width"], r["resolution"], d)
+        assert key in model.layer1[0].bn1.calibrated
+        with mn.use_config(model, r["width"], r["resolution"], r["depth"]):
+            assert mn.profile(model, r["width"], r["resolution"], depth=r["depth"]).macs == r["macs"]
+    assert "depth 1" in table.describe(table.select(max_mflops=cheapest["mflops"]))
+    table.save(tmp_path / "t.json")
+    back = QueryTable.load(tmp_path / "t.json")
+    assert back.rows == table.rows and "depth" in (tmp_path / "t.csv").read_text().splitlines()[0]
+    # a 2-D table (a model without elastic depth) has no depth column, and reads every row as full depth
+    flat = QueryTable(rows=[{k: v for k, v in r.items() if k != "depth"} for r in table.rows if r["depth"] == 3])
+    assert "depth" not in flat.columns() and flat.find(1.0, 16)["top1"] == table.find(1.0, 16)["top1"]
+
+
+def test_depth_end_to_end_train_search_select_export_calibrate(tmp_path, capsys):
+    """``model.depth_range`` opts a recipe in; train, search, select, export (ONNX) and calibrate carry the depth."""
+    import onnxruntime as ort
+
+    from mutualnet.checkpoint import load_checkpoint, model_from_checkpoint
+    from mutualnet.cli import main
+    from mutualnet.train import load_config, train
+
+    cfg = load_config(None, [
+        "model.name=resnet20_cifar", "model.width_range=[0.25, 1.0]", "model.depth_range=[1, 3]",
+        "data.name=synthetic", "data.synthetic_length=16", "data.batch_size=8", "data.workers=0",
+        "train.resolutions=[16, 8]", "train.epochs=1", "run.device=cpu", "run.progress=false",
+        "run.calib_batches=1", f"run.out={tmp_path / 'run'}"])
+    run_dir = train(cfg)
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    assert ckpt["model_args"]["depth_range"] == [1, 3] and "depth_range" not in ckpt["config"]["model"]
+    val = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["config_narrowest"] for r in val if r["kind"] == "val"] == ["w0.250_r8_d1"]  # the shallowest too
+    assert model_from_checkpoint(ckpt).depth_range == (1, 3)
+    out = tmp_path / "search"
+    assert main(["search", "--checkpoint", str(run_dir / "last.pt"), "--out", str(out), "--width-step", "0.75",
+                 "--calib-images", "8", "--val-images", "8", "--eval-batch-size", "8", "--workers", "0",
+                 "--no-progress"]) == 0
+    table = QueryTable.load(out / "query_table.json")
+    assert sorted({r["depth"] for r in table.rows}) == [1, 2, 3] and len(table) == 2 * 2 * 3
+    cheapest = min(table.rows, key=lambda r: r["macs"])
+    capsys.readouterr()
+    assert main(["select", "--table", str(out / "query_table.json"), "--max-mflops", f"{cheapest['mflops']:.2f}"]) == 0
+    assert "depth 1" in capsys.readouterr().out
+    onnx_path = tmp_path / "shallow.onnx"
+    assert main(["export", "--checkpoint", str(out / "calibrated.pt"), "--width", "0.25", "--resolution", "8",
+                 "--depth", "1", "--out", str(onnx_path)]) == 0
+    assert "depth 1" in capsys.readouterr().out
+    model = model_from_checkpoint(load_checkpoint(out / "calibrated.pt")).eval()
+    x = torch.randn(3, 3, 8, 8)
+    with torch.no_grad(), mn.use_config(model, 0.25, 8, 1):
+        ref = model(x)
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0])
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)  # the exported shallow network is the slimmable one
+    n_convs = sum(n.op_type == "Conv" for n in __import__("onnx").load(str(onnx_path)).graph.node)
+    assert n_convs == 1 + 3 * 2 + 2  # stem, one block per stage (2 convs), 2 shortcut convs: 2 blocks absent
+    # a configuration the search did not cover: calibrate it (depth 2 at 0.5), then export it
+    assert main(["calibrate", "--checkpoint", str(out / "calibrated.pt"), "--width", "0.5", "--resolution", "16",
+                 "--depth", "2", "--calib-images", "8", "--workers", "0", "--out", str(tmp_path / "c.pt")]) == 0
+    assert "w0.500_r16_d2" in capsys.readouterr().out
+    assert main(["export", "--checkpoint", str(tmp_path / "c.pt"), "--width", "0.5", "--resolution", "16",
+                 "--depth", "2", "--out", str(tmp_path / "d2.pt")]) == 0
+    assert main(["export", "--checkpoint", str(tmp_path / "c.pt"), "--width", "0.5", "--resolution", "16",
+                 "--depth", "4", "--out", str(tmp_path / "d4.pt")]) == 2  # outside the trained range
+    assert "trained depth range" in capsys.readouterr().err and not (tmp_path / "d4.pt").exists()
