@@ -376,7 +376,7 @@ def test_ap_plot_legend_lists_only_what_is_drawn(tmp_path, monkeypatch):
     """No frontier flagged for an axis: no "Pareto" entry in the legend (it would name a line that is not there)."""
     import matplotlib.figure
 
-    from mutualnet.detection.evaluate import plot_table
+    from mutualnet.search.plot import plot_detection_table as plot_table
 
     legends = []
     real = matplotlib.figure.Figure.savefig

@@ -72,7 +72,8 @@ def load_images(dataset: Dataset, num_images: int | None = None, *, seed: int = 
     n = n_total if num_images is None else min(int(num_images), n_total)
     if n <= 0:
         raise MutualNetError(f"number of images must be positive, got {num_images}")
-    dataset = random_subset(dataset, n, seed)
+    if n < n_total:
+        dataset = random_subset(dataset, n, seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     images, labels, pos = None, torch.empty(n, dtype=torch.int64), 0
     for x, y in loader:

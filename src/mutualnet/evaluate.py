@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
@@ -12,16 +11,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from .calibrate import calibrate, is_calibrated
-from .checkpoint import load_checkpoint, model_from_checkpoint
-from .data.checkpoint import data_from_checkpoint
-from .data.datasets import random_subset
 from .data.transforms import model_resize, resize_batch
 from .errors import MutualNetError
-from .layers import Resolution, config_key, use_config
-from .profiling import profile, resolve_device
+from .layers import Resolution, use_config
 
-__all__ = ["evaluate", "hits", "evaluate_checkpoint"]
+__all__ = ["evaluate", "hits"]
 
 
 @torch.no_grad()
@@ -99,61 +93,3 @@ def evaluate(model: nn.Module, data: tuple[Tensor, Tensor] | DataLoader, width: 
     if n == 0:
         raise MutualNetError("the validation set is empty")
     return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": loss / n, "count": int(n)}
-
-
-def evaluate_checkpoint(checkpoint: str | os.PathLike, configs: Sequence[tuple[float, int]] | None = None, *,
-                        dataset: str | None = None, data_root: str | None = None, workers: int | None = None,
-                        seed: int = 0, recalibrate: bool = False, calib_images: int = 2000,
-                        val_images: int | None = None, batch_size: int = 200, device: str = "cpu") -> dict:
-    """What ``mutualnet eval`` does: top-1 / top-5 of configurations of any checkpoint, without a query table.
-
-    Each configuration is evaluated on the validation split of the checkpoint's dataset (a ``val_images``
-    subset drawn with ``seed``, as the search draws it) with the BatchNorm statistics it has: its calibrated
-    ones, or, at the top width, the shared running ones. A narrower configuration without statistics is an
-    error unless ``recalibrate`` re-estimates them from ``calib_images`` training images first (the checkpoint
-    file is not changed).
-
-    Args:
-        checkpoint: Any mutualnet checkpoint (``best.pt``, ``calibrated.pt``, a converted one).
-        configs: ``(width, resolution)`` pairs; default: the top width at the highest recorded resolution.
-        dataset, data_root, workers: Override the checkpoint's data
-            (:func:`mutualnet.data.checkpoint.data_from_checkpoint`).
-
-    Returns:
-        ``{"checkpoint", "dataset", "results"}``; each result holds width, resolution, top1, top5, images,
-        mflops and ``bn_statistics`` (where the statistics came from).
-    """
-    ckpt = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(ckpt).eval()
-    if calib_images <= 0 or batch_size <= 0 or (val_images is not None and val_images <= 0):
-        raise MutualNetError("--calib-images, --batch-size and --val-images must be positive")
-    dev = resolve_device(device)
-    top_res = max((ckpt.get("meta") or {}).get("resolutions") or [0])
-    configs = list(configs or [(model.width_range[1], top_res)])
-    for w, r in configs:
-        model.width_range.check(w)  # before any data is read
-        if r < 1:
-            raise MutualNetError(f"resolution must be positive, got {r}")
-    if configs[0][1] == 0:
-        raise MutualNetError(f"{checkpoint} records no resolutions; pass --config WIDTH,RESOLUTION")
-    data = data_from_checkpoint(ckpt, model, dataset=dataset, data_root=data_root, workers=workers)
-    crop = max([top_res, *(r for _, r in configs)])  # evaluation crop, resized on the device (as in training)
-    val = random_subset(data.build("val", crop), val_images, seed)
-    model.to(dev)
-    results = []
-    for w, r in configs:
-        if recalibrate:
-            res = calibrate(model, data.build("train", crop), w, r, num_images=calib_images, batch_size=batch_size,
-                            seed=seed, num_workers=data.workers)
-            source = f"re-estimated on {res.num_images} training images"
-        elif is_calibrated(model, w, r):
-            source = "calibrated (stored in the checkpoint)"
-        elif model.width_range.is_top(w):
-            source = "shared running statistics (top width)"
-        else:
-            raise MutualNetError(f"{config_key(w, r)} has no calibrated BatchNorm statistics in {checkpoint}; "
-                                 "add --calibrate to re-estimate them")
-        out = evaluate(model, DataLoader(val, batch_size=batch_size, num_workers=data.workers), w, r, device=dev)
-        results.append({"width": w, "resolution": r, "top1": out["top1"], "top5": out["top5"], "images": out["count"],
-                        "mflops": profile(model, w, r).mflops, "bn_statistics": source})
-    return {"checkpoint": str(checkpoint), "dataset": data.info, "results": results}

@@ -18,9 +18,7 @@ a loss that stops being finite or grows far above its running level stops the ru
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from ..errors import MutualNetError
 from ..extras import require
 from . import _args as A
 
@@ -68,12 +66,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=run_eval)
 
 
-def _device(name: str) -> str:
-    import torch
-
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
-
-
 def run_train(args: argparse.Namespace) -> int:
     require("coco", "detection")
     from ..detection import load_config, resume_config, train_detector
@@ -93,51 +85,17 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     require("coco", "detection")
-    from ..checkpoint import load_checkpoint
-    from ..detection import CocoDetection, detector_from_checkpoint, evaluate_grid, plot_table
-    from ..profiling import resolve_device
+    from ..detection import run_eval as evaluate_detector
 
-    dataset = CocoDetection(args.annotations, args.images)  # data problems surface before the checkpoint is read
-    ckpt = load_checkpoint(args.checkpoint)
-    model = detector_from_checkpoint(ckpt)
-    cat_ids = ckpt.get("meta", {}).get("dataset", {}).get("cat_ids")
-    if cat_ids is not None and list(cat_ids) != dataset.cat_ids:
-        raise MutualNetError(f"{args.annotations} has categories {dataset.cat_ids}, the detector was trained on "
-                             f"{list(cat_ids)}")
-    model.to(resolve_device(_device(args.device)))
-    if args.max_size is not None:
-        model.max_size = args.max_size
-    lo, hi = model.width_range
-    widths = args.widths or sorted({round(lo + (hi - lo) * i / 3, 3) for i in range(4)})
-    scales = args.scales or list(model.scales)
-    for w in widths:
-        model.width_range.check(w)
-    calib = None
-    if not args.no_calibrate:
-        data = ckpt.get("meta", {}).get("dataset", {})
-        ann = args.calib_annotations or data.get("annotations")
-        folder = args.calib_folder or data.get("images")
-        if not ann or not folder or not Path(ann).is_file():
-            raise MutualNetError("BN calibration needs training images: pass --calib-annotations and --calib-folder "
-                                 "(or --no-calibrate)")
-        calib = CocoDetection(ann, folder)
-    out = Path(args.out)
-    meta = {"checkpoint": str(args.checkpoint), "model": ckpt["model_name"], "annotations": str(args.annotations),
-            "mac_image_size": list(args.mac_size), "max_size": model.max_size,
-            "macs": "conv/matmul MACs of backbone+FPN+RPN on the image, box head on the RPN's post-NMS proposals, "
-                    "mask head on detections_per_img boxes"}
-    table = evaluate_grid(model, dataset, widths, scales, calib_dataset=calib, calib_images=args.calib_images,
-                          batch_size=args.batch_size, mac_image_size=args.mac_size, metric=args.metric, meta=meta)
-    table.save(out / "detection_table.json")
-    rows = table.rows
-    title = f"{ckpt['model_name']} on {Path(args.annotations).name}"
-    plot_table(rows, out / "ap_mflops.png", title=title)
-    plot_table(rows, out / "ap_backbone_mflops.png", title=title, cost="backbone_mflops")
+    table, written = evaluate_detector(
+        args.checkpoint, args.annotations, args.images, args.out, widths=args.widths, scales=args.scales,
+        calibrate=not args.no_calibrate, calib_annotations=args.calib_annotations, calib_folder=args.calib_folder,
+        calib_images=args.calib_images, mac_size=args.mac_size, metric=args.metric, batch_size=args.batch_size,
+        device=args.device, max_size=args.max_size)
     print(f"{'width':>6} {'scale':>5} {'box AP (%)':>10} {'mask AP (%)':>11} {'backbone MFLOPs':>15} {'MFLOPs':>10} "
           f"{'pareto':>6}")
-    for r in rows:
+    for r in table.rows:
         print(f"{r['width']:>6.3f} {r['resolution']:>5d} {100 * r['box_ap']:>10.2f} {100 * r['mask_ap']:>11.2f} "
               f"{r['backbone_mflops']:>15.1f} {r['mflops']:>10.1f} {'*' if r['pareto'] else '':>6}")
-    print(f"wrote {out / 'detection_table.json'}, {out / 'ap_mflops.png'} (whole detector) and "
-          f"{out / 'ap_backbone_mflops.png'} (backbone + FPN)")
+    print(f"wrote {written[0]}, {written[1]} (whole detector) and {written[2]} (backbone + FPN)")
     return 0

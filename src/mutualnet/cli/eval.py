@@ -24,9 +24,9 @@ from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..data.checkpoint import data_from_checkpoint
 from ..data.datasets import random_subset
 from ..errors import MutualNetError
-from ..evaluate import evaluate_checkpoint
 from ..layers import config_key
 from ..profiling import resolve_device
+from ..search.run import evaluate_checkpoint
 from . import _args as A
 from ._args import add_data_args
 

@@ -12,11 +12,8 @@ device's numbers. ``--out`` writes the filled table there instead and leaves eve
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from ..checkpoint import atomic_save, load_checkpoint, model_from_checkpoint
-from ..deploy.latency import fill_latency
-from ..errors import MutualNetError
+from ..deploy.latency import measure_checkpoint_latency
 from . import _args as A
 
 
@@ -30,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=A.positive_int, default=1)
     p.add_argument("--warmup", type=A.nonneg_int, default=5)
     p.add_argument("--repeats", type=A.positive_int, default=20)
-    p.add_argument("--runtime", default="eager",
+    p.add_argument("--runtime", type=_runtimes, default="eager",
                    help="runtimes to measure, comma-separated: eager (the slimmable model, as AdaptiveNet runs it), "
                         "torchscript, onnxruntime (the exported sub-network, CPU); each fills its column "
                         "latency_<runtime>_ms, and the first is the table's latency_ms (default: eager)")
@@ -39,52 +36,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _same_configs(a, b) -> bool:
-    return {(r["width"], r["resolution"]) for r in a.rows} == {(r["width"], r["resolution"]) for r in b.rows}
-
-
 def _runtimes(text: str) -> list[str]:
     from ..search.table import RUNTIMES
 
     names = [t.strip() for t in text.split(",") if t.strip()]
     if not names or any(n not in RUNTIMES for n in names):
-        raise MutualNetError(f"--runtime: expected runtimes from {', '.join(RUNTIMES)}, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected runtimes from {', '.join(RUNTIMES)}, got {text!r}")
     return names
 
 
-def _copy_latency(src, dst) -> None:
-    """Put ``src``'s measured latencies (and how they were measured) into ``dst``, a copy of the same table."""
-    for row in dst.rows:
-        measured = src.find(row["width"], row["resolution"])
-        row.update({k: v for k, v in measured.items() if k.startswith("latency_")})
-    dst.meta["latency"] = src.meta["latency"]
-    dst.mark_pareto()
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..search.table import QueryTable
-
-    runtimes = _runtimes(args.runtime)
-    if args.threads is not None and args.threads < 1:
-        raise MutualNetError(f"--threads must be positive, got {args.threads}")
-    ckpt = load_checkpoint(args.checkpoint)
-    embedded = (QueryTable.from_dict(ckpt["query_table"], source=f"the table inside {args.checkpoint}")
-                if isinstance(ckpt.get("query_table"), dict) else None)
-    if args.table is None and embedded is None:
-        raise MutualNetError(f"{args.checkpoint} holds no query table; pass --table query_table.json (or use the "
-                             "calibrated.pt that `mutualnet search` writes)")
-    table = QueryTable.load(args.table) if args.table is not None else embedded
-    if not table.rows:
-        raise MutualNetError(f"query table {args.table or args.checkpoint} is empty")
-    model = model_from_checkpoint(ckpt).eval()
-    rng = model.width_range
-    if bad := [r for r in table.rows if not rng.contains(r["width"])]:
-        raise MutualNetError(f"table width {bad[0]['width']:g} is outside the checkpoint's range "
-                             f"[{rng.lo:g}, {rng.hi:g}]; is it the table of another model?")
-    info = fill_latency(table, model, device=args.device, batch_size=args.batch_size, threads=args.threads,
-                        warmup=args.warmup, repeats=args.repeats, progress=not args.no_progress,
-                        runtimes=runtimes)
-    written = _write_copies(args, ckpt, table, embedded)
+    table, info, written = measure_checkpoint_latency(
+        args.checkpoint, args.table, out=args.out, runtimes=args.runtime, device=args.device,
+        batch_size=args.batch_size, threads=args.threads, warmup=args.warmup, repeats=args.repeats,
+        progress=not args.no_progress)
     fast = min(table.rows, key=lambda r: r["latency_ms"])
     slow = max(table.rows, key=lambda r: r["latency_ms"])
     print(f"measured {info['networks_measured']} distinct networks for {len(table.rows)} configurations on "
@@ -92,32 +57,9 @@ def run(args: argparse.Namespace) -> int:
           f"after {info['warmup']} warm-up, {info['remeasured']} re-measured): {fast['latency_ms']:.3f} ms "
           f"(w{fast['width']:g} r{fast['resolution']}) to {slow['latency_ms']:.3f} ms "
           f"(w{slow['width']:g} r{slow['resolution']}) on {info['runtime']}")
-    if len(runtimes) > 1:
-        sums = {rt: sum(r[f"latency_{rt}_ms"] for r in table.rows) for rt in runtimes}
-        print("sum over configurations: " + ", ".join(f"{rt} {v:.2f} ms ({v / sums[runtimes[0]]:.3f}x)"
-                                                      for rt, v in sums.items()))
+    if len(info["runtimes"]) > 1:
+        sums = {rt: sum(r[f"latency_{rt}_ms"] for r in table.rows) for rt in info["runtimes"]}
+        first = sums[info["runtimes"][0]]
+        print("sum over configurations: " + ", ".join(f"{rt} {v:.2f} ms ({v / first:.3f}x)" for rt, v in sums.items()))
     print("updated " + ", ".join(str(p) for p in written))
     return 0
-
-
-def _write_copies(args: argparse.Namespace, ckpt: dict, table, embedded) -> list[Path]:
-    """Write the measured table to ``--out``, else to every copy of it: --table, the checkpoint, the JSON beside."""
-    from ..search.table import QueryTable
-
-    if args.out:
-        return [table.save(args.out)]
-    written = []
-    if args.table is not None:
-        written.append(table.save(args.table))
-    beside = Path(args.checkpoint).parent / "query_table.json"
-    if beside.is_file() and (args.table is None or beside.resolve() != Path(args.table).resolve()):
-        other = QueryTable.load(beside)
-        if _same_configs(other, table):
-            _copy_latency(table, other)
-            written.append(other.save(beside))
-    if embedded is not None and _same_configs(embedded, table):
-        if embedded is not table:
-            _copy_latency(table, embedded)
-        atomic_save(ckpt | {"query_table": embedded.to_dict()}, args.checkpoint)
-        written.append(Path(args.checkpoint))
-    return written

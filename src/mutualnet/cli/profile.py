@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..errors import MutualNetError
-from ..models import create_model, model_info
-from ..profiling import measure_latency, profile
+from ..models import model_info
+from ..profiling import profile_model
 from . import _args as A
 
 
@@ -33,47 +32,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    info = model_info(args.model)
-    depth_range = None
-    if args.depth is not None:  # any depth of the architecture: build it elastic
-        full = getattr(create_model(args.model), "depth_range", None)
-        depth_range = None if full is None else (1, full.hi)
-    model = create_model(args.model, num_classes=args.num_classes, width_range=args.width_range,
-                         in_chans=args.in_chans, depth_range=depth_range)
-    lo, hi = model.width_range
-    if args.grid:
-        if args.width is not None or args.resolution is not None:
-            raise MutualNetError("--grid profiles every configuration; drop --width/--resolution")
-        grid = model.width_range.grid(args.width_step)
-        configs = [(w, r) for r in (args.resolutions or info.resolutions) for w in grid]
-    else:
-        configs = [(hi if args.width is None else args.width,
-                    info.input_size if args.resolution is None else args.resolution)]
-    rows = []
-    for w, r in configs:
-        if r < model.min_resolution:
-            raise MutualNetError(
-                f"resolution {r} is too small for {args.model} (needs at least {model.min_resolution})")
-        row = profile(model, w, r, depth=args.depth).to_dict()
-        if args.latency:
-            lat = measure_latency(model, w, r, device=args.device, batch_size=args.batch_size, threads=args.threads,
-                                  depth=args.depth)
-            row |= {"latency_ms": lat.median_ms, "device": lat.device, "batch_size": lat.batch_size,
-                    "threads": lat.threads}
-        rows.append(row)
+    rows = profile_model(args.model, args.width, args.resolution, grid=args.grid, width_step=args.width_step,
+                         resolutions=args.resolutions, latency=args.latency, device=args.device,
+                         batch_size=args.batch_size, threads=args.threads, num_classes=args.num_classes,
+                         width_range=args.width_range, in_chans=args.in_chans, depth=args.depth)
     if args.json:
         print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=2))
         return 0
+    lo, hi = args.width_range or model_info(args.model).width_range
     print(f"{args.model}  widths [{lo:g}, {hi:g}]")
-    head = f"{'width':>6} {'res':>5} {'MFLOPs':>10} {'params(M)':>10}"
-    if args.latency:
-        head += f" {'latency(ms)':>12}"
-    print(head)
+    lat = f" {'latency(ms)':>12}" if args.latency else ""
+    print(f"{'width':>6} {'res':>5} {'MFLOPs':>10} {'params(M)':>10}{lat}")
     for row in rows:
-        line = f"{row['width']:>6.2f} {row['resolution']:>5d} {row['mflops']:>10.2f} {row['params'] / 1e6:>10.3f}"
-        if args.latency:
-            line += f" {row['latency_ms']:>12.3f}"
-        print(line)
+        print(f"{row['width']:>6.2f} {row['resolution']:>5d} {row['mflops']:>10.2f} {row['params'] / 1e6:>10.3f}"
+              + (f" {row['latency_ms']:>12.3f}" if args.latency else ""))
     if args.latency:
         print(f"latency: median of {20} runs after warm-up on {rows[0]['device']}, batch size {args.batch_size}, "
               f"{rows[0]['threads']} threads")

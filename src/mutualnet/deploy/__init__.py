@@ -25,10 +25,11 @@ from .export import (
     save_exported,
 )
 from .interop import load_released, load_torchvision_weights, released_checkpoint
-from .latency import fill_latency
+from .latency import fill_latency, measure_checkpoint_latency, write_latency_copies
 
 __all__ = ["AdaptiveNet", "Prediction", "measure_switch_us", "Cascade", "Step", "CascadeOutput", "Scores",
            "score_configs", "fit_cascade", "run_cascade", "model_runner", "RULE", "CASCADE_FORMAT",
            "export_cascade", "BUNDLE_FORMAT", "BUNDLE_FORMATS", "EXPORT_FORMAT", "FORMATS",
            "export_subnet", "fold_batchnorm", "load_exported", "save_exported", "load_released",
-           "load_torchvision_weights", "released_checkpoint", "fill_latency"]
+           "load_torchvision_weights", "released_checkpoint", "fill_latency",
+           "measure_checkpoint_latency", "write_latency_copies"]

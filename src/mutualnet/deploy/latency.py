@@ -21,23 +21,28 @@ exported sub-network, see :mod:`mutualnet.deploy.runtime`) fills its own column 
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..checkpoint import atomic_save, load_checkpoint, model_from_checkpoint
 from ..errors import MutualNetError
 from ..layers import config_key
 from ..profiling import Latency, measure_latency, resolve_device
 from ..search.build import distinct_widths
-from ..search.table import latency_column
+from ..search.table import QueryTable, latency_column
 from .runtime import build_runner
 
-__all__ = ["fill_latency", "network_groups", "suspect_networks", "runtime_latency"]
+__all__ = ["fill_latency", "network_groups", "suspect_networks", "runtime_latency", "write_latency_copies",
+           "measure_checkpoint_latency"]
 
 SPREAD_LIMIT = 0.25  # interquartile range above this share of the median: re-measure
 SLOWER_THAN_COSTLIER = 1.10  # slower than a network with more MACs at the same resolution by this factor
@@ -152,3 +157,67 @@ def fill_latency(table, model: nn.Module, *, device: str = "cpu", batch_size: in
     if hasattr(table, "mark_pareto"):
         table.mark_pareto()
     return info
+
+
+def _same_configs(a: QueryTable, b: QueryTable) -> bool:
+    return {(r["width"], r["resolution"]) for r in a.rows} == {(r["width"], r["resolution"]) for r in b.rows}
+
+
+def _copy_latency(src: QueryTable, dst: QueryTable) -> None:
+    """Put ``src``'s measured latencies (and how they were measured) into ``dst``, a copy of the same table."""
+    for row in dst.rows:
+        measured = src.find(row["width"], row["resolution"])
+        row.update({k: v for k, v in measured.items() if k.startswith("latency_")})
+    dst.meta["latency"] = src.meta["latency"]
+    dst.mark_pareto()
+
+
+def write_latency_copies(table: QueryTable, checkpoint: str | os.PathLike, *,
+                         table_path: str | os.PathLike | None = None,
+                         out: str | os.PathLike | None = None) -> list[Path]:
+    """Write a measured ``table`` to ``out``, else into every copy of it, each atomically: ``table_path``, the
+    table embedded in ``checkpoint`` (``calibrated.pt``) and ``query_table.json`` beside it (copies of other
+    configurations are left alone). Returns the files written."""
+    if out is not None:
+        return [table.save(out)]
+    written = []
+    if table_path is not None:
+        written.append(table.save(table_path))
+    beside = Path(checkpoint).parent / "query_table.json"
+    if beside.is_file() and (table_path is None or beside.resolve() != Path(table_path).resolve()):
+        other = QueryTable.load(beside)
+        if _same_configs(other, table):
+            _copy_latency(table, other)
+            written.append(other.save(beside))
+    ckpt = load_checkpoint(checkpoint)
+    if isinstance(ckpt.get("query_table"), dict):
+        embedded = QueryTable.from_dict(ckpt["query_table"], source=f"the table inside {checkpoint}")
+        if _same_configs(embedded, table):
+            _copy_latency(table, embedded)
+            atomic_save(ckpt | {"query_table": embedded.to_dict()}, checkpoint)
+            written.append(Path(checkpoint))
+    return written
+
+
+def measure_checkpoint_latency(checkpoint: str | os.PathLike, table_path: str | os.PathLike | None = None, *,
+                               out: str | os.PathLike | None = None, runtimes: Sequence[str] = ("eager",),
+                               **measure: Any) -> tuple[QueryTable, dict, list[Path]]:
+    """What ``mutualnet latency`` does: measure every configuration of the checkpoint's query table (or of
+    ``table_path``) on this device with :func:`fill_latency` (``measure``: its keyword arguments), then
+    :func:`write_latency_copies`. Returns the filled table, how it was measured and the files written."""
+    ckpt = load_checkpoint(checkpoint)
+    embedded = isinstance(ckpt.get("query_table"), dict)
+    if table_path is None and not embedded:
+        raise MutualNetError(f"{checkpoint} holds no query table; pass --table query_table.json (or use the "
+                             "calibrated.pt that `mutualnet search` writes)")
+    table = (QueryTable.load(table_path) if table_path is not None
+             else QueryTable.from_dict(ckpt["query_table"], source=f"the table inside {checkpoint}"))
+    if not table.rows:
+        raise MutualNetError(f"query table {table_path or checkpoint} is empty")
+    model = model_from_checkpoint(ckpt).eval()
+    rng = model.width_range
+    if bad := [r for r in table.rows if not rng.contains(r["width"])]:
+        raise MutualNetError(f"table width {bad[0]['width']:g} is outside the checkpoint's range "
+                             f"[{rng.lo:g}, {rng.hi:g}]; is it the table of another model?")
+    info = fill_latency(table, model, runtimes=runtimes, **measure)
+    return table, info, write_latency_copies(table, checkpoint, table_path=table_path, out=out)

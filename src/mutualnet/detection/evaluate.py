@@ -36,15 +36,17 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from ..calibrate import calibrate_batches
+from ..checkpoint import load_checkpoint
 from ..errors import MutualNetError
-from ..io import atomic_write
 from ..layers import active_num_params, allow_uncalibrated, use_config
+from ..profiling import resolve_device
+from ..search.plot import plot_detection_table
 from ..search.table import QueryTable, pareto_frontier
 from .data import CocoDetection, collate
-from .model import SlimmableMaskRCNN
+from .model import SlimmableMaskRCNN, detector_from_checkpoint
 
 __all__ = ["calibrate_detector", "coco_results", "coco_eval", "evaluate_coco", "detector_macs", "evaluate_grid",
-           "plot_table", "COST_AXES", "active_num_params"]
+           "active_num_params", "run_eval"]
 
 
 def _loader(dataset: CocoDetection, batch_size: int, num_workers: int = 0) -> DataLoader:
@@ -211,45 +213,57 @@ def evaluate_grid(model: SlimmableMaskRCNN, dataset: CocoDetection, widths: list
     return table
 
 
-# the two cost axes: the whole detector (heads included, dominated by them at small widths) and the backbone
-# (+ FPN), the part the width multiplier scales -- the paper's Fig. 10 axis
-COST_AXES = {"mflops": ("pareto", "MFLOPs of the whole detector (MACs, fixed image)"),
-             "backbone_mflops": ("pareto_backbone", "backbone + FPN MFLOPs (MACs, fixed image)")}
+def run_eval(checkpoint: str | os.PathLike, annotations: str | os.PathLike, images: str | os.PathLike,
+             out: str | os.PathLike, *, widths: list[float] | None = None, scales: list[int] | None = None,
+             calibrate: bool = True, calib_annotations: str | None = None, calib_folder: str | None = None,
+             calib_images: int = 200, mac_size: tuple[int, int] = (480, 640), metric: str = "box_ap",
+             batch_size: int = 2, device: str = "auto", max_size: int | None = None) -> tuple[QueryTable, list[Path]]:
+    """What ``mutualnet detect eval`` does: :func:`evaluate_grid` of a detection checkpoint on COCO-format data,
+    written to ``out`` as ``detection_table.json`` (+ ``.csv``) and two plots (AP vs the whole detector's and vs
+    the backbone's MFLOPs).
 
+    Args:
+        widths, scales: The grid (default: 4 widths spread over the trained range; the training scales).
+        calibrate, calib_annotations, calib_folder, calib_images: BN calibration per (width, scale) on the
+            training images the checkpoint names (or these); ``calibrate=False``: the shared running statistics.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``; ``max_size``: the long-side cap (default: the
+            training one).
 
-def plot_table(rows: list[dict], path: str | os.PathLike, title: str = "", cost: str = "mflops") -> Path:
-    """AP vs ``cost`` (box and mask), one line per width, the Pareto frontier (box AP) highlighted.
-
-    ``cost`` is ``mflops`` (the whole detector) or ``backbone_mflops`` (backbone + FPN), see ``COST_AXES``.
+    Returns:
+        The table and the files written.
     """
-    if cost not in COST_AXES:
-        raise MutualNetError(f"unknown cost axis {cost!r}; use one of {', '.join(COST_AXES)}")
-    flag, xlabel = COST_AXES[cost]
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
-    for ax, key, name in ((axes[0], "box_ap", "box AP"), (axes[1], "mask_ap", "mask AP")):
-        for w in sorted({r["width"] for r in rows}):
-            pts = sorted((r[cost], 100 * r[key], r["resolution"]) for r in rows if r["width"] == w)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=4, label=f"{w:g}x")
-            for x, y, s in pts:
-                ax.annotate(str(s), (x, y), fontsize=7, textcoords="offset points", xytext=(3, 3))
-        front = sorted((r[cost], 100 * r[key]) for r in rows if r.get(flag))
-        if front:  # the legend lists only what is drawn
-            ax.plot([p[0] for p in front], [p[1] for p in front], "k--" if len(front) > 1 else "k*", lw=1, ms=9,
-                    label="Pareto (box AP)", zorder=0)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"{name} (%)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(title="width", fontsize=8)  # widths, and the frontier when it has a point
-    if title:
-        fig.suptitle(title)
-    path = Path(path)
-    try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or None))
-    finally:
-        plt.close(fig)
-    return path
+    dataset = CocoDetection(annotations, images)  # data problems surface before the checkpoint is read
+    ckpt = load_checkpoint(checkpoint)
+    model = detector_from_checkpoint(ckpt)
+    cat_ids = ckpt.get("meta", {}).get("dataset", {}).get("cat_ids")
+    if cat_ids is not None and list(cat_ids) != dataset.cat_ids:
+        raise MutualNetError(f"{annotations} has categories {dataset.cat_ids}, the detector was trained on "
+                             f"{list(cat_ids)}")
+    model.to(resolve_device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device))
+    if max_size is not None:
+        model.max_size = max_size
+    lo, hi = model.width_range
+    widths = widths or sorted({round(lo + (hi - lo) * i / 3, 3) for i in range(4)})
+    for w in widths:
+        model.width_range.check(w)
+    calib = None
+    if calibrate:
+        data = ckpt.get("meta", {}).get("dataset", {})
+        ann, folder = calib_annotations or data.get("annotations"), calib_folder or data.get("images")
+        if not ann or not folder or not Path(ann).is_file():
+            raise MutualNetError("BN calibration needs training images: pass --calib-annotations and --calib-folder "
+                                 "(or --no-calibrate)")
+        calib = CocoDetection(ann, folder)
+    meta = {"checkpoint": str(checkpoint), "model": ckpt["model_name"], "annotations": str(annotations),
+            "mac_image_size": list(mac_size), "max_size": model.max_size,
+            "macs": "conv/matmul MACs of backbone+FPN+RPN on the image, box head on the RPN's post-NMS proposals, "
+                    "mask head on detections_per_img boxes"}
+    table = evaluate_grid(model, dataset, widths, scales or list(model.scales), calib_dataset=calib,
+                          calib_images=calib_images, batch_size=batch_size, mac_image_size=mac_size, metric=metric,
+                          meta=meta)
+    out = Path(out)
+    title = f"{ckpt['model_name']} on {Path(annotations).name}"
+    return table, [table.save(out / "detection_table.json"),
+                   plot_detection_table(table.rows, out / "ap_mflops.png", title=title),
+                   plot_detection_table(table.rows, out / "ap_backbone_mflops.png", title=title,
+                                        cost="backbone_mflops")]

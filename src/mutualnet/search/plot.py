@@ -1,8 +1,11 @@
-"""Accuracy vs cost of one or more query tables (matplotlib, no display needed).
+"""Every figure of the package: accuracy vs cost of query tables, comparisons and detection tables (matplotlib,
+Agg backend: no display needed).
 
 One table: every configuration in grey and the Pareto frontier coloured by the resolution it picks
 (the paper's Fig. 6). Several tables: one frontier curve each (e.g. MutualNet vs US-Net vs independently
-trained networks). The y axis is the tables' metric: top-1, or box / mask AP for detection tables.
+trained networks), with error bars where rows carry the spread over seeds (``top1_std``, from
+``mutualnet compare``). The y axis is the tables' metric: top-1, or box / mask AP for detection tables.
+:func:`plot_detection_table` draws box and mask AP of a detection grid side by side, a line per width.
 """
 
 from __future__ import annotations
@@ -13,7 +16,33 @@ from ..errors import MutualNetError
 from ..io import atomic_write
 from .table import METRICS, QueryTable
 
-__all__ = ["plot_tables", "table_label"]
+__all__ = ["plot_tables", "table_label", "plot_detection_table", "plot_learning_curves", "COST_AXES"]
+
+# a detection table's two cost axes: the whole detector (heads included, dominated by them at small widths) and
+# the backbone (+ FPN), the part the width multiplier scales -- the paper's Fig. 10 axis
+COST_AXES = {"mflops": ("pareto", "MFLOPs of the whole detector (MACs, fixed image)"),
+             "backbone_mflops": ("pareto_backbone", "backbone + FPN MFLOPs (MACs, fixed image)")}
+
+
+def _pyplot():  # noqa: ANN202
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out: str | Path, **kw) -> Path:  # noqa: ANN001
+    """Write ``fig`` beside the target, then rename: a failure never leaves half an image over an old one."""
+    out = Path(out)
+    try:
+        atomic_write(out, lambda tmp: fig.savefig(tmp, format=out.suffix.lstrip(".") or None, **kw))
+    except ValueError as e:  # unknown image format
+        raise MutualNetError(f"cannot write {out}: {e}") from None
+    finally:
+        _pyplot().close(fig)
+    return out
 
 
 def table_label(table: QueryTable, path: str | Path) -> str:
@@ -25,18 +54,22 @@ def table_label(table: QueryTable, path: str | Path) -> str:
 
 
 def plot_tables(tables: list[QueryTable], labels: list[str], out: str | Path, *, cost: str = "macs",
-                title: str | None = None) -> Path:
-    """Draw accuracy vs cost and save to ``out`` (matplotlib, Agg backend: no display needed)."""
-    import matplotlib
+                title: str | None = None, shown: str | None = None) -> Path:
+    """Draw accuracy vs cost and save to ``out``; several tables are one frontier curve each (error bars where
+    rows carry the metric's spread over seeds, ``<metric>_std``).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    ``shown``: the column drawn (default: the metric the frontier is chosen by). ``"test_top1"`` draws the test
+    accuracy of a frontier chosen on held-out images (tables measured with ``data.holdout``)."""
+    plt = _pyplot()
     xkey, xlabel = ("mflops", "MFLOPs") if cost == "macs" else ("latency_ms", "latency (ms)")
-    metric = tables[0].metric  # top-1, or a detection table's box / mask AP
-    if any(t.metric != metric for t in tables):
+    ranked = tables[0].metric  # top-1, or a detection table's box / mask AP
+    if any(t.metric != ranked for t in tables):
         raise MutualNetError(f"tables rank by different metrics ({', '.join(sorted({t.metric for t in tables}))}); "
                              "plot them separately")
+    metric = shown or ranked
+    if any(metric not in r for t in tables for r in t.rows):
+        raise MutualNetError(f"not every row of the tables has {metric!r}")
+    spread = any(f"{metric}_std" in r for t in tables for r in t.rows)
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=150)
     if len(tables) == 1:
         t = tables[0]
@@ -56,26 +89,76 @@ def plot_tables(tables: list[QueryTable], labels: list[str], out: str | Path, *,
         styles = ["-", "--", ":", "-."]
         for i, (t, label) in enumerate(zip(tables, labels)):
             front = t.frontier(cost)
-            (line,) = ax.plot([r[xkey] for r in front], [r[metric] for r in front], marker="o", ms=3, lw=1.4,
-                              ls=styles[i % len(styles)], label=label, zorder=3)
+            bars = ax.errorbar([r[xkey] for r in front], [r[metric] for r in front],
+                               yerr=[r.get(f"{metric}_std") or 0.0 for r in front] if spread else None,
+                               marker="o", ms=3, lw=1.4, ls=styles[i % len(styles)], capsize=2, label=label, zorder=3)
             rest = [r for r in t.rows if not r.get("pareto")]  # dominated configurations, faint
-            ax.scatter([r[xkey] for r in rest], [r[metric] for r in rest], s=8, color=line.get_color(), alpha=0.3,
-                       zorder=2)
+            ax.scatter([r[xkey] for r in rest], [r[metric] for r in rest], s=8, color=bars.lines[0].get_color(),
+                       alpha=0.3, zorder=2)
         ax.legend(fontsize=8)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("top-1 accuracy (%)" if metric == "top1" else METRICS[metric])
+    ax.set_ylabel(("top-1 accuracy (%)" if metric == "top1" else "test top-1 (%)" if metric == "test_top1"
+                   else METRICS[metric]) + (", mean over seeds" if spread else "")
+                  + (", frontier chosen on held-out images" if metric == "test_top1" else ""),
+                  fontsize=8 if metric == "test_top1" else None)
     if title is None and len(tables) == 1:
         m = tables[0].meta
         title = " ".join(str(v) for v in (m.get("model"), (m.get("dataset") or {}).get("name")) if v)
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    out = Path(out)
-    try:  # written beside the target, then renamed: a failure never leaves half an image over an old one
-        atomic_write(out, lambda tmp: fig.savefig(tmp, format=out.suffix.lstrip(".") or None))
-    except ValueError as e:  # unknown image format
-        raise MutualNetError(f"cannot write {out}: {e}") from None
-    finally:
-        plt.close(fig)
-    return out
+    return _save(fig, out)
+
+
+def plot_detection_table(rows: list[dict], path: str | Path, title: str = "", cost: str = "mflops") -> Path:
+    """AP vs ``cost`` (box and mask), one line per width, the Pareto frontier (box AP) highlighted.
+
+    ``cost`` is ``mflops`` (the whole detector) or ``backbone_mflops`` (backbone + FPN), see ``COST_AXES``.
+    """
+    if cost not in COST_AXES:
+        raise MutualNetError(f"unknown cost axis {cost!r}; use one of {', '.join(COST_AXES)}")
+    flag, xlabel = COST_AXES[cost]
+    fig, axes = _pyplot().subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    for ax, key, name in ((axes[0], "box_ap", "box AP"), (axes[1], "mask_ap", "mask AP")):
+        for w in sorted({r["width"] for r in rows}):
+            pts = sorted((r[cost], 100 * r[key], r["resolution"]) for r in rows if r["width"] == w)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=4, label=f"{w:g}x")
+            for x, y, s in pts:
+                ax.annotate(str(s), (x, y), fontsize=7, textcoords="offset points", xytext=(3, 3))
+        front = sorted((r[cost], 100 * r[key]) for r in rows if r.get(flag))
+        if front:  # the legend lists only what is drawn
+            ax.plot([p[0] for p in front], [p[1] for p in front], "k--" if len(front) > 1 else "k*", lw=1, ms=9,
+                    label="Pareto (box AP)", zorder=0)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"{name} (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(title="width", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path, dpi=120)
+
+
+def plot_learning_curves(curves: dict[str, dict[str, dict]], out: str | Path, title: str) -> Path | None:
+    """One panel per configuration: validation top-1 against iterations, one line per arm and seed (one colour per
+    arm); ``curves`` as :func:`mutualnet.compare.learning_curves` returns them. None when there is nothing to draw."""
+    panels = [(cfg, arms) for cfg, arms in curves.items() if arms]
+    if not panels:
+        return None
+    fig, axes = _pyplot().subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), dpi=150, squeeze=False)
+    colours = {arm: f"C{i}" for i, arm in enumerate(sorted({a for _, arms in panels for a in arms}))}
+    for ax, (cfg, arms) in zip(axes[0], panels):
+        for arm, per_seed in sorted(arms.items()):
+            kind = "trained alone" if arm == "Independent" else "one shared network"
+            for j, (seed, pts) in enumerate(sorted(per_seed.items())):
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, lw=1.3, color=colours[arm],
+                        ls=["-", "--", ":", "-."][j % 4], label=f"{arm} ({kind}), seed {seed}")
+        w, r = cfg.split("@")
+        ax.set_title(f"({w}, {r} px)", fontsize=10)
+        ax.set_xlabel("training iterations")
+        ax.set_ylabel("validation top-1 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out)

@@ -11,13 +11,15 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import torch.distributed as dist
+from torch.utils.data import DataLoader
 
-from ..calibrate import CalibrationResult, calibrate
+from ..calibrate import CalibrationResult, calibrate, is_calibrated
 from ..checkpoint import (
     atomic_save,
     checkpoint_dict,
@@ -27,13 +29,14 @@ from ..checkpoint import (
 )
 from ..data import preprocessing_of
 from ..data.checkpoint import data_from_checkpoint
+from ..data.datasets import random_subset
 from ..data.splits import SPLITS
 from ..errors import MutualNetError
 from ..evaluate import evaluate
 from ..io import LOCK_NAME, clean_stale_temps, folder_lock
-from ..layers import WidthRange, check_depth
+from ..layers import WidthRange, check_depth, config_key
 from ..models import model_info
-from ..profiling import resolve_device
+from ..profiling import profile, resolve_device
 from ..train.distributed import cleanup_distributed, init_distributed
 from .build import (
     STATS_DIR,
@@ -45,8 +48,8 @@ from .build import (
 )
 from .table import QueryTable
 
-__all__ = ["SearchResult", "search_checkpoint", "calibrate_checkpoint", "checkpoint_resolutions", "artefact_fields",
-           "choose_split", "report_test_accuracy"]
+__all__ = ["SearchResult", "search_checkpoint", "calibrate_checkpoint", "evaluate_checkpoint", "checkpoint_resolutions",
+           "artefact_fields", "choose_split", "report_test_accuracy"]
 
 
 @dataclass(frozen=True)
@@ -277,3 +280,61 @@ def calibrate_checkpoint(checkpoint: str | os.PathLike, width: float, resolution
     model.to("cpu")
     atomic_save(ckpt | {"model": checkpoint_dict(model, ckpt.get("meta"))["model"]}, out)
     return res
+
+
+def evaluate_checkpoint(checkpoint: str | os.PathLike, configs: Sequence[tuple[float, int]] | None = None, *,
+                        dataset: str | None = None, data_root: str | None = None, workers: int | None = None,
+                        seed: int = 0, recalibrate: bool = False, calib_images: int = 2000,
+                        val_images: int | None = None, batch_size: int = 200, device: str = "cpu") -> dict:
+    """What ``mutualnet eval`` does: top-1 / top-5 of configurations of any checkpoint, without a query table.
+
+    Each configuration is evaluated on the validation split of the checkpoint's dataset (a ``val_images``
+    subset drawn with ``seed``, as the search draws it) with the BatchNorm statistics it has: its calibrated
+    ones, or, at the top width, the shared running ones. A narrower configuration without statistics is an
+    error unless ``recalibrate`` re-estimates them from ``calib_images`` training images first (the checkpoint
+    file is not changed).
+
+    Args:
+        checkpoint: Any mutualnet checkpoint (``best.pt``, ``calibrated.pt``, a converted one).
+        configs: ``(width, resolution)`` pairs; default: the top width at the highest recorded resolution.
+        dataset, data_root, workers: Override the checkpoint's data
+            (:func:`mutualnet.data.checkpoint.data_from_checkpoint`).
+
+    Returns:
+        ``{"checkpoint", "dataset", "results"}``; each result holds width, resolution, top1, top5, images,
+        mflops and ``bn_statistics`` (where the statistics came from).
+    """
+    ckpt = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt).eval()
+    if calib_images <= 0 or batch_size <= 0 or (val_images is not None and val_images <= 0):
+        raise MutualNetError("--calib-images, --batch-size and --val-images must be positive")
+    dev = resolve_device(device)
+    top_res = max((ckpt.get("meta") or {}).get("resolutions") or [0])
+    configs = list(configs or [(model.width_range[1], top_res)])
+    for w, r in configs:
+        model.width_range.check(w)  # before any data is read
+        if r < 1:
+            raise MutualNetError(f"resolution must be positive, got {r}")
+    if configs[0][1] == 0:
+        raise MutualNetError(f"{checkpoint} records no resolutions; pass --config WIDTH,RESOLUTION")
+    data = data_from_checkpoint(ckpt, model, dataset=dataset, data_root=data_root, workers=workers)
+    crop = max([top_res, *(r for _, r in configs)])  # evaluation crop, resized on the device (as in training)
+    val = random_subset(data.build("val", crop), val_images, seed)
+    model.to(dev)
+    results = []
+    for w, r in configs:
+        if recalibrate:
+            res = calibrate(model, data.build("train", crop), w, r, num_images=calib_images, batch_size=batch_size,
+                            seed=seed, num_workers=data.workers)
+            source = f"re-estimated on {res.num_images} training images"
+        elif is_calibrated(model, w, r):
+            source = "calibrated (stored in the checkpoint)"
+        elif model.width_range.is_top(w):
+            source = "shared running statistics (top width)"
+        else:
+            raise MutualNetError(f"{config_key(w, r)} has no calibrated BatchNorm statistics in {checkpoint}; "
+                                 "add --calibrate to re-estimate them")
+        out = evaluate(model, DataLoader(val, batch_size=batch_size, num_workers=data.workers), w, r, device=dev)
+        results.append({"width": w, "resolution": r, "top1": out["top1"], "top5": out["top5"], "images": out["count"],
+                        "mflops": profile(model, w, r).mflops, "bn_statistics": source})
+    return {"checkpoint": str(checkpoint), "dataset": data.info, "results": results}
