@@ -425,3 +425,23 @@ def test_16_bit_png_is_scaled_not_clipped(tmp_path, channels, capsys):
                      "--topk", "4", "--json", str(tmp_path / img)]) == 0
         outs.append(json.loads(capsys.readouterr().out)["predictions"][0]["top"])
     assert outs[0] == outs[1]
+
+
+@pytest.mark.parametrize("loop", ["self", "pair"])
+def test_imagefolder_symlink_loop_is_refused_naming_the_link(assets, tmp_path, loop, capsys):
+    """A folder symlink back to an ancestor (directly, or through a second link) would list one class over and
+    over; training refuses the tree, naming the link, before reading an image."""
+    root = tmp_path / "folder"
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / split / c / "x.png")
+    if loop == "self":
+        (root / "train" / "a" / "again").symlink_to("..", target_is_directory=True)
+    else:
+        (root / "train" / "a" / "to_b").symlink_to("../b", target_is_directory=True)
+        (root / "train" / "b" / "to_a").symlink_to("../a", target_is_directory=True)
+    code, lines = run_cli([*TRAIN[:1], "--config", str(assets / "recipe.yaml"), "--set", "data.name=imagefolder",
+                           "--set", f"data.root={root}", "--set", f"run.out={tmp_path / 'run'}"], capsys)
+    assert_one_error_line(code, lines)
+    assert "symlink loop" in lines[0] and str(root / "train") in lines[0], lines

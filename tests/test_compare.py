@@ -7,6 +7,7 @@ from mutualnet import MutualNetError
 from mutualnet.checkpoint import load_checkpoint
 from mutualnet.cli import main
 from mutualnet.compare import (
+    ARMS,
     matched_budgets,
     mean_table,
     parse_seeds,
@@ -194,33 +195,37 @@ def test_default_budgets_include_the_cheapest_and_the_full_configuration():
     assert b[0] >= 2.541888 and b[-1] >= 31.021952 and len(b) == 8 and b == sorted(b)
 
 
-def _documented_compare_command() -> list[str]:
-    """The ``mutualnet compare`` command of docs/results.md (a fenced bash block, continuation lines joined)."""
+def _documented_compare_commands() -> list[list[str]]:
+    """The ``mutualnet compare`` commands of docs/results.md (fenced bash blocks, continuation lines joined)."""
     import re
     import shlex
     from pathlib import Path
 
     text = (Path(__file__).parents[1] / "docs" / "results.md").read_text()
+    found = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
-        joined = block.replace("\\\n", " ")
+        joined = re.sub(r"\\\n\s*", " ", block)
         for line in joined.splitlines():
-            if "mutualnet compare" in line:
+            if "mutualnet compare" in line and not line.lstrip().startswith("#"):
                 argv = shlex.split(line.split("#")[0])
-                return argv[argv.index("compare"):]
-    raise AssertionError("docs/results.md shows no mutualnet compare command")
+                found.append(argv[argv.index("compare"):])
+    assert found, "docs/results.md shows no mutualnet compare command"
+    return found
 
 
-def test_the_documented_comparison_has_the_promised_size_and_runs_shrunk(tmp_path):
-    """docs/results.md's command parses, has >= 2 seeds and >= 5 epochs for the four arms, and runs (shrunk)."""
+def test_the_documented_comparisons_have_the_promised_size_and_run_shrunk(tmp_path):
+    """docs/results.md's commands parse; the long comparison's processes together cover >= 2 seeds x 8 epochs of
+    the four arms; every command runs (shrunk), the report-only one on what the others left."""
     from mutualnet.cli import build_parser
 
-    argv = _documented_compare_command()
-    args = build_parser().parse_args(argv)
-    assert len(args.seeds) >= 2 and args.epochs >= 5
-    assert {"mutualnet", "usnet", "usnet+", "independent"} <= set(args.arms)
-    # the same command, shrunk: later flags win, --set adds to the documented ones
+    commands = _documented_compare_commands()
+    parsed = [build_parser().parse_args(argv) for argv in commands]
+    long_run = [a for a in parsed if a.out == "/var/tmp/cmp19" and not a.report_only]
+    assert len({s for a in long_run for s in a.seeds}) >= 2 and all(a.epochs >= 8 for a in long_run)
+    assert all({"mutualnet", "usnet", "usnet+", "independent"} <= set(a.arms or ARMS) for a in long_run)
+    assert any(a.report_only and a.out == "/var/tmp/cmp19" for a in parsed)
     out = tmp_path / "cmp"
-    shrunk = [*argv, "--out", str(out), "--seeds", "0", "--arms", "mutualnet", "--epochs", "1",
-              *_compare_argv(out)[3:]]
-    assert main(shrunk) == 0
+    for argv, args in zip(commands, parsed):  # the same commands, shrunk: later flags win, --set adds to theirs
+        extra = [] if args.report_only else ["--seeds", "0", "--arms", "mutualnet"]
+        assert main([*argv, "--out", str(out), *extra, "--epochs", "1", *_compare_argv(out)[3:]]) == 0
     assert json.loads((out / "compare.json").read_text())["recipe"]["data"]["train_subset"] == 32

@@ -132,7 +132,8 @@ def calibrated_ckpt(tmp_path):
     table = QueryTable(rows=table_rows(model, configs), meta={"model": "resnet20_cifar"})
     path = tmp_path / "calibrated.pt"
     meta = {"resolutions": [32, 24], "mode": "mutual", "class_names": [f"c{i}" for i in range(10)],
-            "dataset": {"name": "synthetic", "num_classes": 10, "in_chans": 3, "input_size": 32}}
+            "dataset": {"name": "synthetic", "num_classes": 10, "in_chans": 3, "input_size": 32,
+                        "root": str(tmp_path / "data")}}
     save_checkpoint(path, model, meta, query_table=table.to_dict())
     table.save(tmp_path / "table.json")
     return path, model, table
@@ -149,6 +150,9 @@ def test_cli_export_by_budget_and_explicit(calibrated_ckpt, tmp_path, capsys):
     import onnx
     meta = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}["mutualnet"])
     assert meta["width"] == row["width"] and meta["resolution"] == row["resolution"]
+    # a file that travels names its data and checkpoint, never a path of the machine it was made on
+    assert meta["meta"]["dataset"]["name"] == "synthetic" and meta["meta"]["checkpoint"] == "calibrated.pt"
+    assert str(tmp_path) not in json.dumps(meta)
     out_pt = tmp_path / "sub.pt"
     assert main(["export", "--checkpoint", str(path), "--width", "0.5", "--resolution", "24", "--format", "pt",
                  "--out", str(out_pt), "--no-fold-bn", "--table", str(tmp_path / "table.json")]) == 2

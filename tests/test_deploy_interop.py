@@ -13,6 +13,7 @@ from torch import nn
 
 import mutualnet as mn
 from deploy_helpers import one_thread
+from mutualnet.calibrate import calibrate
 from mutualnet.checkpoint import load_checkpoint, model_from_checkpoint
 from mutualnet.cli import main
 from mutualnet.deploy import export_subnet, load_released, load_torchvision_weights
@@ -246,3 +247,38 @@ def test_torchvision_weights_mismatch_is_named(tmp_path, capsys):
     torch.save(sd, path)
     assert main(["convert", "--torchvision", str(path), "--model", "resnet34", "--out", str(tmp_path / "o.pt")]) == 2
     assert "do not match resnet34" in capsys.readouterr().err
+
+
+def test_statistics_the_original_never_computed_are_not_imported_as_statistics(tmp_path, capsys):
+    """The original train.py saves every listed width's BatchNorm statistics but the narrowest's at their initial
+    mean 0 / variance 1: those widths, the top one included, are uncalibrated here, not run on 0 / 1."""
+    widths = [0.25, 1.0]  # the released MutualNet MobileNet v1 list
+    ref = RefMobileNetV1(widths).eval()
+    _randomise(ref)
+    with torch.no_grad():  # as the original saves them: only the narrowest's were computed
+        for m in ref.modules():
+            if isinstance(m, RefBN):
+                for i in range(1, len(widths)):
+                    m.bn[i].reset_running_stats()
+    path = _released_file(tmp_path, ref)
+    model = load_released(path)
+    assert model.uncomputed_widths == [1.0]
+    x = torch.randn(2, 3, 32, 32)
+    _set(ref, 0.25)
+    with torch.no_grad(), mn.use_config(model, 0.25, 32):
+        assert (model(x) - ref(x)).abs().max() <= 1e-4  # the computed ones are used
+    with torch.no_grad(), mn.use_config(model, 1.0, 32), pytest.raises(mn.MutualNetError, match="calibrate"):
+        model(x)  # the top width too: its running statistics would be the 0 / 1 it was saved with
+    out = tmp_path / "mn.pt"
+    assert main(["convert", "--released", str(path), "--out", str(out)]) == 0
+    assert "widths [1.0] were saved with BatchNorm's initial statistics" in capsys.readouterr().out
+    again = model_from_checkpoint(out).eval()  # the refusal travels with the checkpoint
+    with torch.no_grad(), mn.use_config(again, 1.0, 32), pytest.raises(mn.MutualNetError, match="calibrate"):
+        again(x)
+    calibrate(again, torch.randn(8, 3, 32, 32), 1.0, 32)
+    with torch.no_grad(), mn.use_config(again, 1.0, 32):
+        assert torch.isfinite(again(x)).all()
+    with torch.no_grad(), mn.use_config(again, 1.0, 64), pytest.raises(mn.MutualNetError, match="calibrate"):
+        again(torch.randn(2, 3, 64, 64))  # calibrated at 32 px only
+    assert any(k.endswith("running_stats_invalid") for k in load_checkpoint(out)["model"])
+    assert not any(k.endswith("running_stats_invalid") for k in mn.create_model("mobilenet_v1").state_dict())

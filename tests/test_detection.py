@@ -261,7 +261,9 @@ def test_train_lowers_loss_then_cli_eval_reports_ap(coco, tmp_path, capsys):
     assert rc == 0
     table = json.loads((tmp_path / "eval" / "detection_table.json").read_text())
     rows = table["rows"]
-    print(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    print(out)
+    assert "box AP (%)" in out and "mask AP (%)" in out  # AP as a percent, with its unit
     assert {(r["width"], r["resolution"]) for r in rows} == {(0.125, 96), (0.25, 96), (0.125, 64), (0.25, 64)}
     assert all(0.0 <= r["box_ap"] <= 1.0 and 0.0 <= r["mask_ap"] <= 1.0 and r["calibrated"] for r in rows)
     assert max(r["box_ap"] for r in rows) > 0.15  # it learned to find the shapes it was trained on
@@ -285,6 +287,9 @@ def test_train_lowers_loss_then_cli_eval_reports_ap(coco, tmp_path, capsys):
                  "--json"]) == 0
     best = max((r for r in rows if r["mflops"] <= budget), key=lambda r: (r["box_ap"], -r["macs"]))
     assert json.loads(capsys.readouterr().out)["box_ap"] == best["box_ap"]
+    assert main(["select", "--table", str(tmp_path / "eval" / "detection_table.json"), "--max-mflops",
+                 str(budget)]) == 0
+    assert f"box AP {100 * best['box_ap']:.2f}%" in capsys.readouterr().out
     assert main(["plot", str(tmp_path / "eval" / "detection_table.json"), "--out", str(tmp_path / "d.png")]) == 0
     assert (tmp_path / "d.png").stat().st_size > 0
 
@@ -365,3 +370,24 @@ def test_divergence_guard():
     assert [g.check(v) for v in (5.0, 4.0, 3.0, 2.0, 19.0)] == [None] * 5  # noisy but healthy
     assert "diverged to 40" in g.check(40.0)
     assert DivergenceGuard().check(float("inf")) == "loss became inf"
+
+
+def test_ap_plot_legend_lists_only_what_is_drawn(tmp_path, monkeypatch):
+    """No frontier flagged for an axis: no "Pareto" entry in the legend (it would name a line that is not there)."""
+    import matplotlib.figure
+
+    from mutualnet.search.plot import plot_detection_table as plot_table
+
+    legends = []
+    real = matplotlib.figure.Figure.savefig
+
+    def record(fig, *a, **kw):
+        legends.append([t.get_text() for t in fig.axes[0].get_legend().get_texts()])
+        return real(fig, *a, **kw)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
+    rows = [{"width": w, "resolution": 64, "box_ap": 0.1 * w, "mask_ap": 0.05 * w, "mflops": 10 * w,
+             "backbone_mflops": 5 * w, "pareto": w == 1.0, "pareto_backbone": False} for w in (0.5, 1.0)]
+    plot_table(rows, tmp_path / "a.png")
+    plot_table(rows, tmp_path / "b.png", cost="backbone_mflops")
+    assert legends == [["0.5x", "1x", "Pareto (box AP)"], ["0.5x", "1x"]]

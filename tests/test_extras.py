@@ -48,3 +48,18 @@ def test_training_without_tensorboard_says_so_and_runs(without, tmp_path, capsys
                                    f"run.out={tmp_path / 'run'}"]))
     assert "note: tensorboard is not installed" in capsys.readouterr().err
     assert (run / "last.pt").exists() and not (run / "tb").exists()
+
+
+def test_onnxruntime_runtime_without_the_extra_names_it(without, tmp_path, capsys):
+    from deploy_helpers import table_rows
+    from mutualnet.search import QueryTable
+
+    without("onnxruntime")
+    model = create_model("resnet20_cifar", width_range=(0.5, 1.0))
+    path = save_checkpoint(tmp_path / "m.pt", model, {"resolutions": [16]})
+    QueryTable(rows=table_rows(model, [(1.0, 16)])).save(tmp_path / "t.json")
+    assert main(["latency", "--table", str(tmp_path / "t.json"), "--checkpoint", str(path), "--runtime",
+                 "onnxruntime", "--warmup", "0", "--repeats", "1"]) == 2
+    err = [ln for ln in capsys.readouterr().err.replace("\r", "\n").splitlines() if ln.strip() and "%|" not in ln]
+    assert err == ['error: the onnxruntime runtime needs onnxruntime, which is not installed: pip install '
+                   '"mutualnet[onnx]" (or "mutualnet[all]")']

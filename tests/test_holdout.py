@@ -159,9 +159,17 @@ def test_compare_end_to_end_selects_on_held_out_images_with_learning_curves(tmp_
     assert "picks within each budget on 16 held-out training images" in md and "Held-out top-1" in md
     curves = summary["learning_curves"]
     assert {"MutualNet", "Independent"} <= set(curves["1@28"]) and {"MutualNet", "Independent"} <= set(curves["0.5@16"])
-    steps = [p[0] for p in curves["1@28"]["MutualNet"]]
+    steps = [p[0] for p in curves["1@28"]["MutualNet"]["0"]]
     assert len(steps) == 2 and steps[0] < steps[1]  # one point per epoch
     assert (out / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # a look at a comparison that is still running: nothing is trained, the numbers say over which seeds they are
+    assert main([*argv, "--seeds", "0,1", "--report-only"]) == 0
+    assert not (out / "seed1").exists()
+    summary = json.loads((out / "compare.json").read_text())
+    assert summary["seeds_per_arm"] == {"MutualNet": [0], "Independent": [0]}
+    assert "these numbers are over the seeds that have: MutualNet: seed 0; Independent: seed 0" in (
+        out / "results.md").read_text()
 
     # the former behaviour is one option away: choose on the test set
     assert main([*argv[:2], str(tmp_path / "cmp0"), *argv[3:], "--set", "data.holdout=0"]) == 0

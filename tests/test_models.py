@@ -171,3 +171,23 @@ def test_head_name_is_the_one_classifier_rule(name):
     model.reset_classifier(3)
     assert model.get_classifier() is not head and model.get_classifier().out_features == 3
     assert model.get_classifier().slim_state is model.slim_state
+
+
+def test_tv_listing_holds_exactly_the_models_the_coverage_table_converted(capsys):
+    """`mutualnet models 'tv/*'` lists what converts (docs/slimming.md's measured table); a refused name can still be
+    asked for and says why."""
+    from pathlib import Path
+
+    from mutualnet.cli import main
+
+    doc = (Path(__file__).parents[1] / "docs" / "slimming.md").read_text()
+    table = doc.split("<!-- coverage:begin -->")[1].split("<!-- coverage:end -->")[0]
+    result = {cells[1].strip(): cells[2].strip() for cells in (ln.split("|") for ln in table.splitlines())
+              if len(cells) > 3 and cells[2].strip().startswith(("converted", "refused"))}
+    converted = {n for n, r in result.items() if r == "converted"}
+    assert len(converted) >= 50 and len(result) - len(converted) >= 10
+    assert {n[len("tv/"):] for n in mn.list_models("tv/*")} == converted
+    assert main(["models", "tv/shufflenet*"]) == 1  # nothing to list
+    assert "no model matches" in capsys.readouterr().out
+    with pytest.raises(mn.MutualNetError, match="channel shuffle"):
+        mn.create_model("tv/shufflenet_v2_x0_5", num_classes=10)

@@ -37,6 +37,7 @@ def test_two_processes_write_the_one_process_table_and_statistics(tmp_path, caps
                            "-m", "mutualnet", "search", "--checkpoint", str(ckpt), "--out", str(tmp_path / "two"),
                            *ARGS], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("searched ") == 1  # rank 0 speaks for both processes
 
     one = QueryTable.load(tmp_path / "one" / "query_table.json")
     two = QueryTable.load(tmp_path / "two" / "query_table.json")

@@ -199,6 +199,7 @@ def test_tv_models_through_train_search_export_profile_and_adaptive(tmp_path, ca
             "data.synthetic_length=16", "data.batch_size=8", "data.workers=0", "train.resolutions=[32, 24]",
             "train.epochs=1", "run.device=cpu", "run.progress=false", "run.calib_batches=1", f"run.out={out}"]
     assert main(["train", "--config", str(recipe), *[a for s in sets for a in ("--set", s)]]) == 0
+    assert "--set model.args.small_input=true" in capsys.readouterr().err  # ImageNet stem at 32 px: the hint
     search = tmp_path / "search"
     assert main(["search", "--checkpoint", str(out / "last.pt"), "--out", str(search), "--width-step", "0.75",
                  "--calib-images", "16", "--val-images", "16", "--eval-batch-size", "16", "--no-progress"]) == 0

@@ -111,3 +111,21 @@ def test_dataset_classes_and_channels_are_adopted_or_a_mismatch_refused():
     synthetic = {"name": "synthetic", "num_classes": 10, "in_chans": 3}  # follows the model
     cfg = resolve(load_config(None, ["model.num_classes=4", "model.args={in_chans: 1}"]), synthetic)
     assert (cfg.model.num_classes, cfg.model.args["in_chans"]) == (4, 1)
+
+
+def test_loader_workers_never_exceed_the_cores(monkeypatch):
+    """A recipe's 8 workers on a 2-core machine become 2 (more only compete for the cores); None means all."""
+    import mutualnet.io as mio
+    import mutualnet.train.config as config
+    from mutualnet.data.checkpoint import data_from_checkpoint
+
+    for module in (config, mio):
+        monkeypatch.setattr(module, "available_cores", lambda: 2)
+    recipe = Path(__file__).parent.parent / "configs" / "transfer_mobilenet_v1_imagefolder.yaml"
+    assert load_config(recipe).data.workers == 8  # as written
+    assert resolve(load_config(recipe, ["data.name=synthetic"])).data.workers == 2
+    assert resolve(load_config(recipe, ["data.name=synthetic", "data.workers=1"])).data.workers == 1
+    assert resolve(load_config(recipe, ["data.name=synthetic", "data.workers=null"])).data.workers == 2
+    ckpt = {"meta": {"dataset": {"name": "imagefolder", "root": "/nowhere"}}}
+    assert data_from_checkpoint(ckpt, create_model("resnet20_cifar")).workers == 2
+    assert data_from_checkpoint(ckpt, create_model("resnet20_cifar"), workers=16).workers == 2

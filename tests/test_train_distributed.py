@@ -151,3 +151,16 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     for k in a:
         # after 8 steps the same amplified noise reaches ~1e-3 absolute (conv1.weight, magnitude 0.36)
         torch.testing.assert_close(a[k], b[k], rtol=5e-3, atol=2e-3, msg=k)
+
+
+def test_under_torchrun_only_rank_0_prints(monkeypatch, capsys):
+    """Every process of a torchrun job runs the same command: rank 0 prints for all of them, errors stay."""
+    from mutualnet.cli import main
+
+    monkeypatch.setenv("RANK", "1")
+    assert main(["models", "resnet20*"]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["models", "nothing-matches*"]) == 1
+    monkeypatch.setenv("RANK", "0")
+    assert main(["models", "resnet20*"]) == 0
+    assert "resnet20_cifar" in capsys.readouterr().out

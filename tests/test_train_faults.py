@@ -19,6 +19,7 @@ import mutualnet.io as mio
 from mutualnet.checkpoint import load_checkpoint
 from mutualnet.cli import main
 from mutualnet.io import folder_lock
+from mutualnet.search import QueryTable
 from mutualnet.train import config_from_dict, train
 
 
@@ -209,3 +210,75 @@ def test_resume_applies_lr_and_out_and_refuses_other_changes(tmp_path, capsys):
     for r in new_rows[4:]:
         assert r["lr"] == pytest.approx(ref_lr[r["step"]] / 10, rel=1e-9)
     assert old_rows == rows(run)[0]
+
+
+def test_sigterm_reads_like_sigint_and_leaves_a_resumable_run(tmp_path):
+    """A scheduler's preemption (SIGTERM) ends training with the same one line as Ctrl-C, status 143, no temporary
+    file, and the run resumes to its end."""
+    run = tmp_path / "run"
+    cfg = write_recipe(tmp_path / "r.yaml", run)
+    err = tmp_path / "stderr.txt"
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            fd = os.open(err, os.O_WRONLY | os.O_CREAT)
+            os.dup2(fd, 2)
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+            sys.stderr = os.fdopen(2, "w", buffering=1)
+            code = main(["train", "--config", str(cfg)])
+        finally:
+            os._exit(code)
+    n_train = lambda: sum('"train"' in ln for ln in (run / "metrics.jsonl").read_text().splitlines()) \
+        if (run / "metrics.jsonl").exists() else 0  # noqa: E731
+    deadline = time.time() + 120
+    while not ((run / "last.pt").exists() and n_train() >= 3) and time.time() < deadline:
+        assert os.waitpid(pid, os.WNOHANG) == (0, 0), "the run ended before SIGTERM"
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGTERM)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 128 + signal.SIGTERM
+    assert err.read_text().splitlines() == ["interrupted (SIGTERM)"]
+    assert not temps(run)
+    assert main(["train", "--resume", str(run / "last.pt")]) == 0
+    assert [r["step"] for r in rows(run)[0]] == list(range(1, 16))
+
+
+def test_single_process_rerun_of_an_interrupted_torchrun_search_takes_its_shards_and_removes_them(
+        tmp_path, monkeypatch, capsys):
+    """A torchrun search stopped after rank 0's shard, run again in one process: the shard's networks are not
+    computed again, the table is the one-process table, and no ``shard-*`` folder is left behind."""
+    import mutualnet.search.build as build
+    import mutualnet.search.run as search_run
+    from mutualnet.checkpoint import save_checkpoint
+    from mutualnet.train.distributed import DistInfo
+    from test_search import DS_META, _tiny
+
+    ckpt = tmp_path / "model.pt"
+    torch.manual_seed(0)
+    save_checkpoint(ckpt, _tiny(), meta={"resolutions": [16, 12], "mode": "mutual", "dataset": DS_META})
+    args = ["search", "--checkpoint", str(ckpt), "--width-step", "0.125", "--calib-images", "16", "--val-images",
+            "16", "--eval-batch-size", "16", "--no-progress"]
+    torch.set_num_threads(1)
+    calls = []
+    real = build.calibrate
+    monkeypatch.setattr(build, "calibrate", lambda *a, **kw: (calls.append(a[2:4]), real(*a, **kw))[1])
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    everything = len(calls)
+
+    def stopped(*a, **kw):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:  # rank 0 of 2 computes its shard, then the run is stopped at the barrier
+        m.setattr(search_run, "init_distributed", lambda *a, **kw: DistInfo(rank=0, world_size=2))
+        m.setattr(search_run.dist, "barrier", stopped)
+        calls.clear()
+        assert main([*args, "--out", str(tmp_path / "two")]) == 130
+    in_shard = len(calls)
+    assert 0 < in_shard < everything and (tmp_path / "two" / "shard-0").is_dir()
+    calls.clear()
+    assert main([*args, "--out", str(tmp_path / "two")]) == 0
+    assert len(calls) == everything - in_shard  # the shard's networks were taken, not recomputed
+    assert not list((tmp_path / "two").glob("shard-*"))
+    one, two = (QueryTable.load(tmp_path / d / "query_table.json") for d in ("one", "two"))
+    assert two.rows == one.rows

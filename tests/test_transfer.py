@@ -104,3 +104,33 @@ def test_transfer_recipe_end_to_end(source, tmp_path, capsys, monkeypatch):
     model = model_from_checkpoint(ckpt)
     assert model.num_classes == 3 and not torch.equal(model.layer2[0].conv1.weight, src.layer2[0].conv1.weight)
     assert model(torch.randn(2, 3, 16, 16)).shape == (2, 3)
+
+
+def _sets(tmp_path, init, **extra):
+    base = {"model.name": "resnet20_cifar", "model.width_range": "[0.25, 1.0]", "model.init": str(init),
+            "data.name": "synthetic", "data.synthetic_length": 8, "data.batch_size": 8, "data.workers": 0,
+            "train.resolutions": "[16, 12]", "run.max_steps": 1, "run.val_every": 0, "run.device": "cpu",
+            "run.progress": "false", "run.tensorboard": "false", "run.out": str(tmp_path / "run")} | extra
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def test_init_of_another_top_width_is_adopted_and_another_model_refused_before_any_data(tmp_path, monkeypatch,
+                                                                                         capsys):
+    """model.init decides what it can: its width range is adopted (with a note), another model is refused with
+    the --set that fits, before a dataset or loader worker exists."""
+    import mutualnet.train.loop as loop
+
+    wide = create_model("resnet20_cifar", width_range=(0.5, 1.5), num_classes=10)
+    path = save_checkpoint(tmp_path / "wide.pt", wide, {"mode": "mutual", "resolutions": [16, 12]})
+    run = train(load_config(None, _sets(tmp_path, path)))
+    assert "training at the width range [0.5, 1.5] of" in capsys.readouterr().out
+    got = model_from_checkpoint(load_checkpoint(run / "last.pt"))
+    assert tuple(got.width_range) == (0.5, 1.5)
+    torch.testing.assert_close(got.layer3[2].conv2.weight, wide.layer3[2].conv2.weight, atol=0.1, rtol=0)
+
+    other = save_checkpoint(tmp_path / "v1.pt", create_model("mobilenet_v1_cifar", num_classes=10), {})
+    monkeypatch.setattr(loop, "build_data", lambda *a, **kw: pytest.fail("data was built before model.init was "
+                                                                           "checked"))
+    with pytest.raises(MutualNetError, match=r"holds a mobilenet_v1_cifar, but this run trains a resnet20_cifar; "
+                                             r".*--set model.name=mobilenet_v1_cifar"):
+        train(load_config(None, _sets(tmp_path, other, **{"run.out": str(tmp_path / "run2")})))

@@ -70,8 +70,12 @@ class CompareResult:
     @property
     def mean_tables(self) -> dict[str, QueryTable]:
         """Per arm, every configuration's top-1 averaged over seeds (``top1_std``: its spread)."""
-        names = [n for n in self.tables[self.seeds[0]]]
-        return {n: mean_table([self.tables[s][n] for s in self.seeds]) for n in names}
+        names = [n for n in ARMS.values() if any(n in self.tables[s] for s in self.seeds)]
+        return {n: mean_table([self.tables[s][n] for s in self.seeds if n in self.tables[s]]) for n in names}
+
+    def seeds_of(self, name: str) -> list[int]:
+        """The seeds whose ``name`` arm has finished (all of them, except in a ``report_only`` look at a run)."""
+        return [s for s in self.seeds if name in self.tables[s]]
 
 
 def usnet_lower_width(recipe: dict, step: float = 0.05) -> float:
@@ -180,12 +184,12 @@ def seed_budgets(per_seed: Sequence[dict[str, QueryTable]], budgets: list[float]
     the one a choice was made on. ``None`` where no seed has anything that cheap.
     """
     matched = [matched_budgets(tables, budgets) for tables in per_seed]
-    names = list(per_seed[0])
+    names = [n for n in dict.fromkeys(n for tables in per_seed for n in tables)]  # a seed may lack an arm
     rows = []
     for i, b in enumerate(budgets):
         row: dict = {"mflops": b}
         for name in names:
-            picks = [m[i][name] for m in matched if m[i][name] is not None]
+            picks = [m[i][name] for m in matched if m[i].get(name) is not None]
             if not picks:
                 row[name] = None
                 continue
@@ -255,7 +259,7 @@ def run_compare(out: str | Path = "runs/compare", *, recipe: dict | None = None,
                 train_images: int | None = None, overrides: list[str] | None = None,
                 singles: list[tuple[float, int]] | None = None, width_step: float = 0.05, calib_images: int = 2000,
                 val_images: int | None = None, budgets: list[float] | None = None, threads: int | None = None,
-                progress: bool = True) -> CompareResult:
+                progress: bool = True, report_only: bool = False) -> CompareResult:
     """Train and search every arm for every seed (see the module docstring); write JSON, plot and ``results.md``.
 
     Args:
@@ -269,6 +273,9 @@ def run_compare(out: str | Path = "runs/compare", *, recipe: dict | None = None,
         width_step, calib_images, val_images: The search of every arm (``mutualnet search``); the calibration
             and validation subsets are the same for every arm and seed.
         budgets: MFLOPs budgets of the table (default: 8 log-spaced over MutualNet's range).
+        report_only: Train and search nothing: report what has finished in ``out`` (a look at a long comparison
+            while it runs, e.g. from another process); an arm counts for a seed once its search has written its
+            table, and every number says over how many seeds it is.
     """
     arms = list(arms or ARMS)
     unknown = [a for a in arms if a not in ARMS]
@@ -315,7 +322,10 @@ def run_compare(out: str | Path = "runs/compare", *, recipe: dict | None = None,
 
     clock = out / "wall_time.json"
 
-    def arm(seed: int, folder: str, rec: dict, name: str, **extra) -> QueryTable:
+    def arm(seed: int, folder: str, rec: dict, name: str, **extra) -> QueryTable | None:
+        if report_only:
+            table = out / f"seed{seed}" / folder / "search" / "query_table.json"
+            return QueryTable.load(table) if table.is_file() and (table.parent / "calibrated.pt").is_file() else None
         rec = copy.deepcopy(rec)
         rec["run"]["seed"] = seed
         print(f"== seed {seed}: {name}", flush=True)
@@ -324,7 +334,7 @@ def run_compare(out: str | Path = "runs/compare", *, recipe: dict | None = None,
 
     tables: dict[int, dict[str, QueryTable]] = {}
     boost: dict[str, list[float]] = {"boosted_top1": [], "plain_top1": [], "plain_equal_compute_top1": []}
-    with _LoadSampler(out / "load.log"):  # the load is reported beside the wall time
+    with contextlib.nullcontext() if report_only else _LoadSampler(out / "load.log"):  # load beside wall time
         for seed in seeds:
             t: dict[str, QueryTable] = {}
             if "mutualnet" in arms:
@@ -336,6 +346,8 @@ def run_compare(out: str | Path = "runs/compare", *, recipe: dict | None = None,
                 for w, r in singles:
                     single_tables[(w, r)] = arm(seed, f"single_w{w:g}_r{r}", _single(base, w, r),
                                                 f"independent ({w:g}, {r})")
+                    if single_tables[(w, r)] is None:  # report_only: not finished
+                        continue
                     for row in single_tables[(w, r)].rows:
                         independent.add({k: row[k] for k in ("width", "resolution", "top1", "top5", "macs", "params",
                                                              "latency_ms", "test_top1", "test_top5") if k in row})
@@ -345,7 +357,7 @@ def run_compare(out: str | Path = "runs/compare", *, recipe: dict | None = None,
             if "usnet" in arms:
                 t["US-Net"] = arm(seed, "usnet", us, f"US-Net [{w_us:g}, {hi:g}] at {res[0]} px",
                                   search_resolutions=[res[0]])
-            if "boost" in arms:
+            if "boost" in arms and not report_only:
                 tb = arm(seed, "boost", boosted, f"boost [0.9, {hi:g}]", width_step=round(hi - 0.9, 6) or 0.1,
                          search_resolutions=[res[0]])
                 tp = single_tables.get(full) or arm(seed, f"single_w{hi:g}_r{res[0]}", plain,
@@ -359,11 +371,11 @@ def run_compare(out: str | Path = "runs/compare", *, recipe: dict | None = None,
                 for k, tab in (("boosted_top1", tb), ("plain_top1", tp), ("plain_equal_compute_top1", te)):
                     row = tab.find(*full)
                     boost[k].append(row.get("test_top1", row["top1"]))  # no choice is made here: the test set's
-            tables[seed] = {n: t[n] for n in ARMS.values() if n in t}  # the tables' order, whatever the runs'
+            tables[seed] = {n: t[n] for n in ARMS.values() if t.get(n)}  # the tables' order, whatever the runs'
 
     seconds = sum(json.loads(clock.read_text()).values()) if clock.exists() else 0.0
     boost_summary: dict = {}
-    if "boost" in arms:
+    if "boost" in arms and boost["boosted_top1"]:
         boost_summary = {k: _spread(v) for k, v in boost.items()}
         boost_summary |= {"equal_compute_epochs": equal_compute_epochs,
                           "mflops": profile(create_model(base["model"]["name"],
@@ -393,36 +405,30 @@ def _arm_of(folder: str) -> str:
 
 
 def learning_curves(out: str | Path, seeds: Sequence[int],
-                    configs: Sequence[tuple[float, int]] = ((1.0, 28), (0.5, 16))) -> dict[str, dict[str, list]]:
+                    configs: Sequence[tuple[float, int]] = ((1.0, 28), (0.5, 16))) -> dict[str, dict[str, dict]]:
     """Validation top-1 against iterations of every run in ``out`` that validated one of ``configs``.
 
     Read from each run's ``metrics.jsonl`` (its ``val`` rows: the widest and the narrowest configuration, on the
-    held-out images when the recipe holds some out). Returns ``{"W@R": {arm: [[step, mean, min, max], ...]}}``,
-    the mean and range over ``seeds`` at each step every seed reached.
+    held-out images when the recipe holds some out). Returns ``{"W@R": {arm: {seed: [[step, top1], ...]}}}``,
+    one curve per seed (a run still going has a shorter one).
     """
     out = Path(out)
     wanted = {config_key(w, r): f"{w:g}@{r}" for w, r in configs}
-    per: dict[str, dict[str, dict[int, list[float]]]] = {v: {} for v in wanted.values()}
+    curves: dict[str, dict[str, dict]] = {v: {} for v in wanted.values()}
     for seed in seeds:
         for metrics in sorted((out / f"seed{seed}").glob("*/train/metrics.jsonl")):
-            folder = metrics.parent.parent.name
-            arm = _arm_of(folder)
+            arm = _arm_of(metrics.parent.parent.name)
             if arm == "Boost":
                 continue
             for line in metrics.read_text().splitlines():
-                with contextlib.suppress(ValueError):
+                with contextlib.suppress(ValueError, KeyError, TypeError):
                     row = json.loads(line)
                     if row.get("kind") != "val":
                         continue
                     for tag_key, value in row.items():
                         if tag_key.startswith("config_") and value in wanted:
-                            tag = tag_key.removeprefix("config_")
-                            per[wanted[value]].setdefault(arm, {}).setdefault(int(row["step"]), []).append(
-                                float(row[f"top1_{tag}"]))
-    curves: dict[str, dict[str, list]] = {}
-    for cfg, arms in per.items():
-        curves[cfg] = {arm: [[step, statistics.fmean(v), min(v), max(v)] for step, v in sorted(points.items())
-                             if len(v) == len(seeds)] for arm, points in arms.items()}
+                            point = [int(row["step"]), float(row[f"top1_{tag_key.removeprefix('config_')}"])]
+                            curves[wanted[value]].setdefault(arm, {}).setdefault(str(seed), []).append(point)
     return curves
 
 
@@ -474,10 +480,13 @@ def _write(res: CompareResult, recipe: dict, budgets: list[float], singles: list
     epochs = recipe["train"]["epochs"]
     subset = recipe["data"].get("train_subset")
     data = f"{recipe['data']['name']}" + (f" ({subset} training images)" if subset else "")
+    done = [s for s in seeds if res.tables[s]]  # a report_only look may have seeds with nothing finished yet
     title = (f"{recipe['model']['name']} on {data}, {epochs} epoch{'s' if epochs != 1 else ''}, "
-             f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}")
+             f"{len(done)} seed{'s' if len(done) != 1 else ''}")
     if curves:
-        plot_tables(list(curves.values()), list(curves), out / "compare.png", title=title)
+        held = all("test_top1" in r for t in curves.values() for r in t.rows)  # chosen on held-out, test drawn
+        plot_tables(list(curves.values()), list(curves), out / "compare.png", title=title,
+                    shown="test_top1" if held else None)
     lc = learning_curves(out, seeds, [(recipe["model"]["width_range"][1], max(recipe["train"]["resolutions"])),
                                       (recipe["model"]["width_range"][0], min(recipe["train"]["resolutions"]))])
     plot_learning_curves(lc, out / "learning_curves.png", title)
@@ -499,6 +508,7 @@ def _write(res: CompareResult, recipe: dict, budgets: list[float], singles: list
         "ranges_mflops": {n: [min(r["mflops"] for r in t.rows), max(r["mflops"] for r in t.rows)]
                           for n, t in curves.items() if t.rows},
         "selected_on": "holdout" if held_out else "test", "learning_curves": lc, "load": load,
+        "seeds_per_arm": {n: res.seeds_of(n) for n in names},
     }
     atomic_write_text(out / "compare.json", json.dumps(summary, indent=2))
     spread = "mean ± sample standard deviation over seeds " + ", ".join(map(str, seeds)) if len(seeds) > 1 \
@@ -543,6 +553,11 @@ def _write(res: CompareResult, recipe: dict, budgets: list[float], singles: list
                      f"alone for the same {epochs} epochs ({1.0 * epochs:.2f} MAC-epochs) and "
                      f"{_cell(b['plain_equal_compute_top1'])}% trained alone for {b['equal_compute_epochs']} epochs "
                      "(about the boosted run's compute)."]
+    partial = {n: res.seeds_of(n) for n in names if res.seeds_of(n) != list(seeds)}
+    if partial:
+        text += ["", "Not every arm has finished for every seed; these numbers are over the seeds that have: "
+                 + "; ".join(f"{n}: seed{'s' if len(v) != 1 else ''} {', '.join(map(str, v))}"
+                             for n, v in partial.items()) + "."]
     text += ["", f"Wall time of all runs in {out}, resumed parts included: {res.seconds / 60:.1f} min."]
     if load:
         text += [f"Load average (1 min) while they ran: mean {load['mean']:.1f}, min {load['min']:.1f}, "

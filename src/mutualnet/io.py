@@ -200,6 +200,14 @@ def folder_lock(folder: str | os.PathLike, what: str = "run folder") -> FolderLo
 
 
 # -- reading -----------------------------------------------------------------------------------------
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's share), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def _check_file(path: str | os.PathLike, what: str) -> Path:
     path = Path(path)
     if not path.exists():

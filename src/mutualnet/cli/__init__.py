@@ -8,8 +8,12 @@ missing permission) are each printed as one line (``error: ...``) naming the fla
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import signal
 import sys
+import threading
 
 from ..errors import MutualNetError
 
@@ -56,7 +60,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's preemption, ``kill``, torchrun stopping its workers) raised as an interrupt, so it
+    unwinds like Ctrl-C: temporary files removed, folder locks released, the last saved checkpoint resumable."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    # SIGTERM would otherwise end the process without a word and without unwinding; only when nobody else
+    # (an embedding program) handles it, and only where Python allows handlers: the main thread
+    previous = None
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        with contextlib.ExitStack() as quiet:
+            if int(os.environ.get("RANK") or 0) > 0:  # under torchrun rank 0 speaks for all: each line once
+                quiet.enter_context(contextlib.redirect_stdout(quiet.enter_context(open(os.devnull, "w"))))
+            return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -71,9 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{e.filename}: " if e.filename else ""
         print(f"error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        term = isinstance(e, _Terminated)
+        print(f"interrupted{' (SIGTERM)' if term else ''}", file=sys.stderr)
+        return 128 + (signal.SIGTERM if term else signal.SIGINT)
     return int(rc or 0)
 
 

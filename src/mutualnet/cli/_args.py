@@ -110,5 +110,6 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", help="dataset name (default: the checkpoint's meta 'dataset')")
     p.add_argument("--data-root", help="dataset folder (default: the checkpoint's)")
     p.add_argument("--workers", type=nonneg_int,
-                   help="data loader workers (default: 0 for in-memory datasets, else 4)")
+                   help="data loader workers (default: 0 for in-memory datasets, else 4; never more than the CPU "
+                        "cores available)")
     p.add_argument("--seed", type=seed, default=0, help="seed of the calibration / validation subsets")

@@ -56,6 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-images", type=A.positive_int,
                    help="held-out (or, without data.holdout, test) images per configuration (default: all)")
     p.add_argument("--threads", type=A.threads, help="torch CPU threads (default: torch's)")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the results of what has finished in --out (a look at a long run)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     res = run_compare(args.out, epochs=args.epochs, data_root=args.data_root, seeds=args.seeds, arms=arms,
                       train_images=args.train_images, overrides=args.overrides, singles=args.singles,
                       width_step=args.width_step, calib_images=args.calib_images, val_images=args.val_images,
-                      threads=args.threads, progress=not args.no_progress)
+                      threads=args.threads, progress=not args.no_progress, report_only=args.report_only)
     print((res.out / "results.md").read_text())
     print(f"plot: {res.out / 'compare.png'}; summary: {res.out / 'compare.json'}; "
           f"{res.seconds / 60:.1f} min in all (resumed parts included)")

@@ -33,7 +33,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.released:
         ckpt = released_checkpoint(args.released, arch=args.arch, widths=args.widths)
-        desc = f"{ckpt['model_name']} with per-width statistics for widths {ckpt['meta']['released_widths']}"
+        meta = ckpt["meta"]
+        uncomputed = meta.get("uncomputed_widths") or []
+        have = [w for w in meta["released_widths"] if w not in uncomputed]
+        desc = f"{ckpt['model_name']} with per-width statistics for widths {have}"
+        if uncomputed:
+            desc += (f"; widths {uncomputed} were saved with BatchNorm's initial statistics (mean 0, variance 1: "
+                     "never computed) and are refused until calibrated (mutualnet calibrate, or eval --calibrate)")
     else:
         if not args.model:
             raise MutualNetError("--torchvision needs --model (e.g. resnet50, mobilenet_v2, vgg16_bn)")

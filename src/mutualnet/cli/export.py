@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..calibrate import is_calibrated
 from ..checkpoint import load_checkpoint, model_from_checkpoint
@@ -117,9 +118,12 @@ def run(args: argparse.Namespace) -> int:
     net, check = export_subnet(model, width, res, fold_bn=not args.no_fold_bn,
                                allow_uncalibrated=args.allow_uncalibrated, depth=depth)
     meta = ckpt.get("meta") or {}
-    info = {k: meta[k] for k in ("class_names", "dataset", "mode") if k in meta}
+    # an exported file travels to other machines: it names the data and the checkpoint, not where they lay here
+    info = {k: meta[k] for k in ("class_names", "mode") if k in meta}
+    if isinstance(meta.get("dataset"), dict):
+        info["dataset"] = {k: v for k, v in meta["dataset"].items() if k != "root"}
     info |= artefact_fields(meta, [res])  # preprocessing: crop at its input_size, then resize to `resolution`
-    info |= {"checkpoint": str(args.checkpoint), "table_row": row}
+    info |= {"checkpoint": Path(args.checkpoint).name, "table_row": row}
     checks = save_exported(net, args.out, fmt, meta=info)
     prof = profile(model, width, res, depth=depth)
     at = "" if depth is None else f", depth {depth}"

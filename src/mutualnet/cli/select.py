@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     where = "" if args.runtime is None else f" on {args.runtime}"
     lat = f", {row[key]:.{LATENCY_DECIMALS}f} ms{where}" if row.get(key) is not None else ""
     acc = (f"top-1 {row['top1']:.2f}%, top-5 {row['top5']:.2f}%" if table.metric == "top1"
-           else f"{METRICS[table.metric]} {row[table.metric]:.4g}")
+           else f"{METRICS[table.metric]} {100 * row[table.metric]:.2f}%")  # COCO AP in [0, 1], as a percent
     depth = f", depth {row['depth']}" if row.get("depth") is not None else ""
     print(f"width {row['width']:g} at {row['resolution']} px{depth}: {acc}, "
           f"{row['mflops']:.{MFLOPS_DECIMALS}f} MFLOPs, {row['params'] / 1e6:.3f}M params{lat} "

@@ -42,8 +42,11 @@ def data_from_checkpoint(ckpt: dict, model: nn.Module, *, dataset: str | None = 
         model: The model rebuilt from it (synthetic data needs its classes and image channels).
         dataset, data_root: Another dataset name / folder than the recorded one (a root recorded for one
             dataset is not reused for another).
-        workers: Loader workers (default: 0 for in-memory datasets, else 4).
+        workers: Loader workers (default: 0 for in-memory datasets, else 4); never more than the CPU cores
+            this process may use (more only compete with each other and with the model for them).
     """
+    from ..io import available_cores
+
     meta_ds = dict((ckpt.get("meta") or {}).get("dataset") or {})
     name = dataset or meta_ds.get("name")
     if not name:
@@ -76,7 +79,8 @@ def data_from_checkpoint(ckpt: dict, model: nn.Module, *, dataset: str | None = 
     info = {"name": name, "root": None if root is None else str(Path(root).expanduser().absolute())}
     if holdout:
         info["holdout"] = holdout
-    return CheckpointData(build, info, workers if workers is not None else (4 if name == "imagefolder" else 0))
+    wanted = workers if workers is not None else (4 if name == "imagefolder" else 0)
+    return CheckpointData(build, info, min(wanted, available_cores()))
 
 
 def _holdout(value: object) -> int:

@@ -77,6 +77,30 @@ def _imagefolder_dir(root: str | os.PathLike | None, split: str) -> Path:
     return path
 
 
+def _refuse_symlink_loops(top: Path) -> None:
+    """Refuse a folder tree in which a symlinked folder leads back to one of its own ancestors.
+
+    torchvision's ``ImageFolder`` follows folder symlinks; a loop makes it list the same images over and over
+    (until the path is too long) and the run then fails with a misleading message, or trains on copies.
+    """
+    stack = [(str(top), os.path.realpath(top), frozenset())]
+    try:
+        while stack:
+            path, real, chain = stack.pop()
+            chain = chain | {real}
+            with os.scandir(path) as entries:
+                for e in entries:
+                    if not e.is_dir(follow_symlinks=True):
+                        continue
+                    sub_real = os.path.realpath(e.path) if e.is_symlink() else os.path.join(real, e.name)
+                    if sub_real in chain:
+                        raise MutualNetError(f"image folder {top} has a symlink loop: {e.path} leads back to "
+                                             f"{sub_real}; remove the link")
+                    stack.append((e.path, sub_real, chain))
+    except OSError as e:
+        raise MutualNetError(f"cannot read image folder {top}: {e}") from None
+
+
 def _imagefolder_classes(root) -> list[str]:
     classes = sorted(e.name for e in os.scandir(_imagefolder_dir(root, "train")) if e.is_dir())
     if not classes:
@@ -113,6 +137,7 @@ def _build_imagefolder(root, split, input_size, augment, crop_scale, hflip, colo
     tf = (train_transform(input_size, crop_scale=crop_scale, hflip=hflip, color_jitter=color_jitter,
                           lighting=lighting) if augment
           else eval_transform(input_size, resize_ratio=val_resize_ratio))
+    _refuse_symlink_loops(_imagefolder_dir(root, split))
     try:
         ds = tvd.ImageFolder(str(_imagefolder_dir(root, split)), transform=tf, loader=DECODERS[decoder])
     except (FileNotFoundError, OSError) as e:

@@ -196,21 +196,46 @@ def load_released(obj: dict | str | os.PathLike, *, arch: str | None = None,
         model = create_model(arch, num_classes=model.num_classes, width_range=(min(widths), max(widths)),
                              **_ARCH_ARGS[arch])
         pairs = [(t, n, m) for t, (n, m) in zip(layers, _our_layers(model))]
+    fresh = _never_computed(layers, widths)
     with torch.no_grad():
         for theirs, _, m in pairs:
             for pname, value in theirs.params.items():
                 getattr(m, pname).copy_(value)
             if isinstance(m, SlimmableBatchNorm2d):
-                _load_bn_stats(m, theirs, widths, model)
+                _load_bn_stats(m, theirs, widths, model, fresh)
     set_width(model, max(widths))
     model.released_widths = list(widths)
+    model.uncomputed_widths = sorted(fresh)  # saved with BatchNorm's initial statistics: refused until calibrated
     model.resize_mode = "official"  # the original code's resize (see released_checkpoint)
     return model.eval()
 
 
-def _load_bn_stats(bn: SlimmableBatchNorm2d, theirs: _Layer, widths: list[float], model: nn.Module) -> None:
+def _never_computed(layers: list[_Layer], widths: list[float]) -> set[float]:
+    """The widths whose per-width statistics are BatchNorm's initial mean 0 / variance 1 in every layer.
+
+    The original ``train.py`` saves them so for every listed width but the narrowest: they were never
+    computed, and loading them as statistics would run those widths (the top one included) on 0 / 1.
+    """
+    fresh = set()
+    per_width = [lay.per_width for lay in layers if lay.per_width]
+    for i, w in enumerate(widths):
+        stats = [pw[i] for pw in per_width if i in pw]
+        if stats and all(bool((s["running_mean"] == 0).all()) and bool((s["running_var"] == 1).all())
+                         for s in stats):
+            fresh.add(w)
+    return fresh
+
+
+def _load_bn_stats(bn: SlimmableBatchNorm2d, theirs: _Layer, widths: list[float], model: nn.Module,
+                   fresh: set[float]) -> None:
+    """Per-width statistics into ``bn``: the top width's into the running ones, every width's as calibrated ones;
+    a width in ``fresh`` (never computed) gets none, so it is refused until calibrated."""
     top = max(widths)
     for i, w in enumerate(widths):
+        if theirs.per_width and w in fresh:
+            if w == top:
+                bn.running_stats_valid = False
+            continue
         stats = theirs.per_width[i] if theirs.per_width else theirs.stats  # a plain BN: one set for every width
         mean, var = stats["running_mean"].float(), stats["running_var"].float()
         set_width(model, w)
@@ -236,7 +261,9 @@ def released_checkpoint(obj: dict | str | os.PathLike, *, arch: str | None = Non
         mode=source, resolutions=[224, 192, 160, 128], resize="official",
         dataset={"name": "imagefolder", "num_classes": model.num_classes, "in_chans": 3, "input_size": 224,
                  "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
-        extra={"released_widths": [float(width_key(w)) for w in model.released_widths]})
+        extra={"released_widths": [float(width_key(w)) for w in model.released_widths],
+               **({"uncomputed_widths": [float(width_key(w)) for w in model.uncomputed_widths]}
+                  if model.uncomputed_widths else {})})
     return checkpoint_dict(model, meta)
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ..errors import MutualNetError
+from ..extras import require
 from ..layers import allow_uncalibrated as _allow
 from ..layers import get_config, use_config
 from ..search.table import RUNTIMES, latency_column
@@ -90,11 +90,9 @@ def build_runner(model: nn.Module, width: float, resolution: int, runtime: str =
                 return traced(images)
 
         return run_ts
-    try:
-        import onnxruntime as ort
-    except ImportError:  # pragma: no cover - a dependency of the package
-        raise MutualNetError("the onnxruntime runtime needs the onnxruntime package (pip install onnxruntime)") \
-            from None
+    require("onnx", "the onnxruntime runtime")
+    import onnxruntime as ort
+
     model_bytes = _onnx_export(net, x)
     with contextlib.redirect_stderr(io.StringIO()):
         sess = ort.InferenceSession(model_bytes, session_options(int(threads or torch.get_num_threads())),

@@ -247,6 +247,7 @@ class SlimmableLinear(nn.Linear, _Slimmable):
 
 
 _CALIB_PREFIX = "calib_stats."
+_INVALID = "running_stats_invalid"  # state-dict key of a BatchNorm whose running statistics were never computed
 
 
 @dataclass
@@ -295,6 +296,10 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
       :class:`MutualNetError` that says how to calibrate it, because the widest's statistics sliced to a
       narrower width are wrong for it and would cost accuracy silently; :func:`allow_uncalibrated`
       runs it on them knowingly (cost measurements, an explicit ``--allow-uncalibrated``).
+    * ``running_stats_valid`` is False when the running statistics were never computed (imported weights
+      whose top-width statistics are still BatchNorm's initial 0 / 1): the top width is then refused like
+      any uncalibrated configuration, until it is calibrated or trained. Saved as ``running_stats_invalid``
+      in the state dict only then, so every other state dict is unchanged.
     """
 
     def __init__(
@@ -314,6 +319,7 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
         self.calibrated: dict[str, tuple[Tensor, Tensor]] = {}
         self._calib: CalibrationMoments | None = None  # accumulating, between begin_ and end_calibration
         self.allow_uncalibrated = False  # eval below the top width on the running statistics (see allow_uncalibrated)
+        self.running_stats_valid = True  # False: the running statistics were never computed (see the docstring)
 
     def active_channels(self) -> int:
         if not self.slim:
@@ -346,7 +352,8 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
         if stats is not None:
             return stats
         state = self.slim_state
-        if not (self.allow_uncalibrated or (state.width >= self.max_width - 1e-9 and state.depth is None)):
+        top = self.running_stats_valid and state.width >= self.max_width - 1e-9 and state.depth is None
+        if not (self.allow_uncalibrated or top):
             raise MutualNetError(uncalibrated_message(state.width, state.resolution, state.depth))
         return self._select(self.running_mean), self._select(self.running_var)
 
@@ -365,6 +372,7 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
             full = self.tracks_running_stats_now()
             momentum = 0.0 if self.momentum is None else self.momentum
             if full:
+                self.running_stats_valid = True  # trained from here on: they are being computed
                 self.num_batches_tracked.add_(1)
                 if self.momentum is None:
                     momentum = 1.0 / float(self.num_batches_tracked)
@@ -402,12 +410,15 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
     # -- state dict: calibrated statistics travel with the weights ----------------------------------
     def _save_to_state_dict(self, destination, prefix, keep_vars):  # noqa: ANN001
         super()._save_to_state_dict(destination, prefix, keep_vars)
+        if not self.running_stats_valid:
+            destination[f"{prefix}{_INVALID}"] = torch.ones((), dtype=torch.uint8)
         for key, (mean, var) in self.calibrated.items():
             destination[f"{prefix}{_CALIB_PREFIX}{key}.mean"] = mean if keep_vars else mean.detach()
             destination[f"{prefix}{_CALIB_PREFIX}{key}.var"] = var if keep_vars else var.detach()
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):  # noqa: ANN001
+        self.running_stats_valid = state_dict.pop(prefix + _INVALID, None) is None
         head = prefix + _CALIB_PREFIX
         found: dict[str, dict[str, Tensor]] = {}
         for name in [k for k in state_dict if k.startswith(head)]:

@@ -41,15 +41,20 @@ class _Prefix:
     names: Callable[[], list[str]]  # the names after the prefix
     info: Callable[[str], ModelInfo]
     build: Callable[..., nn.Module]  # build(name, **create_model args)
+    listed: Callable[[], list[str]] | None = None  # the names list_models shows (default: all of ``names``)
 
 
 _PREFIXES: dict[str, _Prefix] = {}
 
 
 def register_prefix(prefix: str, *, names: Callable[[], list[str]], info: Callable[[str], ModelInfo],
-                    build: Callable[..., nn.Module]) -> None:
-    """Register every ``prefix + name`` for ``name in names()``: models made by a function, not one each."""
-    _PREFIXES[prefix] = _Prefix(names, info, build)
+                    build: Callable[..., nn.Module], listed: Callable[[], list[str]] | None = None) -> None:
+    """Register every ``prefix + name`` for ``name in names()``: models made by a function, not one each.
+
+    ``listed`` narrows what :func:`list_models` shows to the names known to build (a family whose conversion
+    refuses some names); the others can still be asked for by name and fail with their own reason.
+    """
+    _PREFIXES[prefix] = _Prefix(names, info, build, listed)
 
 
 def _prefixed(name: str) -> tuple[_Prefix, str] | None:
@@ -93,12 +98,12 @@ def list_models(pattern: str = "*") -> list[str]:
     """Names of registered models matching a shell-style ``pattern``, sorted.
 
     Prefixed families (``tv/<name>``: torchvision's CNNs, converted) are listed when ``pattern`` starts with
-    their prefix, e.g. ``list_models("tv/*")``.
+    their prefix, e.g. ``list_models("tv/*")``: only the names that convert.
     """
     names = [n for n in _MODELS if fnmatch.fnmatch(n, pattern)]
     for prefix, fam in _PREFIXES.items():
         if pattern.startswith(prefix):
-            names += [prefix + n for n in fam.names() if fnmatch.fnmatch(prefix + n, pattern)]
+            names += [prefix + n for n in (fam.listed or fam.names)() if fnmatch.fnmatch(prefix + n, pattern)]
     return sorted(names)
 
 

@@ -17,7 +17,7 @@ from ..errors import MutualNetError
 from ..slimming import SlimmedNet, slim
 from ._registry import ModelInfo, register_prefix
 
-__all__ = ["tv_model_names", "torchvision_model", "build_tv_model"]
+__all__ = ["tv_model_names", "tv_convertible_names", "torchvision_model", "build_tv_model", "small_input_hint"]
 
 PREFIX = "tv/"
 # heads torchvision keeps at 1280 channels below width 1.0 (``width_mult``, ``MNASNet(alpha)``), as the zoo's
@@ -27,12 +27,31 @@ _FIXED = {"mobilenet_v2": ("features.18.0",), **{f"mnasnet{a}": ("layers.14",) f
 _ARGS = {"googlenet": {"aux_logits": False, "init_weights": True},
          "inception_v3": {"aux_logits": False, "init_weights": True}}
 _INPUT_SIZE = {"inception_v3": 299}
+# families the graph analysis refuses (docs/slimming.md's coverage table, scripts/slim_coverage.py): channels-last
+# layers (ConvNeXt, Swin), a channel shuffle (ShuffleNet v2), tokens reshaped from channels (ViT, MaxViT)
+_REFUSED_FAMILIES = ("convnext_", "swin_", "shufflenet_v2_", "vit_", "maxvit_")
 
 
 @functools.cache
 def tv_model_names() -> list[str]:
     """torchvision's image-classification models (not detection, segmentation, video or quantized)."""
     return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def tv_convertible_names() -> list[str]:
+    """The names of :func:`tv_model_names` that convert (what ``mutualnet models 'tv/*'`` lists)."""
+    return [n for n in tv_model_names() if not n.startswith(_REFUSED_FAMILIES)]
+
+
+def small_input_hint(name: str, args: dict, resolution: int) -> str | None:
+    """A note for a ``tv/`` model trained at ``resolution`` <= 64 px with torchvision's ImageNet stem (stride 2,
+    made for 224 px): its last feature map is then 1-2 pixels wide, and ``small_input`` is what CIFAR-sized
+    images want."""
+    if not name.startswith(PREFIX) or args.get("small_input") or resolution > 64:
+        return None
+    return (f"note: {name} keeps torchvision's ImageNet stem (stride 2, made for 224 px), so at {resolution} px its "
+            "last feature map is at most 2 pixels wide; --set model.args.small_input=true gives the stem stride 1 "
+            "(for 28-32 px images such as Fashion-MNIST or CIFAR)")
 
 
 def _info(name: str) -> ModelInfo:
@@ -81,4 +100,4 @@ def build_tv_model(name: str, *, num_classes: int = 1000, width_range: tuple[flo
                 fixed=_FIXED.get(name, ()))
 
 
-register_prefix(PREFIX, names=tv_model_names, info=_info, build=build_tv_model)
+register_prefix(PREFIX, names=tv_model_names, info=_info, build=build_tv_model, listed=tv_convertible_names)

@@ -54,15 +54,21 @@ def table_label(table: QueryTable, path: str | Path) -> str:
 
 
 def plot_tables(tables: list[QueryTable], labels: list[str], out: str | Path, *, cost: str = "macs",
-                title: str | None = None) -> Path:
+                title: str | None = None, shown: str | None = None) -> Path:
     """Draw accuracy vs cost and save to ``out``; several tables are one frontier curve each (error bars where
-    rows carry the metric's spread over seeds, ``<metric>_std``)."""
+    rows carry the metric's spread over seeds, ``<metric>_std``).
+
+    ``shown``: the column drawn (default: the metric the frontier is chosen by). ``"test_top1"`` draws the test
+    accuracy of a frontier chosen on held-out images (tables measured with ``data.holdout``)."""
     plt = _pyplot()
     xkey, xlabel = ("mflops", "MFLOPs") if cost == "macs" else ("latency_ms", "latency (ms)")
-    metric = tables[0].metric  # top-1, or a detection table's box / mask AP
-    if any(t.metric != metric for t in tables):
+    ranked = tables[0].metric  # top-1, or a detection table's box / mask AP
+    if any(t.metric != ranked for t in tables):
         raise MutualNetError(f"tables rank by different metrics ({', '.join(sorted({t.metric for t in tables}))}); "
                              "plot them separately")
+    metric = shown or ranked
+    if any(metric not in r for t in tables for r in t.rows):
+        raise MutualNetError(f"not every row of the tables has {metric!r}")
     spread = any(f"{metric}_std" in r for t in tables for r in t.rows)
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=150)
     if len(tables) == 1:
@@ -91,8 +97,10 @@ def plot_tables(tables: list[QueryTable], labels: list[str], out: str | Path, *,
                        alpha=0.3, zorder=2)
         ax.legend(fontsize=8)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(("top-1 accuracy (%)" if metric == "top1" else METRICS[metric])
-                  + (", mean over seeds" if spread else ""))
+    ax.set_ylabel(("top-1 accuracy (%)" if metric == "top1" else "test top-1 (%)" if metric == "test_top1"
+                   else METRICS[metric]) + (", mean over seeds" if spread else "")
+                  + (", frontier chosen on held-out images" if metric == "test_top1" else ""),
+                  fontsize=8 if metric == "test_top1" else None)
     if title is None and len(tables) == 1:
         m = tables[0].meta
         title = " ".join(str(v) for v in (m.get("model"), (m.get("dataset") or {}).get("name")) if v)
@@ -119,7 +127,9 @@ def plot_detection_table(rows: list[dict], path: str | Path, title: str = "", co
             for x, y, s in pts:
                 ax.annotate(str(s), (x, y), fontsize=7, textcoords="offset points", xytext=(3, 3))
         front = sorted((r[cost], 100 * r[key]) for r in rows if r.get(flag))
-        ax.plot([p[0] for p in front], [p[1] for p in front], "k--", lw=1, label="Pareto (box AP)")
+        if front:  # the legend lists only what is drawn
+            ax.plot([p[0] for p in front], [p[1] for p in front], "k--" if len(front) > 1 else "k*", lw=1, ms=9,
+                    label="Pareto (box AP)", zorder=0)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"{name} (%)")
         ax.grid(alpha=0.3)
@@ -129,27 +139,26 @@ def plot_detection_table(rows: list[dict], path: str | Path, title: str = "", co
     return _save(fig, path, dpi=120)
 
 
-def plot_learning_curves(curves: dict[str, dict[str, list]], out: str | Path, title: str) -> Path | None:
-    """One panel per configuration: validation top-1 against iterations, per arm (mean line, seed range band);
-    ``curves`` as :func:`mutualnet.compare.learning_curves` returns them. None when there is nothing to draw."""
-    panels = [(cfg, arms) for cfg, arms in curves.items() if any(arms.values())]
+def plot_learning_curves(curves: dict[str, dict[str, dict]], out: str | Path, title: str) -> Path | None:
+    """One panel per configuration: validation top-1 against iterations, one line per arm and seed (one colour per
+    arm); ``curves`` as :func:`mutualnet.compare.learning_curves` returns them. None when there is nothing to draw."""
+    panels = [(cfg, arms) for cfg, arms in curves.items() if arms]
     if not panels:
         return None
     fig, axes = _pyplot().subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), dpi=150, squeeze=False)
+    colours = {arm: f"C{i}" for i, arm in enumerate(sorted({a for _, arms in panels for a in arms}))}
     for ax, (cfg, arms) in zip(axes[0], panels):
-        for arm, pts in sorted(arms.items()):
-            if not pts:
-                continue
-            x = [p[0] for p in pts]
+        for arm, per_seed in sorted(arms.items()):
             kind = "trained alone" if arm == "Independent" else "one shared network"
-            line, = ax.plot(x, [p[1] for p in pts], marker="o", ms=3, lw=1.4, label=f"{arm} ({kind})")
-            ax.fill_between(x, [p[2] for p in pts], [p[3] for p in pts], alpha=0.2, color=line.get_color())
+            for j, (seed, pts) in enumerate(sorted(per_seed.items())):
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, lw=1.3, color=colours[arm],
+                        ls=["-", "--", ":", "-."][j % 4], label=f"{arm} ({kind}), seed {seed}")
         w, r = cfg.split("@")
         ax.set_title(f"({w}, {r} px)", fontsize=10)
         ax.set_xlabel("training iterations")
         ax.set_ylabel("validation top-1 (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, out)

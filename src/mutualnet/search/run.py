@@ -188,9 +188,13 @@ def _search(checkpoint, out, dist_info, *, dataset, data_root, workers, seed, wi
             table_path = out / "query_table.json"
             return SearchResult(QueryTable.load(table_path), table_path, out / "query_table.csv",
                                 out / "calibrated.pt", len(grid), len(resolutions), time.perf_counter() - t0)
-    with folder_lock(out, "search folder"):  # one search per folder
+    with folder_lock(out, "search folder"), contextlib.ExitStack() as held:  # one search per folder
+        if not dist_info.enabled:  # shards of a torchrun search interrupted here: their work is taken, then removed
+            shards = sorted(p for p in out.glob("shard-*") if p.is_dir() and p.name[len("shard-"):].isdigit())
+            for shard in shards:  # refused while a torchrun search still computes into them
+                held.enter_context(folder_lock(shard, "search shard folder"))
         if shards:
-            merge_search_states(shards, out)
+            merge_search_states(shards if dist_info.enabled else [*shards, out], out)
         table = build(out, None)  # single process: the search; sharded: restores the merged rows
         if split == "holdout" and report_test:
             test = data.build("val", resolutions[0])

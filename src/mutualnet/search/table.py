@@ -124,7 +124,7 @@ def _short(row: object) -> str:
 
 def _describe(row: dict, lat_key: str = "latency_ms", metric: str = "top1") -> str:
     lat = f", {row[lat_key]:.{LATENCY_DECIMALS}f} ms" if row.get(lat_key) is not None else ""
-    score = f"top-1 {row['top1']:.2f}%" if metric == "top1" else f"{METRICS[metric]} {row[metric]:.4g}"
+    score = f"top-1 {row['top1']:.2f}%" if metric == "top1" else f"{METRICS[metric]} {100 * row[metric]:.2f}%"
     depth = f", depth {row['depth']}" if row.get("depth") is not None else ""
     return (f"width {row['width']:g} at {row['resolution']} px{depth} ({row['mflops']:.{MFLOPS_DECIMALS}f} "
             f"MFLOPs{lat}, {score})")

@@ -21,7 +21,7 @@ import yaml
 
 from ..data.transforms import PADDING_MODES, RESIZE_MODES
 from ..errors import MutualNetError
-from ..io import atomic_write_text, read_text
+from ..io import atomic_write_text, available_cores, read_text
 from ..validate import MAX_CLASSES, MAX_IN_CHANS, MAX_RESOLUTION, MAX_THREADS, MAX_WIDTH, check_float, check_int
 
 __all__ = ["MODES", "ModelConfig", "DataConfig", "MethodConfig", "OptimConfig", "RunConfig", "TrainConfig",
@@ -60,7 +60,7 @@ class DataConfig:
     input_size: int | None = None  # None: the highest training resolution
     batch_size: int = 256  # global batch size, split evenly across processes
     val_batch_size: int | None = None  # None: batch_size
-    workers: int | None = 8  # data-loading processes per training process; None: the CPU cores available
+    workers: int | None = 8  # data-loading processes per training process, at most the CPU cores available; None: all
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop area range
     hflip: bool = True
     color_jitter: float = 0.0  # brightness = contrast = saturation jitter strength
@@ -346,14 +346,6 @@ def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
 
 
 # -- resolution of defaults and checks --------------------------------------------------------------
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, e.g. a container's share), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def adopt_dataset(m: ModelConfig, dataset: dict) -> None:
     """Give the model the dataset's classes and channels when the recipe leaves them open; refuse a mismatch.
 
@@ -416,8 +408,8 @@ def resolve(cfg: TrainConfig, dataset: dict | None = None) -> TrainConfig:
         adopt_dataset(m, dataset)
     if d.input_size is None:
         d.input_size = t.resolutions[0]
-    if d.workers is None:
-        d.workers = available_cores()
+    # loader processes beyond the cores this process may use only compete for them (a recipe's 8 on a 2-core box)
+    d.workers = available_cores() if d.workers is None else min(d.workers, available_cores())
     if d.input_size < t.resolutions[0]:
         raise MutualNetError(f"data.input_size {d.input_size} is below the highest resolution {t.resolutions[0]}")
     checks = [

@@ -44,6 +44,7 @@ from ..extras import missing
 from ..io import atomic_write_text
 from ..layers import SlimmableBatchNorm2d, check_depth, config_key, zero_init_residual
 from ..models import create_model
+from ..models.tv import small_input_hint
 from ..threads import training_threads
 from .compiled import CompiledModel
 from .config import (
@@ -79,7 +80,7 @@ from .runfolder import (
     save_order,
 )
 from .step import alpha_divergence, dropout_modules, sample_subnets, train_step
-from .transfer import describe_init, load_pretrained
+from .transfer import adopt_init, describe_init, load_pretrained
 
 __all__ = ["train", "build_data", "build_model", "restore", "train_one_epoch", "optimizer_step", "validate", "evaluate",
            "resume_config", "TrainState", "TrainData", "EpochResult", "Checkpointer", "MetricsLog", "RunClock",
@@ -453,6 +454,8 @@ def build_model(cfg: TrainConfig, device: torch.device, info: DistInfo, *, pretr
     if t.regularize == "widest" and not dropout_modules(model):
         raise MutualNetError(f"train.regularize=widest changes nothing: {m.name} has no dropout or drop-path (weight "
                              "decay is applied once per step either way, see docs/parity.md); leave it at all")
+    if info.is_main and (hint := small_input_hint(m.name, m.args, max(t.resolutions))):
+        print(hint, file=sys.stderr, flush=True)
     if m.init and pretrained:  # transfer learning: all but the new classifier (see train/transfer.py)
         report = load_pretrained(model, m.init)
         if info.is_main:
@@ -531,6 +534,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     from ..data import artefact_meta, dataset_info
 
     ckpt = _load_train_checkpoint(resume) if resume is not None else None
+    adopted = adopt_init(cfg.model) if ckpt is None and cfg.model.init else None  # before data and workers
     data_info = dataset_info(cfg.data.name, cfg.data.root)
     cfg = resolve(cfg, data_info.to_dict() | {"root": cfg.data.root})
     d, t, o, r = cfg.data, cfg.train, cfg.optim, cfg.run
@@ -539,6 +543,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
     run_dir = Path(r.out)
     info = init_distributed("cuda" if r.device.startswith("cuda") or (
         r.device == "auto" and torch.cuda.is_available()) else "cpu")
+    if adopted and info.is_main:
+        print(adopted, flush=True)
     log = lock = None
     try:
         if info.is_main:  # one writer per run folder; temporary files of a killed run are removed

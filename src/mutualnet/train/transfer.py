@@ -12,13 +12,14 @@ the pretrained network. Calibrated BN statistics of the source are dropped: they
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from torch import nn
 
 from ..checkpoint import read_weights
 from ..errors import MutualNetError
 
-__all__ = ["load_pretrained", "final_classifier_prefix", "describe_init"]
+__all__ = ["load_pretrained", "final_classifier_prefix", "describe_init", "adopt_init"]
 
 
 def final_classifier_prefix(model: nn.Module) -> str:
@@ -28,6 +29,27 @@ def final_classifier_prefix(model: nn.Module) -> str:
         raise MutualNetError(f"{type(model).__name__} names no classifier (head_name); build it with "
                              "mutualnet.create_model")
     return name + "."
+
+
+def adopt_init(model_cfg: Any) -> str | None:
+    """Check ``model.init`` against the run's model before anything is built or a loader worker starts.
+
+    Weights of another model are refused naming the ``--set`` that fits them. A mutualnet checkpoint of the
+    same model trained at another top width (every tensor is shaped by it) gives the run its width range,
+    as a recipe written for another range would otherwise need the override; returns the note saying so.
+    """
+    weights = read_weights(model_cfg.init)
+    src, name = weights.model_name, model_cfg.name
+    if src is not None and src != name:
+        raise MutualNetError(f"{model_cfg.init} holds a {src}, but this run trains a {name}; train the same model "
+                             f"(--set model.name={src}, or a recipe of it) or start from {name} weights")
+    wr, run = weights.width_range, model_cfg.width_range
+    if wr is None or (run is not None and abs(float(run[1]) - wr[1]) <= 1e-6):
+        return None  # the same top width: the tensors fit (another bottom width is taught, see describe_init)
+    before = "" if run is None else f" instead of the recipe's [{float(run[0]):g}, {float(run[1]):g}]"
+    model_cfg.width_range = [wr[0], wr[1]]
+    return (f"model.init: training at the width range [{wr[0]:g}, {wr[1]:g}] of {model_cfg.init}{before} "
+            f"(its tensors are shaped by its top width; --set model.width_range=[LO,{wr[1]:g}] picks another bottom)")
 
 
 def _check_width_range(model: nn.Module, source: tuple[float, float] | None, path: str) -> None:
