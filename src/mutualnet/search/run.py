@@ -242,15 +242,16 @@ def report_test_accuracy(model, table: QueryTable, test, *, batch_size: int = 20
 
     dev = resolve_device(device)
     same = distinct_widths(model, sorted({r["width"] for r in table.rows}))
-    sources: dict = {}
-    done: dict[tuple[float, int], tuple[float, float]] = {}
+    loaded: tuple = (None, None)  # (dataset, its decoded images): one resolution's test set at a time
+    done: dict[tuple, tuple[float, float]] = {}
     for row in tqdm(table.rows, desc="test set", unit="cfg", disable=not progress, dynamic_ncols=True):
-        key = (same.get(row["width"], row["width"]), row["resolution"])
+        key = (same.get(row["width"], row["width"]), row["resolution"], row.get("depth"))  # depth: its own network
         if key not in done:
             ds = test[row["resolution"]] if isinstance(test, dict) else test
-            if id(ds) not in sources:
-                sources = {id(ds): val_source(ds, None, 0, batch_size, num_workers)}  # one resolution at a time
-            res = evaluate(model, sources[id(ds)], row["width"], row["resolution"], dev, batch_size=batch_size)
+            if loaded[0] is not ds:
+                loaded = (ds, val_source(ds, None, 0, batch_size, num_workers))
+            res = evaluate(model, loaded[1], row["width"], row["resolution"], dev, batch_size=batch_size,
+                           depth=row.get("depth"))
             done[key] = (res["top1"], res["top5"])
         row["test_top1"], row["test_top5"] = done[key]
 
