@@ -102,6 +102,10 @@ class MethodConfig:
     # which sub-networks run with dropout / drop-path: all (the paper) | widest (BigNAS: regularise only the biggest
     # child; weight decay is applied once per step to the shared weights either way, see docs/parity.md)
     regularize: str = "all"
+    # Once-for-All's progressive shrinking: train this many epochs at full depth only (the paper's 2-D sandwich)
+    # before depth becomes elastic, so the deep networks are learnt before the shallow ones share their blocks;
+    # 0: elastic from the first iteration. Needs model.depth_range
+    full_depth_epochs: float = 0.0
 
 
 @dataclass
@@ -229,6 +233,7 @@ _BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
     "train.alpha_min": (-10, 10, False),
     "train.alpha_max": (-10, 10, False),
     "train.alpha_clip": (0, 1e6, True),
+    "train.full_depth_epochs": (0, 1 << 20, False),
     "optim.lr": (0, None, True),
     "optim.momentum": (0, 0.999, False),
     "optim.weight_decay": (0, None, False),
@@ -436,6 +441,10 @@ def resolve(cfg: TrainConfig, dataset: dict | None = None, defaults: ModelInfo |
         (t.distill in DISTILL, f"train.distill must be {' or '.join(DISTILL)}, got {t.distill!r}"),
         (t.alpha_min <= t.alpha_max, f"train.alpha_min ({t.alpha_min:g}) must not exceed train.alpha_max "
                                      f"({t.alpha_max:g})"),
+        (not t.full_depth_epochs or m.depth_range is not None and m.depth_range[0] < m.depth_range[1],
+         "train.full_depth_epochs needs an elastic model.depth_range (it says when depth becomes elastic)"),
+        (t.full_depth_epochs < t.epochs, f"train.full_depth_epochs ({t.full_depth_epochs:g}) must be below "
+                                         f"train.epochs ({t.epochs}): depth would never be trained elastic"),
         (t.regularize in REGULARIZE, f"train.regularize must be {' or '.join(REGULARIZE)}, got {t.regularize!r}"),
         (not (m.zero_init_residual and m.init), "model.zero_init_residual and model.init together: the pretrained "
                                                 "weights would replace the zeroed scales; drop one of them"),

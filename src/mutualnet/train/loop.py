@@ -304,8 +304,9 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         if r.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
+        elastic = state.step >= t.full_depth_epochs * steps_per_epoch  # progressive shrinking: full depth first
         subnets = sample_subnets(t.mode, cfg.model.width_range, t.resolutions, t.num_subnets, sampler_gen,
-                                 depth_range=cfg.model.depth_range)
+                                 depth_range=cfg.model.depth_range if elastic else None)
         step_model = compiled or model
         if step_model is not model:  # compiled: the same networks, a finite number of graphs
             subnets = step_model.snap_subnets(subnets)
@@ -626,6 +627,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, *, model: nn.Modul
         config = config_to_dict(cfg)
         config["model"].pop("width_range", None)  # stored once, in model_args
         config["model"].pop("depth_range", None)  # likewise (a run without elastic depth: its config as before)
+        if not t.full_depth_epochs:
+            config["train"].pop("full_depth_epochs", None)
         checkpointer = Checkpointer(run_dir, model, optimizer, scheduler, scaler, sampler_gen, info, meta=meta,
                                     config=config, steps_per_epoch=data.steps_per_epoch, clock=clock)
         guard = DivergenceGuard()
