@@ -4,11 +4,8 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
-from pycocotools import mask as mask_util
 
 import mutualnet as mn
 from mutualnet.checkpoint import load_checkpoint
@@ -27,9 +24,10 @@ from mutualnet.detection import (
     load_config,
     train_detector,
 )
+from mutualnet.detection.smoke import SHAPES, write_shapes
 from mutualnet.train.step import SubNet
 
-CATS = {3: "box", 7: "blob"}  # non-contiguous COCO ids on purpose
+CATS = SHAPES  # {3: "box", 7: "blob"}: non-contiguous COCO ids on purpose
 SMALL = dict(width_range=(0.125, 0.25), scales=(96, 64), max_size=128, fpn_channels=32, representation_size=64,
              mask_layers=(32, 32), anchor_sizes=(8, 16, 32, 64, 128), rpn_batch_size_per_image=32,
              box_batch_size_per_image=32, rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=100,
@@ -37,37 +35,9 @@ SMALL = dict(width_range=(0.125, 0.25), scales=(96, 64), max_size=128, fpn_chann
 
 
 def make_coco(root, n=10, seed=0):
-    """n images of 64-96 px with 1-3 shapes: rectangles (polygon segmentations) and ellipses (RLE)."""
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    images, anns = [], []
-    for i in range(n):
-        h, w = (int(v) for v in rng.integers(64, 97, size=2))
-        img = np.full((h, w, 3), rng.integers(0, 60, size=3), dtype=np.uint8)
-        img = np.clip(img + rng.integers(0, 25, size=(h, w, 3)), 0, 255).astype(np.uint8)
-        for _ in range(int(rng.integers(1, 4))):
-            cat = int(rng.choice(list(CATS)))
-            bw, bh = (int(v) for v in rng.integers(16, 33, size=2))
-            x0, y0 = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
-            m = np.zeros((h, w), dtype=np.uint8)
-            if cat == 3:
-                m[y0:y0 + bh, x0:x0 + bw] = 1
-                seg = [[x0, y0, x0 + bw, y0, x0 + bw, y0 + bh, x0, y0 + bh]]
-            else:
-                yy, xx = np.mgrid[:h, :w]
-                m[((xx - x0 - bw / 2) / (bw / 2)) ** 2 + ((yy - y0 - bh / 2) / (bh / 2)) ** 2 <= 1] = 1
-                rle = mask_util.encode(np.asfortranarray(m))
-                seg = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
-            img[m.astype(bool)] = (220, 40, 40) if cat == 3 else (40, 90, 230)
-            ys, xs = np.nonzero(m)
-            bbox = [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
-            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": cat, "bbox": bbox,
-                         "area": float(m.sum()), "iscrowd": 0, "segmentation": seg})
-        Image.fromarray(img).save(root / "images" / f"{i:03d}.png")
-        images.append({"id": i + 1, "file_name": f"{i:03d}.png", "height": h, "width": w})
-    data = {"images": images, "annotations": anns,
-            "categories": [{"id": k, "name": v, "supercategory": "shape"} for k, v in CATS.items()]}
-    (root / "ann.json").write_text(json.dumps(data))
+    """n images of 64-96 px with 1-3 shapes: rectangles (polygon segmentations) and ellipses (RLE), as
+    ``mutualnet detect smoke-data`` writes them."""
+    write_shapes(root / "ann.json", root / "images", n=n, seed=seed)
     return root / "ann.json", root / "images"
 
 
@@ -391,3 +361,38 @@ def test_ap_plot_legend_lists_only_what_is_drawn(tmp_path, monkeypatch):
     plot_table(rows, tmp_path / "a.png")
     plot_table(rows, tmp_path / "b.png", cost="backbone_mflops")
     assert legends == [["0.5x", "1x", "Pareto (box AP)"], ["0.5x", "1x"]]
+
+
+def test_readme_detection_commands_run_on_the_smoke_data(tmp_path, monkeypatch, capsys):
+    """The README's detection block: the smoke commands run as written; the COCO ones parse."""
+    import re
+    import shlex
+
+    from mutualnet.cli import build_parser
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "README.md").read_text().split("## Detection and instance segmentation")[1]
+    block = re.sub(r"\\\n\s*", " ", text.split("```bash\n")[1].split("```")[0])
+    lines = [re.sub(r"\s+#.*$", "", line).strip() for line in block.splitlines()]
+    commands = [shlex.split(line) for line in lines if line and not line.startswith("#")]
+    smoke = [c for c in commands if any("smoke" in a for a in c)]
+    assert [c[:3] for c in smoke] == [["mutualnet", "detect", "smoke-data"], ["mutualnet", "detect", "train"],
+                                      ["mutualnet", "detect", "eval"]]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").symlink_to(root / "configs")
+    for argv in smoke:
+        assert main(argv[1:]) == 0, argv
+    from pycocotools.coco import COCO
+
+    coco_train = COCO(str(tmp_path / "smoke" / "train.json"))
+    assert len(coco_train.getImgIds()) == 16 and sorted(coco_train.getCatIds()) == [3, 7]
+    assert len(list((tmp_path / "smoke" / "val").glob("*.png"))) == 8
+    out = capsys.readouterr().out
+    assert "box AP (%)" in out
+    rows = json.loads((tmp_path / "runs" / "maskrcnn_smoke" / "eval" / "detection_table.json").read_text())["rows"]
+    assert {r["resolution"] for r in rows} == {96, 64} and len(rows) == 8
+    assert main(["detect", "smoke-data", "--out", "smoke"]) == 2  # never writes over a folder with files
+    assert "not an empty folder" in capsys.readouterr().err
+    for argv in commands:  # the COCO 2017 commands: flags the parser knows
+        if argv not in smoke:
+            build_parser().parse_args(argv[1:])

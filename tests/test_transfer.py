@@ -134,3 +134,37 @@ def test_init_of_another_top_width_is_adopted_and_another_model_refused_before_a
     with pytest.raises(MutualNetError, match=r"holds a mobilenet_v1_cifar, but this run trains a resnet20_cifar; "
                                              r".*--set model.name=mobilenet_v1_cifar"):
         train(load_config(None, _sets(tmp_path, other, **{"run.out": str(tmp_path / "run2")})))
+
+
+def test_journey_from_a_trained_checkpoint_into_the_transfer_recipe(tmp_path, capsys):
+    """A checkpoint trained here (MobileNet v1 at widths [0.25, 0.5]) into the transfer recipe with no override
+    beyond data.root and model.init: its width range is adopted, the run trains, and the first loss is that of a
+    new 3-class classifier (the LR warms up), not the 11.45 of a cold start at LR 0.1."""
+    import json
+
+    source = train(load_config(None, [
+        "model.name=mobilenet_v1", "model.width_range=[0.25, 0.5]", "data.name=synthetic", "data.batch_size=8",
+        "data.synthetic_length=16", "data.workers=0", "train.resolutions=[64, 32]", "run.max_steps=2",
+        "run.val_every=0", "run.progress=false", "run.tensorboard=false", f"run.out={tmp_path / 'source'}"]))
+    root = make_imagefolder(tmp_path / "data", per_class=4, size=40)
+    capsys.readouterr()
+    # what only shrinks the recipe for a 2-core test: 4 images a step for 2 steps instead of 256 for 100 epochs,
+    # and full precision (bf16 autocast on a CPU is several times slower); everything else is the recipe's own
+    shrink = ["data.batch_size=4", "run.max_steps=2", "run.amp=none", "run.progress=false", "run.tensorboard=false",
+              f"run.out={tmp_path / 'transfer'}"]
+    run = train(load_config(RECIPE, [f"data.root={root}", f"model.init={source / 'last.pt'}", *shrink]))
+    out = capsys.readouterr().out
+    assert "model.init: training at the width range [0.25, 0.5] of" in out
+    assert "new classifier: classifier.weight, classifier.bias" in out
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["model_args"]["width_range"] == [0.25, 0.5] and ckpt["model_args"]["num_classes"] == 3
+    assert ckpt["train_state"]["step"] == 2 and ckpt["config"]["train"]["resolutions"] == [224, 192, 160, 128]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    first = next(r for r in rows if r["kind"] == "train")
+    assert 0.5 < first["losses"][0] < 2.5, first  # the widest's cross-entropy with a new head: about ln 3 = 1.1
+    assert all(np.isfinite(r["loss"]) and r["loss"] < 5 for r in rows if r["kind"] == "train")
+    assert first["lr"] < 0.05  # the recipe's warm-up: the first step runs at a fraction of LR 0.1
+    src = dict(model_from_checkpoint(source / "last.pt").named_parameters())
+    moved = [k for k, p in model_from_checkpoint(ckpt).named_parameters()
+             if not k.startswith("classifier") and not torch.equal(p, src[k])]
+    assert len(moved) > len(src) // 2  # the pretrained weights were trained on, not only the new head

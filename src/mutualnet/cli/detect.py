@@ -2,6 +2,7 @@
 
     mutualnet detect train --annotations A --images DIR --backbone vgg16_bn --out RUN [--config F] [--set k=v]
     mutualnet detect eval --checkpoint RUN/last.pt --annotations A --images DIR --out DIR [--widths ...]
+    mutualnet detect smoke-data --out DIR    (a tiny generated COCO-format set to try both on in a minute)
 
 ``eval`` calibrates BN per (width, scale) on the training images named in the checkpoint (or
 ``--calib-annotations/--calib-images``), computes COCO box / mask AP and MACs per configuration, and writes
@@ -26,8 +27,14 @@ from . import _args as A
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("detect", help="Mask R-CNN on a slimmable backbone: train / eval (COCO format)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    dsub = p.add_subparsers(dest="detect_command", metavar="{train,eval}")
+    dsub = p.add_subparsers(dest="detect_command", metavar="{train,eval,smoke-data}")
     dsub.required = True
+
+    s = dsub.add_parser("smoke-data", help="write a tiny generated COCO-format set to try the commands on")
+    s.add_argument("--out", required=True, help="new folder for train.json, train/, val.json, val/")
+    s.add_argument("--train-images", type=A.positive_int, default=16)
+    s.add_argument("--val-images", type=A.positive_int, default=8)
+    s.set_defaults(func=run_smoke_data)
 
     t = dsub.add_parser("train", help="sandwich-rule training, one input scale per sub-network")
     t.add_argument("--config", help="YAML recipe (e.g. configs/detection/maskrcnn_vgg16_coco.yaml)")
@@ -64,6 +71,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--batch-size", type=A.positive_int, default=2)
     e.add_argument("--device", default="auto")
     e.set_defaults(func=run_eval)
+
+
+def run_smoke_data(args: argparse.Namespace) -> int:
+    require("coco", "detection")
+    from ..detection.smoke import write_smoke_data
+
+    sets = write_smoke_data(args.out, args.train_images, args.val_images)
+    print("wrote " + ", ".join(f"{split}: {ann} + {imgs}/" for split, (ann, imgs) in sets.items()))
+    return 0
 
 
 def run_train(args: argparse.Namespace) -> int:
