@@ -76,9 +76,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_smoke_data(args: argparse.Namespace) -> int:
     require("coco", "detection")
     from ..detection.smoke import write_smoke_data
-
-    sets = write_smoke_data(args.out, args.train_images, args.val_images)
-    print("wrote " + ", ".join(f"{split}: {ann} + {imgs}/" for split, (ann, imgs) in sets.items()))
+    print("wrote " + ", ".join(f"{split}: {ann} + {imgs}/" for split, (ann, imgs) in
+                               write_smoke_data(args.out, args.train_images, args.val_images).items()))
     return 0
 
 
@@ -101,17 +100,13 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     require("coco", "detection")
-    from ..detection import run_eval as evaluate_detector
+    from ..detection import evaluate as detection
 
-    table, written = evaluate_detector(
+    table, written = detection.run_eval(
         args.checkpoint, args.annotations, args.images, args.out, widths=args.widths, scales=args.scales,
         calibrate=not args.no_calibrate, calib_annotations=args.calib_annotations, calib_folder=args.calib_folder,
         calib_images=args.calib_images, mac_size=args.mac_size, metric=args.metric, batch_size=args.batch_size,
         device=args.device, max_size=args.max_size)
-    print(f"{'width':>6} {'scale':>5} {'box AP (%)':>10} {'mask AP (%)':>11} {'backbone MFLOPs':>15} {'MFLOPs':>10} "
-          f"{'pareto':>6}")
-    for r in table.rows:
-        print(f"{r['width']:>6.3f} {r['resolution']:>5d} {100 * r['box_ap']:>10.2f} {100 * r['mask_ap']:>11.2f} "
-              f"{r['backbone_mflops']:>15.1f} {r['mflops']:>10.1f} {'*' if r['pareto'] else '':>6}")
+    print("\n".join(detection.table_lines(table)))
     print(f"wrote {written[0]}, {written[1]} (whole detector) and {written[2]} (backbone + FPN)")
     return 0

@@ -46,7 +46,7 @@ from .data import CocoDetection, collate
 from .model import SlimmableMaskRCNN, detector_from_checkpoint
 
 __all__ = ["calibrate_detector", "coco_results", "coco_eval", "evaluate_coco", "detector_macs", "evaluate_grid",
-           "active_num_params", "run_eval"]
+           "active_num_params", "run_eval", "table_lines"]
 
 
 def _loader(dataset: CocoDetection, batch_size: int, num_workers: int = 0) -> DataLoader:
@@ -211,6 +211,16 @@ def evaluate_grid(model: SlimmableMaskRCNN, dataset: CocoDetection, widths: list
     for r in table.rows:  # the frontier by the cost the width scales (the paper's axis), beside the whole detector's
         r["pareto_backbone"] = id(r) in backbone_front
     return table
+
+
+def table_lines(table: QueryTable) -> list[str]:
+    """The detection table as ``mutualnet detect eval`` prints it: AP in percent, both costs, the frontier."""
+    lines = [f"{'width':>6} {'scale':>5} {'box AP (%)':>10} {'mask AP (%)':>11} {'backbone MFLOPs':>15} {'MFLOPs':>10} "
+             f"{'pareto':>6}"]
+    for r in table.rows:
+        lines.append(f"{r['width']:>6.3f} {r['resolution']:>5d} {100 * r['box_ap']:>10.2f} {100 * r['mask_ap']:>11.2f} "
+                     f"{r['backbone_mflops']:>15.1f} {r['mflops']:>10.1f} {'*' if r['pareto'] else '':>6}")
+    return lines
 
 
 def run_eval(checkpoint: str | os.PathLike, annotations: str | os.PathLike, images: str | os.PathLike,
