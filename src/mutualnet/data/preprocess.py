@@ -22,7 +22,10 @@ from ..errors import MutualNetError
 from ..validate import check_float, check_pixels
 from .transforms import DEFAULT_RESIZE, IMAGENET_MEAN, IMAGENET_STD, check_resize, eval_transform
 
-__all__ = ["Preprocessing", "DATASET_STATS", "preprocessing_for", "model_preprocessing", "class_names_of"]
+__all__ = ["Preprocessing", "DATASET_STATS", "GIVEN", "preprocessing_for", "model_preprocessing", "class_names_of",
+           "normalisation_of"]
+
+GIVEN = "python"  # the dataset name of datasets given as objects (mutualnet.train.fit): their own transforms
 
 # per-channel statistics of the training sets (uint8 / 255); ImageNet's for image folders
 DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -89,11 +92,15 @@ class Preprocessing:
 
 
 def preprocessing_for(dataset: str, input_size: int, resize_ratio: float = 0.875, in_chans: int = 3,
-                      resize: str = DEFAULT_RESIZE) -> Preprocessing:
+                      resize: str = DEFAULT_RESIZE, *, given: Any = None) -> Preprocessing:
     """The preprocessing :func:`mutualnet.data.build_dataset` applies to ``dataset``.
 
-    The synthetic dataset is generated already normalised (mean 0, std 1 per channel).
+    The synthetic dataset is generated already normalised (mean 0, std 1 per channel). A dataset given as an
+    object (``dataset`` :data:`GIVEN`, the object as ``given``) records the normalisation of its own transform
+    (:func:`normalisation_of`); its images are taken at their size (``input_size``), not cropped.
     """
+    if dataset == GIVEN:
+        return Preprocessing(*normalisation_of(given, in_chans), input_size, 1.0, resize)
     if dataset == "synthetic":
         mean, std = (0.0,) * in_chans, (1.0,) * in_chans
     else:
@@ -112,3 +119,21 @@ def class_names_of(dataset: Any) -> list[str] | None:
     """The class names a dataset carries (``ImageFolder`` folders, CIFAR / Fashion-MNIST names), if any."""
     names = getattr(dataset, "classes", None)
     return [str(n) for n in names] if names else None
+
+
+def normalisation_of(dataset: Any, in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` of the ``Normalize`` in a dataset object's ``transform`` (through ``Subset`` and
+    ``Compose``); without one, ``(0, 1)``: the model takes the tensors as the dataset yields them."""
+    while hasattr(dataset, "dataset") and not hasattr(dataset, "transform"):  # Subset, ConcatDataset-like wrappers
+        dataset = dataset.dataset
+    todo = [getattr(dataset, "transform", None)]
+    while todo:
+        t = todo.pop(0)
+        if t is None:
+            continue
+        if type(t).__name__ == "Normalize" and hasattr(t, "mean") and hasattr(t, "std"):
+            mean, std = [float(v) for v in torch.as_tensor(t.mean).flatten()], \
+                [float(v) for v in torch.as_tensor(t.std).flatten()]
+            return tuple(mean * in_chans if len(mean) == 1 else mean), tuple(std * in_chans if len(std) == 1 else std)
+        todo += list(getattr(t, "transforms", None) or [])
+    return (0.0,) * in_chans, (1.0,) * in_chans
