@@ -300,3 +300,31 @@ def load_checkpoint_config(run_dir):
     from mutualnet.checkpoint import load_checkpoint
 
     return load_checkpoint(run_dir / "last.pt")["config"]
+
+
+def test_plot_of_a_depth_table_colours_every_configuration_by_depth(tmp_path, monkeypatch):
+    """One 3-D table: a colour per depth (all configurations and the frontier), the frontier's resolution as shape."""
+    from mutualnet.search import plot
+
+    rows = [{"width": w, "resolution": r, "depth": d, "mflops": w * r * d / 10, "macs": int(w * r * d * 1e5),
+             "params": 1, "top1": 50 + 10 * d + r / 4 + 5 * w, "top5": 99.0}
+            for w in (0.5, 1.0) for r in (16, 28) for d in (1, 2, 3)]
+    table = QueryTable(rows=rows)
+    figs = []
+    monkeypatch.setattr(plot, "_save", lambda fig, out, **kw: figs.append(fig) or out)
+    plot.plot_tables([table], ["t"], tmp_path / "f.png")
+    ax = figs[0].axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["depth 1", "depth 2", "depth 3", "28 px", "16 px"]
+    by_depth = {}  # the colour of every drawn point, by its (mflops, top1)
+    for c in ax.collections:
+        for (x, y), colour in zip(c.get_offsets(), c.get_facecolors() if len(c.get_facecolors()) else []):
+            by_depth.setdefault(next(r["depth"] for r in rows if (r["mflops"], r["top1"]) == (x, y)), set()).add(
+                tuple(colour[:3]))
+    assert all(len(v) == 1 for v in by_depth.values()) and len({*map(frozenset, by_depth.values())}) == 3
+    front = table.frontier("macs")
+    assert {r["depth"] for r in front} == {1, 2, 3}  # the frontier crosses depths, each in its depth's colour
+    # a 2-D table is drawn as before: grey configurations, frontier coloured by resolution
+    plot.plot_tables([QueryTable(rows=[{k: v for k, v in r.items() if k != "depth"} for r in rows if r["depth"] == 3])],
+                     ["t"], tmp_path / "g.png")
+    assert figs[1].axes[0].get_legend().get_title().get_text() == "frontier resolution"
