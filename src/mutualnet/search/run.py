@@ -84,7 +84,7 @@ def search_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
                       data_root: str | None = None, workers: int | None = None, seed: int = 0,
                       width_step: float = 0.05, widths: tuple[float, float] | None = None,
                       resolutions: list[int] | None = None, calib_images: int = 2000, val_images: int | None = None,
-                      halving: float | None = None,
+                      halving: float | None = None, calib_tol: float | None = None,
                       batch_size: int = 200, device: str = "cpu", latency: bool = False, latency_batch_size: int = 1,
                       threads: int | None = None, resize_then_crop: bool = False, split: str | None = None,
                       report_test: bool = True, progress: bool = True) -> SearchResult:
@@ -99,6 +99,7 @@ def search_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
         resolutions: Input sides (default: the checkpoint's training resolutions).
         calib_images, val_images: Images per calibration, validation images (None: all).
         halving: Successive halving's first fraction of the validation images (see build_query_table).
+        calib_tol: Stop each calibration once its statistics have converged (see build_query_table).
         batch_size: Calibration and evaluation batch size.
         device, threads: Where to run; CPU threads.
         latency, latency_batch_size: Also measure median forward latency.
@@ -121,7 +122,8 @@ def search_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
     try:
         return _search(checkpoint, out, dist_info, dataset=dataset, data_root=data_root, workers=workers,
                        seed=seed, width_step=width_step, widths=widths, resolutions=resolutions,
-                       calib_images=calib_images, val_images=val_images, halving=halving, batch_size=batch_size,
+                       calib_images=calib_images, val_images=val_images, halving=halving, calib_tol=calib_tol,
+                       batch_size=batch_size,
                        device=device, latency=latency, latency_batch_size=latency_batch_size, threads=threads,
                        resize_then_crop=resize_then_crop, split=split, report_test=report_test, progress=progress)
     finally:
@@ -130,7 +132,7 @@ def search_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
 
 
 def _search(checkpoint, out, dist_info, *, dataset, data_root, workers, seed, width_step, widths, resolutions,
-            calib_images, val_images, halving, batch_size, device, latency, latency_batch_size, threads,
+            calib_images, val_images, halving, calib_tol, batch_size, device, latency, latency_batch_size, threads,
             resize_then_crop, split, report_test, progress) -> SearchResult:
     if dist_info.enabled and halving is not None:
         raise MutualNetError("--halving cannot be combined with torchrun; run a halving search in one process")
@@ -173,7 +175,8 @@ def _search(checkpoint, out, dist_info, *, dataset, data_root, workers, seed, wi
             clean_stale_temps(folder)
         return build_query_table(
             model, val, calib, resolutions=resolutions, widths=grid, calib_images=calib_images,
-            val_images=val_images, halving=halving, batch_size=batch_size, device=device, latency=latency,
+            val_images=val_images, halving=halving, calib_tol=calib_tol, batch_size=batch_size, device=device,
+            latency=latency,
             latency_batch_size=latency_batch_size, threads=threads, resize_then_crop=resize_then_crop,
             state_dir=state_dir, meta=meta, num_workers=data.workers, seed=seed, progress=progress, shard=shard)
 

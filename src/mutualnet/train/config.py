@@ -13,6 +13,7 @@ import dataclasses
 import os
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ from ..data.transforms import PADDING_MODES, RESIZE_MODES
 from ..errors import MutualNetError
 from ..io import atomic_write_text, available_cores, read_text
 from ..validate import MAX_CLASSES, MAX_IN_CHANS, MAX_RESOLUTION, MAX_THREADS, MAX_WIDTH, check_float, check_int
+
+if typing.TYPE_CHECKING:
+    from ..models import ModelInfo
 
 __all__ = ["MODES", "ModelConfig", "DataConfig", "MethodConfig", "OptimConfig", "RunConfig", "TrainConfig",
            "load_config", "read_yaml_mapping", "apply_overrides", "config_from_dict", "build_dataclass",
@@ -309,8 +313,18 @@ def _set(data: dict, dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
-    """Apply ``key.sub=value`` strings to a config dict; values are parsed as YAML (``[0.25,1.0]``, ``null``)."""
+def apply_overrides(data: dict, overrides: Sequence[str] | Mapping[str, Any] | None) -> dict:
+    """Apply ``key.sub=value`` strings to a config dict; values are parsed as YAML (``[0.25,1.0]``, ``null``).
+
+    A mapping ``{"key.sub": value}`` (the Python caller's form, :func:`mutualnet.train.fit`) sets the values as
+    they are; they are type-checked when the config is built, as a recipe's are.
+    """
+    if isinstance(overrides, Mapping):
+        for key, value in overrides.items():
+            if not isinstance(key, str) or not key.strip():
+                raise MutualNetError(f"override key {key!r} is not of the form section.key (e.g. train.mode)")
+            _set(data, key.strip(), value)
+        return data
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
@@ -374,12 +388,14 @@ def adopt_dataset(m: ModelConfig, dataset: dict) -> None:
                              f"{'s' if chans != 1 else ''}; --set model.args.in_chans={chans}")
 
 
-def resolve(cfg: TrainConfig, dataset: dict | None = None) -> TrainConfig:
+def resolve(cfg: TrainConfig, dataset: dict | None = None, defaults: ModelInfo | None = None) -> TrainConfig:
     """Fill the ``None`` defaults from the model registry (and ``dataset`` info) and check consistency.
 
     Args:
         cfg: The config as loaded.
         dataset: ``{"num_classes", "in_chans"}`` of the dataset, when known (``dataset_info``).
+        defaults: The model's width range and resolutions when they do not come from the registry (a model
+            object given to :func:`mutualnet.train.fit`).
 
     Returns:
         A new config; single-network modes get ``width_range == [width, width]`` and one resolution.
@@ -387,7 +403,7 @@ def resolve(cfg: TrainConfig, dataset: dict | None = None) -> TrainConfig:
     from ..models import model_info
 
     cfg = config_from_dict(config_to_dict(cfg))  # a copy
-    info = model_info(cfg.model.name)
+    info = defaults or model_info(cfg.model.name)
     m, d, t, o, r = cfg.model, cfg.data, cfg.train, cfg.optim, cfg.run
     if t.mode not in MODES:
         raise MutualNetError(f"unknown train.mode {t.mode!r}; choose one of {', '.join(MODES)}")
