@@ -138,7 +138,8 @@ class RunConfig:
     max_steps: int | None = None  # stop after this many iterations (the schedule still spans all epochs)
     sync_bn: bool = False  # distributed: batch statistics over all processes
     threads: int | None = None  # torch CPU threads (None: torch's, or the free cores if OpenMP spins; threads.py)
-    compile: bool = False  # torch.compile the step, one graph per distinct sub-network (mutualnet.train.compiled)
+    compile: bool | str = False  # torch.compile the step, one graph per distinct sub-network (train.compiled);
+    # auto: compile when the planned iterations exceed the measured break-even (train.compiled.AutoCompile)
     compile_backend: str = "inductor"  # inductor (fused kernels) | aot_eager (graph capture only, for checks)
 
 
@@ -469,6 +470,7 @@ def resolve(cfg: TrainConfig, dataset: dict | None = None, defaults: ModelInfo |
         (r.save_every >= 0 and r.val_every >= 0 and r.log_every >= 1, "run: save_every/val_every >= 0, "
                                                                       "log_every >= 1"),
         (r.max_steps is None or r.max_steps >= 1, "run.max_steps must be positive"),
+        (r.compile in (True, False, "auto"), f"run.compile must be true, false or auto, got {r.compile!r}"),
         (r.compile_backend in ("inductor", "aot_eager"),
          f"run.compile_backend must be inductor or aot_eager, got {r.compile_backend!r}"),
         (d.decoder in ("torchvision", "pil"), f"data.decoder must be torchvision or pil, got {d.decoder!r}"),

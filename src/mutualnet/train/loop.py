@@ -53,7 +53,7 @@ from ..layers import SlimmableBatchNorm2d, check_depth, config_key, zero_init_re
 from ..models import create_model
 from ..models.tv import small_input_hint
 from ..threads import training_threads
-from .compiled import CompiledModel
+from .compiled import AutoCompile, CompiledModel
 from .config import (
     SINGLE_NETWORK_MODES,
     TrainConfig,
@@ -280,11 +280,12 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
                     state: TrainState, *, cfg: TrainConfig, device: torch.device, info: DistInfo,
                     sampler_gen: torch.Generator, steps_per_epoch: int, log: MetricsLog | None,
                     checkpointer: Checkpointer, guard: DivergenceGuard,
-                    compiled: CompiledModel | None = None) -> EpochResult:
+                    compiled: CompiledModel | AutoCompile | None = None) -> EpochResult:
     """Run the rest of epoch ``state.epoch`` (``finished`` False when ``run.max_steps`` stopped it early).
 
     ``state`` is updated in place after every iteration; ``last.pt`` is written every ``run.save_every``;
-    ``guard`` stops a diverging run before its weights are saved; ``compiled`` (``run.compile``) runs the step.
+    ``guard`` stops a diverging run before its weights are saved; ``compiled`` (``run.compile``) runs the step
+    (``run.compile: auto``: an :class:`AutoCompile` that times the first eager steps and decides).
     """
     result = EpochResult()
     t, r = cfg.train, cfg.run
@@ -307,15 +308,19 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         elastic = state.step >= t.full_depth_epochs * steps_per_epoch  # progressive shrinking: full depth first
         subnets = sample_subnets(t.mode, cfg.model.width_range, t.resolutions, t.num_subnets, sampler_gen,
                                  depth_range=cfg.model.depth_range if elastic else None)
-        step_model = compiled or model
+        auto = compiled if isinstance(compiled, AutoCompile) else None
+        step_model = (auto.step_model() if auto is not None else compiled) or model
         if step_model is not model:  # compiled: the same networks, a finite number of graphs
             subnets = step_model.snap_subnets(subnets)
         optimizer.zero_grad(set_to_none=True)
+        started = time.perf_counter()
         losses = train_step(step_model, images, labels, subnets, label_smoothing=t.label_smoothing,
                             temperature=t.temperature, autocast=autocast, scaler=scaler, resize=cfg.data.resize,
                             distill=distill, regularize=t.regularize)
         losses = all_reduce_mean(losses, info)
         total = float(losses.sum())
+        if auto is not None and (said := auto.observe(time.perf_counter() - started)) and info.is_main:
+            tqdm.write(said)
         why = guard.check(total)
         if why:
             bar.close()
@@ -634,7 +639,11 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, *, model: nn.Modul
         checkpointer = Checkpointer(run_dir, model, optimizer, scheduler, scaler, sampler_gen, info, meta=meta,
                                     config=config, steps_per_epoch=data.steps_per_epoch, clock=clock)
         guard = DivergenceGuard()
-        compiled = CompiledModel(model, backend=r.compile_backend) if r.compile else None
+        compiled = (CompiledModel(model, backend=r.compile_backend) if r.compile is True else
+                    AutoCompile(model, steps_left=clock.total_steps - state.step, num_resolutions=len(t.resolutions),
+                                device_type=device.type, backend=r.compile_backend,
+                                reduce=lambda s: float(all_reduce_mean(torch.tensor([s], device=device), info)))
+                    if r.compile == "auto" else None)
         while state.epoch < t.epochs:
             data.sampler.set_epoch(state.epoch, state.epoch_step * data.local_batch)
             result = train_one_epoch(model, data.train, optimizer, scheduler, scaler, state, cfg=cfg, device=device,
