@@ -242,6 +242,10 @@ def score_configs(model: nn.Module, heldout: tuple[Tensor, Tensor] | Iterable, c
     """
     if not configs:
         raise MutualNetError("no configurations to build a cascade from")
+    full = getattr(getattr(model, "depth_range", None), "hi", None)
+    if any(c.get("depth") not in (None, full) for c in configs):  # a step is (width, resolution): full depth
+        raise MutualNetError("a cascade's steps run at full depth, and these configurations include shallower "
+                             "networks (a table with elastic depth): build the cascade from its full-depth rows")
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     run = model_runner(model, resize)
     steps = [Step(float(c["width"]), int(c["resolution"]), 0.0, float(c["mflops"])) for c in configs]
