@@ -9,6 +9,8 @@
 #  4. peak memory of a MutualNet step vs one full-network step
 #  5. a 200-iteration ImageNet-shaped run of `mutualnet train` (synthetic 224 px images, 1000 classes,
 #     bf16 + channels_last), eager then compiled: images/s from its metrics
+# Issue 19's comparison at a larger scale (MutualNet vs networks alone vs US-Net+/US-Net, 24 epochs x 3 seeds) is
+# its own script, sized to one device call: bash benchmarks/gpu_compare.sh DATA_ROOT (see its header).
 set -euo pipefail
 cd "$(dirname "$0")"
 PY="${PYTHON:-../.venv/bin/python}"
