@@ -233,3 +233,189 @@ def test_depth_end_to_end_train_search_select_export_calibrate(tmp_path, capsys)
     assert main(["export", "--checkpoint", str(tmp_path / "c.pt"), "--width", "0.5", "--resolution", "16",
                  "--depth", "4", "--out", str(tmp_path / "d4.pt")]) == 2  # outside the trained range
     assert "trained depth range" in capsys.readouterr().err and not (tmp_path / "d4.pt").exists()
+    # eval --config WIDTH,RESOLUTION,DEPTH: the accuracy of that shallow network, with its calibrated statistics
+    from mutualnet.data.checkpoint import data_from_checkpoint
+
+    ck = load_checkpoint(tmp_path / "c.pt")
+    model = model_from_checkpoint(ck).eval()
+    val = data_from_checkpoint(ck, model, workers=0).build("val", 16)
+    xs, ys = zip(*(val[i] for i in range(len(val))))
+    with torch.no_grad(), mn.use_config(model, 0.5, 16, 2):
+        expect = 100 * (model(torch.stack(xs)).argmax(1) == torch.as_tensor(ys)).float().mean().item()
+    assert main(["eval", "--checkpoint", str(tmp_path / "c.pt"), "--config", "0.5,16,2", "--config", "1.0,16",
+                 "--workers", "0", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["results"]
+    assert [(r["width"], r["resolution"], r["depth"]) for r in rows] == [(0.5, 16, 2), (1.0, 16, 3)]
+    assert rows[0]["top1"] == pytest.approx(expect) and rows[0]["images"] == len(val)
+    assert rows[0]["bn_statistics"].startswith("calibrated")
+    assert rows[0]["mflops"] == pytest.approx(mn.profile(model, 0.5, 16, depth=2).mflops)
+    assert rows[0]["mflops"] < mn.profile(model, 0.5, 16).mflops
+    for bad, why in ((["--config", "0.5,16,1"], "w0.500_r16_d1 has no calibrated"),  # not calibrated at depth 1
+                     (["--config", "1.0,12,2"], "w1.000_r12_d2 has no calibrated"),  # top width, not full depth
+                     (["--config", "0.5,16,4"], "trained depth range"), (["--config", "0.5,16,0"], "--config")):
+        assert main(["eval", "--checkpoint", str(tmp_path / "c.pt"), *bad, "--workers", "0"]) == 2
+        assert why in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(tmp_path / "c.pt"), "--config", "0.5,16,1", "--calibrate",
+                 "--calib-images", "8", "--workers", "0"]) == 0
+    assert "width 0.5 at 16 px, depth 1: top-1" in capsys.readouterr().out
+    # predict at a budget only a shallow network fits: the line names its depth
+    from PIL import Image
+
+    img = tmp_path / "x.png"
+    Image.fromarray((torch.rand(20, 20, 3) * 255).to(torch.uint8).numpy()).save(img)
+    assert main(["predict", "--checkpoint", str(out / "calibrated.pt"), "--budget-mflops",
+                 f"{cheapest['mflops'] + 1e-4:.6f}", str(img)]) == 0
+    assert capsys.readouterr().out.startswith("configuration: width 0.25 at 8 px, depth 1 (")
+
+
+def test_full_depth_epochs_trains_the_full_depth_first_then_elastic(tmp_path, monkeypatch):
+    """``train.full_depth_epochs`` (progressive shrinking): the first epochs draw the 2-D plan, then elastic depth."""
+    import mutualnet.train.loop as loop
+    from mutualnet.train import load_config, train
+    from mutualnet.train.config import resolve
+
+    drawn: list = []
+
+    def spy(*a, depth_range=None, **kw):
+        plan = sample_subnets(*a, depth_range=depth_range, **kw)
+        drawn.append({s.depth for s in plan})
+        return plan
+
+    monkeypatch.setattr(loop, "sample_subnets", spy)
+    base = ["model.name=resnet20_cifar", "model.width_range=[0.25, 1.0]", "model.depth_range=[1, 3]",
+            "data.name=synthetic", "data.synthetic_length=16", "data.batch_size=8", "data.workers=0",
+            "train.resolutions=[16, 8]", "train.epochs=2", "run.device=cpu", "run.progress=false", "run.val_every=0",
+            "run.tensorboard=false"]
+    run_dir = train(load_config(None, base + ["train.full_depth_epochs=1", f"run.out={tmp_path / 'run'}"]))
+    assert len(drawn) == 4 and drawn[0] == drawn[1] == {None} and 1 in drawn[2] and 1 in drawn[3]
+    assert load_checkpoint_config(run_dir)["train"]["full_depth_epochs"] == 1
+    for bad, why in (("train.full_depth_epochs=2", "below train.epochs"), ("train.full_depth_epochs=-1", "full_dep")):
+        with pytest.raises(MutualNetError, match=why):
+            resolve(load_config(None, base + [bad]))
+    with pytest.raises(MutualNetError, match="needs an elastic model.depth_range"):
+        resolve(load_config(None, [b for b in base if "depth_range" not in b] + ["train.full_depth_epochs=1"]))
+
+
+def load_checkpoint_config(run_dir):
+    from mutualnet.checkpoint import load_checkpoint
+
+    return load_checkpoint(run_dir / "last.pt")["config"]
+
+
+def test_plot_of_a_depth_table_colours_every_configuration_by_depth(tmp_path, monkeypatch):
+    """One 3-D table: a colour per depth (all configurations and the frontier), the frontier's resolution as shape."""
+    from mutualnet.search import plot
+
+    rows = [{"width": w, "resolution": r, "depth": d, "mflops": w * r * d / 10, "macs": int(w * r * d * 1e5),
+             "params": 1, "top1": 50 + 10 * d + r / 4 + 5 * w, "top5": 99.0}
+            for w in (0.5, 1.0) for r in (16, 28) for d in (1, 2, 3)]
+    table = QueryTable(rows=rows)
+    figs = []
+    monkeypatch.setattr(plot, "_save", lambda fig, out, **kw: figs.append(fig) or out)
+    plot.plot_tables([table], ["t"], tmp_path / "f.png")
+    ax = figs[0].axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["depth 1", "depth 2", "depth 3", "28 px", "16 px"]
+    by_depth = {}  # the colour of every drawn point, by its (mflops, top1)
+    for c in ax.collections:
+        for (x, y), colour in zip(c.get_offsets(), c.get_facecolors() if len(c.get_facecolors()) else []):
+            by_depth.setdefault(next(r["depth"] for r in rows if (r["mflops"], r["top1"]) == (x, y)), set()).add(
+                tuple(colour[:3]))
+    assert all(len(v) == 1 for v in by_depth.values()) and len({*map(frozenset, by_depth.values())}) == 3
+    front = table.frontier("macs")
+    assert {r["depth"] for r in front} == {1, 2, 3}  # the frontier crosses depths, each in its depth's colour
+    # a 2-D table is drawn as before: grey configurations, frontier coloured by resolution
+    plot.plot_tables([QueryTable(rows=[{k: v for k, v in r.items() if k != "depth"} for r in rows if r["depth"] == 3])],
+                     ["t"], tmp_path / "g.png")
+    assert figs[1].axes[0].get_legend().get_title().get_text() == "frontier resolution"
+
+
+class _Block(nn.Module):
+    """A residual block as people write them: the shortcut an ``nn.Identity`` unless the shape changes."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out)
+        self.conv2, self.bn2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Identity() if stride == 1 and c_in == c_out else nn.Sequential(
+            nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class _ResNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.stage1 = nn.Sequential(_Block(8, 8), _Block(8, 8), _Block(8, 8))
+        self.stage2 = nn.Sequential(_Block(8, 16, 2), _Block(16, 16))
+        self.plain = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1), nn.Conv2d(16, 16, 3, 1, 1))  # equal shape, no shortcut
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        return self.fc(self.plain(self.stage2(self.stage1(self.stem(x)))).mean((2, 3)))
+
+
+def test_slim_makes_runs_of_residual_blocks_elastic_in_a_hand_written_network():
+    torch.manual_seed(0)
+    net = _ResNet().eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        before = net(x)
+    shallow_ref = copy.deepcopy(net)  # depth 1 by hand: each stage keeps its first block
+    shallow_ref.stage1, shallow_ref.stage2 = shallow_ref.stage1[:1], shallow_ref.stage2[:1]
+    with torch.no_grad():
+        shallow = shallow_ref(x)
+    keys = list(net.state_dict())
+    model = mn.slim(net, (0.5, 1.0), input_size=16, depth_range=(1, 3)).eval()
+    assert model.depth_range == (1, 3) and list(model.state_dict()) == keys
+    assert isinstance(model.stage1, ElasticSequential) and isinstance(model.stage2, ElasticSequential)
+    assert type(model.plain) is nn.Sequential and type(model.stem) is nn.Sequential  # no residual run: as it was
+    assert [b.elastic_index for b in model.stage1] == [0, 1, 2] and [b.elastic_index for b in model.stage2] == [0, 1]
+    with torch.no_grad():
+        assert torch.equal(model(x), before)  # full depth: the network's own computation
+        with mn.allow_uncalibrated(model), mn.use_config(model, 1.0, 16, 1):
+            assert torch.equal(model(x), shallow)  # depth 1: the first block of each stage, nothing else
+            assert len(skipped_blocks(model)) == 3
+    with mn.allow_uncalibrated(model):
+        macs = [mn.profile(model, 0.5, 16, depth=d).macs for d in (1, 2, 3)]
+        dense = mn.materialize(model, 0.5, 16, 2)
+        with mn.use_config(model, 0.5, 16, 2), torch.no_grad():
+            y, n = model(x), active_num_params(model)
+    assert macs[0] < macs[1] < macs[2]
+    assert not any(isinstance(m, ElasticSequential) for m in dense.modules())
+    assert sum(p.numel() for p in dense.parameters()) == n
+    torch.testing.assert_close(dense(x), y, rtol=1e-4, atol=1e-5)
+    losses = train_step(model.train(), x, torch.tensor([0, 1]), [SubNet(1.0, 16, "labels"),
+                                                                  SubNet(0.5, 16, "teacher", 1)])
+    assert torch.isfinite(losses).all()
+    with pytest.raises(MutualNetError, match=r"\(lo, 3\)"):
+        mn.slim(_ResNet(), (0.5, 1.0), input_size=16, depth_range=(1, 2))  # the full depth is 3
+    plain = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Flatten(), nn.LazyLinear(2))
+    with pytest.raises(MutualNetError, match="no nn.Sequential of it holds a run of residual blocks"):
+        mn.slim(nn.Sequential(plain[0], nn.ReLU(), plain[1]), (0.5, 1.0), input_size=8, depth_range=(1, 2))
+    assert mn.slim(_ResNet(), (0.5, 1.0), input_size=16).depth_range is None  # opt-in
+
+
+def test_torchvision_resnet_through_tv_gets_elastic_depth():
+    torch.manual_seed(0)
+    model = mn.create_model("tv/resnet18", num_classes=4, width_range=(0.5, 1.0), small_input=True,
+                            depth_range=(1, 2)).eval()
+    assert model.depth_range == (1, 2) and model.model_args["depth_range"] == [1, 2]
+    torch.manual_seed(0)
+    flat = mn.create_model("tv/resnet18", num_classes=4, width_range=(0.5, 1.0), small_input=True).eval()
+    assert flat.depth_range is None and list(flat.state_dict()) == list(model.state_dict())
+    flat.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), flat(x))
+        for layer in ("layer1", "layer2", "layer3", "layer4"):  # depth 1 by hand
+            getattr(flat, layer)[1] = nn.Identity()
+        with mn.allow_uncalibrated(model), mn.use_config(model, 1.0, 32, 1):
+            assert torch.equal(model(x), flat(x))
+    rebuilt = mn.create_model("tv/resnet18", **{k: v for k, v in model.model_args.items()})  # a checkpoint's way
+    assert rebuilt.depth_range == (1, 2)
+    with pytest.raises(MutualNetError, match="full depth only"), mn.use_config(model, 1.0, 32, 1):
+        model.forward_stages(x)

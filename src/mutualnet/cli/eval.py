@@ -27,24 +27,28 @@ from ..errors import MutualNetError
 from ..layers import config_key
 from ..profiling import resolve_device
 from ..search.run import evaluate_checkpoint
+from ..search.table import config_text
 from . import _args as A
 from ._args import add_data_args
 
 
-def _config(text: str) -> tuple[float, int]:
-    """``WIDTH,RESOLUTION`` with the same bounds as every other command's width and resolution flags."""
+def _config(text: str) -> tuple[float, int] | tuple[float, int, int]:
+    """``WIDTH,RESOLUTION[,DEPTH]`` with the same bounds as every other command's width, resolution and depth."""
     parts = text.split(",")
-    if len(parts) != 2:
-        raise argparse.ArgumentTypeError(f"expected WIDTH,RESOLUTION (e.g. 0.5,160), got {text!r}")
-    return A.width(parts[0]), A.resolution(parts[1])
+    if len(parts) not in (2, 3):
+        raise argparse.ArgumentTypeError(f"expected WIDTH,RESOLUTION[,DEPTH] (e.g. 0.5,160 or 0.5,160,2), got {text!r}")
+    wr = (A.width(parts[0]), A.resolution(parts[1]))
+    return wr if len(parts) == 2 else (*wr, A.positive_int(parts[2]))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="accuracy of one or more width x resolution configurations of a checkpoint",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="any mutualnet checkpoint (best.pt, calibrated.pt, converted)")
-    p.add_argument("--config", dest="configs", type=_config, action="append", metavar="WIDTH,RESOLUTION",
-                   help="a configuration to evaluate (repeatable; default: the top width at the highest resolution)")
+    p.add_argument("--config", dest="configs", type=_config, action="append", metavar="WIDTH,RESOLUTION[,DEPTH]",
+                   help="a configuration to evaluate (repeatable; default: the top width at the highest resolution); "
+                        "DEPTH: blocks each elastic stage runs, for a model trained with model.depth_range "
+                        "(default: full depth)")
     add_data_args(p)
     p.add_argument("--calibrate", action="store_true",
                    help="re-estimate BN statistics of each configuration first (needed for widths without them)")
@@ -135,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=1))
         return 0
     for row in out["results"]:
-        print(f"width {row['width']:g} at {row['resolution']} px: top-1 {row['top1']:.2f}%, top-5 {row['top5']:.2f}% "
-              f"on {row['images']} {out['dataset']['name']} validation images ({row['mflops']:.2f} MFLOPs; BN: "
-              f"{row['bn_statistics']})")
+        print(f"{config_text(row)}: top-1 {row['top1']:.2f}%, "
+              f"top-5 {row['top5']:.2f}% on {row['images']} {out['dataset']['name']} validation images "
+              f"({row['mflops']:.2f} MFLOPs; BN: {row['bn_statistics']})")
     return 0

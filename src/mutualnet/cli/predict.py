@@ -14,6 +14,7 @@ import json
 
 from ..deploy.adaptive import AdaptiveNet
 from ..profiling import resolve_device
+from ..search.table import config_text
 from . import _args as A
 
 
@@ -40,17 +41,16 @@ def run(args: argparse.Namespace) -> int:
     net = AdaptiveNet.from_checkpoint(args.checkpoint, args.table, device=args.device, runtime=args.runtime)
     if args.cascade is not None:
         return _predict_cascade(args, net)
-    if args.budget_mflops is not None or args.budget_latency_ms is not None:
-        row = net.set_budget(mflops=args.budget_mflops, latency_ms=args.budget_latency_ms)
-    else:
-        row = net.config
+    budget = args.budget_mflops is not None or args.budget_latency_ms is not None
+    row = net.set_budget(mflops=args.budget_mflops, latency_ms=args.budget_latency_ms) if budget else net.config
     preds = net.predict(args.images, topk=max(1, args.topk))
     if args.json:
-        print(json.dumps({"config": {k: row.get(k) for k in ("width", "resolution", "mflops", "top1", "latency_ms")},
+        keys = ("width", "resolution", "depth", "mflops", "top1", "latency_ms")  # depth None: full depth
+        print(json.dumps({"config": {k: row.get(k) for k in keys},
                           "predictions": [{"image": str(img), "top": [p.__dict__ for p in ps]}
                                           for img, ps in zip(args.images, preds)]}, indent=1))
         return 0
-    print(f"configuration: width {row['width']:g} at {row['resolution']} px ({row['mflops']:.2f} MFLOPs, "
+    print(f"configuration: {config_text(row)} ({row['mflops']:.2f} MFLOPs, "
           f"table top-1 {row['top1']:.2f}%)")
     for img, ps in zip(args.images, preds):
         print(f"{img}\t" + "\t".join(f"{p.label} ({p.confidence:.3f})" for p in ps))

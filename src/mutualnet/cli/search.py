@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="input sides (default: the checkpoint's training resolutions)")
     p.add_argument("--calib-images", type=A.positive_int, default=2000,
                    help="training images per BN calibration (2000)")
+    p.add_argument("--calib-tol", type=A.positive_float, metavar="TOL",
+                   help="stop a calibration before --calib-images once no BN mean moved by TOL standard deviations "
+                        "nor variance by TOL of itself in the last batch (e.g. 0.03; default: all images)")
     p.add_argument("--val-images", type=A.positive_int, help="validation images (default: all)")
     p.add_argument("--halving", type=float, metavar="FRACTION",
                    help="successive halving: validate every network on this fraction of the images first, then "
@@ -55,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         args.checkpoint, args.out, dataset=args.dataset, data_root=args.data_root, workers=args.workers,
         seed=args.seed, width_step=args.width_step, widths=args.widths, resolutions=args.resolutions,
         calib_images=args.calib_images, val_images=args.val_images, halving=args.halving,
+        calib_tol=args.calib_tol,
         batch_size=args.eval_batch_size,
         device=args.device, latency=args.latency, latency_batch_size=args.batch_size, threads=args.threads,
         resize_then_crop=args.resize_then_crop, split=args.split, report_test=not args.no_test,

@@ -37,7 +37,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..calibrate import calibrated_configs, is_calibrated
 from ..checkpoint import read_torch_file
-from ..data.transforms import DEFAULT_RESIZE, model_resize
+from ..data.preprocess import model_preprocessing
+from ..data.transforms import DEFAULT_RESIZE
 from ..errors import MutualNetError
 from ..extras import require
 from ..io import atomic_write_bytes
@@ -193,7 +194,7 @@ def export_subnet(model: nn.Module, width: float, resolution: int, *, fold_bn: b
                              f"outputs' scale, {tol:.3g}); this is a bug in mutualnet, please report it")
     # preprocessing a caller must reproduce: inputs at `resolution`, lower ones made with this resize mode
     net.export_info = {"width": float(width), "resolution": resolution, "folded": [list(p) for p in pairs],
-                       "resize": model_resize(model)} | ({} if depth is None else {"depth": depth})
+                       "resize": model_preprocessing(model).resize} | ({} if depth is None else {"depth": depth})
     return net, ExportCheck(max_abs_diff=diff, folded=len(pairs))
 
 
@@ -258,6 +259,9 @@ def save_exported(net: nn.Module, path: str | os.PathLike, fmt: str = "pt", *, m
     # every format is produced and checked in memory, then written with Python file I/O: nothing half-written
     # ever replaces `path`, and a full disk is an error, not a C++ abort of the whole process
     if fmt == "pt":
+        if info["model_name"] is None:  # load_exported rebuilds the structure from the registry
+            raise MutualNetError("a .pt export is rebuilt from the model registry, which does not know this model "
+                                 "(built in Python); export it as torchscript or onnx, which need no rebuilding")
         buf = io.BytesIO()
         torch.save(info | {"state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}}, buf)
         data = buf.getvalue()

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from ..calibrate import calibrate, load_images
 from ..checkpoint import atomic_save
 from ..data.datasets import random_subset
-from ..data.transforms import model_resize
+from ..data.preprocess import model_preprocessing
 from ..errors import MutualNetError
 from ..evaluate import hits
 from ..io import read_json, read_torch_file
@@ -281,8 +281,10 @@ def build_query_table(
     widths: Sequence[float] | None = None,
     width_step: float = 0.05,
     calib_images: int = 2000,
+    calib_tol: float | None = None,
     val_images: int | None = None,
     halving: float | None = None,
+    z: float = 3.0,
     batch_size: int = 200,
     calib_batch_size: int | None = None,
     device: str = "cpu",
@@ -296,7 +298,6 @@ def build_query_table(
     seed: int = 0,
     cache_bytes: int = 2 * 2**30,
     progress: bool = True,
-    resize: str | None = None,
     shard: tuple[int, int] | None = None,
     depths: Sequence[int] | None = None,
 ) -> QueryTable:
@@ -315,8 +316,12 @@ def build_query_table(
         resolutions: input sides to evaluate (any order; reported highest first).
         widths: explicit widths; default: ``width_grid(*model.width_range, width_step)``.
         calib_images, val_images: images for calibration (per configuration) and validation (None: all).
+        calib_tol: stop a network's calibration before ``calib_images`` once its statistics have converged
+            (:func:`mutualnet.calibrate.calibrate_batches`); None: always ``calib_images``.
         halving: first fraction of the validation images (in (0, 1]) for successive halving; None: all images
             for every configuration.
+        z: with ``halving``, a network stops when a cheaper one beats it by ``z`` standard deviations
+            (:func:`can_reach_frontier`).
         batch_size, calib_batch_size: evaluation and calibration batch sizes.
         device: where calibration, evaluation and (with ``latency``) timing run.
         latency, latency_batch_size, threads: also measure median forward latency on ``device``.
@@ -327,8 +332,6 @@ def build_query_table(
         num_workers, seed: loader workers; seed of the calibration / validation subsets.
         cache_bytes: keep decoded validation images in memory up to this size (float16).
         progress: show a tqdm bar over configurations.
-        resize: how lower resolutions are made (``"antialias"`` / ``"official"``) for calibration and
-            evaluation; None: the mode recorded on the model (its checkpoint's). Recorded in the table's meta.
         shard: ``(index, count)``: compute only the distinct networks ``index::count`` (and the widths that
             copy them), for one of ``count`` processes; their ``state_dir`` states together hold the whole
             table (see :func:`mutualnet.search.run.search_checkpoint`). Not with ``halving``, whose
@@ -356,13 +359,17 @@ def build_query_table(
         raise MutualNetError(f"number of calibration images must be positive, got {calib_images}")
     if halving is not None and not 0 < halving <= 1:
         raise MutualNetError(f"halving must be a fraction in (0, 1], got {halving:g}")
+    if not (isinstance(z, (int, float)) and 0 < z < math.inf):
+        raise MutualNetError(f"z must be a positive number of standard deviations, got {z}")
+    if calib_tol is not None and not (isinstance(calib_tol, (int, float)) and 0 < calib_tol < math.inf):
+        raise MutualNetError(f"calibration tolerance must be a positive number, got {calib_tol}")
     if shard is not None and halving is not None:
         raise MutualNetError("successive halving cannot be sharded across processes; run it in one process")
     dev = resolve_device(device)
     if threads is not None:
         torch.set_num_threads(threads)
     calib_bs = calib_batch_size or batch_size
-    resize = model_resize(model, resize)
+    resize = model_preprocessing(model).resize  # how calibration and evaluation make lower resolutions
     model.to(dev).eval()
     meta = dict(meta or {})
     signature = {"model": model_fingerprint(model), "widths": widths, "resolutions": resolutions,
@@ -372,6 +379,10 @@ def build_query_table(
                  "device": str(dev), "dataset": meta.get("dataset")}
     if halving is not None:
         signature["halving"] = halving
+        if z != 3.0:
+            signature["z"] = z
+    if calib_tol is not None:
+        signature["calib_tol"] = calib_tol
     if depths:
         signature["depths"] = depths
     state = _State(Path(state_dir) if state_dir is not None else None, signature)
@@ -422,7 +433,7 @@ def build_query_table(
         bar.set_postfix_str(f"w={w:g} r={r}" + ("" if d is None else f" d={d}"))
         if row is None:
             res = calibrate(model, calib, w, r, num_images=calib_images, batch_size=calib_bs, device=dev,
-                            resize=resize, depth=d)
+                            depth=d, tol=calib_tol)
             state.timing["calib_s"] += res.seconds
             state.timing["calib_images"] += res.num_images
             t1 = time.perf_counter()
@@ -439,7 +450,7 @@ def build_query_table(
                 row["depth"] = d
         have = seen.get((w, r, d), (torch.zeros(0, dtype=torch.bool),) * 2)
         t0 = time.perf_counter()
-        more = hits(model, _batches(val, batch_size, len(have[0]), upto), w, r, device=dev, resize=resize, depth=d)
+        more = hits(model, _batches(val, batch_size, len(have[0]), upto), w, r, device=dev, depth=d)
         state.timing["eval_s"] += time.perf_counter() - t0
         state.timing["val_images_evaluated"] += len(more[0])
         h1, h5 = torch.cat([have[0], more[0]]), torch.cat([have[1], more[1]])
@@ -470,7 +481,7 @@ def build_query_table(
                     run(w, r, d, n)
                 top1_hits = {c: seen[c][0] for c in distinct}
                 macs = {c: table.find(*c)["macs"] for c in distinct}
-                keep = can_reach_frontier(top1_hits, macs)
+                keep = can_reach_frontier(top1_hits, macs, z)
                 alive = [c for c in alive if c in keep]
                 if n >= n_all:
                     break
@@ -500,6 +511,7 @@ def build_query_table(
         "resize_then_crop": resize_then_crop, "resize": resize, "device": str(dev),
         "distinct_networks": num_distinct,
         "calibration": {"images": int(t.get("calib_images_per_config", calib_images)), "batch_size": calib_bs,
+                        **({"tol": calib_tol, "images_used": t["calib_images"]} if calib_tol is not None else {}),
                         "seconds": round(t["calib_s"], 3),
                         "images_per_s": round(t["calib_images"] / t["calib_s"], 1) if t["calib_s"] else None,
                         "share_of_search_time": round(t["calib_s"] / search_s, 3) if search_s else None},
