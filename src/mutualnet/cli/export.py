@@ -77,7 +77,6 @@ def choose_config(args: argparse.Namespace, ckpt: dict, model) -> tuple[float, i
 
 
 def _export_cascade(args: argparse.Namespace) -> int:
-    from ..data.preprocess import preprocessing_of
     from ..deploy.cascade import BUNDLE_FORMATS, Cascade, export_cascade
 
     if any(v is not None for v in (args.width, args.resolution, args.max_mflops, args.max_latency_ms, args.table)):
@@ -89,11 +88,7 @@ def _export_cascade(args: argparse.Namespace) -> int:
     cascade = Cascade.load(args.cascade)
     ckpt = load_checkpoint(args.checkpoint)
     model = model_from_checkpoint(ckpt).eval()
-    meta = ckpt.get("meta") or {}
-    if not (meta.get("preprocessing") or meta.get("resolutions")):
-        meta = {**meta, "resolutions": [max(s.resolution for s in cascade.steps)]}
-    out = export_cascade(model, cascade, args.out, preprocessing=preprocessing_of(meta),
-                         class_names=meta.get("class_names"), fmt=fmt)
+    out = export_cascade(model, cascade, args.out, class_names=ckpt["meta"].get("class_names"), fmt=fmt)
     print(f"exported a cascade of {len(cascade.steps)} steps to {out}/ [{fmt}]: " + ", ".join(
         f"width {s.width:g} at {s.resolution} px" for s in cascade.steps) + "; run it with docs/cascade.md's snippet")
     return 0
@@ -122,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     info = {k: meta[k] for k in ("class_names", "mode") if k in meta}
     if isinstance(meta.get("dataset"), dict):
         info["dataset"] = {k: v for k, v in meta["dataset"].items() if k != "root"}
-    info |= artefact_fields(meta, [res])  # preprocessing: crop at its input_size, then resize to `resolution`
+    info |= artefact_fields(model, meta)  # preprocessing: crop at its input_size, then resize to `resolution`
     info |= {"checkpoint": Path(args.checkpoint).name, "table_row": row}
     checks = save_exported(net, args.out, fmt, meta=info)
     prof = profile(model, width, res, depth=depth)

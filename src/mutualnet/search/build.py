@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from ..calibrate import calibrate, load_images
 from ..checkpoint import atomic_save
 from ..data.datasets import random_subset
-from ..data.transforms import model_resize
+from ..data.preprocess import model_preprocessing
 from ..errors import MutualNetError
 from ..evaluate import hits
 from ..io import read_json, read_torch_file
@@ -298,7 +298,6 @@ def build_query_table(
     seed: int = 0,
     cache_bytes: int = 2 * 2**30,
     progress: bool = True,
-    resize: str | None = None,
     shard: tuple[int, int] | None = None,
     depths: Sequence[int] | None = None,
 ) -> QueryTable:
@@ -333,8 +332,6 @@ def build_query_table(
         num_workers, seed: loader workers; seed of the calibration / validation subsets.
         cache_bytes: keep decoded validation images in memory up to this size (float16).
         progress: show a tqdm bar over configurations.
-        resize: how lower resolutions are made (``"antialias"`` / ``"official"``) for calibration and
-            evaluation; None: the mode recorded on the model (its checkpoint's). Recorded in the table's meta.
         shard: ``(index, count)``: compute only the distinct networks ``index::count`` (and the widths that
             copy them), for one of ``count`` processes; their ``state_dir`` states together hold the whole
             table (see :func:`mutualnet.search.run.search_checkpoint`). Not with ``halving``, whose
@@ -372,7 +369,7 @@ def build_query_table(
     if threads is not None:
         torch.set_num_threads(threads)
     calib_bs = calib_batch_size or batch_size
-    resize = model_resize(model, resize)
+    resize = model_preprocessing(model).resize  # how calibration and evaluation make lower resolutions
     model.to(dev).eval()
     meta = dict(meta or {})
     signature = {"model": model_fingerprint(model), "widths": widths, "resolutions": resolutions,
@@ -436,7 +433,7 @@ def build_query_table(
         bar.set_postfix_str(f"w={w:g} r={r}" + ("" if d is None else f" d={d}"))
         if row is None:
             res = calibrate(model, calib, w, r, num_images=calib_images, batch_size=calib_bs, device=dev,
-                            resize=resize, depth=d, tol=calib_tol)
+                            depth=d, tol=calib_tol)
             state.timing["calib_s"] += res.seconds
             state.timing["calib_images"] += res.num_images
             t1 = time.perf_counter()
@@ -453,7 +450,7 @@ def build_query_table(
                 row["depth"] = d
         have = seen.get((w, r, d), (torch.zeros(0, dtype=torch.bool),) * 2)
         t0 = time.perf_counter()
-        more = hits(model, _batches(val, batch_size, len(have[0]), upto), w, r, device=dev, resize=resize, depth=d)
+        more = hits(model, _batches(val, batch_size, len(have[0]), upto), w, r, device=dev, depth=d)
         state.timing["eval_s"] += time.perf_counter() - t0
         state.timing["val_images_evaluated"] += len(more[0])
         h1, h5 = torch.cat([have[0], more[0]]), torch.cat([have[1], more[1]])

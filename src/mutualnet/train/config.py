@@ -355,10 +355,18 @@ def read_yaml_mapping(path: str | os.PathLike, what: str = "a mapping of setting
     return data
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML recipe (or start from the defaults when ``path`` is None) and apply overrides."""
-    data = read_yaml_mapping(path, "a mapping of sections (model, data, train, optim, run)") if path else {}
-    return config_from_dict(apply_overrides(data, overrides))
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None, *,
+                schema: type = TrainConfig, **values: Any) -> Any:
+    """The one config loader: a YAML file (None: the defaults), then ``values`` that are not None (flags, a
+    checkpoint's stored config), then ``key=value`` overrides, type-checked into the dataclass ``schema``
+    (training's :class:`TrainConfig`, detection's ``DetectionConfig``; its ``validate()``, if any, runs)."""
+    data = read_yaml_mapping(path, "a mapping of settings" if schema is not TrainConfig
+                             else "a mapping of sections (model, data, train, optim, run)") if path else {}
+    data.update({k: v for k, v in values.items() if v is not None})
+    cfg = _build(schema, apply_overrides(data, overrides), "")
+    if callable(getattr(cfg, "validate", None)):
+        cfg.validate()
+    return cfg
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:

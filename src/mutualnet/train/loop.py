@@ -58,8 +58,8 @@ from .config import (
     SINGLE_NETWORK_MODES,
     TrainConfig,
     apply_overrides,
-    config_from_dict,
     config_to_dict,
+    load_config,
     resolve,
     save_config,
 )
@@ -391,7 +391,7 @@ def resume_config(path: str | Path, overrides: list[str] | None = None) -> Train
     changes = check_resume_changes(saved, data)
     if changes:
         print("resuming with changed settings: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
-    return config_from_dict(data)
+    return load_config(None, None, **data)  # the one loader: checked as a fresh recipe is
 
 
 def _load_train_checkpoint(path: str | Path) -> dict:
@@ -472,7 +472,6 @@ def build_model(cfg: TrainConfig, device: torch.device, info: DistInfo, *, pretr
     model = given if given is not None else create_model(m.name, num_classes=m.num_classes,
                                                          width_range=tuple(m.width_range), depth_range=depth_range,
                                                          **m.args)
-    model.resize_mode = cfg.data.resize  # calibration and evaluation resize as training does
     if m.zero_init_residual and not zero_init_residual(model):
         raise MutualNetError(f"model.zero_init_residual: {m.name} has no residual blocks; leave the setting off")
     if t.regularize == "widest" and not dropout_modules(model):
@@ -558,7 +557,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, *, model: nn.Modul
     The run folder holds ``config.yaml`` (resolved), ``metrics.jsonl``, ``last.pt``, ``best.pt`` and
     ``tb/`` (TensorBoard). Under ``torchrun`` every process calls this; rank 0 writes the files.
     """
-    from ..data import artefact_meta, dataset_info
+    from ..data import dataset_info, preprocessing_for
+    from ..data.preprocess import class_names_of
 
     if (model is None) != (data is None):
         raise MutualNetError("train: give a model object and dataset objects together (mutualnet.train.fit), "
@@ -598,6 +598,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, *, model: nn.Modul
         np.random.seed(r.seed)
         given, data = data, build_data(cfg, data_info, info, device, data)
         model = build_model(cfg, device, info, pretrained=ckpt is None, given=model)
+        # the one record of how inputs are made: calibration, evaluation and the checkpoints read it
+        model.preprocessing = preprocessing_for(data_info.name, d.input_size, d.val_resize_ratio, model.in_chans,
+                                                d.resize, given=data.train_set)
         optimizer = build_optimizer(model, o.lr, o.momentum, o.nesterov, o.weight_decay, o.decay_all)
         scheduler = build_scheduler(optimizer, t.epochs * data.steps_per_epoch,
                                     round(o.warmup_epochs * data.steps_per_epoch), o.min_lr)
@@ -621,14 +624,13 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, *, model: nn.Modul
             log = MetricsLog(run_dir, csv_files=r.csv, tensorboard=r.tensorboard,
                              resume_step=state.step if ckpt is not None else None)
         meta = CheckpointMeta.from_dict({
-            "mode": t.mode, "resolutions": list(t.resolutions), "epochs": t.epochs, "resize": d.resize,
+            "mode": t.mode, "resolutions": list(t.resolutions), "epochs": t.epochs,
             "num_subnets": t.num_subnets if t.mode not in SINGLE_NETWORK_MODES else 1,
             "dataset": {"name": None if given is not None else data_info.name, "root": d.root,
-                        "num_classes": cfg.model.num_classes,
-                        "in_chans": model.in_chans, "input_size": d.input_size,
+                        "num_classes": cfg.model.num_classes, "in_chans": model.in_chans,
                         **({"holdout": d.holdout} if d.holdout else {})},
-            **artefact_meta(data.train_set, data_info.name, d.input_size, d.val_resize_ratio, model.in_chans,
-                            d.resize)})
+            "preprocessing": model.preprocessing,
+            **({"class_names": names} if (names := class_names_of(data.train_set)) else {})})
         config = config_to_dict(cfg)
         config["model"].pop("width_range", None)  # stored once, in model_args
         config["model"].pop("depth_range", None)  # likewise (a run without elastic depth: its config as before)
