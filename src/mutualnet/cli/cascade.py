@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..data.checkpoint import data_from_checkpoint
 from ..deploy.adaptive import load_query_table
-from ..deploy.cascade import MAX_STEPS, fit_cascade, score_configs
+from ..deploy.cascade import MAX_STEPS, TIES_SE, fit_cascade, score_configs
 from ..errors import MutualNetError
 from ..profiling import profile, resolve_device
 from . import _args as A
@@ -40,6 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="most steps of a chosen cascade (default 3)")
     p.add_argument("--grid", type=A.int_arg(2, 1000), default=48,
                    help="threshold candidates per step: quantiles of the held-out confidences (default 48)")
+    p.add_argument("--ties-se", type=A.float_arg(0.0, 10.0), default=TIES_SE,
+                   help="held-out top-1 differences below this many standard errors count as noise: --max-mflops "
+                   "keeps the costliest cascade that close to the most accurate, --min-top1 needs the target plus "
+                   f"that margin (default {TIES_SE:g}; 0: the plain most accurate / cheapest)")
     p.add_argument("--heldout-images", type=A.positive_int, help="held-out images to fit on (default: all)")
     p.add_argument("--report-test", action="store_true", help="also run the fitted cascade on the test set")
     p.add_argument("--val-images", type=A.positive_int, help="test images for --report-test (default: all)")
@@ -78,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
                            candidates, device=dev)
     chains = [tuple(range(len(candidates)))] if args.steps is not None else None
     cascade = fit_cascade(scores, max_mflops=args.max_mflops, min_top1=args.min_top1, max_steps=args.max_steps,
-                          grid=args.grid, chains=chains)
+                          grid=args.grid, chains=chains, ties_se=args.ties_se)
     cascade = type(cascade)(cascade.steps, cascade.fit | {"split": "holdout", "dataset": data.info})
     cascade.save(args.out)
     test = None

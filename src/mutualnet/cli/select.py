@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-latency-ms", type=A.positive_float,
                    help="budget in measured milliseconds (table needs latency)")
     p.add_argument("--runtime", help="check --max-latency-ms against this runtime's column (eager, torchscript, "
-                   "onnxruntime; filled by `mutualnet latency --runtime`; default: the table's latency_ms)")
+                   "onnxruntime; filled by `mutualnet latency --runtime`; default: the table's latency_ms), or "
+                   "'fastest': each configuration on the runtime it was measured fastest on")
     p.add_argument("--json", action="store_true", help="print the selected row as JSON")
     p.set_defaults(func=run)
 
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(row, indent=2))
         return 0
     key = "latency_ms" if args.runtime is None else f"latency_{args.runtime}_ms"
-    where = "" if args.runtime is None else f" on {args.runtime}"
+    where = "" if args.runtime is None else f" on {row.get('runtime', args.runtime)}"
     lat = f", {row[key]:.{LATENCY_DECIMALS}f} ms{where}" if row.get(key) is not None else ""
     acc = (f"top-1 {row['top1']:.2f}%, top-5 {row['top5']:.2f}%" if table.metric == "top1"
            else f"{METRICS[table.metric]} {100 * row[table.metric]:.2f}%")  # COCO AP in [0, 1], as a percent
