@@ -131,3 +131,20 @@ def test_the_guide_runs_as_written(tmp_path, monkeypatch, capsys):
         assert Path(f).stat().st_size > 0
     ts = torch.jit.load("model.ts")
     assert ts(torch.rand(1, 3, 96, 96)).shape == (1, 3)
+
+
+def test_the_cpu_cost_script_runs_shrunk(tmp_path, capsys):
+    """scripts/guide_cpu_cost.py (the guide's measured CPU cost), on 20 tiny images and a 2-configuration search."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("guide_cpu_cost", REPO / "scripts" / "guide_cpu_cost.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    shrink = ["data.batch_size=5", "data.workers=0", "train.resolutions=[40,32]", "run.tensorboard=false"]
+    assert script.main(["--out", str(tmp_path), "--per-class", "2", "--val-per-class", "1", "--size", "48x40",
+                        *[a for s in shrink for a in ("--set", s)],
+                        "--search-args", "--width-step 0.65 --calib-images 5 --resolutions 32 --workers 0"]) == 0
+    out = capsys.readouterr().out
+    assert "train (1 epoch):" in out and "search:" in out and "images per CPU-second" in out
+    assert (tmp_path / "runs" / "mine" / "search" / "query_table.json").exists()
+    assert len(list((tmp_path / "mydata" / "train").glob("*/*.jpg"))) == 20
