@@ -7,7 +7,6 @@ import pytest
 
 from mutualnet.checkpoint import load_checkpoint
 from mutualnet.cli import main
-from mutualnet.cli.demo import whole_run_seconds
 from mutualnet.demo import DEMO_RECIPE, format_table, run_demo, training_finished
 
 
@@ -62,7 +61,7 @@ def test_demo_resumes_an_interrupted_training_run(tmp_path):
     steps = [r["step"] for r in rows if r["kind"] == "train"]
     assert steps == sorted(set(steps)) and steps[-1] == 4  # continued, not restarted
     assert training_finished(res.run_dir / "last.pt")
-    train_s, search_s = whole_run_seconds(res)  # the demo's reported time covers the interrupted part too
+    train_s, search_s = res.whole_run_seconds()  # the demo's reported time covers the interrupted part too
     assert train_s > first_s > 0 and search_s > 0
 
 

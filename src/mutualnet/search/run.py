@@ -49,7 +49,7 @@ from .build import (
 from .table import QueryTable
 
 __all__ = ["SearchResult", "search_checkpoint", "calibrate_checkpoint", "evaluate_checkpoint", "checkpoint_resolutions",
-           "artefact_fields", "choose_split", "report_test_accuracy"]
+           "artefact_fields", "choose_split", "report_test_accuracy", "describe_evaluation"]
 
 
 @dataclass(frozen=True)
@@ -339,3 +339,10 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, configs: Sequence[tuple[f
         results.append({"width": w, "resolution": r, "top1": out["top1"], "top5": out["top5"], "images": out["count"],
                         "mflops": profile(model, w, r).mflops, "bn_statistics": source})
     return {"checkpoint": str(checkpoint), "dataset": data.info, "results": results}
+
+
+def describe_evaluation(result: dict) -> list[str]:
+    """One line per configuration of :func:`evaluate_checkpoint`'s result (what ``mutualnet eval`` prints)."""
+    return [f"width {row['width']:g} at {row['resolution']} px: top-1 {row['top1']:.2f}%, top-5 {row['top5']:.2f}% "
+            f"on {row['images']} {result['dataset']['name']} validation images ({row['mflops']:.2f} MFLOPs; BN: "
+            f"{row['bn_statistics']})" for row in result["results"]]
