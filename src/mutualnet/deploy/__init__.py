@@ -34,7 +34,7 @@ from .export import (
     load_exported,
     save_exported,
 )
-from .interop import load_released, load_torchvision_weights, released_checkpoint
+from .interop import convert_checkpoint, load_released, load_torchvision_weights, released_checkpoint
 from .latency import fill_latency, measure_checkpoint_latency, write_latency_copies
 
 __all__ = ["AdaptiveNet", "Prediction", "measure_switch_us", "Cascade", "Step", "CascadeOutput", "Scores",
@@ -45,4 +45,4 @@ __all__ = ["AdaptiveNet", "Prediction", "measure_switch_us", "Cascade", "Step", 
            "measure_checkpoint_latency", "write_latency_copies", "predict_files", "describe_predictions",
            "evaluate_cascade", "fit_checkpoint_cascade", "evaluate_checkpoint_cascade", "describe_cascade_evaluation",
            "describe_test_report", "export_checkpoint_cascade", "export_checkpoint", "Exported", "choose_config",
-           "format_of"]
+           "format_of", "convert_checkpoint"]
