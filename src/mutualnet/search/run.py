@@ -40,6 +40,7 @@ from ..profiling import profile, resolve_device
 from ..train.distributed import cleanup_distributed, init_distributed
 from .build import (
     STATS_DIR,
+    SearchPlan,
     build_query_table,
     clear_search_state,
     distinct_widths,
@@ -171,11 +172,12 @@ def _search(checkpoint, out, dist_info, *, dataset, data_root, workers, seed, wi
     def build(state_dir: Path, shard: tuple[int, int] | None) -> QueryTable:
         for folder in (state_dir, state_dir / STATS_DIR):  # a killed search's temp files are removed
             clean_stale_temps(folder)
-        return build_query_table(
-            model, val, calib, resolutions=resolutions, widths=grid, calib_images=calib_images,
-            val_images=val_images, halving=halving, batch_size=batch_size, device=device, latency=latency,
-            latency_batch_size=latency_batch_size, threads=threads, resize_then_crop=resize_then_crop,
-            state_dir=state_dir, meta=meta, num_workers=data.workers, seed=seed, progress=progress, shard=shard)
+        plan = SearchPlan.of(model, resolutions=resolutions, widths=grid, calib_images=calib_images,
+                             val_images=val_images, halving=halving, batch_size=batch_size, latency=latency,
+                             latency_batch_size=latency_batch_size, resize_then_crop=resize_then_crop, seed=seed,
+                             shard=shard)
+        return build_query_table(model, val, calib, plan, device=device, threads=threads, state_dir=state_dir,
+                                 meta=meta, num_workers=data.workers, progress=progress)
 
     shards = [out / f"shard-{k}" for k in range(dist_info.world_size)] if dist_info.enabled else []
     if dist_info.enabled:
