@@ -36,6 +36,7 @@ COMMANDS = [
     "profile",
     "models",
     "compare",
+    "ablate",
     "detect",
 ]
 
