@@ -44,6 +44,8 @@ def main() -> None:
     p.add_argument("--original-calib-images", type=int, default=9216)
     p.add_argument("--halving", type=float, default=0.125)
     p.add_argument("--run-original", action="store_true", help="--recipes: also run the original recipe (slow)")
+    p.add_argument("--calib-tol", type=float, help="--recipes: ours stops calibrating once statistics converge")
+    p.add_argument("--z", type=float, default=3.0, help="--recipes: ours' halving drops networks beaten by z sigmas")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -83,15 +85,16 @@ def main() -> None:
 
 
 
-def _work(table, model, exhaustive: bool) -> float:
-    """MAC-weighted images a table cost: calibration and validation images of each network it computed."""
+def _work(table, model, exhaustive: bool, calib_used: dict) -> float:
+    """MAC-weighted images a table cost: calibration and validation images of each network it computed
+    (``calib_used``: the calibration images each network took, recorded as it ran)."""
     import mutualnet.search.build as build
 
     widths = table.meta["widths"]
     same = {w: w for w in widths} if exhaustive else build.distinct_widths(model, widths)
     n_val = max(r.get("val_images") or 0 for r in table.rows) or table.meta["validation"]["images_evaluated"] // len(
         [r for r in table.rows if same[r["width"]] == r["width"]])
-    return sum((table.meta["calibration"]["images"] + (r.get("val_images") or n_val)) * r["macs"]
+    return sum((calib_used[(r["width"], r["resolution"])] + (r.get("val_images") or n_val)) * r["macs"]
                for r in table.rows if same[r["width"]] == r["width"])
 
 
@@ -115,14 +118,21 @@ def recipes(args: argparse.Namespace) -> None:
     variants = {"ours (no halving)": None, "ours": args.halving}
     if args.run_original:
         variants = {"original": None} | variants
-    runs, tables = {}, {}
+    runs, tables, calib_used = {}, {}, {}
     for name, halving in variants.items():
         patch = (mock.patch.object(build, "distinct_widths", lambda _, ws: {float(w): float(w) for w in ws})
                  if name == "original" else contextlib.nullcontext())
-        with patch:
+        used = calib_used.setdefault(name, {})
+
+        def counted(*a, _used=used, **k):  # records the calibration images each network took
+            res = calibrate(*a, **k)
+            _used[(res.width, res.resolution)] = res.num_images
+            return res
+        extra = {"calib_tol": args.calib_tol, "z": args.z} if name == "ours" else {}
+        with patch, mock.patch.object(build, "calibrate", counted):
             t0 = time.perf_counter()
             tables[name] = build_query_table(
-                fresh(), val, calib, halving=halving,
+                fresh(), val, calib, halving=halving, **extra,
                 calib_images=args.original_calib_images if name == "original" else args.calib_images, **kw)
             runs[name] = time.perf_counter() - t0
     ref = tables["ours (no halving)"]
@@ -135,15 +145,22 @@ def recipes(args: argparse.Namespace) -> None:
           f"every configuration = {original / 1e12:.2f} T MAC-weighted images")
     base = "original" if "original" in runs else "ours (no halving)"
     for name, t in tables.items():
-        work = _work(t, model, name == "original") / original
+        work = _work(t, model, name == "original", calib_used[name]) / original
         print(f"{name:18s}: {runs[name]:8.1f} s wall ({runs[name] / runs[base]:.3f}x {base}); "
               f"{work:.3f}x the original recipe's MAC-weighted images; calibration "
-              f"{t.meta['calibration']['images']} images x {t.meta['distinct_networks']} networks, "
+              f"{sum(calib_used[name].values())} images over {len(calib_used[name])} networks, "
               f"{t.meta['validation']['images_evaluated']} validation images; frontier {len(t.frontier())} "
               "configurations")
-    same = [(r["width"], r["resolution"], r["top1"]) for r in tables["ours"].frontier()] == \
-        [(r["width"], r["resolution"], r["top1"]) for r in ref.frontier()]
-    print(f"frontier of ours with halving identical to ours without: {same}")
+    work = _work(tables["ours"], model, False, calib_used["ours"]) / original
+    print(f"ours / original recipe: {work:.3f}x in MAC-weighted images (goal <= 0.15x: "
+          f"{'met' if work <= 0.15 else 'not met'})")
+    ours_f, ref_f = tables["ours"].frontier(), ref.frontier()
+    same = [(r["width"], r["resolution"], r["top1"]) for r in ours_f] == \
+        [(r["width"], r["resolution"], r["top1"]) for r in ref_f]
+    same_cfg = [(r["width"], r["resolution"]) for r in ours_f] == [(r["width"], r["resolution"]) for r in ref_f]
+    moved = max((abs(a["top1"] - b["top1"]) for a, b in zip(ours_f, ref_f)), default=0.0)
+    print(f"frontier of ours with halving identical to ours without: {same} (configurations identical: "
+          f"{same_cfg}; top-1 of its rows differs by up to {moved:.2f} points)")
     if "original" in tables:
         f_orig = {(r["width"], r["resolution"]) for r in tables["original"].frontier()}
         f_ours = {(r["width"], r["resolution"]) for r in tables["ours"].frontier()}

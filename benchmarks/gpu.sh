@@ -9,6 +9,9 @@
 #  4. peak memory of a MutualNet step vs one full-network step
 #  5. a 200-iteration ImageNet-shaped run of `mutualnet train` (synthetic 224 px images, 1000 classes,
 #     bf16 + channels_last), eager then compiled: images/s from its metrics
+#  6. the distributed step on NCCL, 2 processes: our all-reduce after the last backward vs DDP with no_sync for
+#     all but the last sub-network (bench_ddp.py; NCCL needs one GPU per process, so it is skipped, saying so,
+#     on a machine with one GPU)
 set -euo pipefail
 cd "$(dirname "$0")"
 PY="${PYTHON:-../.venv/bin/python}"
@@ -39,3 +42,9 @@ print(f"200-iteration ImageNet-shaped run, compile={sys.argv[2]}: median {statis
 PYEOF
 done
 rm -rf "$OUT"
+NGPU="$(nvidia-smi -L 2>/dev/null | wc -l)"
+if [ "$NGPU" -ge 2 ]; then
+  "$PY" bench_ddp.py --backend nccl --device cuda --world 2 --model "$MODEL" --batch $((BATCH / 2)) --repeats 20
+else
+  echo "distributed step on NCCL: skipped ($NGPU GPU(s); 2 processes need 2 GPUs)"
+fi

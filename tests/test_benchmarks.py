@@ -30,8 +30,8 @@ CASES = {
                         r"calibration: .*% of search time"),
     "bench_search.py --recipes": (["--recipes", "--val-images", "64", "--calib-images", "16",
                                    "--original-calib-images", "32", "--width-step", "0.5", "--threads", "1",
-                                   "--run-original"],
-                                  r"halving identical to ours without: True"),
+                                   "--run-original", "--calib-tol", "0.5"],
+                                  r"ours / original recipe: [0-9.]+x in MAC-weighted images"),
 }
 
 
@@ -49,3 +49,14 @@ def test_benchmark_runs_and_reports_a_ratio(script):
     assert re.search(pattern, out.stdout), out.stdout
     ratios = [float(x) for x in re.findall(r"([0-9.]+)x", out.stdout)]
     assert ratios and all(r > 0 for r in ratios)
+
+
+def test_gpu_script_parses_and_its_nccl_step_refuses_cpu_plainly():
+    """benchmarks/gpu.sh cannot run here (no GPU); its syntax and the NCCL step's guard can."""
+    assert subprocess.run(["bash", "-n", str(BENCH / "gpu.sh")], capture_output=True).returncode == 0
+    assert "bench_ddp.py --backend nccl --device cuda" in (BENCH / "gpu.sh").read_text()
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": "",
+           **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}}
+    out = subprocess.run([sys.executable, str(BENCH / "bench_ddp.py"), "--backend", "nccl", "--device", "cuda"],
+                         cwd=BENCH, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 2 and "needs one GPU per process: 2 processes, 0 GPU(s)" in out.stderr, out.stderr

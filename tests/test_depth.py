@@ -1,6 +1,7 @@
 """Elastic depth: the third dimension of the configuration (a stage at depth d runs its first d blocks)."""
 
 import copy
+import json
 
 import pytest
 import torch
@@ -232,3 +233,70 @@ def test_depth_end_to_end_train_search_select_export_calibrate(tmp_path, capsys)
     assert main(["export", "--checkpoint", str(tmp_path / "c.pt"), "--width", "0.5", "--resolution", "16",
                  "--depth", "4", "--out", str(tmp_path / "d4.pt")]) == 2  # outside the trained range
     assert "trained depth range" in capsys.readouterr().err and not (tmp_path / "d4.pt").exists()
+    # eval --config WIDTH,RESOLUTION,DEPTH: the accuracy of that shallow network, with its calibrated statistics
+    from mutualnet.data.checkpoint import data_from_checkpoint
+
+    ck = load_checkpoint(tmp_path / "c.pt")
+    model = model_from_checkpoint(ck).eval()
+    val = data_from_checkpoint(ck, model, workers=0).build("val", 16)
+    xs, ys = zip(*(val[i] for i in range(len(val))))
+    with torch.no_grad(), mn.use_config(model, 0.5, 16, 2):
+        expect = 100 * (model(torch.stack(xs)).argmax(1) == torch.as_tensor(ys)).float().mean().item()
+    assert main(["eval", "--checkpoint", str(tmp_path / "c.pt"), "--config", "0.5,16,2", "--config", "1.0,16",
+                 "--workers", "0", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["results"]
+    assert [(r["width"], r["resolution"], r["depth"]) for r in rows] == [(0.5, 16, 2), (1.0, 16, 3)]
+    assert rows[0]["top1"] == pytest.approx(expect) and rows[0]["images"] == len(val)
+    assert rows[0]["bn_statistics"].startswith("calibrated")
+    assert rows[0]["mflops"] == pytest.approx(mn.profile(model, 0.5, 16, depth=2).mflops)
+    assert rows[0]["mflops"] < mn.profile(model, 0.5, 16).mflops
+    for bad, why in ((["--config", "0.5,16,1"], "w0.500_r16_d1 has no calibrated"),  # not calibrated at depth 1
+                     (["--config", "1.0,12,2"], "w1.000_r12_d2 has no calibrated"),  # top width, not full depth
+                     (["--config", "0.5,16,4"], "trained depth range"), (["--config", "0.5,16,0"], "--config")):
+        assert main(["eval", "--checkpoint", str(tmp_path / "c.pt"), *bad, "--workers", "0"]) == 2
+        assert why in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(tmp_path / "c.pt"), "--config", "0.5,16,1", "--calibrate",
+                 "--calib-images", "8", "--workers", "0"]) == 0
+    assert "width 0.5 at 16 px, depth 1: top-1" in capsys.readouterr().out
+    # predict at a budget only a shallow network fits: the line names its depth
+    from PIL import Image
+
+    img = tmp_path / "x.png"
+    Image.fromarray((torch.rand(20, 20, 3) * 255).to(torch.uint8).numpy()).save(img)
+    assert main(["predict", "--checkpoint", str(out / "calibrated.pt"), "--budget-mflops",
+                 f"{cheapest['mflops'] + 1e-4:.6f}", str(img)]) == 0
+    assert capsys.readouterr().out.startswith("configuration: width 0.25 at 8 px, depth 1 (")
+
+
+def test_full_depth_epochs_trains_the_full_depth_first_then_elastic(tmp_path, monkeypatch):
+    """``train.full_depth_epochs`` (progressive shrinking): the first epochs draw the 2-D plan, then elastic depth."""
+    import mutualnet.train.loop as loop
+    from mutualnet.train import load_config, train
+    from mutualnet.train.config import resolve
+
+    drawn: list = []
+
+    def spy(*a, depth_range=None, **kw):
+        plan = sample_subnets(*a, depth_range=depth_range, **kw)
+        drawn.append({s.depth for s in plan})
+        return plan
+
+    monkeypatch.setattr(loop, "sample_subnets", spy)
+    base = ["model.name=resnet20_cifar", "model.width_range=[0.25, 1.0]", "model.depth_range=[1, 3]",
+            "data.name=synthetic", "data.synthetic_length=16", "data.batch_size=8", "data.workers=0",
+            "train.resolutions=[16, 8]", "train.epochs=2", "run.device=cpu", "run.progress=false", "run.val_every=0",
+            "run.tensorboard=false"]
+    run_dir = train(load_config(None, base + ["train.full_depth_epochs=1", f"run.out={tmp_path / 'run'}"]))
+    assert len(drawn) == 4 and drawn[0] == drawn[1] == {None} and 1 in drawn[2] and 1 in drawn[3]
+    assert load_checkpoint_config(run_dir)["train"]["full_depth_epochs"] == 1
+    for bad, why in (("train.full_depth_epochs=2", "below train.epochs"), ("train.full_depth_epochs=-1", "full_dep")):
+        with pytest.raises(MutualNetError, match=why):
+            resolve(load_config(None, base + [bad]))
+    with pytest.raises(MutualNetError, match="needs an elastic model.depth_range"):
+        resolve(load_config(None, [b for b in base if "depth_range" not in b] + ["train.full_depth_epochs=1"]))
+
+
+def load_checkpoint_config(run_dir):
+    from mutualnet.checkpoint import load_checkpoint
+
+    return load_checkpoint(run_dir / "last.pt")["config"]

@@ -84,6 +84,23 @@ def test_calibrated_stats_are_exact_mean_and_var_of_bn_inputs():
         calibrate(model, images, 0.6, res)
 
 
+def test_calibration_stops_once_the_statistics_have_converged():
+    model = _tiny()
+    same = torch.randn(10, 3, 16, 16).repeat(6, 1, 1, 1)  # 6 batches of the same 10 images: nothing moves after 2
+    early = calibrate(model, same, 0.5, 16, num_images=60, batch_size=10, tol=0.01)
+    mean_10, var_10 = next(m for m in model.modules() if isinstance(m, SlimmableBatchNorm2d)).calibrated[early.key]
+    assert early.num_images == 20
+    fresh = torch.randn(60, 3, 16, 16) * torch.linspace(0.5, 3, 60).view(60, 1, 1, 1)  # every batch moves them
+    assert calibrate(model, fresh, 0.5, 16, num_images=60, batch_size=10, tol=0.01).num_images == 60
+    # what it stored is exactly the statistics of the images it used
+    full = calibrate(model, same[:20], 0.5, 16, num_images=20, batch_size=10)
+    bn = next(m for m in model.modules() if isinstance(m, SlimmableBatchNorm2d))
+    torch.testing.assert_close((mean_10, var_10), bn.calibrated[full.key])
+    for bad in (0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(mn.MutualNetError, match="tolerance must be a positive number"):
+            calibrate(model, same, 0.5, 16, tol=bad)
+
+
 def test_calibration_fixes_a_narrow_subnetwork():
     model = _trained_tiny()
     val = load_images(build_dataset("synthetic", "val", input_size=16, synthetic_length=64, num_classes=4))
@@ -260,6 +277,8 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, ckpt_path, capsys):
          "needs --data-root"),
         (["search", "--checkpoint", str(ckpt_path), "--out", str(tmp_path / "o"), "--halving", "2"],
          "halving must be a fraction"),
+        (["search", "--checkpoint", str(ckpt_path), "--out", str(tmp_path / "o"), "--calib-tol", "nan"],
+         "--calib-tol"),
         (["calibrate", "--checkpoint", str(ckpt_path), "--width", "0.9", "--resolution", "16",
           "--out", str(tmp_path / "c.pt")], "outside"),
         (["plot", str(table), str(table), "--labels", "a", "--out", str(tmp_path / "p.png")], "1 labels for 2"),
@@ -272,6 +291,21 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, ckpt_path, capsys):
         assert err.startswith("error: ") and "\n" not in err, (argv, err)
         assert __import__("re").search(msg, err), (argv, err)
     assert not (tmp_path / "c.pt").exists() and not (tmp_path / "p.png").exists()
+
+
+def test_cli_search_calibrates_until_the_statistics_converge(tmp_path, ckpt_path):
+    def search(out, *extra):
+        assert main(["search", "--checkpoint", str(ckpt_path), "--out", str(out), "--width-step", "0.25",
+                     "--calib-images", "64", "--val-images", "32", "--eval-batch-size", "16", "--no-progress",
+                     *extra]) == 0
+        return QueryTable.load(out / "query_table.json")
+    full, early = search(tmp_path / "full"), search(tmp_path / "tol", "--calib-tol", "0.5")
+    cal = early.meta["calibration"]
+    assert cal["tol"] == 0.5 and 2 * 16 * len(early) <= cal["images_used"] < 64 * len(early)
+    assert "tol" not in full.meta["calibration"]
+    # fewer images, statistics close to the full ones: the same networks, accuracies within a few images
+    assert [(r["width"], r["resolution"]) for r in early.rows] == [(r["width"], r["resolution"]) for r in full.rows]
+    assert max(abs(a["top1"] - b["top1"]) for a, b in zip(early.rows, full.rows)) <= 100 * 4 / 32
 
 
 def test_resize_then_crop_builds_each_resolution(tmp_path):

@@ -91,7 +91,7 @@ def load_images(dataset: Dataset, num_images: int | None = None, *, seed: int = 
 def calibrate(model: nn.Module, dataset: Dataset | Tensor, width: float, resolution: int, num_images: int = 2000,
               batch_size: int = 200, device: str | torch.device | None = None, resize_from: int | None = None,
               seed: int = 0, num_workers: int = 0, resize: str | None = None,
-              depth: int | None = None) -> CalibrationResult:
+              depth: int | None = None, tol: float | None = None) -> CalibrationResult:
     """Re-estimate every BN's statistics at (``width``, ``resolution``, ``depth``) and store them under its key.
 
     Args:
@@ -110,6 +110,8 @@ def calibrate(model: nn.Module, dataset: Dataset | Tensor, width: float, resolut
         resize: how batches are brought to ``resolution`` (``"antialias"`` / ``"official"``); None: the mode
             recorded on the model (from its checkpoint), so statistics are of the inputs it was trained on.
         depth: blocks each elastic stage runs (None: full depth). The blocks a depth skips get no statistics.
+        tol: stop before ``num_images`` once the statistics have converged (see :func:`calibrate_batches`);
+            None: use all ``num_images``.
 
     Returns:
         A :class:`CalibrationResult` with the key, image count and time taken.
@@ -130,12 +132,13 @@ def calibrate(model: nn.Module, dataset: Dataset | Tensor, width: float, resolut
     model.to(dev)
     batches = (resize_batch(images[i:i + batch_size].to(dev, non_blocking=True).float(), resolution, resize)
                for i in range(0, len(images), batch_size))
-    return calibrate_batches(model, batches, width, resolution, depth=depth)
+    return calibrate_batches(model, batches, width, resolution, depth=depth, tol=tol)
 
 
 @torch.no_grad()
 def calibrate_batches(model: nn.Module, batches: Iterable[Any], width: float, resolution: Resolution, *,
-                      forward: Callable[[Any], Any] | None = None, depth: int | None = None) -> CalibrationResult:
+                      forward: Callable[[Any], Any] | None = None, depth: int | None = None,
+                      tol: float | None = None) -> CalibrationResult:
     """The one calibration loop: run ``batches`` at (``width``, ``resolution``) and store every BN's statistics.
 
     Args:
@@ -144,12 +147,18 @@ def calibrate_batches(model: nn.Module, batches: Iterable[Any], width: float, re
         width, resolution, depth: The configuration whose statistics are estimated (depth None: full depth).
         forward: How a batch goes through the network (default ``model(batch)``; a detector runs its
             transform and backbone).
+        tol: Stop early once the statistics have converged: when a batch moved no BatchNorm's mean by more
+            than ``tol`` of its standard deviation and no variance by more than ``tol`` of itself, in every
+            channel (the batches after it would move them less: each is a smaller share of the total).
+            Calibration is then paid for the images the statistics need, not a fixed count. None: all batches.
 
     Interrupted (an exception or Ctrl-C), no layer keeps statistics of part of the images.
     """
     bns = [m for m in model.modules() if isinstance(m, SlimmableBatchNorm2d)]
     if not bns:
         raise MutualNetError("model has no slimmable BatchNorm layers to calibrate")
+    if tol is not None and not (isinstance(tol, (int, float)) and 0 < tol < float("inf")):
+        raise MutualNetError(f"calibration tolerance must be a positive number, got {tol}")
     forward = model if forward is None else forward
     was_training = model.training
     model.eval()
@@ -159,9 +168,15 @@ def calibrate_batches(model: nn.Module, batches: Iterable[Any], width: float, re
         for bn in bns:
             bn.begin_calibration()
         try:
+            before = None
             for batch in batches:
                 forward(batch)
                 count += len(batch)
+                if tol is not None:
+                    now = [(bn._calib.mean, bn._calib.variance()) for bn in bns if bn._calib.count]
+                    if before is not None and _moved_less(before, now, tol):
+                        break
+                    before = now
             keys = {bn.end_calibration() for bn in bns}
         finally:
             for bn in bns:
@@ -178,6 +193,17 @@ def calibrate_batches(model: nn.Module, batches: Iterable[Any], width: float, re
     if count == 0:
         raise MutualNetError("no calibration images")
     return CalibrationResult(key, float(width), resolution, count, seconds, depth)
+
+
+def _moved_less(before: list[tuple[Tensor, Tensor]], now: list[tuple[Tensor, Tensor]], tol: float) -> bool:
+    """Whether no channel's mean moved by ``tol`` standard deviations, nor its variance by ``tol`` of itself."""
+    if len(before) != len(now):
+        return False
+    for (m0, v0), (m1, v1) in zip(before, now):
+        var = v1.clamp_min(1e-12)
+        if bool(((m1 - m0).abs() > tol * var.sqrt()).any()) or bool(((v1 - v0).abs() > tol * var).any()):
+            return False
+    return True
 
 
 def calibrated_configs(model: nn.Module) -> list[str]:

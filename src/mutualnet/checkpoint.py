@@ -36,12 +36,16 @@ from .io import atomic_save, read_torch_file
 from .models import create_model
 from .validate import check_pixels
 
-__all__ = ["FORMAT", "VERSION", "CheckpointMeta", "checkpoint_meta", "atomic_save",
-           "save_checkpoint", "load_checkpoint", "model_from_checkpoint", "checkpoint_dict", "read_torch_file",
-           "is_checkpoint", "load_weights", "read_weights", "Weights", "resize_mode"]
+__all__ = ["FORMAT", "VERSION", "PYTHON_BUILT", "CheckpointMeta", "checkpoint_meta", "atomic_save", "model_name_of",
+           "built_in_python", "python_built_error", "save_checkpoint", "load_checkpoint", "model_from_checkpoint",
+           "checkpoint_dict", "read_torch_file", "is_checkpoint", "load_weights", "read_weights", "Weights",
+           "resize_mode"]
 
 FORMAT = "mutualnet"
 VERSION = 1
+# model_name prefix of a model the registry cannot rebuild (mutualnet.slim output, a model object given to
+# mutualnet.train.fit): ``python:<class>``; its weights load only into the same model object, in Python
+PYTHON_BUILT = "python:"
 
 
 @dataclass
@@ -91,20 +95,57 @@ def checkpoint_meta(ckpt: dict) -> CheckpointMeta:
     return meta
 
 
-def checkpoint_dict(model: nn.Module, meta: CheckpointMeta | dict | None = None, **extra: Any) -> dict:
-    """The dict :func:`save_checkpoint` writes for ``model`` (built by :func:`mutualnet.create_model`).
+def model_name_of(model: nn.Module) -> str:
+    """The ``model_name`` a checkpoint of ``model`` records: its registry name, or ``python:<class>`` for a
+    slimmable model built in Python (:func:`mutualnet.slim`, your own class), which only Python can rebuild."""
+    name = getattr(model, "model_name", None)
+    if name is not None:
+        return name
+    if getattr(model, "width_range", None) is None:
+        raise MutualNetError(f"{type(model).__name__} is not a slimmable model (no width_range); build it with "
+                             "mutualnet.create_model or convert it with mutualnet.slim")
+    return PYTHON_BUILT + type(model).__name__
 
+
+def _model_args(model: nn.Module) -> dict:
+    if hasattr(model, "model_args"):
+        return dict(model.model_args)
+    args = {"width_range": [float(w) for w in model.width_range], "num_classes": getattr(model, "num_classes", None),
+            "in_chans": getattr(model, "in_chans", None)}  # what it is, for a reader: nothing rebuilds from it
+    if getattr(model, "depth_range", None) is not None:
+        args["depth_range"] = [int(d) for d in model.depth_range]
+    return args
+
+
+def built_in_python(ckpt: dict) -> bool:
+    """Whether a checkpoint's model was built in Python (see :data:`PYTHON_BUILT`): no command can rebuild it."""
+    return str(ckpt.get("model_name", "")).startswith(PYTHON_BUILT)
+
+
+def python_built_error(ckpt: dict, source: str | os.PathLike | None = None) -> MutualNetError:
+    """The one line for a command asked to rebuild a model that only Python can: where it can be used."""
+    where = f"{source} holds" if source is not None else "this checkpoint holds"
+    cls = str(ckpt["model_name"])[len(PYTHON_BUILT):]
+    return MutualNetError(f"{where} {cls}, a model built in Python (mutualnet.slim or your own class), which the "
+                          "command line cannot rebuild; use it from Python with the same model object: "
+                          "mutualnet.checkpoint.model_from_checkpoint(path, model=model), "
+                          "mutualnet.train.fit(model, ..., resume=path)")
+
+
+def checkpoint_dict(model: nn.Module, meta: CheckpointMeta | dict | None = None, **extra: Any) -> dict:
+    """The dict :func:`save_checkpoint` writes for ``model``.
+
+    A model from :func:`mutualnet.create_model` is recorded by name and arguments (anything rebuilds it); any
+    other slimmable model as ``python:<class>`` (:func:`model_name_of`), loadable into the same model object.
     ``meta.resize`` (how lower resolutions are made, see :func:`mutualnet.data.transforms.resize_batch`)
     is always recorded: from ``meta`` when it has it, else the model's ``resize_mode``, else the default.
     """
-    name = getattr(model, "model_name", None)
-    if name is None:
-        raise MutualNetError("model was not built by mutualnet.create_model; cannot describe it in a checkpoint")
+    name = model_name_of(model)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     meta = CheckpointMeta.from_dict(meta)
     meta.resize = check_resize(meta.resize or getattr(model, "resize_mode", DEFAULT_RESIZE))
     task = {} if meta.task == "classification" else {"task": meta.task}  # what model_from_checkpoint refuses
-    return {"format": FORMAT, "version": VERSION, **task, "model_name": name, "model_args": dict(model.model_args),
+    return {"format": FORMAT, "version": VERSION, **task, "model_name": name, "model_args": _model_args(model),
             "model": state, "meta": meta.to_dict(), **extra}
 
 
@@ -213,17 +254,32 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str 
     return w.state, w.model_name
 
 
-def model_from_checkpoint(ckpt: dict | str | os.PathLike, *, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the model a checkpoint describes and load its weights (and calibrated statistics)."""
+def model_from_checkpoint(ckpt: dict | str | os.PathLike, *, map_location: str | torch.device = "cpu",
+                          model: nn.Module | None = None) -> nn.Module:
+    """Rebuild the model a checkpoint describes and load its weights (and calibrated statistics).
+
+    Args:
+        ckpt: A checkpoint or its path.
+        map_location: Where the tensors are loaded.
+        model: Load into this model object instead of building one: the way back for a model built in Python
+            (:func:`mutualnet.slim`, your own class), which no registry can rebuild; it must be the same model
+            (class or registry name, and width range).
+    """
+    source = None if isinstance(ckpt, dict) else ckpt
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt, map_location=map_location)
     if ckpt.get("task", "classification") != "classification":
         raise MutualNetError(f"this checkpoint holds a {ckpt['task']} model ({ckpt['model_name']}); rebuild it with "
                              "mutualnet.detection.detector_from_checkpoint / `mutualnet detect eval`")
-    try:
-        model = create_model(ckpt["model_name"], **ckpt["model_args"])  # width_range may be a list
-    except (TypeError, MutualNetError) as e:  # model_args of the wrong type or range, or naming an argument twice
-        raise MutualNetError(f"checkpoint model_args do not fit {ckpt['model_name']}: {e}") from None
+    if model is not None:
+        _check_same_model(ckpt, model, source)
+    elif built_in_python(ckpt):
+        raise python_built_error(ckpt, source)
+    else:
+        try:
+            model = create_model(ckpt["model_name"], **ckpt["model_args"])  # width_range may be a list
+        except (TypeError, MutualNetError) as e:  # model_args of the wrong type or range, or naming an argument twice
+            raise MutualNetError(f"checkpoint model_args do not fit {ckpt['model_name']}: {e}") from None
     model.resize_mode = resize_mode(ckpt)  # calibration, search and deployment resize as it was trained
     try:
         missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
@@ -239,3 +295,14 @@ def model_from_checkpoint(ckpt: dict | str | os.PathLike, *, map_location: str |
             parts.append(f"unexpected {len(unexpected)} keys (e.g. {unexpected[0]})")
         raise MutualNetError(f"checkpoint weights do not match {ckpt['model_name']}: " + "; ".join(parts))
     return model
+
+
+def _check_same_model(ckpt: dict, model: nn.Module, source: str | os.PathLike | None) -> None:
+    where = source or "the checkpoint"
+    name = model_name_of(model)
+    if name != ckpt["model_name"]:
+        raise MutualNetError(f"{where} holds a {ckpt['model_name']}, not this model ({name})")
+    wr = ckpt["model_args"].get("width_range")
+    if wr is not None and [float(w) for w in wr] != [float(w) for w in model.width_range]:
+        raise MutualNetError(f"{where} was trained at widths [{float(wr[0]):g}, {float(wr[1]):g}], this model runs at "
+                             f"[{model.width_range[0]:g}, {model.width_range[1]:g}]")

@@ -24,20 +24,23 @@ from . import _args as A
 from ._args import add_data_args
 
 
-def _config(text: str) -> tuple[float, int]:
-    """``WIDTH,RESOLUTION`` with the same bounds as every other command's width and resolution flags."""
+def _config(text: str) -> tuple[float, int] | tuple[float, int, int]:
+    """``WIDTH,RESOLUTION[,DEPTH]`` with the same bounds as every other command's width, resolution and depth."""
     parts = text.split(",")
-    if len(parts) != 2:
-        raise argparse.ArgumentTypeError(f"expected WIDTH,RESOLUTION (e.g. 0.5,160), got {text!r}")
-    return A.width(parts[0]), A.resolution(parts[1])
+    if len(parts) not in (2, 3):
+        raise argparse.ArgumentTypeError(f"expected WIDTH,RESOLUTION[,DEPTH] (e.g. 0.5,160 or 0.5,160,2), got {text!r}")
+    wr = (A.width(parts[0]), A.resolution(parts[1]))
+    return wr if len(parts) == 2 else (*wr, A.positive_int(parts[2]))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="accuracy of one or more width x resolution configurations of a checkpoint",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="any mutualnet checkpoint (best.pt, calibrated.pt, converted)")
-    p.add_argument("--config", dest="configs", type=_config, action="append", metavar="WIDTH,RESOLUTION",
-                   help="a configuration to evaluate (repeatable; default: the top width at the highest resolution)")
+    p.add_argument("--config", dest="configs", type=_config, action="append", metavar="WIDTH,RESOLUTION[,DEPTH]",
+                   help="a configuration to evaluate (repeatable; default: the top width at the highest resolution); "
+                        "DEPTH: blocks each elastic stage runs, for a model trained with model.depth_range "
+                        "(default: full depth)")
     add_data_args(p)
     p.add_argument("--calibrate", action="store_true",
                    help="re-estimate BN statistics of each configuration first (needed for widths without them)")

@@ -18,8 +18,10 @@ from torch import Tensor
 
 from .transforms import DEFAULT_RESIZE, IMAGENET_MEAN, IMAGENET_STD, eval_transform
 
-__all__ = ["Preprocessing", "DATASET_STATS", "preprocessing_for", "preprocessing_of", "artefact_meta",
-           "class_names_of"]
+__all__ = ["Preprocessing", "DATASET_STATS", "GIVEN", "preprocessing_for", "preprocessing_of", "artefact_meta",
+           "class_names_of", "normalisation_of"]
+
+GIVEN = "python"  # the dataset name of datasets given as objects (mutualnet.train.fit): their own transforms
 
 # per-channel statistics of the training sets (uint8 / 255); ImageNet's for image folders
 DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -94,10 +96,35 @@ def class_names_of(dataset: Any) -> list[str] | None:
     return [str(n) for n in names] if names else None
 
 
+def normalisation_of(dataset: Any, in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` of the ``Normalize`` in a dataset object's ``transform`` (through ``Subset`` and
+    ``Compose``); without one, ``(0, 1)``: the model takes the tensors as the dataset yields them."""
+    while hasattr(dataset, "dataset") and not hasattr(dataset, "transform"):  # Subset, ConcatDataset-like wrappers
+        dataset = dataset.dataset
+    todo = [getattr(dataset, "transform", None)]
+    while todo:
+        t = todo.pop(0)
+        if t is None:
+            continue
+        if type(t).__name__ == "Normalize" and hasattr(t, "mean") and hasattr(t, "std"):
+            mean, std = [float(v) for v in torch.as_tensor(t.mean).flatten()], \
+                [float(v) for v in torch.as_tensor(t.std).flatten()]
+            return tuple(mean * in_chans if len(mean) == 1 else mean), tuple(std * in_chans if len(std) == 1 else std)
+        todo += list(getattr(t, "transforms", None) or [])
+    return (0.0,) * in_chans, (1.0,) * in_chans
+
+
 def artefact_meta(dataset: Any, name: str, input_size: int, resize_ratio: float = 0.875, in_chans: int = 3,
                   resize: str = DEFAULT_RESIZE) -> dict:
-    """``{"preprocessing": ..., "class_names": ...}`` for the meta of a checkpoint trained on ``dataset``."""
-    pp = preprocessing_for(name, input_size, resize_ratio, in_chans, resize)
+    """``{"preprocessing": ..., "class_names": ...}`` for the meta of a checkpoint trained on ``dataset``.
+
+    A dataset given as an object (``name`` :data:`GIVEN`) records the normalisation of its own transform
+    (:func:`normalisation_of`); its images are taken at their size (``input_size``), not cropped.
+    """
+    if name == GIVEN:
+        pp = Preprocessing(*normalisation_of(dataset, in_chans), int(input_size), 1.0, resize)
+    else:
+        pp = preprocessing_for(name, input_size, resize_ratio, in_chans, resize)
     meta: dict[str, Any] = {"preprocessing": pp.to_dict()}
     names = class_names_of(dataset)
     if names:

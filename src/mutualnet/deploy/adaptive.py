@@ -305,7 +305,8 @@ def predict_files(checkpoint: str | os.PathLike, images: list[str], *, table: st
     row = net.set_budget(mflops=budget_mflops, latency_ms=budget_latency_ms) if budget else net.config
     preds = net.predict(images, topk=max(1, topk))
     if cascade is None:
-        return {"config": {k: row.get(k) for k in ("width", "resolution", "mflops", "top1", "latency_ms")},
+        keys = ("width", "resolution", "depth", "mflops", "top1", "latency_ms")  # depth None: full depth
+        return {"config": {k: row.get(k) for k in keys},
                 "predictions": [{"image": str(img), "top": [p.__dict__ for p in ps]} for img, ps in zip(images, preds)]}
     return {"cascade": net.cascade.to_dict(),
             "predictions": [{"image": str(img), "width": ps[0].width, "resolution": ps[0].resolution,
@@ -316,14 +317,15 @@ def predict_files(checkpoint: str | os.PathLike, images: list[str], *, table: st
 def describe_predictions(result: dict) -> list[str]:
     """The lines ``mutualnet predict`` prints for :func:`predict_files`'s result: the configuration (or the
     cascade's steps), then one tab-separated line per image."""
+    from ..search.table import config_text
+
     if "cascade" in result:
         steps = Cascade.from_dict(result["cascade"]).steps
         head = f"cascade of {len(steps)} steps: " + ", ".join(
             f"width {s.width:g} at {s.resolution} px ({s.mflops:.2f} MFLOPs)" for s in steps)
     else:
         row = result["config"]
-        head = (f"configuration: width {row['width']:g} at {row['resolution']} px ({row['mflops']:.2f} MFLOPs, "
-                f"table top-1 {row['top1']:.2f}%)")
+        head = f"configuration: {config_text(row)} ({row['mflops']:.2f} MFLOPs, table top-1 {row['top1']:.2f}%)"
     return [head] + [f"{p['image']}\t" + "\t".join(f"{t['label']} ({t['confidence']:.3f})" for t in p["top"])
                      + (f"\twidth {p['width']:g} at {p['resolution']} px" if "cascade" in result else "")
                      for p in result["predictions"]]

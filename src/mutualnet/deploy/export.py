@@ -259,6 +259,9 @@ def save_exported(net: nn.Module, path: str | os.PathLike, fmt: str = "pt", *, m
     # every format is produced and checked in memory, then written with Python file I/O: nothing half-written
     # ever replaces `path`, and a full disk is an error, not a C++ abort of the whole process
     if fmt == "pt":
+        if info["model_name"] is None:  # load_exported rebuilds the structure from the registry
+            raise MutualNetError("a .pt export is rebuilt from the model registry, which does not know this model "
+                                 "(built in Python); export it as torchscript or onnx, which need no rebuilding")
         buf = io.BytesIO()
         torch.save(info | {"state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}}, buf)
         data = buf.getvalue()

@@ -235,11 +235,13 @@ class SearchPlan:
     resolutions: tuple[int, ...]  # input sides, highest first
     widths: tuple[float, ...]  # the width grid, in the model's trained range
     depths: tuple[int, ...] = ()  # deepest first (a model with elastic depth); (): a table without a depth column
-    calib_images: int = 2000  # training images per calibration
+    calib_images: int = 2000  # training images per calibration (at most)
     calib_batch_size: int = 200
+    calib_tol: float | None = None  # stop a calibration once its statistics converge (calibrate_batches); None: never
     val_images: int | None = None  # validation images (a seeded subset; None: all)
     batch_size: int = 200  # evaluation batch size
     halving: float | None = None  # successive halving: the first fraction of the validation images; None: all
+    z: float = 3.0  # with halving: a network stops when a cheaper one beats it by z standard deviations
     latency: bool = False  # also time each distinct network's forward pass
     latency_batch_size: int = 1
     resize_then_crop: bool = False  # each resolution's own Resize + CenterCrop instead of resizing the top crop
@@ -249,8 +251,9 @@ class SearchPlan:
     @classmethod
     def of(cls, model: nn.Module, *, resolutions: Sequence[int], widths: Sequence[float] | None = None,
            width_step: float = 0.05, depths: Sequence[int] | None = None, calib_images: int = 2000,
-           calib_batch_size: int | None = None, val_images: int | None = None, batch_size: int = 200,
-           halving: float | None = None, latency: bool = False, latency_batch_size: int = 1,
+           calib_batch_size: int | None = None, calib_tol: float | None = None, val_images: int | None = None,
+           batch_size: int = 200, halving: float | None = None, z: float = 3.0, latency: bool = False,
+           latency_batch_size: int = 1,
            resize_then_crop: bool = False, seed: int = 0, shard: tuple[int, int] | None = None) -> SearchPlan:
         """The plan for ``model``, checked: ``widths`` default to ``width_grid(*model.width_range, width_step)``,
         ``depths`` to every depth of its trained ``depth_range``; ``calib_batch_size`` to ``batch_size``."""
@@ -268,10 +271,14 @@ class SearchPlan:
             raise MutualNetError(f"number of calibration images must be positive, got {calib_images}")
         if halving is not None and not 0 < halving <= 1:
             raise MutualNetError(f"halving must be a fraction in (0, 1], got {halving:g}")
+        if not (isinstance(z, (int, float)) and 0 < z < math.inf):
+            raise MutualNetError(f"z must be a positive number of standard deviations, got {z}")
+        if calib_tol is not None and not (isinstance(calib_tol, (int, float)) and 0 < calib_tol < math.inf):
+            raise MutualNetError(f"calibration tolerance must be a positive number, got {calib_tol}")
         if shard is not None and halving is not None:
             raise MutualNetError("successive halving cannot be sharded across processes; run it in one process")
         return cls(tuple(resolutions), tuple(widths), tuple(depths), calib_images, calib_batch_size or batch_size,
-                   val_images, batch_size, halving, latency, latency_batch_size, resize_then_crop, seed,
+                   calib_tol, val_images, batch_size, halving, z, latency, latency_batch_size, resize_then_crop, seed,
                    None if shard is None else tuple(shard))
 
     @property
@@ -289,6 +296,10 @@ class SearchPlan:
                "device": str(device), "dataset": dataset}
         if self.halving is not None:
             sig["halving"] = self.halving
+            if self.z != 3.0:
+                sig["z"] = self.z
+        if self.calib_tol is not None:
+            sig["calib_tol"] = self.calib_tol
         if self.depths:
             sig["depths"] = list(self.depths)
         return sig
@@ -414,7 +425,7 @@ def measure_config(model: nn.Module, plan: SearchPlan, config: tuple[float, int,
     new = row is None
     if new:
         res = calibrate(model, calib, w, r, num_images=plan.calib_images, batch_size=plan.calib_batch_size,
-                        device=device, resize=resize, depth=d)
+                        device=device, resize=resize, depth=d, tol=plan.calib_tol)
         timing["calib_s"] += res.seconds
         timing["calib_images"] += res.num_images
         t1 = time.perf_counter()
@@ -459,7 +470,7 @@ def _halve(plan: SearchPlan, configs: list[tuple], state: _State, n_all: int,
         for c in alive:
             measure(c, n)
         keep = can_reach_frontier({c: state.hits[c][0] for c in configs},
-                                  {c: state.table.find(*c)["macs"] for c in configs})
+                                  {c: state.table.find(*c)["macs"] for c in configs}, plan.z)
         alive = [c for c in alive if c in keep]
         if n >= n_all:
             break
@@ -562,7 +573,9 @@ def build_query_table(model: nn.Module, val_data: DataSpec, calib_data: DataSpec
         "resize_then_crop": p.resize_then_crop, "resize": resize, "device": str(dev),
         "distinct_networks": num_distinct,
         "calibration": {"images": int(t.get("calib_images_per_config", p.calib_images)),
-                        "batch_size": p.calib_batch_size, "seconds": round(t["calib_s"], 3),
+                        "batch_size": p.calib_batch_size,
+                        **({"tol": p.calib_tol, "images_used": t["calib_images"]} if p.calib_tol is not None else {}),
+                        "seconds": round(t["calib_s"], 3),
                         "images_per_s": round(t["calib_images"] / t["calib_s"], 1) if t["calib_s"] else None,
                         "share_of_search_time": round(t["calib_s"] / search_s, 3) if search_s else None},
         "validation": {"images_evaluated": t["val_images_evaluated"], "halving": p.halving},

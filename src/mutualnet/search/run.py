@@ -34,7 +34,7 @@ from ..data.splits import SPLITS
 from ..errors import MutualNetError
 from ..evaluate import evaluate
 from ..io import LOCK_NAME, clean_stale_temps, folder_lock
-from ..layers import WidthRange, check_depth, config_key
+from ..layers import WidthRange, check_depth, config_key, depth_range_of
 from ..models import model_info
 from ..profiling import profile, resolve_device
 from ..train.distributed import cleanup_distributed, init_distributed
@@ -47,7 +47,7 @@ from .build import (
     merge_search_states,
     val_source,
 )
-from .table import QueryTable
+from .table import QueryTable, config_text
 
 __all__ = ["SearchResult", "search_checkpoint", "calibrate_checkpoint", "evaluate_checkpoint", "checkpoint_resolutions",
            "artefact_fields", "choose_split", "report_test_accuracy", "describe_evaluation"]
@@ -64,6 +64,23 @@ class SearchResult:
     num_widths: int
     num_resolutions: int
     seconds: float
+
+    def describe(self) -> list[str]:
+        """What ``mutualnet search`` prints: the search's size and pace, the best row and the frontier's size, and
+        the files written (one JSON line, for scripts)."""
+        import json
+
+        table, cal = self.table, self.table.meta["calibration"]
+        best = max(table.rows, key=lambda r: r["top1"])
+        test = f" (test set: {best['test_top1']:.2f}%)" if "test_top1" in best else ""
+        return [f"searched {len(table)} configurations ({self.num_widths} widths x {self.num_resolutions} resolutions) "
+                f"in {self.seconds:.1f}s; calibration {cal['images_per_s']} images/s, "
+                f"{100 * (cal['share_of_search_time'] or 0):.0f}% of search time",
+                f"best: width {best['width']:g} at {best['resolution']} px, top-1 {best['top1']:.2f}% on the "
+                f"{table.meta.get('split', 'test')} images{test}, {best['mflops']:.2f} MFLOPs; frontier: "
+                f"{sum(r['pareto'] for r in table.rows)} configurations",
+                json.dumps({"table": str(self.table_path), "csv": str(self.csv_path),
+                            "checkpoint": str(self.checkpoint_path)})]
 
 
 def artefact_fields(meta: dict, resolutions: list[int]) -> dict:
@@ -85,7 +102,7 @@ def search_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
                       data_root: str | None = None, workers: int | None = None, seed: int = 0,
                       width_step: float = 0.05, widths: tuple[float, float] | None = None,
                       resolutions: list[int] | None = None, calib_images: int = 2000, val_images: int | None = None,
-                      halving: float | None = None,
+                      halving: float | None = None, calib_tol: float | None = None,
                       batch_size: int = 200, device: str = "cpu", latency: bool = False, latency_batch_size: int = 1,
                       threads: int | None = None, resize_then_crop: bool = False, split: str | None = None,
                       report_test: bool = True, progress: bool = True) -> SearchResult:
@@ -100,6 +117,7 @@ def search_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
         resolutions: Input sides (default: the checkpoint's training resolutions).
         calib_images, val_images: Images per calibration, validation images (None: all).
         halving: Successive halving's first fraction of the validation images (see build_query_table).
+        calib_tol: Stop each calibration once its statistics have converged (see build_query_table).
         batch_size: Calibration and evaluation batch size.
         device, threads: Where to run; CPU threads.
         latency, latency_batch_size: Also measure median forward latency.
@@ -122,7 +140,8 @@ def search_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
     try:
         return _search(checkpoint, out, dist_info, dataset=dataset, data_root=data_root, workers=workers,
                        seed=seed, width_step=width_step, widths=widths, resolutions=resolutions,
-                       calib_images=calib_images, val_images=val_images, halving=halving, batch_size=batch_size,
+                       calib_images=calib_images, val_images=val_images, halving=halving, calib_tol=calib_tol,
+                       batch_size=batch_size,
                        device=device, latency=latency, latency_batch_size=latency_batch_size, threads=threads,
                        resize_then_crop=resize_then_crop, split=split, report_test=report_test, progress=progress)
     finally:
@@ -131,7 +150,7 @@ def search_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
 
 
 def _search(checkpoint, out, dist_info, *, dataset, data_root, workers, seed, width_step, widths, resolutions,
-            calib_images, val_images, halving, batch_size, device, latency, latency_batch_size, threads,
+            calib_images, val_images, halving, calib_tol, batch_size, device, latency, latency_batch_size, threads,
             resize_then_crop, split, report_test, progress) -> SearchResult:
     if dist_info.enabled and halving is not None:
         raise MutualNetError("--halving cannot be combined with torchrun; run a halving search in one process")
@@ -173,9 +192,9 @@ def _search(checkpoint, out, dist_info, *, dataset, data_root, workers, seed, wi
         for folder in (state_dir, state_dir / STATS_DIR):  # a killed search's temp files are removed
             clean_stale_temps(folder)
         plan = SearchPlan.of(model, resolutions=resolutions, widths=grid, calib_images=calib_images,
-                             val_images=val_images, halving=halving, batch_size=batch_size, latency=latency,
-                             latency_batch_size=latency_batch_size, resize_then_crop=resize_then_crop, seed=seed,
-                             shard=shard)
+                             calib_tol=calib_tol, val_images=val_images, halving=halving, batch_size=batch_size,
+                             latency=latency, latency_batch_size=latency_batch_size,
+                             resize_then_crop=resize_then_crop, seed=seed, shard=shard)
         return build_query_table(model, val, calib, plan, device=device, threads=threads, state_dir=state_dir,
                                  meta=meta, num_workers=data.workers, progress=progress)
 
@@ -285,7 +304,7 @@ def calibrate_checkpoint(checkpoint: str | os.PathLike, width: float, resolution
     return res
 
 
-def evaluate_checkpoint(checkpoint: str | os.PathLike, configs: Sequence[tuple[float, int]] | None = None, *,
+def evaluate_checkpoint(checkpoint: str | os.PathLike, configs: Sequence[tuple] | None = None, *,
                         dataset: str | None = None, data_root: str | None = None, workers: int | None = None,
                         seed: int = 0, recalibrate: bool = False, calib_images: int = 2000,
                         val_images: int | None = None, batch_size: int = 200, device: str = "cpu") -> dict:
@@ -293,19 +312,22 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, configs: Sequence[tuple[f
 
     Each configuration is evaluated on the validation split of the checkpoint's dataset (a ``val_images``
     subset drawn with ``seed``, as the search draws it) with the BatchNorm statistics it has: its calibrated
-    ones, or, at the top width, the shared running ones. A narrower configuration without statistics is an
-    error unless ``recalibrate`` re-estimates them from ``calib_images`` training images first (the checkpoint
-    file is not changed).
+    ones, or, at the top width and full depth, the shared running ones. A configuration without statistics is
+    an error unless ``recalibrate`` re-estimates them from ``calib_images`` training images first (the
+    checkpoint file is not changed).
 
     Args:
         checkpoint: Any mutualnet checkpoint (``best.pt``, ``calibrated.pt``, a converted one).
-        configs: ``(width, resolution)`` pairs; default: the top width at the highest recorded resolution.
+        configs: ``(width, resolution)`` pairs, or ``(width, resolution, depth)`` for a model trained with
+            elastic depth (depth: blocks each elastic stage runs); default: the top width at the highest
+            recorded resolution, full depth.
         dataset, data_root, workers: Override the checkpoint's data
             (:func:`mutualnet.data.checkpoint.data_from_checkpoint`).
 
     Returns:
         ``{"checkpoint", "dataset", "results"}``; each result holds width, resolution, top1, top5, images,
-        mflops and ``bn_statistics`` (where the statistics came from).
+        mflops and ``bn_statistics`` (where the statistics came from), and ``depth`` for a model with elastic
+        depth (its full depth where none was asked for).
     """
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt).eval()
@@ -313,38 +335,47 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, configs: Sequence[tuple[f
         raise MutualNetError("--calib-images, --batch-size and --val-images must be positive")
     dev = resolve_device(device)
     top_res = max((ckpt.get("meta") or {}).get("resolutions") or [0])
-    configs = list(configs or [(model.width_range[1], top_res)])
-    for w, r in configs:
-        model.width_range.check(w)  # before any data is read
+    asked = list(configs or [(model.width_range[1], top_res)])
+    configs = []
+    for c in asked:  # everything is checked before any data is read
+        if len(c) not in (2, 3):
+            raise MutualNetError(f"a configuration is (width, resolution[, depth]), got {c!r}")
+        w, r, d = c[0], c[1], c[2] if len(c) == 3 else None
+        model.width_range.check(w)
         if r < 1:
             raise MutualNetError(f"resolution must be positive, got {r}")
+        configs.append((w, r, check_depth(model, d)))
     if configs[0][1] == 0:
         raise MutualNetError(f"{checkpoint} records no resolutions; pass --config WIDTH,RESOLUTION")
+    d_rng = depth_range_of(model)
+    elastic = d_rng is not None and d_rng.elastic
     data = data_from_checkpoint(ckpt, model, dataset=dataset, data_root=data_root, workers=workers)
-    crop = max([top_res, *(r for _, r in configs)])  # evaluation crop, resized on the device (as in training)
+    crop = max([top_res, *(r for _, r, _ in configs)])  # evaluation crop, resized on the device (as in training)
     val = random_subset(data.build("val", crop), val_images, seed)
     model.to(dev)
     results = []
-    for w, r in configs:
+    for w, r, d in configs:
         if recalibrate:
             res = calibrate(model, data.build("train", crop), w, r, num_images=calib_images, batch_size=batch_size,
-                            seed=seed, num_workers=data.workers)
+                            seed=seed, num_workers=data.workers, depth=d)
             source = f"re-estimated on {res.num_images} training images"
-        elif is_calibrated(model, w, r):
+        elif is_calibrated(model, w, r, d):
             source = "calibrated (stored in the checkpoint)"
-        elif model.width_range.is_top(w):
+        elif model.width_range.is_top(w) and d is None:
             source = "shared running statistics (top width)"
         else:
-            raise MutualNetError(f"{config_key(w, r)} has no calibrated BatchNorm statistics in {checkpoint}; "
+            raise MutualNetError(f"{config_key(w, r, d)} has no calibrated BatchNorm statistics in {checkpoint}; "
                                  "add --calibrate to re-estimate them")
-        out = evaluate(model, DataLoader(val, batch_size=batch_size, num_workers=data.workers), w, r, device=dev)
-        results.append({"width": w, "resolution": r, "top1": out["top1"], "top5": out["top5"], "images": out["count"],
-                        "mflops": profile(model, w, r).mflops, "bn_statistics": source})
+        out = evaluate(model, DataLoader(val, batch_size=batch_size, num_workers=data.workers), w, r, device=dev,
+                       depth=d)
+        results.append({"width": w, "resolution": r, **({"depth": d_rng.hi if d is None else d} if elastic else {}),
+                        "top1": out["top1"], "top5": out["top5"], "images": out["count"],
+                        "mflops": profile(model, w, r, depth=d).mflops, "bn_statistics": source})
     return {"checkpoint": str(checkpoint), "dataset": data.info, "results": results}
 
 
 def describe_evaluation(result: dict) -> list[str]:
     """One line per configuration of :func:`evaluate_checkpoint`'s result (what ``mutualnet eval`` prints)."""
-    return [f"width {row['width']:g} at {row['resolution']} px: top-1 {row['top1']:.2f}%, top-5 {row['top5']:.2f}% "
-            f"on {row['images']} {result['dataset']['name']} validation images ({row['mflops']:.2f} MFLOPs; BN: "
-            f"{row['bn_statistics']})" for row in result["results"]]
+    return [f"{config_text(row)}: top-1 {row['top1']:.2f}%, top-5 {row['top5']:.2f}% on {row['images']} "
+            f"{result['dataset']['name']} validation images ({row['mflops']:.2f} MFLOPs; BN: {row['bn_statistics']})"
+            for row in result["results"]]

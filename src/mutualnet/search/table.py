@@ -31,9 +31,9 @@ from ..errors import MutualNetError
 from ..io import MAX_JSON_DEPTH, atomic_write_text, json_depth, read_json
 from ..validate import check_float, check_int, check_pixels, check_width
 
-__all__ = ["QueryTable", "config_of", "ROW_KEYS", "OPTIONAL_KEYS", "DETECTION_KEYS", "METRICS", "RUNTIMES",
-           "TABLE_FORMAT", "latency_column", "pareto_frontier", "atomic_write_text", "fits_budget", "MFLOPS_DECIMALS",
-           "LATENCY_DECIMALS"]
+__all__ = ["QueryTable", "config_of", "config_text", "ROW_KEYS", "OPTIONAL_KEYS", "DETECTION_KEYS", "METRICS",
+           "RUNTIMES", "TABLE_FORMAT", "latency_column", "pareto_frontier", "atomic_write_text", "fits_budget",
+           "MFLOPS_DECIMALS", "LATENCY_DECIMALS"]
 
 TABLE_FORMAT = "mutualnet-query-table"
 ROW_KEYS = ("width", "resolution", "top1", "top5", "macs", "params", "mflops", "latency_ms", "pareto")
@@ -47,6 +47,13 @@ OPTIONAL_KEYS = ("depth", "val_images", "test_top1", "test_top5") + tuple(f"late
 def config_of(row: dict) -> tuple[float, int, int | None]:
     """A row's configuration ``(width, resolution, depth)``; depth None: full depth (a table without depth)."""
     return row["width"], row["resolution"], row.get("depth")
+
+
+def config_text(row: dict) -> str:
+    """A row's configuration in words, ``width 0.5 at 16 px`` (``, depth 2`` below full depth in a 3-D table): the
+    one wording of ``select``, ``eval``, ``predict`` and :meth:`QueryTable.describe`."""
+    depth = f", depth {row['depth']}" if row.get("depth") is not None else ""
+    return f"width {row['width']:g} at {row['resolution']} px{depth}"
 
 
 def latency_column(runtime: str | None = None) -> str:
@@ -125,9 +132,7 @@ def _short(row: object) -> str:
 def _describe(row: dict, lat_key: str = "latency_ms", metric: str = "top1") -> str:
     lat = f", {row[lat_key]:.{LATENCY_DECIMALS}f} ms" if row.get(lat_key) is not None else ""
     score = f"top-1 {row['top1']:.2f}%" if metric == "top1" else f"{METRICS[metric]} {100 * row[metric]:.2f}%"
-    depth = f", depth {row['depth']}" if row.get("depth") is not None else ""
-    return (f"width {row['width']:g} at {row['resolution']} px{depth} ({row['mflops']:.{MFLOPS_DECIMALS}f} "
-            f"MFLOPs{lat}, {score})")
+    return f"{config_text(row)} ({row['mflops']:.{MFLOPS_DECIMALS}f} MFLOPs{lat}, {score})"
 
 
 @dataclass

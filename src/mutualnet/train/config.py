@@ -13,6 +13,7 @@ import dataclasses
 import os
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ from ..data.transforms import PADDING_MODES, RESIZE_MODES
 from ..errors import MutualNetError
 from ..io import atomic_write_text, available_cores, read_text
 from ..validate import MAX_CLASSES, MAX_IN_CHANS, MAX_RESOLUTION, MAX_THREADS, MAX_WIDTH, check_float, check_int
+
+if typing.TYPE_CHECKING:
+    from ..models import ModelInfo
 
 __all__ = ["MODES", "ModelConfig", "DataConfig", "MethodConfig", "OptimConfig", "RunConfig", "TrainConfig",
            "load_config", "read_yaml_mapping", "apply_overrides", "config_from_dict", "build_dataclass",
@@ -98,6 +102,10 @@ class MethodConfig:
     # which sub-networks run with dropout / drop-path: all (the paper) | widest (BigNAS: regularise only the biggest
     # child; weight decay is applied once per step to the shared weights either way, see docs/parity.md)
     regularize: str = "all"
+    # Once-for-All's progressive shrinking: train this many epochs at full depth only (the paper's 2-D sandwich)
+    # before depth becomes elastic, so the deep networks are learnt before the shallow ones share their blocks;
+    # 0: elastic from the first iteration. Needs model.depth_range
+    full_depth_epochs: float = 0.0
 
 
 @dataclass
@@ -225,6 +233,7 @@ _BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
     "train.alpha_min": (-10, 10, False),
     "train.alpha_max": (-10, 10, False),
     "train.alpha_clip": (0, 1e6, True),
+    "train.full_depth_epochs": (0, 1 << 20, False),
     "optim.lr": (0, None, True),
     "optim.momentum": (0, 0.999, False),
     "optim.weight_decay": (0, None, False),
@@ -304,8 +313,18 @@ def _set(data: dict, dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
-    """Apply ``key.sub=value`` strings to a config dict; values are parsed as YAML (``[0.25,1.0]``, ``null``)."""
+def apply_overrides(data: dict, overrides: Sequence[str] | Mapping[str, Any] | None) -> dict:
+    """Apply ``key.sub=value`` strings to a config dict; values are parsed as YAML (``[0.25,1.0]``, ``null``).
+
+    A mapping ``{"key.sub": value}`` (the Python caller's form, :func:`mutualnet.train.fit`) sets the values as
+    they are; they are type-checked when the config is built, as a recipe's are.
+    """
+    if isinstance(overrides, Mapping):
+        for key, value in overrides.items():
+            if not isinstance(key, str) or not key.strip():
+                raise MutualNetError(f"override key {key!r} is not of the form section.key (e.g. train.mode)")
+            _set(data, key.strip(), value)
+        return data
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
@@ -369,12 +388,14 @@ def adopt_dataset(m: ModelConfig, dataset: dict) -> None:
                              f"{'s' if chans != 1 else ''}; --set model.args.in_chans={chans}")
 
 
-def resolve(cfg: TrainConfig, dataset: dict | None = None) -> TrainConfig:
+def resolve(cfg: TrainConfig, dataset: dict | None = None, defaults: ModelInfo | None = None) -> TrainConfig:
     """Fill the ``None`` defaults from the model registry (and ``dataset`` info) and check consistency.
 
     Args:
         cfg: The config as loaded.
         dataset: ``{"num_classes", "in_chans"}`` of the dataset, when known (``dataset_info``).
+        defaults: The model's width range and resolutions when they do not come from the registry (a model
+            object given to :func:`mutualnet.train.fit`).
 
     Returns:
         A new config; single-network modes get ``width_range == [width, width]`` and one resolution.
@@ -382,7 +403,7 @@ def resolve(cfg: TrainConfig, dataset: dict | None = None) -> TrainConfig:
     from ..models import model_info
 
     cfg = config_from_dict(config_to_dict(cfg))  # a copy
-    info = model_info(cfg.model.name)
+    info = defaults or model_info(cfg.model.name)
     m, d, t, o, r = cfg.model, cfg.data, cfg.train, cfg.optim, cfg.run
     if t.mode not in MODES:
         raise MutualNetError(f"unknown train.mode {t.mode!r}; choose one of {', '.join(MODES)}")
@@ -420,6 +441,10 @@ def resolve(cfg: TrainConfig, dataset: dict | None = None) -> TrainConfig:
         (t.distill in DISTILL, f"train.distill must be {' or '.join(DISTILL)}, got {t.distill!r}"),
         (t.alpha_min <= t.alpha_max, f"train.alpha_min ({t.alpha_min:g}) must not exceed train.alpha_max "
                                      f"({t.alpha_max:g})"),
+        (not t.full_depth_epochs or m.depth_range is not None and m.depth_range[0] < m.depth_range[1],
+         "train.full_depth_epochs needs an elastic model.depth_range (it says when depth becomes elastic)"),
+        (t.full_depth_epochs < t.epochs, f"train.full_depth_epochs ({t.full_depth_epochs:g}) must be below "
+                                         f"train.epochs ({t.epochs}): depth would never be trained elastic"),
         (t.regularize in REGULARIZE, f"train.regularize must be {' or '.join(REGULARIZE)}, got {t.regularize!r}"),
         (not (m.zero_init_residual and m.init), "model.zero_init_residual and model.init together: the pretrained "
                                                 "weights would replace the zeroed scales; drop one of them"),

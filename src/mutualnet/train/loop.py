@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..calibrate import calibrate
-from ..checkpoint import CheckpointMeta, load_checkpoint
+from ..checkpoint import CheckpointMeta, built_in_python, load_checkpoint, python_built_error
 from ..data.datasets import DatasetInfo, random_subset
 from ..errors import MutualNetError
 from ..evaluate import evaluate
@@ -62,6 +62,7 @@ from .distributed import (
     init_distributed,
 )
 from .guard import DivergenceGuard
+from .objects import ObjectData, resolve_objects
 from .optim import build_optimizer, build_scheduler
 from .runfolder import apply_lr, carry_metrics, check_resume_changes, open_run_folder
 from .runkit import Checkpointer, MetricsLog, RunClock, TrainState, autocast_for, epoch_line, optimizer_step, restore
@@ -129,8 +130,9 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         if r.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
+        elastic = state.step >= t.full_depth_epochs * steps_per_epoch  # progressive shrinking: full depth first
         subnets = sample_subnets(t.mode, cfg.model.width_range, t.resolutions, t.num_subnets, sampler_gen,
-                                 depth_range=cfg.model.depth_range)
+                                 depth_range=cfg.model.depth_range if elastic else None)
         step_model = compiled or model
         if step_model is not model:  # compiled: the same networks, a finite number of graphs
             subnets = step_model.snap_subnets(subnets)
@@ -227,8 +229,12 @@ class TrainData:
     train_set: Dataset  # the training images (what the checkpoint's artefact meta describes)
 
 
-def build_data(cfg: TrainConfig, data_info: DatasetInfo, info: DistInfo, device: torch.device) -> TrainData:
-    """Datasets and loaders of a run; loaders get their own generators so they never draw from the global RNG."""
+def build_data(cfg: TrainConfig, data_info: DatasetInfo, info: DistInfo, device: torch.device,
+               given: ObjectData | None = None) -> TrainData:
+    """Datasets and loaders of a run; loaders get their own generators so they never draw from the global RNG.
+
+    ``given``: dataset objects (:func:`mutualnet.train.fit`) used instead of the datasets ``data.name`` builds.
+    """
     from ..data import build_dataset
     from ..data.splits import split_holdout
 
@@ -236,19 +242,22 @@ def build_data(cfg: TrainConfig, data_info: DatasetInfo, info: DistInfo, device:
     if d.batch_size % info.world_size:
         raise MutualNetError(f"data.batch_size {d.batch_size} is not divisible by {info.world_size} processes")
     local_batch = d.batch_size // info.world_size
-    synth = {}
-    if data_info.name == "synthetic":
-        synth = {"num_classes": cfg.model.num_classes, "in_chans": cfg.model.args.get("in_chans")}
-    common = {"root": d.root, "input_size": d.input_size, "synthetic_length": d.synthetic_length,
-              "seed": r.seed, "decoder": d.decoder, **synth}
-    train_ds = build_dataset(d.name, "train", crop_scale=tuple(d.crop_scale), hflip=d.hflip,
-                             color_jitter=d.color_jitter, crop_padding=d.crop_padding, lighting=d.lighting,
-                             padding_mode=d.padding_mode, **common)
-    if d.holdout:  # validation on held-out training images, never on the test set (mutualnet.data.splits)
-        eval_view = build_dataset(d.name, "train", augment=False, val_resize_ratio=d.val_resize_ratio, **common)
-        train_ds, val_ds = split_holdout(train_ds, d.holdout, eval_view)
+    if given is not None:  # dataset objects (fit): their own transforms
+        train_ds, val_ds = given.train, given.val
     else:
-        val_ds = build_dataset(d.name, "val", val_resize_ratio=d.val_resize_ratio, **common)
+        synth = {}
+        if data_info.name == "synthetic":
+            synth = {"num_classes": cfg.model.num_classes, "in_chans": cfg.model.args.get("in_chans")}
+        common = {"root": d.root, "input_size": d.input_size, "synthetic_length": d.synthetic_length,
+                  "seed": r.seed, "decoder": d.decoder, **synth}
+        train_ds = build_dataset(d.name, "train", crop_scale=tuple(d.crop_scale), hflip=d.hflip,
+                                 color_jitter=d.color_jitter, crop_padding=d.crop_padding, lighting=d.lighting,
+                                 padding_mode=d.padding_mode, **common)
+        if d.holdout:  # validation on held-out training images, never on the test set (mutualnet.data.splits)
+            eval_view = build_dataset(d.name, "train", augment=False, val_resize_ratio=d.val_resize_ratio, **common)
+            train_ds, val_ds = split_holdout(train_ds, d.holdout, eval_view)
+        else:
+            val_ds = build_dataset(d.name, "val", val_resize_ratio=d.val_resize_ratio, **common)
     if d.train_subset is not None:
         train_ds = train_subset(train_ds, d.train_subset)
     if len(train_ds) < d.batch_size:
@@ -268,19 +277,22 @@ def build_data(cfg: TrainConfig, data_info: DatasetInfo, info: DistInfo, device:
                      train_ds)
 
 
-def build_model(cfg: TrainConfig, device: torch.device, info: DistInfo, *, pretrained: bool = True) -> nn.Module:
-    """The model of ``cfg.model`` on ``device`` (with ``model.init`` weights when ``pretrained``)."""
+def build_model(cfg: TrainConfig, device: torch.device, info: DistInfo, *, pretrained: bool = True,
+                given: nn.Module | None = None) -> nn.Module:
+    """The model of ``cfg.model`` on ``device`` (with ``model.init`` weights when ``pretrained``); ``given``: a
+    model object (:func:`mutualnet.train.fit`) used instead of building one, checked and moved the same way."""
     m, t, r = cfg.model, cfg.train, cfg.run
     depth_range = None if m.depth_range is None else tuple(m.depth_range)
-    model = create_model(m.name, num_classes=m.num_classes, width_range=tuple(m.width_range),
-                         depth_range=depth_range, **m.args)
+    model = given if given is not None else create_model(m.name, num_classes=m.num_classes,
+                                                         width_range=tuple(m.width_range), depth_range=depth_range,
+                                                         **m.args)
     model.resize_mode = cfg.data.resize  # calibration and evaluation resize as training does
     if m.zero_init_residual and not zero_init_residual(model):
         raise MutualNetError(f"model.zero_init_residual: {m.name} has no residual blocks; leave the setting off")
     if t.regularize == "widest" and not dropout_modules(model):
         raise MutualNetError(f"train.regularize=widest changes nothing: {m.name} has no dropout or drop-path (weight "
                              "decay is applied once per step either way, see docs/parity.md); leave it at all")
-    if info.is_main and (hint := small_input_hint(m.name, m.args, max(t.resolutions))):
+    if given is None and info.is_main and (hint := small_input_hint(m.name, m.args, max(t.resolutions))):
         print(hint, file=sys.stderr, flush=True)
     if m.init and pretrained:  # transfer learning: all but the new classifier (see train/transfer.py)
         report = load_pretrained(model, m.init)
@@ -324,22 +336,34 @@ def validate(model: nn.Module, data: TrainData, cfg: TrainConfig, state: TrainSt
     return row
 
 
-def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
+def train(cfg: TrainConfig, resume: str | Path | None = None, *, model: nn.Module | None = None,
+          data: ObjectData | None = None) -> Path:
     """Train a network as ``cfg`` describes and return its run folder.
 
     Args:
         cfg: The configuration (see :mod:`mutualnet.train.config`); ``None`` fields are resolved.
         resume: A ``last.pt`` (or ``best.pt``) written by an earlier run to continue exactly.
+        model, data: A model object and dataset objects to train instead of those ``cfg.model`` and
+            ``cfg.data`` name (both or neither; :func:`mutualnet.train.fit` is the documented way in).
 
     The run folder holds ``config.yaml`` (resolved), ``metrics.jsonl``, ``last.pt``, ``best.pt`` and
     ``tb/`` (TensorBoard). Under ``torchrun`` every process calls this; rank 0 writes the files.
     """
     from ..data import artefact_meta, dataset_info
 
+    if (model is None) != (data is None):
+        raise MutualNetError("train: give a model object and dataset objects together (mutualnet.train.fit), "
+                             "or neither")
     ckpt = _load_train_checkpoint(resume) if resume is not None else None
-    adopted = adopt_init(cfg.model) if ckpt is None and cfg.model.init else None  # before data and workers
-    data_info = dataset_info(cfg.data.name, cfg.data.root)
-    cfg = resolve(cfg, data_info.to_dict() | {"root": cfg.data.root})
+    if ckpt is not None and model is None and built_in_python(ckpt):
+        raise python_built_error(ckpt, resume)
+    if model is not None:  # objects: what the registry and the data folder would say comes from them
+        adopted = None
+        cfg, data_info = resolve_objects(cfg, model, data)
+    else:
+        adopted = adopt_init(cfg.model) if ckpt is None and cfg.model.init else None  # before data and workers
+        data_info = dataset_info(cfg.data.name, cfg.data.root)
+        cfg = resolve(cfg, data_info.to_dict() | {"root": cfg.data.root})
     d, t, o, r = cfg.data, cfg.train, cfg.optim, cfg.run
     if d.root is not None:  # recorded absolute, so calibrate/search/eval find the data from any folder
         d.root = str(Path(d.root).expanduser().absolute())
@@ -363,8 +387,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         torch.manual_seed(r.seed)
         random.seed(r.seed)
         np.random.seed(r.seed)
-        data = build_data(cfg, data_info, info, device)
-        model = build_model(cfg, device, info, pretrained=ckpt is None)
+        given, data = data, build_data(cfg, data_info, info, device, data)
+        model = build_model(cfg, device, info, pretrained=ckpt is None, given=model)
         optimizer = build_optimizer(model, o.lr, o.momentum, o.nesterov, o.weight_decay, o.decay_all)
         scheduler = build_scheduler(optimizer, t.epochs * data.steps_per_epoch,
                                     round(o.warmup_epochs * data.steps_per_epoch), o.min_lr)
@@ -390,7 +414,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         meta = CheckpointMeta.from_dict({
             "mode": t.mode, "resolutions": list(t.resolutions), "epochs": t.epochs, "resize": d.resize,
             "num_subnets": t.num_subnets if t.mode not in SINGLE_NETWORK_MODES else 1,
-            "dataset": {"name": data_info.name, "root": d.root, "num_classes": cfg.model.num_classes,
+            "dataset": {"name": None if given is not None else data_info.name, "root": d.root,
+                        "num_classes": cfg.model.num_classes,
                         "in_chans": model.in_chans, "input_size": d.input_size,
                         **({"holdout": d.holdout} if d.holdout else {})},
             **artefact_meta(data.train_set, data_info.name, d.input_size, d.val_resize_ratio, model.in_chans,
@@ -398,6 +423,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
         config = config_to_dict(cfg)
         config["model"].pop("width_range", None)  # stored once, in model_args
         config["model"].pop("depth_range", None)  # likewise (a run without elastic depth: its config as before)
+        if not t.full_depth_epochs:
+            config["train"].pop("full_depth_epochs", None)
         checkpointer = Checkpointer(run_dir, model, optimizer, scheduler, scaler, sampler_gen, info, meta=meta,
                                     config=config, steps_per_epoch=data.steps_per_epoch, clock=clock)
         guard = DivergenceGuard()

@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from ..checkpoint import read_weights
+from ..checkpoint import PYTHON_BUILT, read_weights
 from ..errors import MutualNetError
 
 __all__ = ["load_pretrained", "final_classifier_prefix", "describe_init", "adopt_init"]
@@ -40,6 +40,9 @@ def adopt_init(model_cfg: Any) -> str | None:
     """
     weights = read_weights(model_cfg.init)
     src, name = weights.model_name, model_cfg.name
+    if src is not None and src.startswith(PYTHON_BUILT):
+        raise MutualNetError(f"{model_cfg.init} holds {src[len(PYTHON_BUILT):]}, a model built in Python: load its "
+                             "weights into that model object and train it with mutualnet.train.fit")
     if src is not None and src != name:
         raise MutualNetError(f"{model_cfg.init} holds a {src}, but this run trains a {name}; train the same model "
                              f"(--set model.name={src}, or a recipe of it) or start from {name} weights")
