@@ -404,7 +404,7 @@ def _png16(arr: np.ndarray, path: Path) -> Path:
 def test_16_bit_png_is_scaled_not_clipped(tmp_path, channels, capsys):
     """A 16-bit PNG predicts as its 8-bit twin (its high byte) for 1- and 3-channel models; clipping to 0/255
     would make it a different, nearly black-and-white image."""
-    from mutualnet.data.preprocess import artefact_meta
+    from mutualnet.data import preprocessing_for
     from mutualnet.io import read_image, read_image_tensor
 
     rng = np.random.default_rng(0)
@@ -416,8 +416,8 @@ def test_16_bit_png_is_scaled_not_clipped(tmp_path, channels, capsys):
     assert np.array_equal(np.asarray(read_image(deep, mode)), np.asarray(read_image(tmp_path / "twin.png", mode)))
     assert torch.equal(read_image_tensor(deep), read_image_tensor(tmp_path / "twin.png"))
     model = trained_like(MODEL, width_range=(0.5, 1.0), num_classes=4, in_chans=channels)
-    pre = artefact_meta(None, "fashion_mnist" if channels == 1 else "imagefolder", 16)
-    save_checkpoint(tmp_path / "ckpt.pt", model, {"resolutions": [16], "mode": "mutual", **pre})
+    model.preprocessing = preprocessing_for("fashion_mnist" if channels == 1 else "imagefolder", 16)
+    save_checkpoint(tmp_path / "ckpt.pt", model, {"resolutions": [16], "mode": "mutual"})
     QueryTable(rows=table_rows(model, [(1.0, 16)])).save(tmp_path / "table.json")
     outs = []
     for img in ("deep.png", "twin.png"):

@@ -64,15 +64,15 @@ def test_set_budget_switches_without_reloading_and_matches_each_configuration(ca
 def test_predictions_resize_as_the_checkpoint_records(calibrated):
     _, path, model, _ = calibrated
     ckpt = load_checkpoint(path)
-    assert AdaptiveNet.from_checkpoint(ckpt).resize == "antialias"
-    ckpt["meta"]["resize"] = "official"  # e.g. converted released weights
+    assert AdaptiveNet.from_checkpoint(ckpt).preprocessing.resize == "antialias"
+    ckpt["meta"]["preprocessing"]["resize"] = "official"  # e.g. converted released weights
     net = AdaptiveNet.from_checkpoint(ckpt)
     net.set_config(0.5, 24)
     x = torch.randn(2, 3, 32, 32)
     xr = torch.nn.functional.interpolate(x, size=(24, 24), mode="bilinear", align_corners=True)
     with torch.no_grad(), mn.use_config(model, 0.5, 24):
         ref = model.eval()(xr)
-    assert net.resize == "official" and (net.logits(x) - ref).abs().max() <= 1e-5
+    assert net.preprocessing.resize == "official" and (net.logits(x) - ref).abs().max() <= 1e-5
 
 
 def test_latency_table_then_select_by_latency(calibrated, capsys, tmp_path):

@@ -197,8 +197,8 @@ def test_cli_convert_released_then_export(tmp_path, capsys):
     assert main(["convert", "--released", str(path), "--out", str(out)]) == 0
     assert "widths [0.25, 1.0]" in capsys.readouterr().out
     # the original code's resize is recorded, so calibration, search and predict use it on these weights
-    assert load_checkpoint(out)["meta"]["resize"] == "official"
-    assert model_from_checkpoint(out).resize_mode == "official" and load_released(path).resize_mode == "official"
+    assert load_checkpoint(out)["meta"]["preprocessing"]["resize"] == "official"
+    assert model_from_checkpoint(out).preprocessing.resize == "official" == load_released(path).preprocessing.resize
     onnx_out = tmp_path / "q.onnx"
     assert main(["export", "--checkpoint", str(out), "--width", "0.25", "--resolution", "64",
                  "--out", str(onnx_out)]) == 0

@@ -300,3 +300,122 @@ def load_checkpoint_config(run_dir):
     from mutualnet.checkpoint import load_checkpoint
 
     return load_checkpoint(run_dir / "last.pt")["config"]
+
+
+def test_plot_of_a_depth_table_colours_every_configuration_by_depth(tmp_path, monkeypatch):
+    """One 3-D table: a colour per depth (all configurations and the frontier), the frontier's resolution as shape."""
+    from mutualnet.search import plot
+
+    rows = [{"width": w, "resolution": r, "depth": d, "mflops": w * r * d / 10, "macs": int(w * r * d * 1e5),
+             "params": 1, "top1": 50 + 10 * d + r / 4 + 5 * w, "top5": 99.0}
+            for w in (0.5, 1.0) for r in (16, 28) for d in (1, 2, 3)]
+    table = QueryTable(rows=rows)
+    figs = []
+    monkeypatch.setattr(plot, "_save", lambda fig, out, **kw: figs.append(fig) or out)
+    plot.plot_tables([table], ["t"], tmp_path / "f.png")
+    ax = figs[0].axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["depth 1", "depth 2", "depth 3", "28 px", "16 px"]
+    by_depth = {}  # the colour of every drawn point, by its (mflops, top1)
+    for c in ax.collections:
+        for (x, y), colour in zip(c.get_offsets(), c.get_facecolors() if len(c.get_facecolors()) else []):
+            by_depth.setdefault(next(r["depth"] for r in rows if (r["mflops"], r["top1"]) == (x, y)), set()).add(
+                tuple(colour[:3]))
+    assert all(len(v) == 1 for v in by_depth.values()) and len({*map(frozenset, by_depth.values())}) == 3
+    front = table.frontier("macs")
+    assert {r["depth"] for r in front} == {1, 2, 3}  # the frontier crosses depths, each in its depth's colour
+    # a 2-D table is drawn as before: grey configurations, frontier coloured by resolution
+    plot.plot_tables([QueryTable(rows=[{k: v for k, v in r.items() if k != "depth"} for r in rows if r["depth"] == 3])],
+                     ["t"], tmp_path / "g.png")
+    assert figs[1].axes[0].get_legend().get_title().get_text() == "frontier resolution"
+
+
+class _Block(nn.Module):
+    """A residual block as people write them: the shortcut an ``nn.Identity`` unless the shape changes."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out)
+        self.conv2, self.bn2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Identity() if stride == 1 and c_in == c_out else nn.Sequential(
+            nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class _ResNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.stage1 = nn.Sequential(_Block(8, 8), _Block(8, 8), _Block(8, 8))
+        self.stage2 = nn.Sequential(_Block(8, 16, 2), _Block(16, 16))
+        self.plain = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1), nn.Conv2d(16, 16, 3, 1, 1))  # equal shape, no shortcut
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        return self.fc(self.plain(self.stage2(self.stage1(self.stem(x)))).mean((2, 3)))
+
+
+def test_slim_makes_runs_of_residual_blocks_elastic_in_a_hand_written_network():
+    torch.manual_seed(0)
+    net = _ResNet().eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        before = net(x)
+    shallow_ref = copy.deepcopy(net)  # depth 1 by hand: each stage keeps its first block
+    shallow_ref.stage1, shallow_ref.stage2 = shallow_ref.stage1[:1], shallow_ref.stage2[:1]
+    with torch.no_grad():
+        shallow = shallow_ref(x)
+    keys = list(net.state_dict())
+    model = mn.slim(net, (0.5, 1.0), input_size=16, depth_range=(1, 3)).eval()
+    assert model.depth_range == (1, 3) and list(model.state_dict()) == keys
+    assert isinstance(model.stage1, ElasticSequential) and isinstance(model.stage2, ElasticSequential)
+    assert type(model.plain) is nn.Sequential and type(model.stem) is nn.Sequential  # no residual run: as it was
+    assert [b.elastic_index for b in model.stage1] == [0, 1, 2] and [b.elastic_index for b in model.stage2] == [0, 1]
+    with torch.no_grad():
+        assert torch.equal(model(x), before)  # full depth: the network's own computation
+        with mn.allow_uncalibrated(model), mn.use_config(model, 1.0, 16, 1):
+            assert torch.equal(model(x), shallow)  # depth 1: the first block of each stage, nothing else
+            assert len(skipped_blocks(model)) == 3
+    with mn.allow_uncalibrated(model):
+        macs = [mn.profile(model, 0.5, 16, depth=d).macs for d in (1, 2, 3)]
+        dense = mn.materialize(model, 0.5, 16, 2)
+        with mn.use_config(model, 0.5, 16, 2), torch.no_grad():
+            y, n = model(x), active_num_params(model)
+    assert macs[0] < macs[1] < macs[2]
+    assert not any(isinstance(m, ElasticSequential) for m in dense.modules())
+    assert sum(p.numel() for p in dense.parameters()) == n
+    torch.testing.assert_close(dense(x), y, rtol=1e-4, atol=1e-5)
+    losses = train_step(model.train(), x, torch.tensor([0, 1]), [SubNet(1.0, 16, "labels"),
+                                                                  SubNet(0.5, 16, "teacher", 1)])
+    assert torch.isfinite(losses).all()
+    with pytest.raises(MutualNetError, match=r"\(lo, 3\)"):
+        mn.slim(_ResNet(), (0.5, 1.0), input_size=16, depth_range=(1, 2))  # the full depth is 3
+    plain = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Flatten(), nn.LazyLinear(2))
+    with pytest.raises(MutualNetError, match="no nn.Sequential of it holds a run of residual blocks"):
+        mn.slim(nn.Sequential(plain[0], nn.ReLU(), plain[1]), (0.5, 1.0), input_size=8, depth_range=(1, 2))
+    assert mn.slim(_ResNet(), (0.5, 1.0), input_size=16).depth_range is None  # opt-in
+
+
+def test_torchvision_resnet_through_tv_gets_elastic_depth():
+    torch.manual_seed(0)
+    model = mn.create_model("tv/resnet18", num_classes=4, width_range=(0.5, 1.0), small_input=True,
+                            depth_range=(1, 2)).eval()
+    assert model.depth_range == (1, 2) and model.model_args["depth_range"] == [1, 2]
+    torch.manual_seed(0)
+    flat = mn.create_model("tv/resnet18", num_classes=4, width_range=(0.5, 1.0), small_input=True).eval()
+    assert flat.depth_range is None and list(flat.state_dict()) == list(model.state_dict())
+    flat.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), flat(x))
+        for layer in ("layer1", "layer2", "layer3", "layer4"):  # depth 1 by hand
+            getattr(flat, layer)[1] = nn.Identity()
+        with mn.allow_uncalibrated(model), mn.use_config(model, 1.0, 32, 1):
+            assert torch.equal(model(x), flat(x))
+    rebuilt = mn.create_model("tv/resnet18", **{k: v for k, v in model.model_args.items()})  # a checkpoint's way
+    assert rebuilt.depth_range == (1, 2)
+    with pytest.raises(MutualNetError, match="full depth only"), mn.use_config(model, 1.0, 32, 1):
+        model.forward_stages(x)

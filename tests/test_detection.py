@@ -16,6 +16,7 @@ from mutualnet.checkpoint import load_checkpoint
 from mutualnet.cli import main
 from mutualnet.detection import (
     CocoDetection,
+    DetectionConfig,
     build_detector,
     calibrate_detector,
     coco_eval,
@@ -25,10 +26,16 @@ from mutualnet.detection import (
     detector_macs,
     evaluate_coco,
     load_backbone_weights,
-    load_config,
     train_detector,
 )
+from mutualnet.train import load_config as _load_config
 from mutualnet.train.step import SubNet
+
+
+def load_config(path, overrides, **values):
+    """The one config loader, for detection's settings."""
+    return _load_config(path, overrides, schema=DetectionConfig, **values)
+
 
 CATS = {3: "box", 7: "blob"}  # non-contiguous COCO ids on purpose
 SMALL = dict(width_range=(0.125, 0.25), scales=(96, 64), max_size=128, fpn_channels=32, representation_size=64,
@@ -123,7 +130,7 @@ def test_bad_annotations_are_one_line_errors(tmp_path, coco, capsys):
     recipe_path = Path(__file__).parents[1] / "configs" / "detection" / "maskrcnn_vgg16_coco.yaml"
     recipe = load_config(recipe_path, ["batch_size=2"], annotations="a", images="b")
     assert recipe.scales == [600, 480, 360, 240] and recipe.width_range == (0.25, 1.0) and recipe.batch_size == 2
-    with pytest.raises(mn.MutualNetError, match="unknown detection setting"):
+    with pytest.raises(mn.MutualNetError, match="unknown config key lerning_rate"):
         load_config(None, ["lerning_rate=0.1"], annotations="a", images="b")
     assert not (tmp_path / "ev").exists() and not (tmp_path / "run" / "last.pt").exists()
 

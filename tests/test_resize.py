@@ -1,4 +1,5 @@
-"""The resize mode: one function, two exact F.interpolate calls, recorded in checkpoints, tables and exports."""
+"""The resize mode: one function, two exact F.interpolate calls, one record (the model's preprocessing) read by
+calibration, evaluation, search and export, stored once in checkpoints; checkpoints of older layouts still load."""
 
 import pytest
 import torch
@@ -6,8 +7,9 @@ import torch.nn.functional as F
 
 import mutualnet as mn
 from mutualnet.calibrate import calibrate
-from mutualnet.checkpoint import checkpoint_dict, load_checkpoint, model_from_checkpoint, resize_mode, save_checkpoint
-from mutualnet.data.transforms import RESIZE_MODES, resize_batch
+from mutualnet.checkpoint import VERSION, checkpoint_dict, load_checkpoint, model_from_checkpoint, save_checkpoint
+from mutualnet.data.preprocess import DATASET_STATS, Preprocessing
+from mutualnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, RESIZE_MODES, resize_batch
 from mutualnet.deploy import export_subnet, load_exported, save_exported
 from mutualnet.evaluate import evaluate
 from mutualnet.search import build_query_table
@@ -37,17 +39,61 @@ def test_unknown_mode_is_a_clear_error():
         resolve(load_config(None, ["model.name=resnet20_cifar", "data.resize=bicubic"]))
 
 
-def test_checkpoints_record_the_mode_and_old_ones_read_as_antialias(tmp_path):
+def test_checkpoints_record_the_preprocessing_once_and_hand_it_to_the_model(tmp_path):
     model = mn.create_model("resnet20_cifar", width_range=(0.25, 1.0))
-    ckpt = checkpoint_dict(model, {"mode": "mutual"})
-    assert ckpt["meta"]["resize"] == "antialias"  # every checkpoint records it
-    del ckpt["meta"]["resize"]  # as written before the setting existed: trained with antialiasing
-    assert resize_mode(ckpt) == "antialias" and model_from_checkpoint(ckpt).resize_mode == "antialias"
-    model.resize_mode = "official"
-    save_checkpoint(tmp_path / "o.pt", model)
+    ckpt = checkpoint_dict(model, {"mode": "mutual", "resolutions": [32, 24]})  # a model built by hand
+    assert ckpt["version"] == VERSION == 2 and "resize" not in ckpt["meta"]
+    assert ckpt["meta"]["preprocessing"] == Preprocessing(input_size=32).to_dict()  # implied: ImageNet's, antialias
+    model.preprocessing = Preprocessing((0.5,) * 3, (0.25,) * 3, 32, resize="official")
+    save_checkpoint(tmp_path / "o.pt", model, {"resolutions": [32, 24]})  # the model's record wins over implied
     back = model_from_checkpoint(load_checkpoint(tmp_path / "o.pt"))
-    assert back.resize_mode == "official"
-    assert checkpoint_dict(back)["meta"]["resize"] == "official"  # a re-saved checkpoint keeps it
+    assert back.preprocessing == model.preprocessing
+    assert checkpoint_dict(back)["meta"]["preprocessing"] == model.preprocessing.to_dict()  # re-saved: kept
+    with pytest.raises(mn.MutualNetError, match="unknown resize mode 'nearest'"):
+        Preprocessing(resize="nearest")
+    with pytest.raises(mn.MutualNetError, match="preprocessing std must be > 0"):
+        Preprocessing.from_dict({"mean": [0.5], "std": [0.0]})
+
+
+CIFAR_MEAN, CIFAR_STD = DATASET_STATS["cifar10"]
+# checkpoints as older mutualnet versions wrote them (meta only) and the record each one means
+OLD_LAYOUTS = {
+    "format 1": ({"resolutions": [32, 24], "resize": "official",  # the mode beside a record that lacked it
+                  "dataset": {"name": "cifar10", "in_chans": 3, "input_size": 32},
+                  "preprocessing": {"mean": list(CIFAR_MEAN), "std": list(CIFAR_STD), "input_size": 32,
+                                    "resize_ratio": 0.875}},
+                 Preprocessing(CIFAR_MEAN, CIFAR_STD, 32, resize="official")),
+    "format 1, record with its mode": ({"resolutions": [32], "resize": "antialias",
+                                        "preprocessing": {"mean": [0.5] * 3, "std": [0.25] * 3, "input_size": 28,
+                                                          "resize_ratio": 0.9, "resize": "official"}},
+                                       Preprocessing((0.5,) * 3, (0.25,) * 3, 28, 0.9, "official")),
+    "before the resize record": ({"resolutions": [32, 24], "width_range": [0.25, 1.0],
+                                  "dataset": {"name": "synthetic", "input_size": 30, "mean": [0.1] * 3,
+                                              "std": [0.2] * 3}},
+                                 Preprocessing((0.1,) * 3, (0.2,) * 3, 30)),
+    "before any preprocessing record": ({"resolutions": [32, 24], "dataset": {"name": "cifar10"}},
+                                        Preprocessing(CIFAR_MEAN, CIFAR_STD, 32)),
+    "nothing recorded": ({}, Preprocessing(IMAGENET_MEAN, IMAGENET_STD, 224)),
+}
+
+
+@pytest.mark.parametrize("layout", OLD_LAYOUTS)
+def test_checkpoints_of_older_layouts_load_with_their_preprocessing(tmp_path, layout):
+    meta, want = OLD_LAYOUTS[layout]
+    model = mn.create_model("resnet20_cifar", width_range=(0.25, 1.0))
+    old = {"format": "mutualnet", "model_name": model.model_name, "model_args": dict(model.model_args),
+           "model": model.state_dict(), "meta": meta} | ({} if layout.startswith("before") else {"version": 1})
+    torch.save(old, tmp_path / "old.pt")
+    ckpt = load_checkpoint(tmp_path / "old.pt")  # read in today's layout
+    assert ckpt["version"] == VERSION and ckpt["meta"]["preprocessing"] == want.to_dict()
+    assert not {"resize", "width_range"} & set(ckpt["meta"])
+    assert not {"mean", "std", "input_size"} & set(ckpt["meta"].get("dataset", {}))  # held once, in the record
+    assert ckpt["meta"].get("resolutions") == meta.get("resolutions")
+    back = model_from_checkpoint(tmp_path / "old.pt")
+    assert back.preprocessing == want and model_from_checkpoint(old).preprocessing == want  # in memory too
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in back.state_dict().items())
+    save_checkpoint(tmp_path / "new.pt", back)  # re-saved: today's layout, the same record
+    assert load_checkpoint(tmp_path / "new.pt")["meta"]["preprocessing"] == want.to_dict()
 
 
 def _stats(model, key):
@@ -58,16 +104,18 @@ def test_calibration_evaluation_search_and_export_follow_the_recorded_mode(tmp_p
     torch.manual_seed(0)
     images, labels = torch.randn(24, 3, 16, 16), torch.randint(10, (24,))
     model = mn.create_model("resnet20_cifar", width_range=(0.25, 0.5)).eval()
-    per_mode = {}
-    for mode in RESIZE_MODES:
-        key = calibrate(model, images, 0.25, 10, resize=mode).key
-        per_mode[mode] = _stats(model, key).clone()
-    model.resize_mode = "official"
-    key = calibrate(model, images, 0.25, 10).key  # no argument: the model's recorded mode
-    assert torch.equal(_stats(model, key), per_mode["official"])
-    assert not torch.allclose(per_mode["official"], per_mode["antialias"])
-    wrong = {mode: evaluate(model, (images, labels), 0.25, 10, resize=mode)["top1"] for mode in RESIZE_MODES}
-    assert evaluate(model, (images, labels), 0.25, 10)["top1"] == wrong["official"]
+    for mode in RESIZE_MODES:  # the reference: inputs resized by hand, under the other mode's record
+        other = next(m for m in RESIZE_MODES if m != mode)
+        small = F.interpolate(images, size=(10, 10), **EXACT[mode])  # already at 10 px: nothing left to resize
+        model.preprocessing = Preprocessing(resize=other)
+        ref = _stats(model, calibrate(model, small, 0.25, 10).key).clone(), evaluate(model, (small, labels), 0.25, 10)
+        model.preprocessing = Preprocessing(resize=mode)
+        assert torch.equal(_stats(model, calibrate(model, images, 0.25, 10).key), ref[0])
+        assert evaluate(model, (images, labels), 0.25, 10) == ref[1]
+    model.preprocessing = Preprocessing(resize="antialias")
+    antialiased = _stats(model, calibrate(model, images, 0.25, 10).key).clone()
+    model.preprocessing = Preprocessing(resize="official")
+    assert not torch.allclose(_stats(model, calibrate(model, images, 0.25, 10).key), antialiased)
 
     table = build_query_table(model, _Pairs(images, labels), _Pairs(images, labels), resolutions=[16, 10],
                               widths=[0.25, 0.5], calib_images=24, progress=False)
@@ -107,5 +155,5 @@ def test_training_resizes_with_the_configured_mode_and_records_it(tmp_path, monk
     run_dir = train(cfg)
     assert calls and set(calls) == {(True, False)}  # training, calibration and validation: the original's
     ckpt = load_checkpoint(run_dir / "last.pt")
-    assert ckpt["meta"]["resize"] == "official" and ckpt["config"]["data"]["resize"] == "official"
-    assert model_from_checkpoint(ckpt).resize_mode == "official"
+    assert ckpt["meta"]["preprocessing"]["resize"] == "official" and ckpt["config"]["data"]["resize"] == "official"
+    assert model_from_checkpoint(ckpt).preprocessing.resize == "official" and "resize" not in ckpt["meta"]

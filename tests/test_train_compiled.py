@@ -101,3 +101,46 @@ def test_run_compile_trains_the_same_steps_as_eager(tmp_path):
     torch.testing.assert_close(torch.tensor(compiled), torch.tensor(eager), rtol=1e-4, atol=1e-5)
     with pytest.raises(mn.MutualNetError, match="compile_backend"):
         resolve(load_config(None, ["run.compile_backend=tvm", "model.name=resnet20_cifar", "data.name=synthetic"]))
+
+
+def test_compile_auto_compiles_only_past_the_measured_break_even():
+    from mutualnet.train.compiled import MEASURED_COMPILE, AutoCompile, CompileBreakEven, graphs_to_compile
+
+    assert CompileBreakEven(100.0, 1.0, 0.8).steps == pytest.approx(500)
+    assert CompileBreakEven(100.0, 1.0, 0.8).pays(501) and not CompileBreakEven(100.0, 1.0, 0.8).pays(500)
+    assert CompileBreakEven(1.0, 1.0, 1.0).steps == float("inf")  # no saving: never pays
+    model = mn.create_model("resnet20_cifar")  # [0.25, 1.0]: 8 distinct networks
+    assert graphs_to_compile(model, 1) == 8 + 1 and graphs_to_compile(model, 4) == 2 * (8 + 1)
+
+    def decide(steps_left, device_type="cpu"):
+        auto = AutoCompile(model, steps_left=steps_left, num_resolutions=4, device_type=device_type, probe=3)
+        said = [auto.observe(s) for s in (9.0, 1.0, 1.0, 1.0)]  # the first (warm-up) is not counted
+        assert said[:2] == [None, None] and said[3] is None and said[2] == auto.message
+        return auto
+
+    measured = MEASURED_COMPILE["cpu"]
+    break_even = 18 * measured["seconds_per_graph"] / (1.0 - measured["step_ratio"])
+    short = decide(int(break_even) - 100)
+    assert short.break_even.steps == pytest.approx(break_even)
+    assert short.step_model() is model and "staying eager" in short.message
+    long = decide(int(break_even) + 100)
+    assert isinstance(long.step_model(), CompiledModel) and "compiling" in long.message
+    gpu = decide(10**9, "cuda")  # nothing measured there yet: eager, and it says so
+    assert gpu.step_model() is model and "no measured compilation cost on cuda" in gpu.message
+
+
+@pytest.mark.slow
+def test_run_compile_auto_times_the_first_steps_and_says_what_it_chose(tmp_path, capsys):
+    from mutualnet.train import load_config, train
+    from mutualnet.train.config import resolve
+
+    cfg = load_config(None, [
+        "model.name=resnet20_cifar", "data.name=synthetic", "data.synthetic_length=16", "data.batch_size=8",
+        "data.workers=0", "train.resolutions=[16]", "train.num_subnets=2", "train.epochs=3", "run.device=cpu",
+        "run.progress=false", "run.val_every=0", "run.tensorboard=false", f"run.out={tmp_path / 'auto'}",
+        "run.compile=auto"])
+    train(cfg)
+    out = capsys.readouterr().out
+    assert "run.compile auto: eager step" in out and "2 left: staying eager" in out
+    with pytest.raises(mn.MutualNetError, match="run.compile must be true, false or auto"):
+        resolve(load_config(None, ["run.compile=sometimes", "model.name=resnet20_cifar", "data.name=synthetic"]))

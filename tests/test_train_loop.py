@@ -53,8 +53,10 @@ def test_training_run_writes_a_complete_run_folder(tmp_path):
     # the width range is stored once: in model_args, which rebuild the model
     assert ckpt["model_args"]["width_range"] == [0.25, 1.0] and "width_range" not in meta
     assert "width_range" not in ckpt["config"]["model"]
-    assert meta["dataset"] == {"name": "synthetic", "root": None, "num_classes": 10, "in_chans": 3,
-                               "input_size": 16}
+    assert meta["dataset"] == {"name": "synthetic", "root": None, "num_classes": 10, "in_chans": 3}
+    # the input size, statistics and resize mode are stored once: in the preprocessing record
+    assert meta["preprocessing"] == {"mean": [0.0] * 3, "std": [1.0] * 3, "input_size": 16, "resize_ratio": 0.875,
+                                     "resize": "antialias"} and "resize" not in meta
     ts = ckpt["train_state"]
     assert (ts["epoch"], ts["epoch_step"], ts["step"]) == (2, 0, 4)
     assert {"optimizer", "scheduler", "scaler", "rng", "best_top1"} <= set(ts)

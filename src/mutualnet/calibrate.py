@@ -23,7 +23,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from .data.datasets import random_subset
-from .data.transforms import model_resize, resize_batch
+from .data.preprocess import model_preprocessing
+from .data.transforms import resize_batch
 from .errors import MutualNetError
 from .layers import (
     Resolution,
@@ -90,8 +91,8 @@ def load_images(dataset: Dataset, num_images: int | None = None, *, seed: int = 
 @torch.no_grad()
 def calibrate(model: nn.Module, dataset: Dataset | Tensor, width: float, resolution: int, num_images: int = 2000,
               batch_size: int = 200, device: str | torch.device | None = None, resize_from: int | None = None,
-              seed: int = 0, num_workers: int = 0, resize: str | None = None,
-              depth: int | None = None, tol: float | None = None) -> CalibrationResult:
+              seed: int = 0, num_workers: int = 0, depth: int | None = None,
+              tol: float | None = None) -> CalibrationResult:
     """Re-estimate every BN's statistics at (``width``, ``resolution``, ``depth``) and store them under its key.
 
     Args:
@@ -99,7 +100,8 @@ def calibrate(model: nn.Module, dataset: Dataset | Tensor, width: float, resolut
         dataset: training images with the evaluation transform, or an image tensor from :func:`load_images`
             (decode once, calibrate many configurations).
         width: any width in the model's range.
-        resolution: input side; batches of another size are resized to it on the device.
+        resolution: input side; batches of another size are resized to it on the device, as the model's
+            preprocessing record says (statistics are of the inputs it was trained on).
         num_images: images to use (the first ``num_images`` of a tensor; a seeded random subset of a dataset).
         batch_size: calibration batch size; BN layers normalise each batch with its own statistics during
             calibration (as in training), while the stored statistics are exact over all images.
@@ -107,8 +109,6 @@ def calibrate(model: nn.Module, dataset: Dataset | Tensor, width: float, resolut
         resize_from: if given, the side the images must have before the on-device resize (the evaluation crop
             at the highest resolution); a mismatch means the data was prepared for another resolution.
         seed, num_workers: subset seed and loader workers when ``dataset`` is a Dataset.
-        resize: how batches are brought to ``resolution`` (``"antialias"`` / ``"official"``); None: the mode
-            recorded on the model (from its checkpoint), so statistics are of the inputs it was trained on.
         depth: blocks each elastic stage runs (None: full depth). The blocks a depth skips get no statistics.
         tol: stop before ``num_images`` once the statistics have converged (see :func:`calibrate_batches`);
             None: use all ``num_images``.
@@ -117,7 +117,7 @@ def calibrate(model: nn.Module, dataset: Dataset | Tensor, width: float, resolut
         A :class:`CalibrationResult` with the key, image count and time taken.
     """
     resolution = check_resolution(model, resolution)
-    resize = model_resize(model, resize)
+    mode = model_preprocessing(model).resize
     if not any(isinstance(m, SlimmableBatchNorm2d) for m in model.modules()):
         raise MutualNetError("model has no slimmable BatchNorm layers to calibrate")
     if num_images is None or num_images <= 0:
@@ -130,7 +130,7 @@ def calibrate(model: nn.Module, dataset: Dataset | Tensor, width: float, resolut
         raise MutualNetError(f"calibration images are {tuple(images.shape[-2:])}, expected {resize_from}x{resize_from}")
     dev = torch.device(device) if device is not None else _device_of(model)
     model.to(dev)
-    batches = (resize_batch(images[i:i + batch_size].to(dev, non_blocking=True).float(), resolution, resize)
+    batches = (resize_batch(images[i:i + batch_size].to(dev, non_blocking=True).float(), resolution, mode)
                for i in range(0, len(images), batch_size))
     return calibrate_batches(model, batches, width, resolution, depth=depth, tol=tol)
 

@@ -4,16 +4,17 @@ A checkpoint is a plain dict (loadable with ``torch.load(..., weights_only=True)
 runs code)::
 
     {
-      "format": "mutualnet", "version": 1,
+      "format": "mutualnet", "version": 2,
       "model_name": "mobilenet_v2", "model_args": {...create_model kwargs, incl. width_range...},
       "model": <state dict, calibrated BN statistics included as calib_stats.* entries>,
-      "meta": {"resolutions": [...], "mode": "mutual", "resize": "antialias", ...},   # CheckpointMeta
+      "meta": {"resolutions": [...], "mode": "mutual", "preprocessing": {...}, ...},   # CheckpointMeta
       ... training state (optimizer, scheduler, scaler, rng, epoch, step) added by the trainer ...
       "query_table": {...}                                     # optional, added by `mutualnet search`
     }
 
-The width range is stored once, in ``model_args`` (what rebuilds the model); :class:`CheckpointMeta` types
-the ``meta`` entry that training, search and detection all write.
+Each fact is stored once: the width range in ``model_args``; how inputs are made (statistics, crop, resize
+mode) in ``meta["preprocessing"]``, which :func:`model_from_checkpoint` hands to the model as
+``model.preprocessing``. :class:`CheckpointMeta` types ``meta``; :func:`upgrade_meta` reads older layouts.
 
 Writes go to a temporary file in the same folder, are fsynced, then renamed over the target, so a
 crash while saving never corrupts the last good checkpoint.
@@ -30,19 +31,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data.transforms import DEFAULT_RESIZE, check_resize
+from .data.preprocess import Preprocessing, preprocessing_for
+from .data.transforms import DEFAULT_RESIZE
 from .errors import MutualNetError
 from .io import atomic_save, read_torch_file
 from .models import create_model
-from .validate import check_pixels
+from .validate import MAX_IN_CHANS, check_int, check_pixels
 
-__all__ = ["FORMAT", "VERSION", "PYTHON_BUILT", "CheckpointMeta", "checkpoint_meta", "atomic_save", "model_name_of",
-           "built_in_python", "python_built_error", "save_checkpoint", "load_checkpoint", "model_from_checkpoint",
-           "checkpoint_dict", "read_torch_file", "is_checkpoint", "load_weights", "read_weights", "Weights",
-           "resize_mode"]
+__all__ = ["FORMAT", "VERSION", "PYTHON_BUILT", "CheckpointMeta", "checkpoint_meta", "upgrade_meta", "atomic_save",
+           "model_name_of", "built_in_python", "python_built_error", "save_checkpoint", "load_checkpoint",
+           "model_from_checkpoint", "checkpoint_dict", "read_torch_file", "is_checkpoint", "load_weights",
+           "read_weights", "Weights"]
 
 FORMAT = "mutualnet"
-VERSION = 1
+VERSION = 2  # 2: the preprocessing once, in meta["preprocessing"] (1 also kept meta["resize"]); see upgrade_meta
 # model_name prefix of a model the registry cannot rebuild (mutualnet.slim output, a model object given to
 # mutualnet.train.fit): ``python:<class>``; its weights load only into the same model object, in Python
 PYTHON_BUILT = "python:"
@@ -52,8 +54,8 @@ PYTHON_BUILT = "python:"
 class CheckpointMeta:
     """How a checkpoint's weights were made: the ``meta`` entry, written by training, search and detection.
 
-    Stored as a plain dict (``weights_only`` loading); :meth:`from_dict` reads any older checkpoint (a
-    ``width_range`` there is dropped: ``model_args`` holds it) and keeps unknown keys in ``extra``.
+    Stored as a plain dict (``weights_only`` loading); :meth:`from_dict` reads any older layout (through
+    :func:`upgrade_meta`) and keeps unknown keys in ``extra``.
     """
 
     task: str = "classification"  # classification | detection
@@ -65,7 +67,7 @@ class CheckpointMeta:
     epoch: int | None = None  # epoch the weights are from
     step: int | None = None  # iterations done
     top1: dict | None = None  # the last validation's top-1 per evaluated configuration
-    resize: str | None = None  # how lower resolutions are made: antialias | official (data.transforms.resize_batch)
+    preprocessing: Preprocessing | None = None  # classification: statistics, crop, resize mode (the one record)
     max_size: int | None = None  # detection: long-side cap of the input
     calibrated: bool = False  # holds the BN statistics of every searched configuration
     extra: dict = field(default_factory=dict)  # anything else (class_names, released_widths, source, ...)
@@ -74,25 +76,56 @@ class CheckpointMeta:
         """The plain dict stored in the checkpoint; fields at their default are left out."""
         default = CheckpointMeta()
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
-        return {k: v for k, v in d.items() if v != getattr(default, k)} | dict(self.extra)
+        d = {k: v for k, v in d.items() if v != getattr(default, k)} | dict(self.extra)
+        if self.preprocessing is not None:
+            d["preprocessing"] = self.preprocessing.to_dict()
+        return d
 
     @classmethod
-    def from_dict(cls, d: dict | CheckpointMeta | None) -> CheckpointMeta:
-        if isinstance(d, CheckpointMeta):
-            return dataclasses.replace(d)
-        d = dict(d or {})
-        d.pop("width_range", None)  # older checkpoints repeated model_args["width_range"] here
+    def from_dict(cls, d: dict | CheckpointMeta | None, preprocessing: Preprocessing | None = None) -> CheckpointMeta:
+        """The typed meta of ``d`` in any layout; ``preprocessing``: the record to use where ``d`` holds none."""
+        d = upgrade_meta(d.to_dict() if isinstance(d, CheckpointMeta) else d, preprocessing)
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {k: d.pop(k) for k in list(d) if k in names and d[k] is not None}
         return cls(**known, extra=d)
 
 
+def upgrade_meta(meta: dict | None, preprocessing: Preprocessing | None = None) -> dict:
+    """A checkpoint's ``meta`` of any format version in today's layout (format 2), the one reader of older ones.
+
+    Format 2 keeps how inputs are made once, as ``meta["preprocessing"]`` (here the typed
+    :class:`Preprocessing`); ``preprocessing`` (a model's own record) fills it where ``meta`` has none. Format
+    1 kept the resize mode beside it as ``meta["resize"]`` (and a record without it, or none). Before that
+    there was no resize record (training was antialiased), the statistics and crop were ``meta["dataset"]``'s
+    ``mean`` / ``std`` / ``input_size`` or implied by its name and ``resolutions`` (else ImageNet's at 224 px),
+    and ``meta["width_range"]`` repeated ``model_args``. A detector has no classifier preprocessing.
+    """
+    d = dict(meta or {})
+    d.pop("width_range", None)
+    resize = d.pop("resize", None) or DEFAULT_RESIZE
+    if d.get("task", "classification") != "classification":
+        return d
+    pre = d.get("preprocessing")
+    if isinstance(pre, dict):
+        pre = Preprocessing.from_dict({"resize": resize, **pre})
+    elif not isinstance(pre, Preprocessing):
+        pre = preprocessing
+    ds = d["dataset"] if isinstance(d.get("dataset"), dict) else {}
+    if pre is None:  # older than any record: what the dataset and resolutions imply
+        size = ds.get("input_size") or max(d.get("resolutions") or [224])
+        chans = check_int(ds.get("in_chans") or 3, "meta dataset in_chans", 1, MAX_IN_CHANS)
+        pre = Preprocessing(ds["mean"], ds["std"], size, resize=resize) if ds.get("mean") and ds.get("std") \
+            else preprocessing_for(ds.get("name") or "imagefolder", size, in_chans=chans, resize=resize)
+    d["preprocessing"] = pre
+    if ds:
+        d["dataset"] = {k: v for k, v in ds.items() if k not in ("mean", "std", "input_size")}  # in the record now
+    return d
+
+
 def checkpoint_meta(ckpt: dict) -> CheckpointMeta:
-    """The typed meta of a loaded checkpoint (any version)."""
-    meta = CheckpointMeta.from_dict(ckpt.get("meta"))
-    if ckpt.get("task"):
-        meta.task = ckpt["task"]
-    return meta
+    """The typed meta of a loaded checkpoint (any version; a top-level ``task`` entry wins)."""
+    meta = ckpt.get("meta") or {}
+    return CheckpointMeta.from_dict({**meta, "task": ckpt["task"]} if ckpt.get("task") else meta)
 
 
 def model_name_of(model: nn.Module) -> str:
@@ -137,25 +170,15 @@ def checkpoint_dict(model: nn.Module, meta: CheckpointMeta | dict | None = None,
 
     A model from :func:`mutualnet.create_model` is recorded by name and arguments (anything rebuilds it); any
     other slimmable model as ``python:<class>`` (:func:`model_name_of`), loadable into the same model object.
-    ``meta.resize`` (how lower resolutions are made, see :func:`mutualnet.data.transforms.resize_batch`)
-    is always recorded: from ``meta`` when it has it, else the model's ``resize_mode``, else the default.
+    A classifier's preprocessing is always recorded, once: ``meta``'s when it has one, else the model's
+    ``preprocessing``, else what ``meta`` implies (its dataset and resolutions; ImageNet's at 224 px).
     """
     name = model_name_of(model)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    meta = CheckpointMeta.from_dict(meta)
-    meta.resize = check_resize(meta.resize or getattr(model, "resize_mode", DEFAULT_RESIZE))
+    meta = CheckpointMeta.from_dict(meta, getattr(model, "preprocessing", None))
     task = {} if meta.task == "classification" else {"task": meta.task}  # what model_from_checkpoint refuses
     return {"format": FORMAT, "version": VERSION, **task, "model_name": name, "model_args": _model_args(model),
             "model": state, "meta": meta.to_dict(), **extra}
-
-
-def resize_mode(ckpt: dict) -> str:
-    """How the checkpoint's network makes lower resolutions (``meta["resize"]``).
-
-    Checkpoints written before the setting existed were all trained with antialiased resizing, so a
-    missing record reads as ``"antialias"``.
-    """
-    return check_resize((ckpt.get("meta") or {}).get("resize") or DEFAULT_RESIZE)
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: CheckpointMeta | dict | None = None,
@@ -212,11 +235,15 @@ def _check_types(ckpt: dict, path: str | os.PathLike) -> None:
             ds.get(k) is None or isinstance(ds.get(k), str) for k in ("name", "root"))):
         raise MutualNetError(f"checkpoint {path} is malformed: meta 'dataset' must be a mapping with string "
                              "'name' and 'root'")
+    if meta.get("preprocessing") is not None and not isinstance(meta["preprocessing"], dict):
+        raise MutualNetError(f"checkpoint {path} is malformed: meta 'preprocessing' must be a mapping")
 
 
 def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict:
-    """Load and validate a mutualnet checkpoint; anything else is refused with a clear error."""
-    return _validate(read_torch_file(path, map_location=map_location), path)
+    """Load and validate a mutualnet checkpoint, in today's layout whatever version wrote it; anything else is
+    refused with a clear error."""
+    ckpt = _validate(read_torch_file(path, map_location=map_location), path)
+    return {**ckpt, "version": VERSION, "meta": checkpoint_meta(ckpt).to_dict()}
 
 
 @dataclass(frozen=True)
@@ -280,7 +307,7 @@ def model_from_checkpoint(ckpt: dict | str | os.PathLike, *, map_location: str |
             model = create_model(ckpt["model_name"], **ckpt["model_args"])  # width_range may be a list
         except (TypeError, MutualNetError) as e:  # model_args of the wrong type or range, or naming an argument twice
             raise MutualNetError(f"checkpoint model_args do not fit {ckpt['model_name']}: {e}") from None
-    model.resize_mode = resize_mode(ckpt)  # calibration, search and deployment resize as it was trained
+    model.preprocessing = checkpoint_meta(ckpt).preprocessing  # calibration, search, deployment: as trained
     try:
         missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
     except RuntimeError as e:  # shape mismatches

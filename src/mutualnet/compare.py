@@ -45,7 +45,7 @@ from .models import create_model
 from .profiling import profile
 from .search import QueryTable, width_grid
 from .search.plot import plot_learning_curves, plot_tables
-from .train.config import apply_overrides, config_from_dict
+from .train.config import apply_overrides, load_config
 
 __all__ = ["ARMS", "CompareResult", "run_compare", "usnet_lower_width", "matched_budgets", "seed_budgets",
            "mean_table", "training_compute", "parse_seeds", "learning_curves"]
@@ -288,7 +288,7 @@ def run_compare(out: str | Path = "runs/compare", *, recipe: dict | None = None,
     if train_images is not None:
         base["data"]["train_subset"] = train_images
     base = apply_overrides(base, list(overrides or []))
-    config_from_dict(base)  # bad --set keys or values fail now, not after the first arm
+    load_config(None, None, **base)  # bad --set keys or values fail now, not after the first arm
     res = sorted(base["train"]["resolutions"], reverse=True)
     lo, hi = base["model"]["width_range"]
     singles = singles or [(hi, res[0]), (round((lo + hi) / 2, 2), res[len(res) // 2]), (lo, res[-1])]

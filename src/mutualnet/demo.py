@@ -22,7 +22,7 @@ from .errors import MutualNetError
 from .search import QueryTable, search_checkpoint
 from .search.plot import plot_tables
 from .train import train
-from .train.config import apply_overrides, config_from_dict
+from .train.config import load_config
 
 __all__ = ["DEMO_RECIPE", "DemoResult", "run_demo", "run_pipeline", "make_recipe", "format_table",
            "training_finished"]
@@ -110,9 +110,8 @@ def run_pipeline(recipe: dict, out: str | Path, *, overrides: list[str] | None =
     """
     out = Path(out)
     run_dir, search_dir = out / "train", out / search_name
-    data = apply_overrides(_deep_copy(recipe), [f"run.out={run_dir}", f"run.progress={str(progress).lower()}"]
-                           + ([f"run.threads={threads}"] if threads else []) + list(overrides or []))
-    cfg = config_from_dict(data)
+    cfg = load_config(None, [f"run.out={run_dir}", f"run.progress={str(progress).lower()}"]
+                      + ([f"run.threads={threads}"] if threads else []) + list(overrides or []), **_deep_copy(recipe))
     last = run_dir / "last.pt"
     if last.exists():
         if not training_finished(last):

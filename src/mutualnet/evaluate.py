@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from .data.transforms import model_resize, resize_batch
+from .data.preprocess import model_preprocessing
+from .data.transforms import resize_batch
 from .errors import MutualNetError
 from .layers import Resolution, use_config
 
@@ -22,16 +23,16 @@ __all__ = ["evaluate", "hits"]
 def hits(model: nn.Module, batches: Iterable, width: float, resolution: Resolution, *,
          device: torch.device | str | None = None, autocast: contextlib.AbstractContextManager | None = None,
          max_batches: int | None = None, channels_last: bool = False,
-         resize: str | None = None, depth: int | None = None) -> tuple[Tensor, Tensor, float]:
+         depth: int | None = None) -> tuple[Tensor, Tensor, float]:
     """The one evaluation loop: per-image top-1 and top-5 hits (bool, in order) and the summed cross-entropy.
 
     Each batch ``(images, labels)`` is resized to ``resolution`` on the device (the paper's test-time
-    recipe) and run at (``width``, ``resolution``, ``depth``: None is the full depth); the model's configuration
-    and mode are restored after.
+    recipe, in the resize mode of the model's preprocessing record) and run at (``width``, ``resolution``,
+    ``depth``: None is the full depth); the model's configuration and mode are restored after.
     :func:`evaluate` sums them; the search's successive halving compares configurations image by image.
     """
     dev = torch.device(device) if device is not None else next(model.parameters()).device
-    resize = model_resize(model, resize)
+    mode = model_preprocessing(model).resize
     was_training = model.training
     model.eval()
     h1, h5, loss = [], [], torch.zeros((), dtype=torch.float64, device=dev)
@@ -44,7 +45,7 @@ def hits(model: nn.Module, batches: Iterable, width: float, resolution: Resoluti
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with autocast or contextlib.nullcontext():
-                    logits = model(resize_batch(x, resolution, resize)).float()
+                    logits = model(resize_batch(x, resolution, mode)).float()
                 hit = logits.topk(min(5, logits.shape[1]), dim=1).indices == y[:, None]
                 h1.append(hit[:, 0])
                 h5.append(hit.any(1))
@@ -59,8 +60,7 @@ def hits(model: nn.Module, batches: Iterable, width: float, resolution: Resoluti
 def evaluate(model: nn.Module, data: tuple[Tensor, Tensor] | DataLoader, width: float, resolution: Resolution,
              device: torch.device | str | None = None, *, batch_size: int = 200,
              autocast: contextlib.AbstractContextManager | None = None, max_batches: int | None = None,
-             distributed: bool = False, channels_last: bool = False, resize: str | None = None,
-             depth: int | None = None) -> dict:
+             distributed: bool = False, channels_last: bool = False, depth: int | None = None) -> dict:
     """Top-1 / top-5 accuracy (%), mean cross-entropy and image count of ``model`` at (``width``, ``resolution``).
 
     Args:
@@ -72,7 +72,6 @@ def evaluate(model: nn.Module, data: tuple[Tensor, Tensor] | DataLoader, width: 
         max_batches: Stop after this many batches (a quick look during training).
         distributed: Sum the counts over all processes (each evaluates its own shard).
         channels_last: Feed channels-last inputs (as the model was trained).
-        resize: How batches are brought to ``resolution`` (None: the mode recorded on the model).
         depth: Blocks each elastic stage runs (None: full depth).
 
     Returns:
@@ -85,7 +84,7 @@ def evaluate(model: nn.Module, data: tuple[Tensor, Tensor] | DataLoader, width: 
     else:
         batches = data
     h1, h5, loss = hits(model, batches, width, resolution, device=dev, autocast=autocast, max_batches=max_batches,
-                        channels_last=channels_last, resize=resize, depth=depth)
+                        channels_last=channels_last, depth=depth)
     sums = torch.tensor([float(h1.sum()), float(h5.sum()), loss, float(len(h1))], dtype=torch.float64, device=dev)
     if distributed and dist.is_available() and dist.is_initialized():
         dist.all_reduce(sums)

@@ -68,16 +68,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     require("coco", "detection")
-    from ..detection import load_config, resume_config, train_detector
+    from ..detection import DetectionConfig, resume_config, train_detector
+    from ..train import load_config
 
     if args.resume:
         cfg = resume_config(args.resume, args.set)
         run = train_detector(cfg, resume=args.resume)
         print(f"resumed and trained to {run / 'last.pt'}")
         return 0
-    cfg = load_config(args.config, args.set, annotations=args.annotations, images=args.images, backbone=args.backbone,
-                      out=args.out, init=args.init, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      device=args.device)
+    cfg = load_config(args.config, args.set, schema=DetectionConfig, annotations=args.annotations, images=args.images,
+                      backbone=args.backbone, out=args.out, init=args.init, epochs=args.epochs,
+                      batch_size=args.batch_size, lr=args.lr, device=args.device)
     run = train_detector(cfg)
     print(f"trained {cfg.backbone} Mask R-CNN, widths {list(cfg.width_range)}, scales {cfg.scales}: {run / 'last.pt'}")
     return 0

@@ -1,7 +1,7 @@
 """Datasets and transforms: ImageNet-style folders, CIFAR-10/100, Fashion-MNIST, synthetic."""
 
 from .datasets import DATASETS, FASHION_MNIST_ROOT, DatasetInfo, build_dataset, dataset_info, random_subset
-from .preprocess import Preprocessing, artefact_meta, preprocessing_for, preprocessing_of
+from .preprocess import Preprocessing, model_preprocessing, preprocessing_for
 from .synthetic import SyntheticImages
 from .transforms import (
     DEFAULT_RESIZE,
@@ -16,5 +16,5 @@ from .transforms import (
 
 __all__ = ["DATASETS", "FASHION_MNIST_ROOT", "DatasetInfo", "build_dataset", "dataset_info", "random_subset",
            "SyntheticImages", "TensorImages", "IMAGENET_MEAN", "IMAGENET_STD", "eval_transform", "train_transform",
-           "resize_batch", "Preprocessing", "preprocessing_for", "preprocessing_of", "artefact_meta", "RESIZE_MODES",
-           "DEFAULT_RESIZE"]
+           "resize_batch", "Preprocessing", "preprocessing_for", "model_preprocessing",
+           "RESIZE_MODES", "DEFAULT_RESIZE"]

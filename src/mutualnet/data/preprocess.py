@@ -1,10 +1,12 @@
-"""How an image becomes a model's input, recorded once and carried by every artefact.
+"""How an image becomes a model's input: one typed record, carried by the model and stored once per artefact.
 
 A checkpoint, a query table, an exported network and ``calibrated.pt`` are only usable on their own
-if they say how images were normalised and sized during training; otherwise a user feeding raw
-``[0, 1]`` tensors gets confident nonsense. :class:`Preprocessing` is that record: it is written into
-the ``meta`` of every artefact (``meta["preprocessing"]``) beside the class names
-(``meta["class_names"]``), and it rebuilds the evaluation transform.
+if they say how images were normalised and sized during training, and MutualNet makes every lower
+resolution by resizing one crop, so calibration, evaluation, search and deployment must also resize as
+training did. :class:`Preprocessing` is that record (as timm's ``pretrained_cfg`` is): the model carries it
+as ``model.preprocessing`` (set by the trainer, :func:`mutualnet.checkpoint.model_from_checkpoint` and the
+released-weight converter), a checkpoint stores it once as ``meta["preprocessing"]``, and every stage reads
+the resize mode and input size from it (:func:`model_preprocessing`) rather than taking them as arguments.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .transforms import DEFAULT_RESIZE, IMAGENET_MEAN, IMAGENET_STD, eval_transform
+from ..errors import MutualNetError
+from ..validate import check_float, check_pixels
+from .transforms import DEFAULT_RESIZE, IMAGENET_MEAN, IMAGENET_STD, check_resize, eval_transform
 
-__all__ = ["Preprocessing", "DATASET_STATS", "GIVEN", "preprocessing_for", "preprocessing_of", "artefact_meta",
-           "class_names_of", "normalisation_of"]
+__all__ = ["Preprocessing", "DATASET_STATS", "GIVEN", "preprocessing_for", "model_preprocessing", "class_names_of",
+           "normalisation_of"]
 
 GIVEN = "python"  # the dataset name of datasets given as objects (mutualnet.train.fit): their own transforms
 
@@ -37,8 +41,9 @@ class Preprocessing:
     """The evaluation preprocessing of a model: ``(x / 255 - mean) / std`` at ``input_size`` pixels.
 
     Photos are resized (short side ``input_size / resize_ratio``) and centre-cropped to ``input_size``;
-    lower test-time resolutions are made by resizing that crop with ``resize`` (``data.resize``), as in
-    training.
+    lower resolutions are made by resizing that crop with ``resize`` (``data.resize``), in training, BN
+    calibration, evaluation and deployment alike. Values are checked when the record is made, so a
+    malformed checkpoint entry is one clear error.
     """
 
     mean: tuple[float, ...] = IMAGENET_MEAN  # per channel, of [0, 1] images
@@ -48,8 +53,17 @@ class Preprocessing:
     resize: str = DEFAULT_RESIZE  # how the crop becomes a lower resolution (RESIZE_MODES, see resize_batch)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
-        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        if not isinstance(self.mean, (list, tuple)) or not isinstance(self.std, (list, tuple)) \
+                or not self.mean or len(self.mean) != len(self.std):
+            raise MutualNetError(f"preprocessing mean and std must be lists of one number per channel, got "
+                                 f"{self.mean!r} and {self.std!r}")
+        object.__setattr__(self, "mean", tuple(check_float(m, "preprocessing mean") for m in self.mean))
+        object.__setattr__(self, "std", tuple(check_float(s, "preprocessing std", 0, lo_open=True)
+                                              for s in self.std))
+        object.__setattr__(self, "input_size", check_pixels(self.input_size, "preprocessing input_size"))
+        object.__setattr__(self, "resize_ratio", check_float(self.resize_ratio, "preprocessing resize_ratio", 0, 1,
+                                                             lo_open=True))
+        check_resize(self.resize)
 
     @property
     def in_chans(self) -> int:
@@ -78,16 +92,27 @@ class Preprocessing:
 
 
 def preprocessing_for(dataset: str, input_size: int, resize_ratio: float = 0.875, in_chans: int = 3,
-                      resize: str = DEFAULT_RESIZE) -> Preprocessing:
+                      resize: str = DEFAULT_RESIZE, *, given: Any = None) -> Preprocessing:
     """The preprocessing :func:`mutualnet.data.build_dataset` applies to ``dataset``.
 
-    The synthetic dataset is generated already normalised (mean 0, std 1 per channel).
+    The synthetic dataset is generated already normalised (mean 0, std 1 per channel). A dataset given as an
+    object (``dataset`` :data:`GIVEN`, the object as ``given``) records the normalisation of its own transform
+    (:func:`normalisation_of`); its images are taken at their size (``input_size``), not cropped.
     """
+    if dataset == GIVEN:
+        return Preprocessing(*normalisation_of(given, in_chans), input_size, 1.0, resize)
     if dataset == "synthetic":
         mean, std = (0.0,) * in_chans, (1.0,) * in_chans
     else:
         mean, std = DATASET_STATS.get(dataset, (IMAGENET_MEAN, IMAGENET_STD))
-    return Preprocessing(mean, std, int(input_size), float(resize_ratio), resize)
+    return Preprocessing(mean, std, input_size, resize_ratio, resize)
+
+
+def model_preprocessing(model: object) -> Preprocessing:
+    """The record ``model`` carries (``model.preprocessing``); a model built by hand carries none and gets the
+    default (ImageNet statistics, antialiased resizing, the only mode before the setting existed)."""
+    pp = getattr(model, "preprocessing", None)
+    return pp if isinstance(pp, Preprocessing) else Preprocessing()
 
 
 def class_names_of(dataset: Any) -> list[str] | None:
@@ -112,40 +137,3 @@ def normalisation_of(dataset: Any, in_chans: int) -> tuple[tuple[float, ...], tu
             return tuple(mean * in_chans if len(mean) == 1 else mean), tuple(std * in_chans if len(std) == 1 else std)
         todo += list(getattr(t, "transforms", None) or [])
     return (0.0,) * in_chans, (1.0,) * in_chans
-
-
-def artefact_meta(dataset: Any, name: str, input_size: int, resize_ratio: float = 0.875, in_chans: int = 3,
-                  resize: str = DEFAULT_RESIZE) -> dict:
-    """``{"preprocessing": ..., "class_names": ...}`` for the meta of a checkpoint trained on ``dataset``.
-
-    A dataset given as an object (``name`` :data:`GIVEN`) records the normalisation of its own transform
-    (:func:`normalisation_of`); its images are taken at their size (``input_size``), not cropped.
-    """
-    if name == GIVEN:
-        pp = Preprocessing(*normalisation_of(dataset, in_chans), int(input_size), 1.0, resize)
-    else:
-        pp = preprocessing_for(name, input_size, resize_ratio, in_chans, resize)
-    meta: dict[str, Any] = {"preprocessing": pp.to_dict()}
-    names = class_names_of(dataset)
-    if names:
-        meta["class_names"] = names
-    return meta
-
-
-def preprocessing_of(meta: dict) -> Preprocessing:
-    """The preprocessing an artefact's ``meta`` records; for older or converted checkpoints, what it implies.
-
-    Order: ``meta["preprocessing"]``; else the statistics of ``meta["dataset"]["name"]`` at its
-    ``input_size`` (or the highest of ``meta["resolutions"]``); else ImageNet's at 224 px.
-    """
-    meta = meta or {}
-    resize = meta.get("resize") or DEFAULT_RESIZE  # checkpoints record it beside the rest (data.resize)
-    recorded = Preprocessing.from_dict(meta.get("preprocessing"))
-    if recorded is not None:
-        return recorded if "resize" in meta["preprocessing"] else dataclasses.replace(recorded, resize=resize)
-    ds = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {}
-    size = ds.get("input_size") or max(meta.get("resolutions") or [224])
-    if ds.get("mean") is not None and ds.get("std") is not None:
-        return Preprocessing(tuple(ds["mean"]), tuple(ds["std"]), int(size), resize=resize)
-    return preprocessing_for(ds.get("name") or "imagefolder", int(size), in_chans=int(ds.get("in_chans") or 3),
-                             resize=resize)

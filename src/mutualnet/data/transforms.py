@@ -20,7 +20,7 @@ from ..errors import MutualNetError
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "IMAGENET_PCA_EIGVAL", "IMAGENET_PCA_EIGVEC", "Lighting",
            "train_transform", "eval_transform", "TensorImages", "resize_uint8", "resize_batch", "RESIZE_MODES",
-           "DEFAULT_RESIZE", "PADDING_MODES", "check_resize", "model_resize"]
+           "DEFAULT_RESIZE", "PADDING_MODES", "check_resize"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -192,7 +192,7 @@ def check_resize(mode: str) -> str:
     """``mode`` if it is one of :data:`RESIZE_MODES`, else a :class:`MutualNetError` listing them."""
     if mode not in RESIZE_MODES:
         raise MutualNetError(f"unknown resize mode {mode!r}; choose one of {', '.join(RESIZE_MODES)} "
-                             "(data.resize / the checkpoint's meta 'resize')")
+                             "(data.resize / the checkpoint's meta 'preprocessing')")
     return mode
 
 
@@ -201,7 +201,7 @@ def resize_batch(images: Tensor, resolution: int, mode: str = DEFAULT_RESIZE) ->
 
     MutualNet makes every lower resolution from the same crop by resizing tensors, in training, in BN
     post-statistics and at test time, so every stage must resize the same way; this is the one function
-    that does it, and ``mode`` (recorded in each checkpoint as ``meta["resize"]``) says how:
+    that does it, and ``mode`` (the ``resize`` of the model's :class:`~mutualnet.data.Preprocessing`) says how:
 
     * ``"antialias"``: bilinear, ``align_corners=False``, antialiased (filters before downsampling, so a
       128 px input carries no aliasing). mutualnet's default for new training.
@@ -215,13 +215,3 @@ def resize_batch(images: Tensor, resolution: int, mode: str = DEFAULT_RESIZE) ->
                              antialias=False)
     return F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=False,
                          antialias=True)
-
-
-def model_resize(model: object, resize: str | None = None) -> str:
-    """The resize mode to use for ``model``: ``resize`` when given, else the one recorded on the model.
-
-    :func:`mutualnet.checkpoint.model_from_checkpoint` and the trainer set ``model.resize_mode`` from the
-    checkpoint / config, so calibration, search and deployment follow what the network was trained with;
-    a model with no record (built by hand) gets :data:`DEFAULT_RESIZE`.
-    """
-    return check_resize(resize if resize is not None else getattr(model, "resize_mode", DEFAULT_RESIZE))

@@ -23,15 +23,15 @@ from torch import Tensor, nn
 
 from ..calibrate import is_calibrated
 from ..checkpoint import load_checkpoint, model_from_checkpoint
-from ..data.preprocess import preprocessing_of
-from ..data.transforms import model_resize, resize_batch
+from ..data.preprocess import model_preprocessing
+from ..data.transforms import resize_batch
 from ..errors import MutualNetError
 from ..io import read_image
 from ..layers import config_key, get_depth, set_config, use_config
 from .cascade import Cascade, CascadeOutput, run_cascade
 from .runtime import build_runner, check_runtime
 
-__all__ = ["AdaptiveNet", "Prediction", "normalisation", "load_query_table", "measure_switch_us", "predict_files",
+__all__ = ["AdaptiveNet", "Prediction", "load_query_table", "measure_switch_us", "predict_files",
            "describe_predictions"]
 
 
@@ -42,12 +42,6 @@ class Prediction:
     confidence: float
     width: float | None = None  # the configuration that gave it (cascade mode: the step the input stopped at)
     resolution: int | None = None
-
-
-def normalisation(meta: dict) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) the checkpoint's images were normalised with (see :func:`mutualnet.data.preprocessing_of`)."""
-    pp = preprocessing_of(meta)
-    return pp.mean, pp.std
 
 
 def load_query_table(ckpt: dict, table: str | os.PathLike | None = None):
@@ -68,8 +62,8 @@ class AdaptiveNet:
     Args:
         model: A slimmable model holding calibrated statistics.
         table: A :class:`mutualnet.search.QueryTable` of its configurations.
-        meta: Checkpoint meta (class names, dataset normalisation, resolutions, resize mode; a missing
-            ``resize`` falls back to the mode recorded on ``model``).
+        meta: Checkpoint meta (its class names). How inputs are made (statistics, evaluation crop, resize
+            mode) is the model's preprocessing record (``model.preprocessing``, from its checkpoint).
         device: Where to run.
         runtime: ``eager`` runs the slimmable model (a switch is one attribute write); ``torchscript`` or
             ``onnxruntime`` run each configuration's exported sub-network, built on its first use and kept
@@ -88,14 +82,9 @@ class AdaptiveNet:
         self.table = table
         self.meta = dict(meta or {})
         self.device = torch.device(device)
-        if not self.meta.get("resolutions") and "preprocessing" not in self.meta:
-            self.meta["resolutions"] = [max(r["resolution"] for r in table.rows)]
-        self.preprocessing = preprocessing_of(self.meta)
-        self.mean, self.std = self.preprocessing.mean, self.preprocessing.std
-        self.resize = model_resize(model, self.meta.get("resize"))  # as in training and calibration
+        self.preprocessing = model_preprocessing(model)  # images are cropped at its input_size, then resized
         names = self.meta.get("class_names") or (self.meta.get("dataset") or {}).get("classes")
         self.class_names = list(names) if names else None
-        self.input_size = self.preprocessing.input_size  # images are cropped here, then resized (the paper's recipe)
         self.config: dict | None = None
         self.cascade: Cascade | None = None
         top = max(table.rows, key=lambda r: (r["width"], r["resolution"], r.get("depth", 0)))
@@ -202,7 +191,7 @@ class AdaptiveNet:
     def _run(self, width: float, resolution: int, images: Tensor, depth: int | None = None) -> Tensor:
         if images.dim() == 3:
             images = images.unsqueeze(0)
-        x = resize_batch(images.to(self.device, torch.float32), resolution, self.resize)
+        x = resize_batch(images.to(self.device, torch.float32), resolution, self.preprocessing.resize)
         if self.runtime == "eager":  # through the configuration's one writer: a check and three attribute writes
             with use_config(self.model, width, resolution, depth):
                 return self.model(x)

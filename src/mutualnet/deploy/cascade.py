@@ -35,7 +35,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..data.transforms import model_resize, resize_batch
+from ..data.preprocess import model_preprocessing
+from ..data.transforms import resize_batch
 from ..errors import MutualNetError
 from ..io import MAX_JSON_DEPTH, atomic_write_text, json_depth, read_json
 from ..layers import use_config
@@ -169,13 +170,13 @@ class CascadeOutput:
     stop: Tensor  # (N,) int64
 
 
-def model_runner(model: nn.Module, resize: str | None = None) -> Callable[[Step, Tensor], Tensor]:
+def model_runner(model: nn.Module) -> Callable[[Step, Tensor], Tensor]:
     """``run(step, images) -> logits`` on a slimmable model: resize to the step's resolution, run its width.
 
     ``images`` are normalised and at the evaluation crop's size, as for :func:`mutualnet.evaluate.evaluate`;
-    the resize mode is the one the model was trained with.
+    the resize mode is the one the model was trained with (its preprocessing record).
     """
-    resize = model_resize(model, resize)
+    resize = model_preprocessing(model).resize
 
     def run(step: Step, images: Tensor) -> Tensor:
         with torch.no_grad(), use_config(model, step.width, step.resolution):
@@ -230,8 +231,7 @@ class Scores:
 
 @torch.no_grad()
 def score_configs(model: nn.Module, heldout: tuple[Tensor, Tensor] | Iterable, configs: list[dict], *,
-                  batch_size: int = 200, device: torch.device | str | None = None,
-                  resize: str | None = None) -> Scores:
+                  batch_size: int = 200, device: torch.device | str | None = None) -> Scores:
     """Run each of ``configs`` (query-table rows: width, resolution, mflops) on the held-out images.
 
     Args:
@@ -245,7 +245,7 @@ def score_configs(model: nn.Module, heldout: tuple[Tensor, Tensor] | Iterable, c
     if not configs:
         raise MutualNetError("no configurations to build a cascade from")
     dev = torch.device(device) if device is not None else next(model.parameters()).device
-    run = model_runner(model, resize)
+    run = model_runner(model)
     steps = [Step(float(c["width"]), int(c["resolution"]), 0.0, float(c["mflops"])) for c in configs]
     if isinstance(heldout, tuple):
         images, labels = heldout
@@ -411,15 +411,16 @@ class _Resized(nn.Module):
         return self.net(resize_batch(x, self.resolution, self.mode))
 
 
-def export_cascade(model: nn.Module, cascade: Cascade, out: str | os.PathLike, *, preprocessing,
+def export_cascade(model: nn.Module, cascade: Cascade, out: str | os.PathLike, *,
                    class_names: list[str] | None = None, fmt: str = "torchscript", atol: float = 1e-4) -> Path:
     """Write ``cascade`` as a folder that runs without mutualnet: one file per step, and ``cascade.json``.
 
     Each step is its sub-network exported as a plain network (BatchNorm folded, :func:`export_subnet`) with the
     resize to its resolution inside, so every file takes the same normalised ``input_size`` crop;
-    ``cascade.json`` holds the rule, each step's file, configuration, cost and threshold, the preprocessing
-    (mean, std, input size) and the class names. Each file is checked against the slimmable model before
-    anything is written; the folder appears whole (written beside, then renamed) or not at all.
+    ``cascade.json`` holds the rule, each step's file, configuration, cost and threshold, the model's
+    preprocessing record (mean, std, input size) and the class names. Each file is checked against the
+    slimmable model before anything is written; the folder appears whole (written beside, then renamed) or
+    not at all.
     """
     import shutil
     import tempfile
@@ -438,7 +439,8 @@ def export_cascade(model: nn.Module, cascade: Cascade, out: str | os.PathLike, *
         raise MutualNetError(f"{out} exists and is not a cascade bundle; give a new folder")
     if not out.parent.is_dir():
         raise MutualNetError(f"output folder does not exist: {out.parent}")
-    size, resize = int(preprocessing.input_size), model_resize(model)
+    preprocessing = model_preprocessing(model)
+    size, resize = preprocessing.input_size, preprocessing.resize
     x = torch.randn(2, getattr(model, "in_chans", 3), size, size, generator=torch.Generator().manual_seed(0))
     ref_run, files = model_runner(model), {}
     for i, step in enumerate(cascade.steps):
@@ -646,7 +648,6 @@ def export_checkpoint_cascade(checkpoint: str | os.PathLike, cascade: str | os.P
         The cascade, the bundle folder and its format.
     """
     from ..checkpoint import load_checkpoint, model_from_checkpoint
-    from ..data.preprocess import preprocessing_of
 
     fmt = fmt or "torchscript"
     if fmt not in BUNDLE_FORMATS:
@@ -654,9 +655,5 @@ def export_checkpoint_cascade(checkpoint: str | os.PathLike, cascade: str | os.P
     casc = Cascade.load(cascade)
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt).eval()
-    meta = ckpt.get("meta") or {}
-    if not (meta.get("preprocessing") or meta.get("resolutions")):
-        meta = {**meta, "resolutions": [max(s.resolution for s in casc.steps)]}
-    path = export_cascade(model, casc, out, preprocessing=preprocessing_of(meta), class_names=meta.get("class_names"),
-                          fmt=fmt)
+    path = export_cascade(model, casc, out, class_names=(ckpt.get("meta") or {}).get("class_names"), fmt=fmt)
     return casc, path, fmt

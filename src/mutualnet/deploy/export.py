@@ -37,7 +37,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..calibrate import calibrated_configs, is_calibrated
 from ..checkpoint import read_torch_file
-from ..data.transforms import DEFAULT_RESIZE, model_resize
+from ..data.preprocess import model_preprocessing
+from ..data.transforms import DEFAULT_RESIZE
 from ..errors import MutualNetError
 from ..extras import require
 from ..io import atomic_write_bytes
@@ -194,7 +195,7 @@ def export_subnet(model: nn.Module, width: float, resolution: int, *, fold_bn: b
                              f"outputs' scale, {tol:.3g}); this is a bug in mutualnet, please report it")
     # preprocessing a caller must reproduce: inputs at `resolution`, lower ones made with this resize mode
     net.export_info = {"width": float(width), "resolution": resolution, "folded": [list(p) for p in pairs],
-                       "resize": model_resize(model)} | ({} if depth is None else {"depth": depth})
+                       "resize": model_preprocessing(model).resize} | ({} if depth is None else {"depth": depth})
     return net, ExportCheck(max_abs_diff=diff, folded=len(pairs))
 
 
@@ -441,7 +442,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
     info = {k: meta[k] for k in ("class_names", "mode") if k in meta}
     if isinstance(meta.get("dataset"), dict):
         info["dataset"] = {k: v for k, v in meta["dataset"].items() if k != "root"}
-    info |= artefact_fields(meta, [res])  # preprocessing: crop at its input_size, then resize to `resolution`
+    info |= artefact_fields(model, meta)  # preprocessing: crop at its input_size, then resize to `resolution`
     info |= {"checkpoint": Path(checkpoint).name, "table_row": row}
     checks = save_exported(net, out, fmt, meta=info)
     prof = profile(model, width, res, depth=depth)

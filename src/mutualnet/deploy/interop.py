@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..checkpoint import read_torch_file
+from ..data.preprocess import preprocessing_for
 from ..errors import MutualNetError
 from ..layers import SlimmableBatchNorm2d, SlimmableConv2d, SlimmableLinear, config_key, set_width, width_key
 from ..models import create_model
@@ -206,7 +207,9 @@ def load_released(obj: dict | str | os.PathLike, *, arch: str | None = None,
     set_width(model, max(widths))
     model.released_widths = list(widths)
     model.uncomputed_widths = sorted(fresh)  # saved with BatchNorm's initial statistics: refused until calibrated
-    model.resize_mode = "official"  # the original code's resize (see released_checkpoint)
+    # ImageNet photos at 224 px, lower resolutions made as the original code does everywhere (InputList,
+    # ComputePostBN, test): bilinear with align_corners=True, no antialiasing
+    model.preprocessing = preprocessing_for("imagefolder", 224, resize="official")
     return model.eval()
 
 
@@ -252,15 +255,11 @@ def released_checkpoint(obj: dict | str | os.PathLike, *, arch: str | None = Non
                         widths: list[float] | None = None, source: str = "released") -> dict:
     """A mutualnet checkpoint dict (see :mod:`mutualnet.checkpoint`) holding a released model."""
     from ..checkpoint import CheckpointMeta, checkpoint_dict
-    from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-    model = load_released(obj, arch=arch, widths=widths)
-    # the original code resizes with align_corners=True bilinear (no antialias) in training, post-statistics
-    # and test: recording "official" makes calibration, search and deployment of these weights do the same
+    model = load_released(obj, arch=arch, widths=widths)  # its preprocessing record resizes as the original
     meta = CheckpointMeta(
-        mode=source, resolutions=[224, 192, 160, 128], resize="official",
-        dataset={"name": "imagefolder", "num_classes": model.num_classes, "in_chans": 3, "input_size": 224,
-                 "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        mode=source, resolutions=[224, 192, 160, 128],
+        dataset={"name": "imagefolder", "num_classes": model.num_classes, "in_chans": 3},
         extra={"released_widths": [float(width_key(w)) for w in model.released_widths],
                **({"uncomputed_widths": [float(width_key(w)) for w in model.uncomputed_widths]}
                   if model.uncomputed_widths else {})})

@@ -33,7 +33,7 @@ from ..errors import MutualNetError
 from ..io import atomic_write_text
 from ..layers import use_config
 from ..profiling import resolve_device
-from ..train.config import apply_overrides, build_dataclass, read_yaml_mapping
+from ..train.config import load_config
 from ..train.distributed import DistInfo, EpochSampler, SeededSamples
 from ..train.guard import DivergenceGuard
 from ..train.optim import build_scheduler
@@ -43,8 +43,7 @@ from ..validate import MAX_RESOLUTION, MAX_WIDTH
 from .data import CocoDetection, collate
 from .model import TASK, SlimmableMaskRCNN, build_detector, load_backbone_weights
 
-__all__ = ["DetectionConfig", "detection_step", "train_detector", "load_config",
-           "detector_checkpoint", "resume_config"]
+__all__ = ["DetectionConfig", "detection_step", "train_detector", "detector_checkpoint", "resume_config"]
 
 
 @dataclass
@@ -139,20 +138,6 @@ class DetectionConfig:
         return float(self.lr) if self.lr is not None else self.base_lr * self.batch_size / self.base_batch_size
 
 
-def load_config(path: str | None = None, overrides: list[str] | None = None, **values: Any) -> DetectionConfig:
-    """A :class:`DetectionConfig` from a YAML file, then ``values`` (non-None), then ``key=value`` overrides."""
-    raw = read_yaml_mapping(path) if path is not None else {}
-    raw.update({k: v for k, v in values.items() if v is not None})
-    apply_overrides(raw, overrides)
-    names = {f.name for f in dataclasses.fields(DetectionConfig)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise MutualNetError(f"unknown detection setting(s): {', '.join(unknown)} (known: {', '.join(sorted(names))})")
-    cfg = build_dataclass(DetectionConfig, raw)  # types checked, naming the key: `--set epochs=abc` is one line
-    cfg.validate()
-    return cfg
-
-
 def detection_step(model: SlimmableMaskRCNN, images: list, targets: list, subnets: list[SubNet], *,
                    autocast: contextlib.AbstractContextManager | None = None,
                    scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
@@ -208,7 +193,7 @@ def resume_config(path: str | Path, overrides: list[str] | None = None) -> Detec
     """The config a detection checkpoint was trained with, with ``key=value`` overrides (e.g. ``epochs=36``)."""
     ckpt = _load_train_checkpoint(path)
     config = {"width_range": ckpt["model_args"]["width_range"], **ckpt["config"]}
-    return load_config(None, overrides, **config)
+    return load_config(None, overrides, schema=DetectionConfig, **config)
 
 
 def train_detector(cfg: DetectionConfig, *, resume: str | Path | None = None, progress: bool = True) -> Path:

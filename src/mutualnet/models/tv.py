@@ -80,7 +80,8 @@ def torchvision_model(name: str, **kwargs) -> nn.Module:
 
 
 def build_tv_model(name: str, *, num_classes: int = 1000, width_range: tuple[float, float] = (0.25, 1.0),
-                   in_chans: int = 3, small_input: bool = False, **kwargs) -> SlimmedNet:
+                   in_chans: int = 3, small_input: bool = False, depth_range: tuple[int, int] | None = None,
+                   **kwargs) -> SlimmedNet:
     """torchvision's ``name`` with ``num_classes`` outputs, converted to run over ``width_range``.
 
     Args:
@@ -89,6 +90,8 @@ def build_tv_model(name: str, *, num_classes: int = 1000, width_range: tuple[flo
         width_range: ``(lo, 1.0)``.
         in_chans: Image channels; anything but 3 gets a freshly initialised stem convolution.
         small_input: Stem stride 1, for 28-32 px images (Fashion-MNIST, CIFAR).
+        depth_range: ``(lo, full)``: elastic depth over its runs of residual blocks (``slim(depth_range=)``;
+            e.g. ``(1, 2)`` for ``resnet18``, ``(1, 6)`` for ``resnet50``); None: full depth only.
         **kwargs: Passed to torchvision's builder (``weights``, ``dropout``, ``width_mult``...).
     """
     model = torchvision_model(name, num_classes=num_classes, **kwargs)
@@ -97,7 +100,7 @@ def build_tv_model(name: str, *, num_classes: int = 1000, width_range: tuple[flo
     if not any(isinstance(m, nn.Conv2d) for m in model.modules()):  # pragma: no cover - every tv model has one
         raise MutualNetError(f"tv/{name} has no convolution to slim")
     return slim(model, width_range, input_size=_INPUT_SIZE.get(name, 224), in_chans=in_chans,
-                fixed=_FIXED.get(name, ()))
+                fixed=_FIXED.get(name, ()), depth_range=depth_range)
 
 
 register_prefix(PREFIX, names=tv_model_names, info=_info, build=build_tv_model, listed=tv_convertible_names)

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from ..calibrate import calibrate, load_images
 from ..checkpoint import atomic_save
 from ..data.datasets import random_subset
-from ..data.transforms import model_resize
+from ..data.preprocess import model_preprocessing
 from ..errors import MutualNetError
 from ..evaluate import hits
 from ..io import read_json, read_torch_file
@@ -406,8 +406,7 @@ class _Images:
 
 
 def measure_config(model: nn.Module, plan: SearchPlan, config: tuple[float, int, int | None], images: _Images,
-                   state: _State, *, device: torch.device, resize: str, threads: int | None = None,
-                   upto: int | None = None) -> bool:
+                   state: _State, *, device: torch.device, threads: int | None = None, upto: int | None = None) -> bool:
     """One configuration of the search: make sure ``config`` (width, resolution, depth) is calibrated and
     validated on the first ``upto`` validation images (None: all), and commit its row and statistics.
 
@@ -425,7 +424,7 @@ def measure_config(model: nn.Module, plan: SearchPlan, config: tuple[float, int,
     new = row is None
     if new:
         res = calibrate(model, calib, w, r, num_images=plan.calib_images, batch_size=plan.calib_batch_size,
-                        device=device, resize=resize, depth=d, tol=plan.calib_tol)
+                        device=device, depth=d, tol=plan.calib_tol)
         timing["calib_s"] += res.seconds
         timing["calib_images"] += res.num_images
         t1 = time.perf_counter()
@@ -442,8 +441,7 @@ def measure_config(model: nn.Module, plan: SearchPlan, config: tuple[float, int,
             row["depth"] = d
     have = state.hits.get(config, (torch.zeros(0, dtype=torch.bool),) * 2)
     t0 = time.perf_counter()
-    more = hits(model, _batches(val, plan.batch_size, len(have[0]), upto), w, r, device=device, resize=resize,
-                depth=d)
+    more = hits(model, _batches(val, plan.batch_size, len(have[0]), upto), w, r, device=device, depth=d)
     timing["eval_s"] += time.perf_counter() - t0
     timing["val_images_evaluated"] += len(more[0])
     h1, h5 = torch.cat([have[0], more[0]]), torch.cat([have[1], more[1]])
@@ -484,7 +482,7 @@ def _halve(plan: SearchPlan, configs: list[tuple], state: _State, n_all: int,
 def build_query_table(model: nn.Module, val_data: DataSpec, calib_data: DataSpec, plan: SearchPlan | None = None, *,
                       device: str = "cpu", threads: int | None = None, state_dir: str | Path | None = None,
                       meta: dict | None = None, num_workers: int = 0, cache_bytes: int = 2 * 2**30,
-                      progress: bool = True, resize: str | None = None, **what: Any) -> QueryTable:
+                      progress: bool = True, **what: Any) -> QueryTable:
     """Calibrate and evaluate every (width, resolution[, depth]) of ``plan``; the model keeps every configuration's
     BN statistics.
 
@@ -509,8 +507,9 @@ def build_query_table(model: nn.Module, val_data: DataSpec, calib_data: DataSpec
         num_workers: loader workers.
         cache_bytes: keep decoded validation images in memory up to this size (float16).
         progress: show a tqdm bar over configurations.
-        resize: how lower resolutions are made (``"antialias"`` / ``"official"``) for calibration and
-            evaluation; None: the mode recorded on the model (its checkpoint's). Recorded in the table's meta.
+
+    Lower resolutions are made as the model's preprocessing record says (its resize mode), in calibration and
+    evaluation alike; the mode is recorded in the table's meta.
     """
     if plan is None:
         plan = SearchPlan.of(model, **what)
@@ -523,7 +522,7 @@ def build_query_table(model: nn.Module, val_data: DataSpec, calib_data: DataSpec
     dev = resolve_device(device)
     if threads is not None:
         torch.set_num_threads(threads)
-    resize = model_resize(model, resize)
+    resize = model_preprocessing(model).resize  # how calibration and evaluation make lower resolutions
     model.to(dev).eval()
     meta = dict(meta or {})
     state = _State(Path(state_dir) if state_dir is not None else None,
@@ -543,7 +542,7 @@ def build_query_table(model: nn.Module, val_data: DataSpec, calib_data: DataSpec
 
     def measure(c: tuple[float, int, int | None], upto: int | None) -> bool:
         bar.set_postfix_str(f"w={c[0]:g} r={c[1]}" + ("" if c[2] is None else f" d={c[2]}"))
-        new = measure_config(model, p, c, images, state, device=dev, resize=resize, threads=threads, upto=upto)
+        new = measure_config(model, p, c, images, state, device=dev, threads=threads, upto=upto)
         bar.update(int(new))
         return new
 

@@ -2,8 +2,9 @@
 Agg backend: no display needed).
 
 One table: every configuration in grey and the Pareto frontier coloured by the resolution it picks
-(the paper's Fig. 6). Several tables: one frontier curve each (e.g. MutualNet vs US-Net vs independently
-trained networks), with error bars where rows carry the spread over seeds (``top1_std``, from
+(the paper's Fig. 6); a table with elastic depth colours every configuration by its depth instead (the frontier's
+resolution becomes the marker's shape). Several tables: one frontier curve each (e.g. MutualNet vs US-Net vs
+independently trained networks), with error bars where rows carry the spread over seeds (``top1_std``, from
 ``mutualnet compare``). The y axis is the tables' metric: top-1, or box / mask AP for detection tables.
 :func:`plot_detection_table` draws box and mask AP of a detection grid side by side, a line per width.
 """
@@ -71,7 +72,9 @@ def plot_tables(tables: list[QueryTable], labels: list[str], out: str | Path, *,
         raise MutualNetError(f"not every row of the tables has {metric!r}")
     spread = any(f"{metric}_std" in r for t in tables for r in t.rows)
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=150)
-    if len(tables) == 1:
+    if len(tables) == 1 and len({r.get("depth") for r in tables[0].rows}) > 1:
+        _by_depth(ax, tables[0], xkey, metric, cost, plt)
+    elif len(tables) == 1:
         t = tables[0]
         front = t.frontier(cost)
         ax.scatter([r[xkey] for r in t.rows], [r[metric] for r in t.rows], s=10, c="0.8",
@@ -109,6 +112,30 @@ def plot_tables(tables: list[QueryTable], labels: list[str], out: str | Path, *,
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return _save(fig, out)
+
+
+def _by_depth(ax, t: QueryTable, xkey: str, metric: str, cost: str, plt) -> None:  # noqa: ANN001
+    """A table with a depth column: every configuration and the frontier coloured by depth (blocks per stage), so
+    where shallower networks take over the frontier is visible; the frontier's points say their resolution too
+    (marker shape), as the 2-D figure's colours do."""
+    front = t.frontier(cost)
+    ax.plot([r[xkey] for r in front], [r[metric] for r in front], c="0.3", lw=1, zorder=2)
+    depths = sorted({r["depth"] for r in t.rows})
+    resolutions = sorted({r["resolution"] for r in t.rows}, reverse=True)
+    cmap, markers = plt.get_cmap("plasma", len(depths) + 1), "os^Dvp*h"
+    for i, d in enumerate(depths):
+        rows = [r for r in t.rows if r["depth"] == d]
+        ax.scatter([r[xkey] for r in rows], [r[metric] for r in rows], s=10, color=cmap(i), alpha=0.35, zorder=1,
+                   label=f"depth {d}")
+        for j, res in enumerate(resolutions):
+            pts = [r for r in front if r["depth"] == d and r["resolution"] == res]
+            if pts:
+                ax.scatter([r[xkey] for r in pts], [r[metric] for r in pts], s=34, color=cmap(i),
+                           marker=markers[j % len(markers)], edgecolors="k", linewidths=0.5, zorder=3)
+    for j, res in enumerate(resolutions):  # the shapes' key, in black
+        if any(r["resolution"] == res for r in front):
+            ax.scatter([], [], s=34, color="w", marker=markers[j % len(markers)], edgecolors="k", label=f"{res} px")
+    ax.legend(title="depth (colour), frontier px (shape)", fontsize=7, title_fontsize=7)
 
 
 def plot_detection_table(rows: list[dict], path: str | Path, title: str = "", cost: str = "mflops") -> Path:

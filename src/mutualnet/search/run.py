@@ -17,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import torch.distributed as dist
+from torch import nn
 from torch.utils.data import DataLoader
 
 from ..calibrate import CalibrationResult, calibrate, is_calibrated
@@ -27,7 +28,7 @@ from ..checkpoint import (
     model_from_checkpoint,
     save_checkpoint,
 )
-from ..data import preprocessing_of
+from ..data import model_preprocessing
 from ..data.checkpoint import data_from_checkpoint
 from ..data.datasets import random_subset
 from ..data.splits import SPLITS
@@ -83,10 +84,10 @@ class SearchResult:
                             "checkpoint": str(self.checkpoint_path)})]
 
 
-def artefact_fields(meta: dict, resolutions: list[int]) -> dict:
-    """Preprocessing and class names for a table or export, so it can be used without its checkpoint."""
-    fields = {"preprocessing": preprocessing_of(meta if meta.get("preprocessing") or meta.get("resolutions")
-                                                else {**meta, "resolutions": resolutions}).to_dict()}
+def artefact_fields(model: nn.Module, meta: dict) -> dict:
+    """The model's preprocessing record and the checkpoint's class names for a table or export, so it can be
+    used without its checkpoint."""
+    fields = {"preprocessing": model_preprocessing(model).to_dict()}
     if meta.get("class_names"):
         fields["class_names"] = list(meta["class_names"])
     return fields
@@ -185,7 +186,7 @@ def _search(checkpoint, out, dist_info, *, dataset, data_root, workers, seed, wi
     ckpt_meta = dict(ckpt.get("meta") or {})
     meta = {"model": ckpt["model_name"], "model_args": ckpt["model_args"], "checkpoint": os.path.abspath(checkpoint),
             "mode": ckpt_meta.get("mode"), "dataset": data.info, "split": split,
-            **artefact_fields(ckpt_meta, resolutions)}
+            **artefact_fields(model, ckpt_meta)}
     t0 = time.perf_counter()
 
     def build(state_dir: Path, shard: tuple[int, int] | None) -> QueryTable:

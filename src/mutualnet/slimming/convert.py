@@ -62,6 +62,8 @@ class SlimmedNet(SlimmableNet):
     def forward_stages(self, x: Tensor) -> list[Tensor]:
         """The last feature map at each spatial reduction (what a detection neck reads)."""
         self._check_input(x)
+        if self.slim_state.depth is not None:  # the stage graph is traced through every block
+            raise MutualNetError("the stage outputs of a converted network are read at full depth only")
         names = [name for name, _, _ in self.slim_plan.stages]
         gm = _stage_module(self, names)
         out = gm(x)
@@ -272,8 +274,8 @@ def _probe_min_resolution(model: nn.Module, in_chans: int, upper: int) -> int:
 
 
 def slim(model: nn.Module, width_range: tuple[float, float] = (0.25, 1.0), *, input_size: int = 224,
-         in_chans: int | None = None, fixed: tuple[str, ...] | list[str] = (), output: str | int | None = None
-         ) -> SlimmedNet:
+         in_chans: int | None = None, fixed: tuple[str, ...] | list[str] = (), output: str | int | None = None,
+         depth_range: tuple[int, int] | None = None) -> SlimmedNet:
     """Turn ``model`` into a slimmable network (in place) and return it.
 
     Args:
@@ -286,6 +288,10 @@ def slim(model: nn.Module, width_range: tuple[float, float] = (0.25, 1.0), *, in
         output: For a model returning several outputs (a tuple, a dict: torchvision's segmentation models return
             ``{"out": ..., "aux": ...}``), the key or position of the one the converted model returns, which
             training, search and export then use.
+        depth_range: ``(lo, full)``: also make depth elastic (opt-in; :mod:`mutualnet.slimming.depth`): in every
+            ``nn.Sequential``, a run of residual blocks of unchanged shape is a stage that runs its first ``d``
+            blocks at depth ``d``; ``full`` must be the longest stage's number of blocks (the error says it).
+            None: full depth only, as before.
 
     Returns:
         The same object, now an instance of ``Slimmed<Class>``: ``set_width``, ``width_range``,
@@ -300,6 +306,8 @@ def slim(model: nn.Module, width_range: tuple[float, float] = (0.25, 1.0), *, in
     if not math.isclose(hi, 1.0):
         raise MutualNetError(f"a converted network is slimmed from its own width: width_range must end at 1.0, "
                              f"got {hi:g}")
+    if depth_range is not None and (not isinstance(depth_range, list | tuple) or len(depth_range) != 2):
+        raise MutualNetError(f"depth_range must be (lo, full depth), got {depth_range!r}")
     if isinstance(model, SlimmedNet) or any(is_slimmable(m) for m in model.modules()):
         raise MutualNetError(f"{type(model).__name__} already has slimmable layers")
     _check_own_attributes(model)
@@ -338,7 +346,25 @@ def slim(model: nn.Module, width_range: tuple[float, float] = (0.25, 1.0), *, in
             setattr(model, name, value)
     model.min_resolution = _probe_min_resolution(model, in_chans, input_size)
     plan.output = _check_output(model, example, output)
+    if depth_range is not None:
+        _elastic_depth(model, example[:1], depth_range)
     return model
+
+
+def _elastic_depth(model: SlimmedNet, example: Tensor, depth_range: tuple[int, int]) -> None:
+    """``slim(depth_range=...)``: the elastic stages, the checked range, every stage bound to the model's state."""
+    from ..models._base import _depth_range
+    from .depth import make_depth_elastic
+
+    full = make_depth_elastic(model, example)
+    if full is None:
+        raise MutualNetError(f"cannot make {model._slim_base.__name__}'s depth elastic: no nn.Sequential of it holds "
+                             "a run of residual blocks of unchanged shape")
+    try:
+        model.depth_range = _depth_range(tuple(depth_range), full)
+    except ValueError as e:
+        raise MutualNetError(str(e)) from None
+    bind_state(model, model.slim_state)
 
 
 def _check_output(model: SlimmedNet, example: Tensor, output: str | int | None) -> str | int | None:

@@ -138,7 +138,8 @@ class RunConfig:
     max_steps: int | None = None  # stop after this many iterations (the schedule still spans all epochs)
     sync_bn: bool = False  # distributed: batch statistics over all processes
     threads: int | None = None  # torch CPU threads (None: torch's, or the free cores if OpenMP spins; threads.py)
-    compile: bool = False  # torch.compile the step, one graph per distinct sub-network (mutualnet.train.compiled)
+    compile: bool | str = False  # torch.compile the step, one graph per distinct sub-network (train.compiled);
+    # auto: compile when the planned iterations exceed the measured break-even (train.compiled.AutoCompile)
     compile_backend: str = "inductor"  # inductor (fused kernels) | aot_eager (graph capture only, for checks)
 
 
@@ -354,10 +355,18 @@ def read_yaml_mapping(path: str | os.PathLike, what: str = "a mapping of setting
     return data
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML recipe (or start from the defaults when ``path`` is None) and apply overrides."""
-    data = read_yaml_mapping(path, "a mapping of sections (model, data, train, optim, run)") if path else {}
-    return config_from_dict(apply_overrides(data, overrides))
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None, *,
+                schema: type = TrainConfig, **values: Any) -> Any:
+    """The one config loader: a YAML file (None: the defaults), then ``values`` that are not None (flags, a
+    checkpoint's stored config), then ``key=value`` overrides, type-checked into the dataclass ``schema``
+    (training's :class:`TrainConfig`, detection's ``DetectionConfig``; its ``validate()``, if any, runs)."""
+    data = read_yaml_mapping(path, "a mapping of settings" if schema is not TrainConfig
+                             else "a mapping of sections (model, data, train, optim, run)") if path else {}
+    data.update({k: v for k, v in values.items() if v is not None})
+    cfg = _build(schema, apply_overrides(data, overrides), "")
+    if callable(getattr(cfg, "validate", None)):
+        cfg.validate()
+    return cfg
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
@@ -461,6 +470,7 @@ def resolve(cfg: TrainConfig, dataset: dict | None = None, defaults: ModelInfo |
         (r.save_every >= 0 and r.val_every >= 0 and r.log_every >= 1, "run: save_every/val_every >= 0, "
                                                                       "log_every >= 1"),
         (r.max_steps is None or r.max_steps >= 1, "run.max_steps must be positive"),
+        (r.compile in (True, False, "auto"), f"run.compile must be true, false or auto, got {r.compile!r}"),
         (r.compile_backend in ("inductor", "aot_eager"),
          f"run.compile_backend must be inductor or aot_eager, got {r.compile_backend!r}"),
         (d.decoder in ("torchvision", "pil"), f"data.decoder must be torchvision or pil, got {d.decoder!r}"),

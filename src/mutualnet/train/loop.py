@@ -39,13 +39,13 @@ from ..layers import SlimmableBatchNorm2d, check_depth, config_key, zero_init_re
 from ..models import create_model
 from ..models.tv import small_input_hint
 from ..threads import training_threads
-from .compiled import CompiledModel
+from .compiled import AutoCompile, CompiledModel
 from .config import (
     SINGLE_NETWORK_MODES,
     TrainConfig,
     apply_overrides,
-    config_from_dict,
     config_to_dict,
+    load_config,
     resolve,
     save_config,
 )
@@ -106,11 +106,12 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
                     state: TrainState, *, cfg: TrainConfig, device: torch.device, info: DistInfo,
                     sampler_gen: torch.Generator, steps_per_epoch: int, log: MetricsLog | None,
                     checkpointer: Checkpointer, guard: DivergenceGuard,
-                    compiled: CompiledModel | None = None) -> EpochResult:
+                    compiled: CompiledModel | AutoCompile | None = None) -> EpochResult:
     """Run the rest of epoch ``state.epoch`` (``finished`` False when ``run.max_steps`` stopped it early).
 
     ``state`` is updated in place after every iteration; ``last.pt`` is written every ``run.save_every``;
-    ``guard`` stops a diverging run before its weights are saved; ``compiled`` (``run.compile``) runs the step.
+    ``guard`` stops a diverging run before its weights are saved; ``compiled`` (``run.compile``) runs the step
+    (``run.compile: auto``: an :class:`AutoCompile` that times the first eager steps and decides).
     """
     result = EpochResult()
     t, r = cfg.train, cfg.run
@@ -133,15 +134,19 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         elastic = state.step >= t.full_depth_epochs * steps_per_epoch  # progressive shrinking: full depth first
         subnets = sample_subnets(t.mode, cfg.model.width_range, t.resolutions, t.num_subnets, sampler_gen,
                                  depth_range=cfg.model.depth_range if elastic else None)
-        step_model = compiled or model
+        auto = compiled if isinstance(compiled, AutoCompile) else None
+        step_model = (auto.step_model() if auto is not None else compiled) or model
         if step_model is not model:  # compiled: the same networks, a finite number of graphs
             subnets = step_model.snap_subnets(subnets)
         optimizer.zero_grad(set_to_none=True)
+        started = time.perf_counter()
         losses = train_step(step_model, images, labels, subnets, label_smoothing=t.label_smoothing,
                             temperature=t.temperature, autocast=autocast, scaler=scaler, resize=cfg.data.resize,
                             distill=distill, regularize=t.regularize)
         losses = all_reduce_mean(losses, info)
         total = float(losses.sum())
+        if auto is not None and (said := auto.observe(time.perf_counter() - started)) and info.is_main:
+            tqdm.write(said)
         why = guard.check(total)
         if why:
             bar.close()
@@ -205,7 +210,7 @@ def resume_config(path: str | Path, overrides: list[str] | None = None) -> Train
     changes = check_resume_changes(saved, data)
     if changes:
         print("resuming with changed settings: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
-    return config_from_dict(data)
+    return load_config(None, None, **data)  # the one loader: checked as a fresh recipe is
 
 
 def _load_train_checkpoint(path: str | Path) -> dict:
@@ -286,7 +291,6 @@ def build_model(cfg: TrainConfig, device: torch.device, info: DistInfo, *, pretr
     model = given if given is not None else create_model(m.name, num_classes=m.num_classes,
                                                          width_range=tuple(m.width_range), depth_range=depth_range,
                                                          **m.args)
-    model.resize_mode = cfg.data.resize  # calibration and evaluation resize as training does
     if m.zero_init_residual and not zero_init_residual(model):
         raise MutualNetError(f"model.zero_init_residual: {m.name} has no residual blocks; leave the setting off")
     if t.regularize == "widest" and not dropout_modules(model):
@@ -349,7 +353,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, *, model: nn.Modul
     The run folder holds ``config.yaml`` (resolved), ``metrics.jsonl``, ``last.pt``, ``best.pt`` and
     ``tb/`` (TensorBoard). Under ``torchrun`` every process calls this; rank 0 writes the files.
     """
-    from ..data import artefact_meta, dataset_info
+    from ..data import dataset_info, preprocessing_for
+    from ..data.preprocess import class_names_of
 
     if (model is None) != (data is None):
         raise MutualNetError("train: give a model object and dataset objects together (mutualnet.train.fit), "
@@ -389,6 +394,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, *, model: nn.Modul
         np.random.seed(r.seed)
         given, data = data, build_data(cfg, data_info, info, device, data)
         model = build_model(cfg, device, info, pretrained=ckpt is None, given=model)
+        # the one record of how inputs are made: calibration, evaluation and the checkpoints read it
+        model.preprocessing = preprocessing_for(data_info.name, d.input_size, d.val_resize_ratio, model.in_chans,
+                                                d.resize, given=data.train_set)
         optimizer = build_optimizer(model, o.lr, o.momentum, o.nesterov, o.weight_decay, o.decay_all)
         scheduler = build_scheduler(optimizer, t.epochs * data.steps_per_epoch,
                                     round(o.warmup_epochs * data.steps_per_epoch), o.min_lr)
@@ -412,14 +420,13 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, *, model: nn.Modul
             log = MetricsLog(run_dir, csv_files=r.csv, tensorboard=r.tensorboard,
                              resume_step=state.step if ckpt is not None else None)
         meta = CheckpointMeta.from_dict({
-            "mode": t.mode, "resolutions": list(t.resolutions), "epochs": t.epochs, "resize": d.resize,
+            "mode": t.mode, "resolutions": list(t.resolutions), "epochs": t.epochs,
             "num_subnets": t.num_subnets if t.mode not in SINGLE_NETWORK_MODES else 1,
             "dataset": {"name": None if given is not None else data_info.name, "root": d.root,
-                        "num_classes": cfg.model.num_classes,
-                        "in_chans": model.in_chans, "input_size": d.input_size,
+                        "num_classes": cfg.model.num_classes, "in_chans": model.in_chans,
                         **({"holdout": d.holdout} if d.holdout else {})},
-            **artefact_meta(data.train_set, data_info.name, d.input_size, d.val_resize_ratio, model.in_chans,
-                            d.resize)})
+            "preprocessing": model.preprocessing,
+            **({"class_names": names} if (names := class_names_of(data.train_set)) else {})})
         config = config_to_dict(cfg)
         config["model"].pop("width_range", None)  # stored once, in model_args
         config["model"].pop("depth_range", None)  # likewise (a run without elastic depth: its config as before)
@@ -428,7 +435,11 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, *, model: nn.Modul
         checkpointer = Checkpointer(run_dir, model, optimizer, scheduler, scaler, sampler_gen, info, meta=meta,
                                     config=config, steps_per_epoch=data.steps_per_epoch, clock=clock)
         guard = DivergenceGuard()
-        compiled = CompiledModel(model, backend=r.compile_backend) if r.compile else None
+        compiled = (CompiledModel(model, backend=r.compile_backend) if r.compile is True else
+                    AutoCompile(model, steps_left=clock.total_steps - state.step, num_resolutions=len(t.resolutions),
+                                device_type=device.type, backend=r.compile_backend,
+                                reduce=lambda s: float(all_reduce_mean(torch.tensor([s], device=device), info)))
+                    if r.compile == "auto" else None)
         while state.epoch < t.epochs:
             data.sampler.set_epoch(state.epoch, state.epoch_step * data.local_batch)
             result = train_one_epoch(model, data.train, optimizer, scheduler, scaler, state, cfg=cfg, device=device,
