@@ -72,8 +72,7 @@ def run_train(args: argparse.Namespace) -> int:
     from ..train import load_config
 
     if args.resume:
-        cfg = resume_config(args.resume, args.set)
-        run = train_detector(cfg, resume=args.resume)
+        run = train_detector(resume_config(args.resume, args.set), resume=args.resume)
         print(f"resumed and trained to {run / 'last.pt'}")
         return 0
     cfg = load_config(args.config, args.set, schema=DetectionConfig, annotations=args.annotations, images=args.images,
