@@ -114,15 +114,49 @@ def test_fitting_evaluates_every_threshold_combination_exactly():
                                     for j, th in zip(chain, [*t.tolist(), 0.0])))
             stop, hit = _replay(cascade, scores, chain)
             assert int(hit.sum()) == int(a) and float(cascade.cost(stop).sum()) == pytest.approx(float(c))
-    fitted = fit_cascade(scores, max_mflops=3.0, max_steps=3, grid=5)
+    fitted = fit_cascade(scores, max_mflops=3.0, max_steps=3, grid=5, ties_se=0.0)
     assert fitted.fit["mflops"] <= 3.0 and fitted.fit["target"] == {"max_mflops": 3.0}
     # nothing cheaper than it reaches its accuracy, by brute force over the same grid
-    best = fit_cascade(scores, min_top1=fitted.fit["top1"], max_steps=3, grid=5)
+    best = fit_cascade(scores, min_top1=fitted.fit["top1"], max_steps=3, grid=5, ties_se=0.0)
     assert best.fit["mflops"] <= fitted.fit["mflops"] + 1e-9 and best.fit["top1"] >= fitted.fit["top1"]
     with pytest.raises(mn.MutualNetError, match="no cascade fits 0.5 MFLOPs"):
         fit_cascade(scores, max_mflops=0.5)
     with pytest.raises(mn.MutualNetError, match="give one target"):
         fit_cascade(scores)
+
+
+def test_held_out_differences_within_their_noise_spend_the_budget():
+    """ties_se: among cascades within the budget whose held-out top-1 is within that many standard errors of the
+    best, the costliest is kept (0: the most accurate); a top-1 target needs that margin on top."""
+    from mutualnet.deploy.cascade import _chain_points
+
+    g = torch.Generator().manual_seed(3)
+    n = 400
+    correct = torch.rand(n, 3, generator=g) < torch.tensor([0.7, 0.8, 0.9])
+    conf = torch.rand(n, 3, generator=g) * 0.5 + 0.5 * correct
+    scores = Scores([(0.5, 16), (0.5, 24), (1.0, 32)], [1.0, 2.0, 8.0], conf, correct)
+    budget, z = 4.0, 1.0
+    plain = fit_cascade(scores, max_mflops=budget, grid=10, ties_se=0.0)
+    noisy = fit_cascade(scores, max_mflops=budget, grid=10, ties_se=z)
+    every = [(float(a) / n * 100, float(c) / n) for ch in [(0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2)]
+             for a, c in zip(*_chain_points(scores, ch, 10)[:2])]
+    points = [(a, c) for a, c in every if c <= budget + 1e-9]
+    top = max(a for a, _ in points)
+    assert plain.fit["top1"] == pytest.approx(top) and noisy.fit["ties_se"] == z
+    se = 100 * (top / 100 * (1 - top / 100) / n) ** 0.5
+    near = [c for a, c in points if a >= top - z * se - 1e-9]
+    assert noisy.fit["mflops"] == pytest.approx(max(near)) and noisy.fit["mflops"] <= budget
+    assert noisy.fit["mflops"] > plain.fit["mflops"] and noisy.fit["top1"] >= top - z * se - 1e-9
+    target = 100 * float(correct[:, 0].float().mean())  # the cheapest configuration alone reaches it, no margin
+    need = target + z * 100 * (target / 100 * (1 - target / 100) / n) ** 0.5
+    cheap = fit_cascade(scores, min_top1=target, grid=10, ties_se=0.0)
+    safe = fit_cascade(scores, min_top1=target, grid=10, ties_se=z)
+    assert cheap.fit["mflops"] == pytest.approx(min(c for a, c in every if a >= target - 1e-9))
+    assert safe.fit["mflops"] == pytest.approx(min(c for a, c in every if a >= need - 1e-9))
+    assert safe.fit["mflops"] > cheap.fit["mflops"]
+    assert safe.fit["top1"] >= need > cheap.fit["top1"]
+    with pytest.raises(mn.MutualNetError, match="ties_se"):
+        fit_cascade(scores, max_mflops=budget, ties_se=float("nan"))
 
 
 def test_fit_on_heldout_images_and_its_report_is_what_the_cascade_does_there(calibrated, tmp_path):
@@ -181,7 +215,10 @@ def test_benchmark_compares_cascade_time_with_its_mflops(calibrated, tmp_path, m
                                       "--runtimes", "eager"])
     runpy.run_path(str(bench / "bench_cascade.py"), run_name="__main__")
     out = capsys.readouterr().out
-    assert re.search(r"eager: cascade time / MFLOPs-predicted time = [\d.]+x", out), out
+    for kind in ("wall", "cpu"):  # the goal's ratio, and its two factors whose product it is
+        m = re.search(rf"eager {kind}: cascade time / MFLOPs-predicted time = ([\d.]+)x .* = per-step-time-predicted "
+                      r"/ MFLOPs-predicted ([\d.]+)x .* x cascade / per-step-time-predicted ([\d.]+)x", out)
+        assert m and float(m[1]) == pytest.approx(float(m[2]) * float(m[3]), rel=0.01), out
 
 
 def test_the_commands_of_docs_cascade_md_run(calibrated, tmp_path, monkeypatch, capsys):
@@ -236,6 +273,10 @@ def test_the_commands_of_docs_cascade_md_run(calibrated, tmp_path, monkeypatch, 
     assert steps.tolist() == ref.stop.tolist() and classes.tolist() == ref.logits.argmax(-1).tolist()
     assert main(["export", *argv, "--out", "m.pt", "--format", "pt"]) == 2
     assert "a cascade bundle is torchscript or onnx" in capsys.readouterr().err
+    assert cascade.fit["ties_se"] == 0.5  # the documented default
+    assert main(["cascade", "--checkpoint", "runs/demo/search/calibrated.pt", "--max-mflops", "8", "--out", "x.json",
+                 "--ties-se", "-1"]) == 2
+    assert "--ties-se" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
 
 
 def test_the_results_command_runs(calibrated, tmp_path, monkeypatch, capsys):

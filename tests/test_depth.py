@@ -175,6 +175,10 @@ def test_query_table_has_a_depth_column_and_selects_shallow_networks(tmp_path):
     from mutualnet.deploy.latency import network_groups  # latency is measured per network, depth included
 
     assert len(network_groups(model, table.rows)) == len(table)
+    from mutualnet.deploy.cascade import score_configs  # a cascade's steps have no depth: refused, not run deep
+
+    with pytest.raises(MutualNetError, match="full depth"):
+        score_configs(model, (torch.randn(2, 3, 16, 16), torch.tensor([0, 1])), [cheapest])
     table.save(tmp_path / "t.json")
     back = QueryTable.load(tmp_path / "t.json")
     assert back.rows == table.rows and "depth" in (tmp_path / "t.csv").read_text().splitlines()[0]

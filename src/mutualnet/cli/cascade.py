@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..deploy.cascade import MAX_STEPS, describe_test_report, fit_checkpoint_cascade
+from ..deploy.cascade import MAX_STEPS, TIES_SE, describe_test_report, fit_checkpoint_cascade
 from . import _args as A
 
 
@@ -33,6 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="most steps of a chosen cascade (default 3)")
     p.add_argument("--grid", type=A.int_arg(2, 1000), default=48,
                    help="threshold candidates per step: quantiles of the held-out confidences (default 48)")
+    p.add_argument("--ties-se", type=A.float_arg(0.0, 10.0), default=TIES_SE,
+                   help="held-out top-1 differences below this many standard errors count as noise: --max-mflops "
+                   "keeps the costliest cascade that close to the most accurate, --min-top1 needs the target plus "
+                   f"that margin (default {TIES_SE:g}; 0: the plain most accurate / cheapest)")
     p.add_argument("--heldout-images", type=A.positive_int, help="held-out images to fit on (default: all)")
     p.add_argument("--report-test", action="store_true", help="also run the fitted cascade on the test set")
     p.add_argument("--val-images", type=A.positive_int, help="test images for --report-test (default: all)")
@@ -47,9 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     cascade, test = fit_checkpoint_cascade(
         args.checkpoint, args.out, max_mflops=args.max_mflops, min_top1=args.min_top1, steps=args.steps,
-        table=args.table, max_steps=args.max_steps, grid=args.grid, heldout_images=args.heldout_images,
-        report_test=args.report_test, val_images=args.val_images, batch_size=args.batch_size, device=args.device,
-        dataset=args.dataset, data_root=args.data_root, workers=args.workers, seed=args.seed)
+        table=args.table, max_steps=args.max_steps, grid=args.grid, ties_se=args.ties_se,
+        heldout_images=args.heldout_images, report_test=args.report_test, val_images=args.val_images,
+        batch_size=args.batch_size, device=args.device, dataset=args.dataset, data_root=args.data_root,
+        workers=args.workers, seed=args.seed)
     if args.json:
         print(json.dumps({"cascade": cascade.to_dict(), "test": test}, indent=1))
         return 0

@@ -16,9 +16,10 @@ has paid for every step it ran (configurations share no activations), so the cos
 others run the next configuration. :func:`fit_cascade` chooses the steps among the frontier's configurations
 and the thresholds on **held-out** images (never the test set): every configuration is run once on them
 (:func:`score_configs`), then every chain of up to ``max_steps`` configurations and every threshold on a
-grid of the held-out confidences' quantiles is evaluated exactly, and the most accurate cascade within an
-average-MFLOPs budget (or the cheapest reaching a top-1) is kept, with what it measured on those images:
-expected average MFLOPs, top-1 and the share of inputs stopping at each step (``Cascade.fit``).
+grid of the held-out confidences' quantiles is evaluated exactly, and the best cascade for an average-MFLOPs
+budget (or a top-1) is kept — with held-out differences smaller than their noise not counted as evidence for
+trusting a cheap step (``ties_se``) — with what it measured on those images: expected average MFLOPs, top-1 and
+the share of inputs stopping at each step (``Cascade.fit``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ __all__ = ["RULE", "CASCADE_FORMAT", "BUNDLE_FORMAT", "BUNDLE_FORMATS", "Step", 
 RULE = "max_softmax"  # stop at a step when the maximum softmax probability is greater than its threshold
 CASCADE_FORMAT = "mutualnet-cascade"
 MAX_STEPS = 8
+TIES_SE = 0.5  # held-out top-1 differences below this many standard errors are noise (fit_cascade)
 
 
 @dataclass(frozen=True)
@@ -244,6 +246,10 @@ def score_configs(model: nn.Module, heldout: tuple[Tensor, Tensor] | Iterable, c
     """
     if not configs:
         raise MutualNetError("no configurations to build a cascade from")
+    full = getattr(getattr(model, "depth_range", None), "hi", None)
+    if any(c.get("depth") not in (None, full) for c in configs):  # a step is (width, resolution): full depth
+        raise MutualNetError("a cascade's steps run at full depth, and these configurations include shallower "
+                             "networks (a table with elastic depth): build the cascade from its full-depth rows")
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     run = model_runner(model)
     steps = [Step(float(c["width"]), int(c["resolution"]), 0.0, float(c["mflops"])) for c in configs]
@@ -328,13 +334,20 @@ def _chain_points(s: Scores, chain: tuple[int, ...], grid: int) -> tuple[Tensor,
 
 
 def fit_cascade(scores: Scores, *, max_mflops: float | None = None, min_top1: float | None = None,
-                max_steps: int = 3, grid: int = 48, chains: list[tuple[int, ...]] | None = None) -> Cascade:
+                max_steps: int = 3, grid: int = 48, chains: list[tuple[int, ...]] | None = None,
+                ties_se: float = TIES_SE) -> Cascade:
     """The cascade that best meets one target on the held-out images ``scores`` were measured on.
 
     Every chain of up to ``max_steps`` candidate configurations in increasing cost (or the given ``chains``,
     indices into ``scores.configs``) and every combination of thresholds on a ``grid``-quantile grid is
-    evaluated exactly. With ``max_mflops``, the most accurate cascade whose expected average cost fits (ties:
-    the cheaper); with ``min_top1``, the cheapest whose accuracy reaches it (ties: the more accurate).
+    evaluated exactly. Differences in held-out top-1 smaller than ``ties_se`` standard errors (binomial, on these
+    images) are treated as noise, because choosing among ~10^5 (chain, thresholds) points on a few thousand
+    images favours the ones that are lucky on them — and the lucky ones are those that trust a cheap step more:
+    with ``max_mflops``, among the cascades within the budget whose top-1 is that close to the most accurate one,
+    the *costliest* is kept (the budget is spent escalating, not saved on a difference the images cannot
+    resolve); with ``min_top1``, the cheapest whose top-1 exceeds the target by that margin. ``ties_se=0``: the
+    most accurate within the budget (ties: the cheaper) / the cheapest reaching the target (ties: the more
+    accurate).
 
     Raises:
         MutualNetError: not exactly one target, or no cascade meets it (the message gives the nearest).
@@ -347,39 +360,53 @@ def fit_cascade(scores: Scores, *, max_mflops: float | None = None, min_top1: fl
         check_float(min_top1, "min_top1", 0.0, 100.0)
     check_int(max_steps, "max_steps", 1, MAX_STEPS)
     check_int(grid, "grid", 2, 1000)
+    check_float(ties_se, "ties_se", 0.0, 10.0)
     order = sorted(range(len(scores.configs)), key=lambda k: (scores.mflops[k], k))
     if chains is None:
         chains = [c for n in range(1, max_steps + 1) for c in itertools.combinations(order, n)]
     n = len(scores.confidence)
-    best = None  # (key, chain, thresholds, correct, total)
+
+    def se(top1: float) -> float:  # one standard error of a top-1 (%) measured on n images
+        p = min(max(top1 / 100.0, 0.0), 1.0)
+        return 100.0 * (p * (1.0 - p) / n) ** 0.5
+
+    points = []  # (chain, top1, average MFLOPs, thresholds) of every evaluated cascade
     for chain in chains:
         if not chain or any(not 0 <= k < len(scores.configs) for k in chain):
             raise MutualNetError(f"chain {chain} names a configuration that was not scored")
         acc, tot, thr = _chain_points(scores, tuple(chain), grid)
-        top1, avg = 100.0 * acc / n, tot / n
-        if max_mflops is not None:
-            ok = avg <= max_mflops + 1e-9
-            key = torch.where(ok, top1 * 1e6 - avg, torch.full_like(avg, -float("inf")))
-        else:
-            ok = top1 >= min_top1 - 1e-9
-            key = torch.where(ok, -avg * 1e6 + top1, torch.full_like(avg, -float("inf")))
+        points.append((tuple(chain), 100.0 * acc / n, tot / n, thr))
+    if max_mflops is not None:
+        fits = [p[1].masked_fill(p[2] > max_mflops + 1e-9, -float("inf")) for p in points]
+        top = max((float(f.max()) for f in fits), default=-float("inf"))
+        floor = top - ties_se * se(top) - 1e-9
+        # within the budget and the noise of the best: the costliest (ties: the more accurate); with no noise
+        # allowed, the most accurate (ties: the cheaper)
+        keys = [torch.where((f >= floor) & f.isfinite(), p[2] * 1e6 + p[1] if ties_se else p[1] * 1e6 - p[2],
+                            torch.full_like(f, -float("inf"))) for f, p in zip(fits, points)]
+    else:
+        need = min_top1 + ties_se * se(min_top1) - 1e-9
+        keys = [torch.where(p[1] >= need, -p[2] * 1e6 + p[1], torch.full_like(p[2], -float("inf"))) for p in points]
+    best = None  # (key, chain, thresholds)
+    for key, (chain, _, _, thr) in zip(keys, points):
         i = int(key.argmax())
-        if bool(ok[i]) and (best is None or float(key[i]) > best[0]):
-            best = (float(key[i]), tuple(chain), thr[i].tolist(), float(acc[i]), float(tot[i]))
+        if float(key[i]) > -float("inf") and (best is None or float(key[i]) > best[0]):
+            best = (float(key[i]), chain, thr[i].tolist())
     if best is None:
         cheapest = min(scores.mflops)
         if max_mflops is not None:
             raise MutualNetError(f"no cascade fits {max_mflops:g} MFLOPs on average; the cheapest configuration "
                                  f"alone costs {cheapest:.2f}")
         top = float(100.0 * scores.correct.float().mean(0).max())
-        raise MutualNetError(f"no cascade reaches top-1 {min_top1:g}% on the held-out images; the best "
+        margin = f" + {ties_se:g} standard errors ({ties_se * se(min_top1):.2f} points)" if ties_se else ""
+        raise MutualNetError(f"no cascade reaches top-1 {min_top1:g}%{margin} on the held-out images; the best "
                              f"configuration alone reaches {top:.2f}%")
-    _, chain, thr, _, _ = best
+    _, chain, thr = best
     steps = tuple(Step(*scores.configs[k], t, scores.mflops[k]) for k, t in zip(chain, [*thr, 0.0]))
     cascade = Cascade(steps)
     stop, correct = _replay(cascade, scores, chain)
     target = {"max_mflops": max_mflops} if max_mflops is not None else {"min_top1": min_top1}
-    return Cascade(steps, {"target": target, **cascade.report(stop, correct)})
+    return Cascade(steps, {"target": target, "ties_se": ties_se, **cascade.report(stop, correct)})
 
 
 def _replay(cascade: Cascade, scores: Scores, chain: tuple[int, ...]) -> tuple[Tensor, Tensor]:
@@ -526,14 +553,15 @@ def _crop(ckpt: dict, resolutions: Iterable[int]) -> int:
 def fit_checkpoint_cascade(checkpoint: str | os.PathLike, out: str | os.PathLike, *, max_mflops: float | None = None,
                            min_top1: float | None = None, steps: list[tuple[float, int]] | None = None,
                            table: str | os.PathLike | None = None, max_steps: int = 3, grid: int = 48,
-                           heldout_images: int | None = None, report_test: bool = False,
+                           ties_se: float = TIES_SE, heldout_images: int | None = None, report_test: bool = False,
                            val_images: int | None = None, batch_size: int = 200, device: str = "cpu",
                            dataset: str | None = None, data_root: str | None = None, workers: int | None = None,
                            seed: int = 0) -> tuple[Cascade, dict | None]:
     """What ``mutualnet cascade`` does: fit a cascade of ``checkpoint`` on its held-out images and write it to ``out``.
 
     The candidate steps are the frontier of the query table (``table``, else the one the checkpoint embeds), or
-    ``steps`` (cheapest first, used as given, their MFLOPs counted). Held-out images are the checkpoint's
+    ``steps`` (cheapest first, used as given, their MFLOPs counted); ``max_steps``, ``grid``, ``ties_se``: as
+    :func:`fit_cascade` takes them. Held-out images are the checkpoint's
     ``data.holdout`` (never trained on, never the test set), a ``heldout_images`` subset drawn with ``seed``.
 
     Returns:
@@ -567,7 +595,7 @@ def fit_checkpoint_cascade(checkpoint: str | os.PathLike, out: str | os.PathLike
                            device=dev)
     chains = [tuple(range(len(candidates)))] if steps is not None else None
     cascade = fit_cascade(scores, max_mflops=max_mflops, min_top1=min_top1, max_steps=max_steps, grid=grid,
-                          chains=chains)
+                          chains=chains, ties_se=ties_se)
     cascade = Cascade(cascade.steps, cascade.fit | {"split": "holdout", "dataset": data.info})
     cascade.save(out)
     if not report_test:
