@@ -172,6 +172,27 @@ def test_budgets_are_compared_at_the_printed_precision():
     assert table.select(max_mflops=9.0)["frontier"] == "mflops"
 
 
+def test_select_fastest_runs_each_configuration_on_its_fastest_runtime():
+    row = {"top5": 90.0, "params": 10, "latency_ms": None}
+    table = QueryTable(rows=[
+        row | {"width": 0.5, "resolution": 16, "top1": 60.0, "macs": 1e6, "latency_eager_ms": 2.0,
+               "latency_onnxruntime_ms": 1.0},
+        row | {"width": 1.0, "resolution": 16, "top1": 70.0, "macs": 4e6, "latency_eager_ms": 3.0,
+               "latency_onnxruntime_ms": 3.5},  # eager wins here (small networks: ONNX Runtime's overhead)
+    ])
+    assert [r["runtime"] for r in table.fastest_runtimes()] == ["onnxruntime", "eager"]
+    best = table.select(max_latency_ms=3.0, runtime="fastest")
+    assert (best["width"], best["runtime"], best["latency_fastest_ms"]) == (1.0, "eager", 3.0)
+    # on one runtime alone 3 ms buys less: ONNX Runtime fits only the narrow network
+    assert table.select(max_latency_ms=3.0, runtime="onnxruntime")["width"] == 0.5
+    assert table.select(max_latency_ms=1.5, runtime="fastest")["runtime"] == "onnxruntime"
+    with pytest.raises(mn.MutualNetError, match="the fastest is .*1.000 ms"):
+        table.select(max_latency_ms=0.5, runtime="fastest")
+    with pytest.raises(mn.MutualNetError, match="no per-runtime latency"):
+        QueryTable(rows=[{k: v for k, v in r.items() if not k.startswith("latency_")}
+                         for r in table.rows]).select(max_latency_ms=3.0, runtime="fastest")
+
+
 def test_no_latency_table_refuses_latency_selection():
     table = QueryTable(rows=[{"width": 1.0, "resolution": 32, "top1": 50, "top5": 80, "macs": 10, "params": 5}])
     with pytest.raises(mn.MutualNetError, match="no latency.*mutualnet latency --checkpoint"):

@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-latency-ms", type=A.positive_float,
                    help="budget in measured milliseconds (table needs latency)")
     p.add_argument("--runtime", help="check --max-latency-ms against this runtime's column (eager, torchscript, "
-                   "onnxruntime; filled by `mutualnet latency --runtime`; default: the table's latency_ms)")
+                   "onnxruntime; filled by `mutualnet latency --runtime`; default: the table's latency_ms), or "
+                   "'fastest': each configuration on the runtime it was measured fastest on")
     p.add_argument("--json", action="store_true", help="print the selected row as JSON")
     p.set_defaults(func=run)
 
