@@ -12,6 +12,8 @@
 #  6. the distributed step on NCCL, 2 processes: our all-reduce after the last backward vs DDP with no_sync for
 #     all but the last sub-network (bench_ddp.py; NCCL needs one GPU per process, so it is skipped, saying so,
 #     on a machine with one GPU)
+# Issue 19's comparison at a larger scale (MutualNet vs networks alone vs US-Net+/US-Net, 24 epochs x 3 seeds) is
+# its own script, sized to one device call: bash benchmarks/gpu_compare.sh DATA_ROOT (see its header).
 set -euo pipefail
 cd "$(dirname "$0")"
 PY="${PYTHON:-../.venv/bin/python}"

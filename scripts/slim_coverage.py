@@ -221,23 +221,6 @@ def check_timm(name: str) -> dict:
     return row
 
 
-def timm_table(rows: list[dict]) -> str:
-    lines = ["| family | model | result | top width = timm (rel. diff) | narrow widths valid, materialize exact | "
-             "MMACs 0.25 / 0.5 / 1.0 | ONNX (w 0.5) | fixed groups |", "|---|---|---|---|---|---|---|---|"]
-    for fam, names in TIMM_FAMILIES.items():
-        for r in (rows[n] for n in names if n in rows):
-            if r["status"] == "refused":
-                lines.append(f"| {fam} | {r['model']} | refused: {r['reason'].replace('|', '/')} | | | | | |")
-                continue
-            checks = r.get("checks")
-            top = checks or f"{_yes(r.get('top_equal'))} ({r.get('top_rel_diff', 0):.1e})"
-            narrow = _yes(r.get("narrow_ok")) if not checks else "-"
-            lines.append(f"| {fam} | {r['model']} | converted | {top} | {narrow}"
-                         f" | {_mmacs(r['mmacs_0.25'])} / {_mmacs(r['mmacs_0.5'])} / {_mmacs(r['mmacs_1.0'])} | "
-                         f"{r.get('export_onnx', '-')} | {r['fixed_groups']} |")
-    return "\n".join(lines)
-
-
 def _yes(v: object) -> str:
     return {True: "yes", False: "**no**", None: "-"}.get(v, str(v))
 
@@ -246,26 +229,46 @@ def _mmacs(v: float | None) -> str:
     return "-" if v is None else (f"{v:,.0f}" if v >= 100 else f"{v:.1f}")
 
 
-def table(rows: list[dict]) -> str:
-    lines = ["| model | result | top width = torchvision | narrow widths valid | MMACs 0.25 / 0.5 / 1.0 | "
-             "torchvision width_mult=0.5 | export TorchScript / ONNX (w 0.5) | fixed groups |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
+def table(rows: list[dict], zoo: str = "tv") -> str:
+    """The markdown table of either zoo: one renderer, the columns each zoo's checks fill.
+
+    ``zoo="tv"``: rows in order, TorchScript and ONNX export, torchvision's own width multiplier. ``zoo="timm"``:
+    ``rows`` is ``{model: row}``, rendered family by family (``TIMM_FAMILIES``), with the relative top-width
+    difference and ONNX only.
+    """
+    timm = zoo == "timm"
+    if timm:
+        head = ["family", "model", "result", "top width = timm (rel. diff)", "narrow widths valid, materialize exact",
+                "MMACs 0.25 / 0.5 / 1.0", "ONNX (w 0.5)", "fixed groups"]
+        ordered = [(fam, rows[n]) for fam, names in TIMM_FAMILIES.items() for n in names if n in rows]
+    else:
+        head = ["model", "result", "top width = torchvision", "narrow widths valid", "MMACs 0.25 / 0.5 / 1.0",
+                "torchvision width_mult=0.5", "export TorchScript / ONNX (w 0.5)", "fixed groups"]
+        ordered = [(None, r) for r in rows]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for fam, r in ordered:
+        lead = [fam, r["model"]] if timm else [r["model"]]
         if r["status"] == "refused":
-            lines.append(f"| {r['model']} | refused: {r['reason'].replace('|', '/')} | | | | | | |")
+            cells = lead + [f"refused: {r['reason'].replace('|', '/')}"]
+            lines.append("| " + " | ".join(cells) + " |" + " |" * (len(head) - len(cells)))
             continue
         checks = r.get("checks")
-        exp = " / ".join(r.get(f"export_{f}") or "-" for f in ("torchscript", "onnx"))
-        if exp.startswith("not run"):
-            exp = r["export_onnx"]
-        ref = r.get("tv_width_mult_0.5_mmacs")
-        ref_txt = "-" if ref is None else f"{_mmacs(ref)} ({r['mmacs_0.5'] / ref:.3f}x)"
-        top = _yes(r.get("top_equal")) if not checks else checks
         narrow = _yes(r.get("narrow_ok")) if not checks else "-"
-        mono = "" if r.get("macs_monotone") else " **(not monotone)**"
-        lines.append(f"| {r['model']} | converted | {top} | {narrow} | {_mmacs(r['mmacs_0.25'])} / "
-                     f"{_mmacs(r['mmacs_0.5'])} / {_mmacs(r['mmacs_1.0'])}{mono} | {ref_txt} | "
-                     f"{exp if not checks else '-'} | {r['fixed_groups']} |")
+        macs = f"{_mmacs(r['mmacs_0.25'])} / {_mmacs(r['mmacs_0.5'])} / {_mmacs(r['mmacs_1.0'])}"
+        if timm:
+            top = checks or f"{_yes(r.get('top_equal'))} ({r.get('top_rel_diff', 0):.1e})"
+            cells = lead + ["converted", top, narrow, macs, r.get("export_onnx", "-"), str(r["fixed_groups"])]
+        else:
+            exp = " / ".join(r.get(f"export_{f}") or "-" for f in ("torchscript", "onnx"))
+            if exp.startswith("not run"):
+                exp = r["export_onnx"]
+            ref = r.get("tv_width_mult_0.5_mmacs")
+            ref_txt = "-" if ref is None else f"{_mmacs(ref)} ({r['mmacs_0.5'] / ref:.3f}x)"
+            top = _yes(r.get("top_equal")) if not checks else checks
+            mono = "" if r.get("macs_monotone") else " **(not monotone)**"
+            cells = lead + ["converted", top, narrow, macs + mono, ref_txt, exp if not checks else "-",
+                            str(r["fixed_groups"])]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -341,7 +344,7 @@ def main_timm(args: argparse.Namespace) -> int:
     text = doc.read_text()
     head, _, rest = text.partition(TIMM_BEGIN)
     _, _, tail = rest.partition(TIMM_END)
-    doc.write_text(head + f"{TIMM_BEGIN}\n{summary}\n\n{timm_table(results)}\n{TIMM_END}" + tail)
+    doc.write_text(head + f"{TIMM_BEGIN}\n{summary}\n\n{table(results, 'timm')}\n{TIMM_END}" + tail)
     print(summary)
     return 0
 

@@ -1,5 +1,6 @@
 import copy
 import json
+import sys
 
 import pytest
 
@@ -229,3 +230,29 @@ def test_the_documented_comparisons_have_the_promised_size_and_run_shrunk(tmp_pa
         extra = [] if args.report_only else ["--seeds", "0", "--arms", "mutualnet"]
         assert main([*argv, "--out", str(out), *extra, "--epochs", "1", *_compare_argv(out)[3:]]) == 0
     assert json.loads((out / "compare.json").read_text())["recipe"]["data"]["train_subset"] == 32
+
+
+@pytest.mark.slow
+def test_gpu_comparison_script_runs_every_seed_and_arm_in_parallel_and_tabulates_them(tmp_path):
+    """benchmarks/gpu_compare.sh (issue 19's comparison at a larger scale, for a lent GPU) runs on CPU shrunk:
+    one process per seed x arm, then a report-only pass over all of them."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "benchmarks" / "gpu_compare.sh"
+    extra = ("--train-images 32 --width-step 0.5 --calib-images 16 --val-images 16 --singles 0.5@16 "
+             "--set data.name=synthetic --set data.synthetic_length=64 --set model.num_classes=4 "
+             "--set data.holdout=16 --set data.batch_size=16 --set run.val_every=0 --set run.tensorboard=false "
+             "--set run.calib_batches=1")
+    env = {**os.environ, "PYTHON": sys.executable, "EPOCHS": "1", "SEEDS": "0 1", "ARMS": "mutualnet independent",
+           "EXTRA": extra, "OMP_NUM_THREADS": "1", "BUDGET_S": "1200"}
+    out = subprocess.run(["bash", str(script), str(tmp_path / "data"), str(tmp_path / "gpu")], env=env,
+                         capture_output=True, text=True, timeout=1500)
+    assert out.returncode == 0, out.stderr[-2000:] + out.stdout[-2000:]
+    logs = "".join(p.read_text()[-500:] for p in sorted((tmp_path / "gpu").glob("seed*.log")))
+    assert "runs stopped by the budget or failed: 0 of 4" in out.stdout, logs
+    summary = json.loads((tmp_path / "gpu" / "compare.json").read_text())
+    assert summary["seeds_per_arm"] == {"MutualNet": [0, 1], "Independent": [0, 1]}
+    assert summary["selected_on"] == "holdout" and summary["recipe"]["data"]["train_subset"] == 32
+    assert (tmp_path / "gpu" / "seed1" / "single_w0.5_r16" / "search" / "query_table.json").is_file()

@@ -1,3 +1,4 @@
+import collections
 import json
 import re
 
@@ -6,13 +7,11 @@ import torch
 from PIL import Image
 
 import mutualnet as mn
-from deploy_helpers import calibrate_config, one_thread, table_rows, trained_like
+from deploy_helpers import calibrate_config, table_rows, trained_like
 from mutualnet.checkpoint import load_checkpoint, save_checkpoint
 from mutualnet.cli import main
 from mutualnet.deploy import AdaptiveNet, measure_switch_us
 from mutualnet.search.table import QueryTable
-
-_threads = pytest.fixture(autouse=True)(one_thread)
 
 CONFIGS = [(w, r) for r in (32, 24, 16) for w in (0.25, 0.5, 0.75, 1.0)]
 
@@ -252,8 +251,13 @@ def test_latency_per_runtime_and_adaptive_net_on_onnxruntime(calibrated, tmp_pat
     QueryTable(rows=[table.find(w, r) for w, r in [(0.25, 16), (0.5, 24), (1.0, 32)]]).save(t)
     assert main(["latency", "--table", str(t), "--checkpoint", str(path), "--threads", "1", "--repeats", "2",
                  "--warmup", "1", "--runtime", "onnxruntime,eager,torchscript"]) == 0
-    assert "onnxruntime" in capsys.readouterr().out
+    said = capsys.readouterr().out
     filled = QueryTable.load(t)
+    picks = collections.Counter(r["runtime"] for r in filled.fastest_runtimes())
+    assert "onnxruntime" in said and "fastest per configuration" in said
+    assert all(f"{rt} for {n}" in said for rt, n in picks.items())
+    assert main(["select", "--table", str(t), "--max-mflops", "1000", "--runtime", "fastest"]) == 0
+    assert f"ms on {filled.select(max_mflops=1000, runtime='fastest')['runtime']} " in capsys.readouterr().out
     assert filled.runtimes == ["eager", "torchscript", "onnxruntime"]
     assert all(r["latency_ms"] == r["latency_onnxruntime_ms"] > 0 and r["latency_eager_ms"] > 0 for r in filled.rows)
     assert filled.meta["latency"]["runtime"] == "onnxruntime"

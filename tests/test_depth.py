@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import mutualnet as mn
+from conftest import read_metrics
 from mutualnet.calibrate import calibrate
 from mutualnet.errors import MutualNetError
 from mutualnet.layers import ElasticSequential, SlimmableBatchNorm2d, active_num_params, config_key, skipped_blocks
@@ -174,6 +175,10 @@ def test_query_table_has_a_depth_column_and_selects_shallow_networks(tmp_path):
     from mutualnet.deploy.latency import network_groups  # latency is measured per network, depth included
 
     assert len(network_groups(model, table.rows)) == len(table)
+    from mutualnet.deploy.cascade import score_configs  # a cascade's steps have no depth: refused, not run deep
+
+    with pytest.raises(MutualNetError, match="full depth"):
+        score_configs(model, (torch.randn(2, 3, 16, 16), torch.tensor([0, 1])), [cheapest])
     table.save(tmp_path / "t.json")
     back = QueryTable.load(tmp_path / "t.json")
     assert back.rows == table.rows and "depth" in (tmp_path / "t.csv").read_text().splitlines()[0]
@@ -198,8 +203,7 @@ def test_depth_end_to_end_train_search_select_export_calibrate(tmp_path, capsys)
     run_dir = train(cfg)
     ckpt = load_checkpoint(run_dir / "last.pt")
     assert ckpt["model_args"]["depth_range"] == [1, 3] and "depth_range" not in ckpt["config"]["model"]
-    val = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["config_narrowest"] for r in val if r["kind"] == "val"] == ["w0.250_r8_d1"]  # the shallowest too
+    assert [r["config_narrowest"] for r in read_metrics(run_dir, "val")] == ["w0.250_r8_d1"]  # the shallowest too
     assert model_from_checkpoint(ckpt).depth_range == (1, 3)
     out = tmp_path / "search"
     assert main(["search", "--checkpoint", str(run_dir / "last.pt"), "--out", str(out), "--width-step", "0.75",

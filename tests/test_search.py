@@ -11,7 +11,7 @@ from mutualnet.cli import main
 from mutualnet.data import build_dataset
 from mutualnet.evaluate import evaluate
 from mutualnet.layers import SlimmableBatchNorm2d, config_key
-from mutualnet.search import QueryTable, build_query_table
+from mutualnet.search import QueryTable, SearchPlan, build_query_table
 
 DS_META = {"name": "synthetic", "root": None, "num_classes": 4, "in_chans": 3, "input_size": 16,
            "synthetic_length": 64}
@@ -170,6 +170,27 @@ def test_budgets_are_compared_at_the_printed_precision():
     with pytest.raises(mn.MutualNetError, match="fastest is .*1.234 ms"):
         table.select(max_latency_ms=1.233)
     assert table.select(max_mflops=9.0)["frontier"] == "mflops"
+
+
+def test_select_fastest_runs_each_configuration_on_its_fastest_runtime():
+    row = {"top5": 90.0, "params": 10, "latency_ms": None}
+    table = QueryTable(rows=[
+        row | {"width": 0.5, "resolution": 16, "top1": 60.0, "macs": 1e6, "latency_eager_ms": 2.0,
+               "latency_onnxruntime_ms": 1.0},
+        row | {"width": 1.0, "resolution": 16, "top1": 70.0, "macs": 4e6, "latency_eager_ms": 3.0,
+               "latency_onnxruntime_ms": 3.5},  # eager wins here (small networks: ONNX Runtime's overhead)
+    ])
+    assert [r["runtime"] for r in table.fastest_runtimes()] == ["onnxruntime", "eager"]
+    best = table.select(max_latency_ms=3.0, runtime="fastest")
+    assert (best["width"], best["runtime"], best["latency_fastest_ms"]) == (1.0, "eager", 3.0)
+    # on one runtime alone 3 ms buys less: ONNX Runtime fits only the narrow network
+    assert table.select(max_latency_ms=3.0, runtime="onnxruntime")["width"] == 0.5
+    assert table.select(max_latency_ms=1.5, runtime="fastest")["runtime"] == "onnxruntime"
+    with pytest.raises(mn.MutualNetError, match="the fastest is .*1.000 ms"):
+        table.select(max_latency_ms=0.5, runtime="fastest")
+    with pytest.raises(mn.MutualNetError, match="no per-runtime latency"):
+        QueryTable(rows=[{k: v for k, v in r.items() if not k.startswith("latency_")}
+                         for r in table.rows]).select(max_latency_ms=3.0, runtime="fastest")
 
 
 def test_no_latency_table_refuses_latency_selection():
@@ -373,7 +394,8 @@ def test_successive_halving_keeps_the_exhaustive_frontier_for_less(tmp_path):
         return m
 
     full = build_query_table(model(), va, tr, **kw)
-    fast = build_query_table(model(), va, tr, halving=0.125, state_dir=tmp_path, **kw)
+    plan = SearchPlan.of(model(), halving=0.125, **{k: v for k, v in kw.items() if k != "progress"})  # what
+    fast = build_query_table(model(), va, tr, plan, state_dir=tmp_path, progress=False)
     assert [(r["width"], r["resolution"], r["top1"]) for r in fast.frontier()] == \
         [(r["width"], r["resolution"], r["top1"]) for r in full.frontier()]
     assert all(r["val_images"] == 400 for r in fast.rows if r["pareto"])
@@ -383,6 +405,8 @@ def test_successive_halving_keeps_the_exhaustive_frontier_for_less(tmp_path):
     assert (tmp_path / "t.csv").read_text().splitlines()[0].endswith(",pareto,val_images")
     with pytest.raises(mn.MutualNetError, match="halving must be a fraction"):
         build_query_table(model(), va, tr, halving=1.5, **kw)
+    with pytest.raises(mn.MutualNetError, match="give a plan or its fields, not both"):
+        build_query_table(model(), va, tr, plan, halving=0.5)
 
 
 def test_search_times_identical_networks_once(tmp_path):

@@ -411,3 +411,119 @@ def test_chunks_and_a_concatenation_meeting_a_plain_tensor_are_made_in_parts():
         dense = mn.materialize(model).eval()
         torch.testing.assert_close(dense(x), model(x), rtol=0, atol=0)
     assert mn.profile(model, 0.5, 16).macs == count_macs(dense, x[:1])
+
+
+class _Mixed(nn.ModuleDict):
+    """timm's MixedConv2d pattern: a split at sizes written in the code, one conv per part (iterating itself)."""
+
+    def __init__(self, c):
+        super().__init__({"0": nn.Conv2d(c // 2, c // 2, 3, padding=1, groups=c // 2),
+                          "1": nn.Conv2d(c - c // 2, c - c // 2, 5, padding=2, groups=c - c // 2)})
+        self.splits = [c // 2, c - c // 2]
+
+    def forward(self, x):
+        parts = torch.split(x, self.splits, 1)
+        return torch.cat([conv(parts[i]) for i, conv in enumerate(self.values())], 1)
+
+
+class _PartialResidual(nn.Module):
+    """ReXNet's pattern: the leading channels of a wider output get the shortcut (a slice fixed in the code),
+    FasterNet's: a conv on a split's first part, the rest untouched; a literal split in a training-only branch."""
+
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.cin = cin
+        self.conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+        self.part = nn.Conv2d(32, 32, 3, padding=1)
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        y = torch.cat([y[:, 0:self.cin] + x, y[:, self.cin:]], dim=1)
+        a, b = y.split([32, y.shape[1] - 32], dim=1) if not self.training else torch.split(y, [32, 64], 1)
+        # (a size computed from the input, y.shape[1] - 32, is replaced by the width's too: 32 is not 32 below 1.0)
+        return torch.relu(torch.cat([self.part(a), b], 1))
+
+
+class _LiteralCuts(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 64, 3, padding=1, bias=False)
+        self.mixed = _Mixed(64)
+        self.block = _PartialResidual(64, 96)
+        self.head_bn = nn.BatchNorm1d(96)  # RepViT's head: BatchNorm1d on pooled features
+        self.fc = nn.Linear(96, 5)
+
+    def forward(self, x):
+        x = self.block(self.mixed(self.stem(x)))
+        return self.fc(self.head_bn(x.mean((2, 3))))
+
+
+def test_splits_and_slices_written_in_the_code_follow_the_width(tmp_path):
+    """x.split([16, 16], 1) / x[:, :32] inside a module's forward: the producers output those parts, the forward
+    is rewritten to take the sizes from the width; exact at the top width, materialize and ONNX exact below."""
+    from mutualnet.deploy.export import export_subnet, save_exported
+    from mutualnet.layers.converted import ChannelCut, ConcatBatchNorm1d
+
+    torch.manual_seed(0)
+    net = _LiteralCuts().eval()
+    for m in net.modules():  # non-trivial statistics, so that a wrong channel would show
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    reference = copy.deepcopy(net)
+    model = mn.slim(net, (0.25, 1.0), input_size=32)
+    assert type(model.mixed).__name__ == "_Mixed" and isinstance(model.mixed, _Mixed)  # still its class
+    assert len(model.mixed) == 2  # the cut is an attribute, not a child the ModuleDict would iterate
+    assert any(isinstance(v, ChannelCut) for v in vars(model.block).values())
+    assert isinstance(model.head_bn, ConcatBatchNorm1d)  # pooled features of a concatenation
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference(x))
+        reference.load_state_dict(model.state_dict(), strict=True)  # the state-dict keys are the original's
+    mn.allow_uncalibrated(model)
+    for w in (0.25, 0.5):
+        model.set_width(w)
+        with torch.no_grad():
+            out = model(x)
+            dense = mn.materialize(model).eval()
+            torch.testing.assert_close(dense(x), out, rtol=1e-5, atol=1e-6)
+        assert isinstance(dense.head_bn, nn.BatchNorm1d) and dense.head_bn.num_features == 96 * w  # 3 parts
+        assert mn.profile(model, w, 32).macs == count_macs(dense, x[:1]) < mn.profile(model, 1.0, 32).macs
+    model.train()  # the training-mode forward (another literal split) runs at a narrow width too
+    model.set_width(0.5)
+    model(x).sum().backward()
+    grad = model.stem.weight.grad.abs().flatten(1).sum(1)  # the stem makes 2 parts: the leading 16 of each
+    assert (grad[16:32] == 0).all() and (grad[48:] == 0).all() and (grad[:16] > 0).all() and (grad[32:48] > 0).all()
+    model.eval()
+    net, _ = export_subnet(model, 0.5, 32, allow_uncalibrated=True, atol=1e-5)
+    save_exported(net, tmp_path / "m.onnx", "onnx", atol=1e-5)
+
+
+class _ResidualChain(nn.Module):
+    """Inception-ResNet's pattern: a concatenation added to 1x1 conv outputs, block after block."""
+
+    def __init__(self, n=4):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 16, 1), nn.Conv2d(3, 16, 3, padding=1)
+        self.blocks = nn.ModuleList(nn.Conv2d(32, 32, 1) for _ in range(n))
+        self.fc = nn.Linear(32, 5)
+
+    def forward(self, x):
+        x = torch.cat([self.a(x), self.b(x)], 1)
+        for conv in self.blocks:
+            x = torch.relu(x + 0.2 * conv(x))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_a_chain_of_residual_additions_to_a_concatenation_converts():
+    torch.manual_seed(0)
+    net = _ResidualChain(6).eval()
+    reference = copy.deepcopy(net)
+    model = mn.slim(net, (0.25, 1.0), input_size=16)
+    assert all(c.out_segments == ((16, 1, True), (16, 1, True)) for c in model.blocks)  # made in both parts
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference(x))
+        model.set_width(0.5)
+        torch.testing.assert_close(mn.materialize(model)(x), model(x))

@@ -12,6 +12,7 @@ device's numbers. ``--out`` writes the filled table there instead and leaves eve
 from __future__ import annotations
 
 import argparse
+import collections
 
 from ..deploy.latency import measure_checkpoint_latency
 from . import _args as A
@@ -61,5 +62,8 @@ def run(args: argparse.Namespace) -> int:
         sums = {rt: sum(r[f"latency_{rt}_ms"] for r in table.rows) for rt in info["runtimes"]}
         first = sums[info["runtimes"][0]]
         print("sum over configurations: " + ", ".join(f"{rt} {v:.2f} ms ({v / first:.3f}x)" for rt, v in sums.items()))
+        picks = collections.Counter(r["runtime"] for r in table.fastest_runtimes())
+        print("fastest per configuration (`mutualnet select --runtime fastest` deploys each on it): "
+              + ", ".join(f"{rt} for {n}" for rt, n in picks.most_common()))
     print("updated " + ", ".join(str(p) for p in written))
     return 0

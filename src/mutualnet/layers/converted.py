@@ -5,6 +5,8 @@
   state-dict keys are the original's.
 * :class:`SlimmableConvTranspose2d`: a transposed convolution (a decoder's upsampling) whose input and output
   channels follow the width; its weight is ``(in, out, kh, kw)``, so the active slice is ``weight[:cin, :cout]``.
+* :class:`ChannelCut`: the sizes of a channel split / slice written as numbers in a model's code, at the
+  active width (the converted model's rewritten forward reads them from it).
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .concat import ConcatBatchNorm2d
+from .concat import ConcatBatchNorm2d, Segment, segment_channels
+from .config import SlimState
 from .helpers import slim_channels
 from .slimmable import SlimmableBatchNorm2d, SlimmableConv2d, _check_channels, _leading, _Slimmable
 
-__all__ = ["SlimmableBatchNormAct2d", "ConcatBatchNormAct2d", "SlimmableConvTranspose2d", "SlimmableConv2dSame"]
+__all__ = ["SlimmableBatchNormAct2d", "ConcatBatchNormAct2d", "SlimmableConvTranspose2d", "SlimmableConv2dSame",
+           "ChannelCut", "SlimmableBatchNorm1d", "ConcatBatchNorm1d", "SlimmableBlurPool2d"]
 
 
 class _PostModules:
@@ -142,3 +146,97 @@ class SlimmableConvTranspose2d(nn.ConvTranspose2d, _Slimmable):
             if self.bias is not None:
                 conv.bias.copy_(self.bias[:cout])
         return conv
+
+
+class ChannelCut:
+    """The sizes of a channel split, or the index of a channel slice, that a model's code writes as numbers.
+
+    ``x.split([10, 30], 1)`` or ``x[:, :117]`` in a model's forward cut the channels where the full-width network
+    has its boundary; at a narrower width the tensor has fewer channels. :func:`mutualnet.slim` makes the
+    producers of that tensor output it in parts (each part a leading slice of its full-width self) and rewrites
+    the forward to take the sizes from this object, which follows the width: ``kind="split"`` gives the active
+    size of each part, ``kind="slice"`` the index ``(:, start:stop, *rest)`` of the part the slice takes.
+
+    A plain attribute of the module whose forward it serves, not a child module: a module that iterates its
+    children (timm's ``MixedConv2d`` is a ``ModuleDict``) must not see it. It holds no parameters.
+
+    Args:
+        kind: ``"split"`` or ``"slice"``.
+        parts: Per part (for a slice: the parts before it, then the part it takes), its segments.
+        state: The model's shared configuration (its width).
+        rest: A slice's index after the channel dimension (``x[:, a:b, :, :]``).
+    """
+
+    def __init__(self, kind: str, parts: tuple[tuple[Segment, ...], ...], state: SlimState, rest: tuple = ()) -> None:
+        self.kind, self.rest, self.slim_state = kind, tuple(rest), state
+        self.parts = tuple(tuple((int(c), int(r), bool(s)) for c, r, s in p) for p in parts)
+
+    def active_channels(self) -> tuple[int, ...]:
+        return tuple(sum(segment_channels(p, self.slim_state.width)) for p in self.parts)
+
+    def value(self) -> list[int] | tuple:
+        """The split sizes (a list) or the slice index (a tuple) at the active width."""
+        sizes = self.active_channels()
+        if self.kind == "split":
+            return list(sizes)
+        start = sum(sizes[:-1])
+        return (slice(None), slice(start, start + sizes[-1]), *self.rest)
+
+    def __repr__(self) -> str:
+        return f"ChannelCut({self.kind}, {self.active_channels()} at width {self.slim_state.width:g})"
+
+
+class _Dense1d:
+    """Mixin for a slimmable BatchNorm over ``(N, C)`` features: materialises to a ``BatchNorm1d``."""
+
+    def to_dense(self) -> nn.BatchNorm1d:
+        plain = super().to_dense()
+        bn = nn.BatchNorm1d(plain.num_features, plain.eps, plain.momentum, device=plain.weight.device,
+                            dtype=plain.weight.dtype)
+        bn.load_state_dict(plain.state_dict())
+        return bn
+
+
+class SlimmableBatchNorm1d(_Dense1d, SlimmableBatchNorm2d):
+    """A slimmable BatchNorm over ``(N, C)`` features (a ``BatchNorm1d`` before a classifier, RepViT's head):
+    the same per-channel arithmetic as :class:`~mutualnet.layers.SlimmableBatchNorm2d`."""
+
+
+class ConcatBatchNorm1d(_Dense1d, ConcatBatchNorm2d):
+    """:class:`SlimmableBatchNorm1d` over pooled features of a concatenation."""
+
+
+class SlimmableBlurPool2d(nn.Module, _Slimmable):
+    """timm's ``BlurPool2d`` (a fixed binomial blur, the same filter for every channel, then a stride) on the active
+    channels of its input, laid out in ``segments``; materialises to timm's layer for that many channels.
+
+    Args:
+        segments: Its input's segments (one for a plain tensor).
+        blur: The ``BlurPool2d`` it replaces (its filter, stride and padding are taken over).
+    """
+
+    def __init__(self, segments: tuple[Segment, ...], blur: nn.Module) -> None:
+        super().__init__()
+        self._init_slim(1.0)
+        self.segments = tuple((int(c), int(r), bool(s)) for c, r, s in segments)
+        self.blur_type, self.filt_size, self.stride = type(blur), blur.filt_size, blur.stride
+        self.pad_mode, self.padding = blur.pad_mode, list(blur.padding)
+        self.register_buffer("filt", blur.filt[:1].clone(), persistent=False)
+
+    def active_channels(self) -> int:
+        return sum(segment_channels(self.segments, self.slim_state.width))
+
+    def active_num_params(self) -> int:
+        return 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        c = self.active_channels()
+        _check_channels(x, c, self)
+        x = F.pad(x, self.padding, mode=self.pad_mode)
+        return F.conv2d(x, self.filt.expand(c, 1, self.filt_size, self.filt_size), stride=self.stride, groups=c)
+
+    def to_dense(self) -> nn.Module:
+        c = self.active_channels()
+        dense = self.blur_type(c, filt_size=self.filt_size, stride=self.stride, pad_mode=self.pad_mode)
+        dense.filt = self.filt.expand(c, 1, self.filt_size, self.filt_size).clone()
+        return dense.train(self.training)

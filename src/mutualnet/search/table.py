@@ -32,12 +32,13 @@ from ..io import MAX_JSON_DEPTH, atomic_write_text, json_depth, read_json
 from ..validate import check_float, check_int, check_pixels, check_width
 
 __all__ = ["QueryTable", "config_of", "config_text", "ROW_KEYS", "OPTIONAL_KEYS", "DETECTION_KEYS", "METRICS",
-           "RUNTIMES", "TABLE_FORMAT", "latency_column", "pareto_frontier", "atomic_write_text", "fits_budget",
-           "MFLOPS_DECIMALS", "LATENCY_DECIMALS"]
+           "RUNTIMES", "TABLE_FORMAT", "FASTEST", "latency_column", "pareto_frontier", "atomic_write_text",
+           "fits_budget", "MFLOPS_DECIMALS", "LATENCY_DECIMALS"]
 
 TABLE_FORMAT = "mutualnet-query-table"
 ROW_KEYS = ("width", "resolution", "top1", "top5", "macs", "params", "mflops", "latency_ms", "pareto")
 RUNTIMES = ("eager", "torchscript", "onnxruntime")  # see mutualnet.deploy.runtime
+FASTEST = "fastest"  # select's runtime: each configuration on the runtime it was measured fastest on
 # columns a table has only when it was built that way: validation images of a row (successive halving), the
 # latency on each runtime it was measured on (``latency_ms`` is the one of the runtime it is deployed with)
 # and, for a table measured on held-out images, the test-set accuracy of each row (reported, never ranked by)
@@ -110,7 +111,7 @@ def fits_budget(cost: float, budget: float, decimals: int) -> bool:
     A user who types the printed cost of a configuration (``--max-mflops 2.54`` for 2.542) means that
     configuration; comparing the unrounded cost would refuse it.
     """
-    return round(cost, decimals) <= budget + 1e-9
+    return cost <= budget or round(cost, decimals) <= budget + 1e-9  # (rounding up must not refuse the exact cost)
 
 
 def _as_int(v: object) -> object:
@@ -261,12 +262,25 @@ class QueryTable:
             raise MutualNetError(LATENCY_MISSING)
         return pareto_frontier(self.rows, cost, self.metric)
 
+    def fastest_runtimes(self) -> list[dict]:
+        """Each row with the runtime it runs fastest on, among those measured for every row (``runtime``), and
+        that latency (``latency_fastest_ms``): the deployment each configuration would pick."""
+        if not self.runtimes:
+            raise MutualNetError("this query table has no per-runtime latency; measure them with "
+                                 "`mutualnet latency --runtime eager,torchscript,onnxruntime`")
+        out = []
+        for r in self.rows:
+            best = min(self.runtimes, key=lambda rt: r[latency_column(rt)])
+            out.append(dict(r, runtime=best, latency_fastest_ms=r[latency_column(best)]))
+        return out
+
     def select(self, max_mflops: float | None = None, max_latency_ms: float | None = None,
                runtime: str | None = None) -> dict:
         """The most accurate configuration within every given budget (ties: the cheaper one).
 
         ``runtime`` picks the latency column the budget is checked against (``latency_<runtime>_ms``, filled
-        by ``mutualnet latency --runtime``); None uses ``latency_ms``.
+        by ``mutualnet latency --runtime``); None uses ``latency_ms``; ``"fastest"``: each configuration on the
+        runtime it is fastest on (:meth:`fastest_runtimes`), named by the returned row's ``runtime``.
 
         Raises:
             MutualNetError: no budget given, latency asked of a table without it, or a budget below the
@@ -276,24 +290,27 @@ class QueryTable:
             raise MutualNetError("give a budget: max_mflops and/or max_latency_ms")
         if not self.rows:
             raise MutualNetError("the query table is empty")
-        lat_key = latency_column(runtime)
-        if max_latency_ms is not None and not self.has_latency_on(runtime):
+        if runtime == FASTEST:
+            rows, lat_key = self.fastest_runtimes(), "latency_fastest_ms"
+        else:
+            rows, lat_key = self.rows, latency_column(runtime)
+        if max_latency_ms is not None and runtime != FASTEST and not self.has_latency_on(runtime):
             if runtime is not None:
                 raise MutualNetError(f"this query table has no {runtime} latency measurements; measure them with "
                                      f"`mutualnet latency --runtime {runtime}`")
             raise MutualNetError(LATENCY_MISSING)
-        fits = self.rows
+        fits = rows
         if max_mflops is not None:
             fits = [r for r in fits if fits_budget(r["mflops"], max_mflops, MFLOPS_DECIMALS)]
             if not fits:
-                cheapest = min(self.rows, key=lambda r: r["macs"])
+                cheapest = min(rows, key=lambda r: r["macs"])
                 raise MutualNetError(f"no configuration fits {max_mflops:g} MFLOPs; the cheapest is "
                                      f"{_describe(cheapest, metric=self.metric)}")
         if max_latency_ms is not None:
             fits = [r for r in fits if fits_budget(r[lat_key], max_latency_ms, LATENCY_DECIMALS)]
             if not fits:
-                pool = self.rows if max_mflops is None else [r for r in self.rows
-                                                               if fits_budget(r["mflops"], max_mflops, MFLOPS_DECIMALS)]
+                pool = rows if max_mflops is None else [r for r in rows
+                                                          if fits_budget(r["mflops"], max_mflops, MFLOPS_DECIMALS)]
                 cheapest = min(pool, key=lambda r: r[lat_key])
                 raise MutualNetError(f"no configuration fits {max_latency_ms:g} ms"
                                      f"{'' if max_mflops is None else f' within {max_mflops:g} MFLOPs'}; "
@@ -306,6 +323,20 @@ class QueryTable:
     def describe(self, row: dict) -> str:
         """One line for a row: its configuration, cost and accuracy."""
         return _describe(row, metric=self.metric)
+
+    def describe_selection(self, row: dict, runtime: str | None = None) -> str:
+        """The line ``mutualnet select`` prints for a row :meth:`select` returned: configuration, accuracy, cost,
+        parameters, latency on ``runtime`` when measured, and the frontier it is on."""
+        key = "latency_ms" if runtime is None else f"latency_{runtime}_ms"  # "fastest": latency_fastest_ms
+        where = "" if runtime is None else f" on {row.get('runtime', runtime)}"
+        lat = f", {row[key]:.{LATENCY_DECIMALS}f} ms{where}" if row.get(key) is not None else ""
+        acc = (f"top-1 {row['top1']:.2f}%, top-5 {row['top5']:.2f}%" if self.metric == "top1"
+               else f"{METRICS[self.metric]} {100 * row[self.metric]:.2f}%")  # COCO AP in [0, 1], as a percent
+        depth = f", depth {row['depth']}" if row.get("depth") is not None else ""
+        frontier = {"mflops": "accuracy-MFLOPs", "latency": "accuracy-latency"}[row["frontier"]]
+        return (f"width {row['width']:g} at {row['resolution']} px{depth}: {acc}, "
+                f"{row['mflops']:.{MFLOPS_DECIMALS}f} MFLOPs, {row['params'] / 1e6:.3f}M params{lat} "
+                f"(the most accurate within the budget, on the {frontier} frontier)")
 
     # -- files --------------------------------------------------------------------------------------
     def columns(self) -> list[str]:

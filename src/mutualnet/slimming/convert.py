@@ -10,6 +10,7 @@ what it computed before, and its state-dict keys are unchanged, so pretrained we
 from __future__ import annotations
 
 import math
+import zlib
 
 import torch
 from torch import Tensor, fx, nn
@@ -28,14 +29,18 @@ from ..layers import (
 )
 from ..layers.concat import ConcatBatchNorm2d, ConcatConv2d, ConcatDepthwiseConv2d, ConcatLinear
 from ..layers.converted import (
+    ChannelCut,
+    ConcatBatchNorm1d,
     ConcatBatchNormAct2d,
+    SlimmableBatchNorm1d,
     SlimmableBatchNormAct2d,
+    SlimmableBlurPool2d,
     SlimmableConv2dSame,
     SlimmableConvTranspose2d,
 )
 from ..models._base import SlimmableNet
 from . import known
-from .graph import AnalysisTracer, Label, Plan, analyse
+from .graph import AnalysisTracer, Cut, Label, Plan, analyse, cut_key
 
 __all__ = ["slim", "SlimmedNet"]
 
@@ -204,6 +209,13 @@ def _replacement(plan: Plan, port, mod: nn.Module) -> nn.Module | None:
             return ConcatBatchNorm2d(_segments(plan, port.inp), mod.eps, mod.momentum)
         r, s = _one(plan, port.inp)
         return SlimmableBatchNorm2d(mod.num_features, mod.eps, mod.momentum, slim=s, ratio=r)
+    if port.kind == "blur":
+        return SlimmableBlurPool2d(_segments(plan, port.inp), mod) if slim_in else None
+    if port.kind == "bn1d" and len(port.inp) > 1:
+        return ConcatBatchNorm1d(_segments(plan, port.inp), mod.eps, mod.momentum)
+    if port.kind == "bn1d":
+        r, s = _one(plan, port.inp)
+        return SlimmableBatchNorm1d(mod.num_features, mod.eps, mod.momentum, slim=s, ratio=r)
     if not (slim_in or slim_out):
         return None
     if len(port.out) > 1 and port.kind not in ("conv", "depthwise"):
@@ -239,6 +251,97 @@ def _replacement(plan: Plan, port, mod: nn.Module) -> nn.Module | None:
         return SlimmableConv2d(mod.in_channels, mod.out_channels, *conv_args, 1, bias,
                                group_width=mod.in_channels // mod.groups, **kw)
     return SlimmableConv2d(mod.in_channels, mod.out_channels, *conv_args, mod.groups, bias, **kw)
+
+
+def _rewrite_cuts(model: nn.Module, plan: Plan) -> None:
+    """Make every split / slice with sizes written in the code take them from a ``ChannelCut`` (the width's).
+
+    The module whose forward holds such a cut gets, as its forward, its own code traced by ``torch.fx`` (in
+    training and in eval mode, where they differ) with the numbers replaced by the value of a ``ChannelCut``
+    attribute (``_slim_cut_<k>``, no parameters: the state-dict keys stay). Everything else in that forward is
+    unchanged, so at width 1.0 it computes what it computed before.
+    """
+    what = type(model).__name__
+    by_module: dict[str, dict[tuple, Cut]] = {}
+    for cut in plan.cuts:
+        if any(plan.slimmed(p) for p in cut.parts):
+            by_module.setdefault(cut.module, {})[(cut.key, cut.index)] = cut
+    for path, cuts in by_module.items():
+        mod = model.get_submodule(path)
+        cls, was = type(mod), mod.training
+        own = vars(mod).get("forward")  # a forward assigned in __init__ (self.forward = self.forward_split)
+        if own is not None:
+            if getattr(own, "__self__", None) is not mod:
+                raise MutualNetError(f"cannot slim {what}: {path} ({cls.__name__}) splits its channels at sizes "
+                                     "fixed in the code, in a forward that is not one of its methods")
+            del mod.forward
+            cls = type(cls.__name__, (cls,), {"forward": own.__func__, "__module__": cls.__module__})
+            mod.__class__ = cls
+        forwards = {}
+        try:
+            for mode in (True, False):
+                mod.train(mode)
+                graph = AnalysisTracer(extra_leaf=is_slimmable).trace(mod)
+                seen: dict[tuple, int] = {}
+                for node in list(graph.nodes):
+                    key = cut_key(node)
+                    if key is None:
+                        continue
+                    index = seen.get(key, 0)
+                    seen[key] = index + 1
+                    cut = cuts.get((key, index))
+                    if cut is not None:
+                        _use_cut(mod, graph, node, cut, _segments_of(plan, cut), model.slim_state)
+                counts = {k: sum(1 for (kk, _) in cuts if kk == k) for k, _ in cuts}
+                if any(counts[k] > seen.get(k, 0) for k in counts) and any(
+                        cuts[(k, i)].parts != cuts[(k, i % seen[k])].parts for k, i in cuts if seen.get(k)):
+                    raise MutualNetError(f"cannot slim {what}: {path} ({cls.__name__}) is called more than once and "
+                                         "cuts its channels differently each time")
+                forwards[mode] = type(fx.GraphModule(mod, graph, cls.__name__)).forward
+        except MutualNetError:
+            raise
+        except Exception as e:  # noqa: BLE001 - one user-facing line
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise MutualNetError(f"cannot slim {what}: {path} ({cls.__name__}) splits its channels at sizes fixed in "
+                                 f"the code, and its forward cannot be traced alone to make them follow the width "
+                                 f"({first[:160]})") from None
+        finally:
+            mod.train(was)
+        train_fw, eval_fw = forwards[True], forwards[False]
+        forward = train_fw if _same_code(train_fw, eval_fw) else _by_mode(train_fw, eval_fw)
+        mod.__class__ = type(cls.__name__, (cls,), {"forward": forward, "__module__": cls.__module__,
+                                                     "__doc__": cls.__doc__, "_slim_cut_base": cls})
+
+
+def _segments_of(plan: Plan, cut: Cut) -> tuple:
+    return tuple(_segments(plan, p) for p in cut.parts)
+
+
+def _use_cut(mod: nn.Module, graph: fx.Graph, node: fx.Node, cut: Cut, parts: tuple, state) -> None:  # noqa: ANN001
+    """Replace ``node``'s literal sizes (a split) or channel index (a slice) by its ``ChannelCut``'s value."""
+    name = f"_slim_cut_{zlib.crc32(repr((cut.key, cut.index)).encode()):08x}"
+    if name not in vars(mod):  # one per cut, shared by the training and the eval trace; not a child module
+        object.__setattr__(mod, name, ChannelCut(cut.kind, parts, state, cut.rest))
+    with graph.inserting_before(node):
+        sizes = graph.call_method("value", (graph.get_attr(name),))
+    if cut.kind == "slice":
+        node.args = (node.args[0], sizes)
+    elif len(node.args) > 1:
+        node.args = (node.args[0], sizes, *node.args[2:])
+    else:
+        kw = "split_size" if "split_size" in node.kwargs else "split_size_or_sections"
+        node.kwargs = {**node.kwargs, kw: sizes}
+
+
+def _same_code(a, b) -> bool:  # noqa: ANN001 - two generated forwards
+    return a.__code__.co_code == b.__code__.co_code and a.__code__.co_consts == b.__code__.co_consts and \
+        a.__code__.co_names == b.__code__.co_names
+
+
+def _by_mode(train_fw, eval_fw):  # noqa: ANN001, ANN202 - two generated forwards
+    def forward(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        return (train_fw if self.training else eval_fw)(self, *args, **kwargs)
+    return forward
 
 
 def _set(root: nn.Module, name: str, module: nn.Module) -> None:
@@ -336,10 +439,12 @@ def slim(model: nn.Module, width_range: tuple[float, float] = (0.25, 1.0), *, in
                 raise MutualNetError(f"cannot slim {type(model).__name__}: {name} pads like TensorFlow's SAME and "
                                      "reads a concatenation")
             new.__class__, new.dense_type = SlimmableConv2dSame, type(old)  # the same layer, padded first
-        new.load_state_dict(old.state_dict(keep_vars=True), assign=True)
+        if not isinstance(new, SlimmableBlurPool2d):  # (its filter is not in the state dict; it took it over)
+            new.load_state_dict(old.state_dict(keep_vars=True), assign=True)
         _set(model, name, new.train(old.training))
     model.__class__ = _slimmed_class(model)
     _bind(model, (lo, hi))
+    _rewrite_cuts(model, plan)
     model.slim_plan = plan
     for name, value in (("in_chans", in_chans), ("num_classes", _num_outputs(model))):
         if not hasattr(model, name):  # a model's own in_chans / num_classes (timm's) mean the same: kept

@@ -38,7 +38,7 @@ from torch.nn.utils.stateless import _reparametrize_module
 from ..errors import MutualNetError
 from . import known
 
-__all__ = ["Seg", "GroupInfo", "Port", "Plan", "analyse"]
+__all__ = ["Seg", "GroupInfo", "Port", "Cut", "Plan", "analyse", "cut_key"]
 
 DIVISOR = 8  # the channel rule's multiple (layers/helpers.py)
 
@@ -74,6 +74,25 @@ class Port:
     out: Label
 
 
+@dataclass(frozen=True)
+class Cut:
+    """A channel split or slice whose sizes are numbers in a model's code (``x.split([10, 30], 1)``,
+    ``x[:, :117]``): the converted model computes them from the width instead (``ChannelCut``).
+
+    ``module`` is the module whose own forward holds the node; ``key`` and ``index`` find it again when that
+    forward is traced alone (the ``index``-th node with ``key``); ``parts`` are the labels of the consecutive
+    channel ranges (a slice: the ranges before the one it takes, then that one); ``rest`` a slice's index after
+    the channel dimension.
+    """
+
+    module: str
+    key: tuple
+    index: int
+    kind: str  # split | slice
+    parts: tuple[Label, ...]
+    rest: tuple = ()
+
+
 @dataclass
 class Plan:
     """The result of :func:`analyse`: groups, the layers to replace, and notes for the user."""
@@ -84,6 +103,7 @@ class Plan:
     stage_graph: fx.Graph | None = None
     notes: list[str] = field(default_factory=list)
     output: str | int | None = None  # which of several outputs the converted model returns (slim(output=...))
+    cuts: list[Cut] = field(default_factory=list)  # channel splits / slices with sizes written in the code
 
     def slimmed(self, label: Label) -> bool:
         return any(self.groups[s.group].fixed is None for s in label)
@@ -159,6 +179,8 @@ class _Analysis:
         self.module_out: dict[str, Label] = {}
         self.sd = _stochastic_depth()
         self.leaves = known.leaf_types()
+        self.cuts: dict[tuple, Cut] = {}  # (module, key, index) -> the cut
+        self._seen: dict[tuple, int] = {}  # (module, key) -> occurrences so far in the graph being run
 
     # -- union-find ----------------------------------------------------------------------------------
     def new(self, channels: int, first: str, fixed: str | None = None) -> int:
@@ -195,6 +217,7 @@ class _Analysis:
     def run(self, gm: fx.GraphModule) -> dict[fx.Node, Label | None]:
         env: dict[fx.Node, Label | None] = {}
         seen_input = False
+        self._seen = {}
         for node in gm.graph.nodes:
             shape = _shape(node)
             if node.op == "placeholder":
@@ -250,6 +273,14 @@ class _Analysis:
                                     shape, what)
             self._port(node, name, Port("bn", lab, lab))
             return lab
+        if isinstance(mod, nn.BatchNorm1d) and type(mod).forward is nn.BatchNorm1d.forward:
+            in_shape = _shape(node.args[0])
+            if not (mod.affine and mod.track_running_stats) or in_shape is None or len(in_shape) != 2 \
+                    or any(s.mult != 1 for s in lab):
+                return self._refuse(node, "is a BatchNorm1d without affine parameters or running statistics, or "
+                                    "over a tensor that is not (batch, channels)", [lab], shape, what)
+            self._port(node, name, Port("bn1d", lab, lab))
+            return lab
         if known.is_linear(mod):
             in_shape = _shape(node.args[0])
             if in_shape is None or len(in_shape) != 2:
@@ -272,12 +303,17 @@ class _Analysis:
                 node, "pools a tensor that is not (N, C, H, W)", [lab], shape, what)
         if isinstance(mod, nn.Flatten):
             return self._flatten(node, lab, shape)
+        if known.is_blur_pool(mod):
+            if any(s.mult != 1 for s in lab):
+                return self._refuse(node, "blurs a flattened tensor", [lab], shape, what)
+            self._port(node, name, Port("blur", lab, lab))
+            return lab
         if isinstance(mod, self.leaves):
             if self._keeps_channels(node, shape) and known.channel_agnostic(mod, _shape(node.args[0]) or ()):
                 return lab  # runs unchanged on the active channels: its narrower sub-network is itself
-            return self._refuse(node, f"is a {type(mod).__name__}, which timm's tracing treats as a whole and which "
-                                "does not run on fewer channels (it has per-channel parameters or state)", [lab],
-                                shape, what)
+            return self._refuse(node, f"is a {type(mod).__name__}, a layer traced as a whole (timm's no-trace registry "
+                                "or a timm layer known here) that does not run on fewer channels (it has per-channel "
+                                "parameters or state, or a fixed channel count)", [lab], shape, what)
         return self._refuse(node, f"is a {type(mod).__name__}, which has no slimmable version (it mixes or "
                             "normalises across channels or keeps per-channel state)", [lab], shape, what)
 
@@ -406,9 +442,18 @@ class _Analysis:
             cut = _channel_slice(node, in_shape)
             if cut == (0, in_shape[1] if in_shape else -1):
                 return lab  # every channel (GhostNet's x[:, :out_chs] of exactly out_chs): at any width, all of them
-            if cut is not None:
+            module = _own_module(node)
+            if cut is not None and (module is None or cut[1] <= cut[0]):
                 return self._refuse(node, f"slices channels {cut[0]}:{cut[1]} of {in_shape[1]}, indices fixed in "
                                     "the code: at a narrower width they would select other channels", labels, shape)
+            if cut is not None:  # the producers make the slice a part of their output; its bounds follow the width
+                sizes = [n for n in (cut[0], cut[1] - cut[0], in_shape[1] - cut[1]) if n]
+                parts = self._cut(node, lab, sizes, shape)
+                if parts is None:
+                    return self._opaque_out(node, shape, _what(node))
+                taken = 1 if cut[0] else 0
+                self._record_cut(node, module, "slice", parts[:taken + 1], tuple(node.args[1][2:]))
+                return parts[taken]
         if t in (torch.permute, torch.transpose) or method in ("permute", "transpose"):
             return self._refuse(node, "moves the channel dimension (channels-last layers such as ConvNeXt's "
                                 "LayerNorm and Linear have no slimmable version)", labels, shape)
@@ -431,11 +476,22 @@ class _Analysis:
             return self._refuse(node, "splits the channels into parts of unknown size", labels, None)
         literal = node.target not in (torch.chunk, "chunk") and (
             isinstance(arg, int) or (isinstance(arg, (list, tuple)) and all(isinstance(v, int) for v in arg)))
-        if literal and len(sizes) > 1:  # x.chunk(n) and sizes computed from x.size(1) follow the width; these not
+        module = _own_module(node)
+        if literal and len(sizes) > 1 and module is None:  # the model's own forward is not rewritten
             return self._refuse(node, f"splits the channels at sizes fixed in the code ({', '.join(map(str, sizes))}):"
                                 " at a narrower width the tensor has fewer channels and would be cut elsewhere",
                                 labels, None)
-        return self._cut(node, lab, sizes, None)
+        parts = self._cut(node, lab, sizes, None)
+        # explicit sizes, written or computed (x.size(1) - 16), become the parts' active sizes (x.chunk(n) follows)
+        if node.target not in (torch.chunk, "chunk") and len(sizes) > 1 and parts is not None and module is not None:
+            self._record_cut(node, module, "split", parts)
+        return parts
+
+    def _record_cut(self, node: fx.Node, module: str, kind: str, parts: list[Label], rest: tuple = ()) -> None:
+        key = cut_key(node)
+        index = self._seen.get((module, key), 0)
+        self._seen[(module, key)] = index + 1
+        self.cuts[(module, key, index)] = Cut(module, key, index, kind, tuple(parts), rest)
 
     def _cut(self, node: fx.Node, lab: Label, sizes: list[int], shape) -> list[Label] | None:
         """The labels of consecutive channel ranges of ``sizes``; where a range ends inside a segment, ask the
@@ -504,7 +560,9 @@ class _Analysis:
             return self._opaque_out(node, shape, _what(node))
         for other in channelled[1:]:
             self.union(channelled[0], other, node, "adds or multiplies")
-        return channelled[0]
+        # where the layouts differ (refused in this pass, cut alike in the next), go on with the finer one, so one
+        # pass finds every cut a chain of such additions needs (Inception-ResNet's residual blocks)
+        return max(channelled, key=len)
 
     def _cat(self, node: fx.Node, env: dict, shape) -> Label | None:
         tensors = node.args[0] if node.args else node.kwargs.get("tensors")
@@ -579,6 +637,22 @@ def _literal_channel_size(node: fx.Node) -> int | None:
     return None
 
 
+def _own_module(node: fx.Node) -> str | None:
+    """The module whose own ``forward`` holds ``node`` (its qualified name), None for the model's own forward."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return next(reversed(stack.values()))[0] if stack else None
+
+
+def cut_key(node: fx.Node) -> tuple | None:
+    """What identifies a split / channel slice with sizes written in the code, in any trace of its module."""
+    if node.target is operator.getitem:
+        return ("slice", repr(node.args[1]))
+    if node.target in (torch.split, "split"):  # sizes computed in the graph: their nodes' names differ by trace
+        args = fx.node.map_arg((node.args[1:], sorted(node.kwargs.items())), lambda n: "<computed>")
+        return ("split", node.op, repr(args))
+    return None
+
+
 def _flat(labels: list) -> list[Label]:
     """Labels, with the part lists of a split flattened."""
     out = []
@@ -640,7 +714,15 @@ class AnalysisTracer(fx.Tracer):
         self.leaf_types = known.leaf_types()
         self.extra_leaf = extra_leaf
 
+    def call_module(self, m: nn.Module, forward: Callable, args: tuple, kwargs: dict):  # noqa: ANN201
+        alt = known.traceable_forward(m)
+        if alt is not None:  # a layer timm keeps whole only for a size test: traced through its layers
+            return super().call_module(m, lambda *a, **k: alt(m, *a, **k), args, kwargs)
+        return super().call_module(m, forward, args, kwargs)
+
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if known.traceable_forward(m) is not None:
+            return False
         return (isinstance(m, self.leaf_types) or known.is_linear(m)
                 or (self.extra_leaf is not None and self.extra_leaf(m)) or super().is_leaf_module(m, qualname))
 
@@ -672,7 +754,7 @@ def analyse(model: nn.Module, example: torch.Tensor, *, fixed: tuple[str, ...] =
     finally:
         model.train(was_training)
     presplit: dict[str, tuple[int, ...]] = {}
-    for _ in range(4):  # a split inside a group: the next pass makes its producers output it in parts
+    for _ in range(16):  # a split inside a group: the next pass makes its producers output it in parts
         a = _Analysis(model, set(fixed), presplit)
         for gm in graphs:
             env = a.run(gm)
@@ -690,9 +772,10 @@ def analyse(model: nn.Module, example: torch.Tensor, *, fixed: tuple[str, ...] =
         return tuple(Seg(a.find(s.group), s.mult) for s in label)
 
     ports = {n: Port(p.kind, canon(p.inp), canon(p.out)) for n, p in a.ports.items()}
+    cuts = [Cut(c.module, c.key, c.index, c.kind, tuple(canon(p) for p in c.parts), c.rest) for c in a.cuts.values()]
     plan = Plan(groups=groups, ports=ports, notes=sorted({f"{g.first}: fixed, {g.fixed}" for g in groups.values()
                                                           if g.fixed and "stem input" not in g.fixed
-                                                          and "model output" not in g.fixed}))
+                                                          and "model output" not in g.fixed}), cuts=cuts)
     plan.stages, plan.stage_graph = _stages(graphs[-1], env, canon, example.shape[-1])
     return plan
 
