@@ -98,6 +98,29 @@ def _work(table, model, exhaustive: bool, calib_used: dict) -> float:
                for r in table.rows if same[r["width"]] == r["width"])
 
 
+def _floor(ref, hits: dict, calib: int, original: float) -> tuple[float, float]:
+    """What any search with the reference's frontier must spend (MAC-weighted images / the original's): the frontier
+    networks on every image, and each other network until a cheaper one beats it by 3 sigmas of the paired sign
+    test checked after every image (an oracle: no real schedule looks that often), or all images if never."""
+    rows = {(r["width"], r["resolution"]): r for r in ref.rows if (r["width"], r["resolution"]) in hits}
+    front = {(r["width"], r["resolution"]) for r in ref.frontier()}
+    only = seq = 0.0
+    for c, hc in hits.items():
+        n_all, need = len(hc), len(hc)
+        if c not in front:
+            for b, hb in hits.items():
+                if b == c or rows[b]["macs"] > rows[c]["macs"]:
+                    continue
+                lead = ((hb & ~hc).int() - (hc & ~hb).int()).cumsum(0).float()
+                apart = (hb ^ hc).int().cumsum(0).float()
+                beaten = torch.nonzero(lead > 3 * apart.sqrt())
+                need = min(need, int(beaten[0]) + 1 if len(beaten) else n_all)
+        else:
+            only += (calib + n_all) * rows[c]["macs"]
+        seq += (calib + need) * rows[c]["macs"]
+    return only / original, seq / original
+
+
 def recipes(args: argparse.Namespace) -> None:
     import mutualnet.search.build as build
     from mutualnet.checkpoint import load_checkpoint, model_from_checkpoint
@@ -118,7 +141,8 @@ def recipes(args: argparse.Namespace) -> None:
     variants = {"ours (no halving)": None, "ours": args.halving}
     if args.run_original:
         variants = {"original": None} | variants
-    runs, tables, calib_used = {}, {}, {}
+    runs, tables, calib_used, ref_hits = {}, {}, {}, {}
+    build_hits = build.hits
     for name, halving in variants.items():
         patch = (mock.patch.object(build, "distinct_widths", lambda _, ws: {float(w): float(w) for w in ws})
                  if name == "original" else contextlib.nullcontext())
@@ -129,7 +153,13 @@ def recipes(args: argparse.Namespace) -> None:
             _used[(res.width, res.resolution)] = res.num_images
             return res
         extra = {"calib_tol": args.calib_tol, "z": args.z} if name == "ours" else {}
-        with patch, mock.patch.object(build, "calibrate", counted):
+        seen = ref_hits if name == "ours (no halving)" else {}
+
+        def recorded(m, batches, w, r, *a, _seen=seen, **k):  # the reference's per-image hits, for the floor
+            out = build_hits(m, batches, w, r, *a, **k)
+            _seen[(w, r)] = out[0]
+            return out
+        with patch, mock.patch.object(build, "calibrate", counted), mock.patch.object(build, "hits", recorded):
             t0 = time.perf_counter()
             tables[name] = build_query_table(
                 fresh(), val, calib, halving=halving, **extra,
@@ -161,6 +191,10 @@ def recipes(args: argparse.Namespace) -> None:
     moved = max((abs(a["top1"] - b["top1"]) for a, b in zip(ours_f, ref_f)), default=0.0)
     print(f"frontier of ours with halving identical to ours without: {same} (configurations identical: "
           f"{same_cfg}; top-1 of its rows differs by up to {moved:.2f} points)")
+    frontier_only, sequential = _floor(ref, ref_hits, args.calib_images, original)
+    print(f"floor for an identical frontier: its networks on every image (exact top-1 needs them) "
+          f"{frontier_only:.3f}x; plus the others stopped by an oracle sequential test (z=3, a look after every "
+          f"image, the same calibration) {sequential:.3f}x")
     if "original" in tables:
         f_orig = {(r["width"], r["resolution"]) for r in tables["original"].frontier()}
         f_ours = {(r["width"], r["resolution"]) for r in tables["ours"].frontier()}

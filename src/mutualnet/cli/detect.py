@@ -100,13 +100,13 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     require("coco", "detection")
-    from ..detection import evaluate as detection
+    from ..detection import describe_detection_table
+    from ..detection import run_eval as evaluate_detector
 
-    table, written = detection.run_eval(
+    table, written = evaluate_detector(
         args.checkpoint, args.annotations, args.images, args.out, widths=args.widths, scales=args.scales,
         calibrate=not args.no_calibrate, calib_annotations=args.calib_annotations, calib_folder=args.calib_folder,
         calib_images=args.calib_images, mac_size=args.mac_size, metric=args.metric, batch_size=args.batch_size,
         device=args.device, max_size=args.max_size)
-    print("\n".join(detection.table_lines(table)))
-    print(f"wrote {written[0]}, {written[1]} (whole detector) and {written[2]} (backbone + FPN)")
+    print("\n".join(describe_detection_table(table, written)))
     return 0
