@@ -317,7 +317,8 @@ def build_query_table(
         widths: explicit widths; default: ``width_grid(*model.width_range, width_step)``.
         calib_images, val_images: images for calibration (per configuration) and validation (None: all).
         calib_tol: stop a network's calibration before ``calib_images`` once its statistics have converged
-            (:func:`mutualnet.calibrate.calibrate_batches`); None: always ``calib_images``.
+            (:func:`mutualnet.calibrate.calibrate_batches`); None: always ``calib_images``. Measured on the demo's
+            model, 0.03 (600-800 images) lowered top-1 by 0.2-2.2 points and changed the frontier.
         halving: first fraction of the validation images (in (0, 1]) for successive halving; None: all images
             for every configuration.
         z: with ``halving``, a network stops when a cheaper one beats it by ``z`` standard deviations
