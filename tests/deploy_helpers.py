@@ -41,12 +41,3 @@ def table_rows(model, configs: list[tuple[float, int]]) -> list[dict]:
         rows.append({"width": w, "resolution": r, "top1": 50 + 40 * w + r / 10, "top5": 90.0, "macs": p.macs,
                      "params": p.params, "latency_ms": None})
     return rows
-
-
-def one_thread():
-    """Generator for an autouse fixture: one intra-op thread (the CI box is small and shared; oversubscribed
-    threads make these tiny models 30x slower)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)

@@ -1,13 +1,12 @@
 """The main job end to end, on a tiny synthetic stand-in for Fashion-MNIST (the real run is the README's)."""
 
 import copy
-import json
 
 import pytest
 
+from conftest import read_metrics
 from mutualnet.checkpoint import load_checkpoint
 from mutualnet.cli import main
-from mutualnet.cli.demo import whole_run_seconds
 from mutualnet.demo import DEMO_RECIPE, format_table, run_demo, training_finished
 
 
@@ -58,11 +57,10 @@ def test_demo_resumes_an_interrupted_training_run(tmp_path):
     first_s = load_checkpoint(out / "train" / "last.pt")["train_state"]["elapsed_s"]
     res = run_demo(out, recipe=recipe, epochs=1, width_step=0.75, calib_images=32, val_images=32, threads=1,
                    progress=False)
-    rows = [json.loads(x) for x in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
-    steps = [r["step"] for r in rows if r["kind"] == "train"]
+    steps = [r["step"] for r in read_metrics(res.run_dir, "train")]
     assert steps == sorted(set(steps)) and steps[-1] == 4  # continued, not restarted
     assert training_finished(res.run_dir / "last.pt")
-    train_s, search_s = whole_run_seconds(res)  # the demo's reported time covers the interrupted part too
+    train_s, search_s = res.whole_run_seconds()  # the demo's reported time covers the interrupted part too
     assert train_s > first_s > 0 and search_s > 0
 
 

@@ -7,13 +7,11 @@ import torch
 from PIL import Image
 
 import mutualnet as mn
-from deploy_helpers import calibrate_config, one_thread, table_rows, trained_like
+from deploy_helpers import calibrate_config, table_rows, trained_like
 from mutualnet.checkpoint import load_checkpoint, save_checkpoint
 from mutualnet.cli import main
 from mutualnet.deploy import AdaptiveNet, measure_switch_us
 from mutualnet.search.table import QueryTable
-
-_threads = pytest.fixture(autouse=True)(one_thread)
 
 CONFIGS = [(w, r) for r in (32, 24, 16) for w in (0.25, 0.5, 0.75, 1.0)]
 

@@ -13,14 +13,12 @@ import torch
 from PIL import Image
 
 import mutualnet as mn
-from deploy_helpers import calibrate_config, one_thread, table_rows, trained_like
+from deploy_helpers import calibrate_config, table_rows, trained_like
 from mutualnet.checkpoint import save_checkpoint
 from mutualnet.cli import main
 from mutualnet.deploy import AdaptiveNet
 from mutualnet.deploy.cascade import Cascade, Scores, Step, fit_cascade, model_runner, run_cascade, score_configs
 from mutualnet.search.table import QueryTable
-
-_threads = pytest.fixture(autouse=True)(one_thread)
 
 CONFIGS = [(0.5, 16), (0.5, 24), (1.0, 24), (1.0, 32)]
 

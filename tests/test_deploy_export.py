@@ -8,14 +8,12 @@ import torch
 from torch import nn
 
 import mutualnet as mn
-from deploy_helpers import calibrate_config, one_thread, table_rows, trained_like
+from deploy_helpers import calibrate_config, table_rows, trained_like
 from mutualnet.calibrate import is_calibrated
 from mutualnet.checkpoint import load_checkpoint, save_checkpoint
 from mutualnet.cli import main
 from mutualnet.deploy import export_subnet, load_exported, save_exported
 from mutualnet.layers import is_slimmable
-
-_threads = pytest.fixture(autouse=True)(one_thread)
 
 CASES = [("mobilenet_v2_cifar", 0.5, 24), ("resnet20_cifar", 0.35, 32), ("mobilenet_v1_cifar", 0.6, 28),
          ("resnet20_cifar", 1.0, 20)]

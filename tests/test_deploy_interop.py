@@ -12,13 +12,10 @@ import torchvision
 from torch import nn
 
 import mutualnet as mn
-from deploy_helpers import one_thread
 from mutualnet.calibrate import calibrate
 from mutualnet.checkpoint import load_checkpoint, model_from_checkpoint
 from mutualnet.cli import main
 from mutualnet.deploy import export_subnet, load_released, load_torchvision_weights
-
-_threads = pytest.fixture(autouse=True)(one_thread)
 
 
 def _md(v, divisor=8, min_value=1):  # the original make_divisible

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import mutualnet as mn
+from conftest import read_metrics
 from mutualnet.calibrate import calibrate
 from mutualnet.errors import MutualNetError
 from mutualnet.layers import ElasticSequential, SlimmableBatchNorm2d, active_num_params, config_key, skipped_blocks
@@ -202,8 +203,7 @@ def test_depth_end_to_end_train_search_select_export_calibrate(tmp_path, capsys)
     run_dir = train(cfg)
     ckpt = load_checkpoint(run_dir / "last.pt")
     assert ckpt["model_args"]["depth_range"] == [1, 3] and "depth_range" not in ckpt["config"]["model"]
-    val = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["config_narrowest"] for r in val if r["kind"] == "val"] == ["w0.250_r8_d1"]  # the shallowest too
+    assert [r["config_narrowest"] for r in read_metrics(run_dir, "val")] == ["w0.250_r8_d1"]  # the shallowest too
     assert model_from_checkpoint(ckpt).depth_range == (1, 3)
     out = tmp_path / "search"
     assert main(["search", "--checkpoint", str(run_dir / "last.pt"), "--out", str(out), "--width-step", "0.75",

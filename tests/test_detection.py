@@ -11,6 +11,7 @@ from PIL import Image
 from pycocotools import mask as mask_util
 
 import mutualnet as mn
+from conftest import read_metrics
 from mutualnet.checkpoint import load_checkpoint
 from mutualnet.cli import main
 from mutualnet.detection import (
@@ -259,7 +260,7 @@ def test_train_lowers_loss_then_cli_eval_reports_ap(coco, tmp_path, capsys):
     print(f"loss before {loss_before} after {loss_after} ({time.time() - t0:.1f}s)")
     for c in loss_before:
         assert loss_after[c] < 0.8 * loss_before[c]
-    logs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    logs = read_metrics(run)
     assert logs[-1]["step"] == 100 and len([k for k in logs[0] if k.startswith("loss_w")]) == 3
 
     rc = main(["detect", "eval", "--checkpoint", str(run / "last.pt"), "--annotations", str(ann), "--images",
@@ -335,7 +336,7 @@ def test_resume_continues_exactly_and_runs_are_never_overwritten(coco, tmp_path,
     a, b = detector_from_checkpoint(straight / "last.pt"), detector_from_checkpoint(half / "last.pt")
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(pa, pb, msg=name)
-    rows = [json.loads(r) for r in (half / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(half)
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert load_checkpoint(half / "last.pt")["train_state"]["step"] == 4
     from mutualnet.checkpoint import model_from_checkpoint

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from conftest import read_metrics
 from mutualnet.checkpoint import load_checkpoint
 from mutualnet.cli import main
 from mutualnet.compare import seed_budgets
@@ -85,8 +86,7 @@ def trained(tmp_path_factory):
 def test_checkpoint_records_the_holdout_and_validation_rows_say_so(trained):
     ckpt = load_checkpoint(trained / "run" / "last.pt")
     assert ckpt["meta"]["dataset"]["holdout"] == 16 and ckpt["config"]["data"]["holdout"] == 16
-    rows = [json.loads(line) for line in (trained / "run" / "metrics.jsonl").read_text().splitlines()]
-    val = [r for r in rows if r["kind"] == "val"]
+    val = read_metrics(trained / "run", "val")
     assert len(val) == 2 and all(r["split"] == "holdout" for r in val)
 
 

@@ -79,6 +79,15 @@ def test_building_blocks_import_no_workflow():
     assert _violations(lambda src, dst: not (src in ("layers", "models", "data") and dst in workflows)) == []
 
 
+def test_the_training_loop_is_nobody_s_toolbox():
+    """Detection (and anything else) builds a run from the run kit (train/runkit.py), never from the classification
+    loop, so the loop can change without moving what other trainers stand on."""
+    users = [str(p.relative_to(PACKAGE)) for p in sorted(PACKAGE.rglob("*.py"))
+             if _part(p) != "train" and any(n.startswith("mutualnet.train.loop") for n in _imports(p))]
+    assert users == []
+    assert "mutualnet.train.runkit" in _imports(PACKAGE / "detection" / "train.py")
+
+
 def test_the_check_sees_imports():  # the walker itself: relative, nested and function-level imports are found
     assert "mutualnet.layers.slimmable" in _imports(PACKAGE / "layers" / "__init__.py")
     assert "mutualnet.search.build" in _imports(PACKAGE / "search" / "__init__.py")

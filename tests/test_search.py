@@ -11,7 +11,7 @@ from mutualnet.cli import main
 from mutualnet.data import build_dataset
 from mutualnet.evaluate import evaluate
 from mutualnet.layers import SlimmableBatchNorm2d, config_key
-from mutualnet.search import QueryTable, build_query_table
+from mutualnet.search import QueryTable, SearchPlan, build_query_table
 
 DS_META = {"name": "synthetic", "root": None, "num_classes": 4, "in_chans": 3, "input_size": 16,
            "synthetic_length": 64}
@@ -394,7 +394,8 @@ def test_successive_halving_keeps_the_exhaustive_frontier_for_less(tmp_path):
         return m
 
     full = build_query_table(model(), va, tr, **kw)
-    fast = build_query_table(model(), va, tr, halving=0.125, state_dir=tmp_path, **kw)
+    plan = SearchPlan.of(model(), halving=0.125, **{k: v for k, v in kw.items() if k != "progress"})  # what
+    fast = build_query_table(model(), va, tr, plan, state_dir=tmp_path, progress=False)
     assert [(r["width"], r["resolution"], r["top1"]) for r in fast.frontier()] == \
         [(r["width"], r["resolution"], r["top1"]) for r in full.frontier()]
     assert all(r["val_images"] == 400 for r in fast.rows if r["pareto"])
@@ -404,6 +405,8 @@ def test_successive_halving_keeps_the_exhaustive_frontier_for_less(tmp_path):
     assert (tmp_path / "t.csv").read_text().splitlines()[0].endswith(",pareto,val_images")
     with pytest.raises(mn.MutualNetError, match="halving must be a fraction"):
         build_query_table(model(), va, tr, halving=1.5, **kw)
+    with pytest.raises(mn.MutualNetError, match="give a plan or its fields, not both"):
+        build_query_table(model(), va, tr, plan, halving=0.5)
 
 
 def test_search_times_identical_networks_once(tmp_path):

@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 import mutualnet as mn
+from conftest import read_metrics
 from mutualnet.layers import SlimmableBatchNorm2d, SlimmableConv2d, SlimmableLinear, bind_state, channel_config
 from mutualnet.train.compiled import CompiledModel
 from mutualnet.train.step import SubNet, train_step
@@ -80,7 +81,6 @@ def test_compiled_step_matches_eager_losses_and_gradients():
 
 @pytest.mark.slow
 def test_run_compile_trains_the_same_steps_as_eager(tmp_path):
-    import json
 
     from mutualnet.train import load_config, train
     from mutualnet.train.config import resolve
@@ -92,8 +92,7 @@ def test_run_compile_trains_the_same_steps_as_eager(tmp_path):
             "train.num_subnets=2", "train.epochs=1", "run.max_steps=2", "run.device=cpu", "run.progress=false",
             "run.val_every=0", "run.tensorboard=false", f"run.out={tmp_path / name}", *extra])
         run_dir = train(cfg)
-        return [json.loads(r)["losses"] for r in (run_dir / "metrics.jsonl").read_text().splitlines()
-                if json.loads(r)["kind"] == "train"]
+        return [r["losses"] for r in read_metrics(run_dir, "train")]
 
     eager = losses("eager")
     # graph capture of the real loop (aot_eager: the same graphs inductor compiles, without code generation)

@@ -1,6 +1,5 @@
 """Distributed training: one gradient all-reduce per step, sync slimmable BN, 2 processes == 1 process."""
 
-import json
 import os
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import torch.distributed as dist
 import yaml
 from torch.utils.data import DataLoader
 
+from conftest import read_metrics
 from mutualnet import create_model
 from mutualnet.checkpoint import load_checkpoint
 from mutualnet.data import TensorImages
@@ -119,8 +119,7 @@ def recipe(out, sync_bn):
 
 
 def losses(run_dir):
-    rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [r["losses"] for r in rows if r["kind"] == "train"]
+    return [r["losses"] for r in read_metrics(run_dir, "train")]
 
 
 @pytest.mark.slow

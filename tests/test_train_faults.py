@@ -3,7 +3,6 @@ two writers, and resume with changed settings."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -16,6 +15,7 @@ import torch
 import yaml
 
 import mutualnet.io as mio
+from conftest import read_metrics, tiny_recipe
 from mutualnet.checkpoint import load_checkpoint
 from mutualnet.cli import main
 from mutualnet.io import folder_lock
@@ -23,22 +23,8 @@ from mutualnet.search import QueryTable
 from mutualnet.train import config_from_dict, train
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 def recipe(out: Path, **optim) -> dict:
-    return {
-        "model": {"name": "resnet20_cifar", "width_range": [0.25, 1.0]},
-        "data": {"name": "synthetic", "synthetic_length": 40, "batch_size": 8, "workers": 0},
-        "train": {"mode": "mutual", "resolutions": [16, 12, 8], "epochs": 3},  # 5 iterations per epoch
-        "optim": {"lr": 0.1, "warmup_epochs": 0.5, **optim},
-        "run": {"out": str(out), "device": "cpu", "threads": 1, "progress": False, "tensorboard": False,
-                "save_every": 2, "calib_batches": 1},
-    }
+    return tiny_recipe(out, optim=optim)  # 5 iterations per epoch, 3 epochs
 
 
 def write_recipe(path: Path, out: Path, **optim) -> Path:
@@ -47,8 +33,7 @@ def write_recipe(path: Path, out: Path, **optim) -> Path:
 
 
 def rows(run_dir: Path) -> tuple[list[dict], list[dict]]:
-    r = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-    return [x for x in r if x["kind"] == "train"], [x for x in r if x["kind"] == "val"]
+    return read_metrics(run_dir, "train"), read_metrics(run_dir, "val")
 
 
 def all_finite(path: Path) -> bool:

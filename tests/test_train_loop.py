@@ -1,12 +1,12 @@
 """The training loop end to end on tiny synthetic data: run folder, checkpoints, modes, errors."""
 
-import json
 import re
 
 import pytest
 import torch
 import yaml
 
+from conftest import read_metrics
 from mutualnet import MutualNetError
 from mutualnet.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from mutualnet.cli import main
@@ -23,9 +23,7 @@ def tiny(tmp_path, *extra, name="run"):
         "run.save_every=3", "run.calib_batches=1", f"run.out={tmp_path / name}", *extra])
 
 
-def rows(run_dir, kind):
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+rows = read_metrics  # rows(run_dir, kind)
 
 
 def test_training_run_writes_a_complete_run_folder(tmp_path):

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 import torchvision
 import yaml
 
+from conftest import read_metrics
 from mutualnet import MutualNetError
 from mutualnet.checkpoint import load_checkpoint
 from mutualnet.cli import main
@@ -179,8 +180,7 @@ def _train(tmp_path, name, *sets, model="resnet20_cifar"):
 
 
 def _losses(run):
-    rows = [yaml.safe_load(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [r["losses"] for r in rows if r["kind"] == "train"][0]
+    return read_metrics(run, "train")[0]["losses"]
 
 
 def test_cli_zero_init_residual(tmp_path):

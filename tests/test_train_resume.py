@@ -1,6 +1,5 @@
 """Exact resume: a run killed with SIGKILL and resumed follows the uninterrupted run's loss trajectory."""
 
-import json
 import signal
 import subprocess
 import sys
@@ -10,31 +9,17 @@ import pytest
 import torch
 import yaml
 
+from conftest import read_metrics, tiny_recipe
 from mutualnet.checkpoint import load_checkpoint
 from mutualnet.train import config_from_dict, train
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 def recipe(out):
-    return {
-        "model": {"name": "resnet20_cifar", "width_range": [0.25, 1.0]},
-        "data": {"name": "synthetic", "synthetic_length": 40, "batch_size": 8, "workers": 0},
-        "train": {"mode": "mutual", "resolutions": [16, 12, 8], "epochs": 4},  # 5 iterations per epoch
-        "optim": {"lr": 0.1, "warmup_epochs": 0.5},
-        "run": {"out": str(out), "device": "cpu", "threads": 1, "progress": False, "tensorboard": False,
-                "save_every": 3, "calib_batches": 1},
-    }
+    return tiny_recipe(out, train={"epochs": 4}, run={"save_every": 3})  # 5 iterations per epoch
 
 
 def train_rows(run_dir):
-    rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in rows if r["kind"] == "train"], [r for r in rows if r["kind"] == "val"]
+    return read_metrics(run_dir, "train"), read_metrics(run_dir, "val")
 
 
 def cli(*args):

@@ -29,13 +29,6 @@ def make_imagefolder(root, classes=3, per_class=8, size=20, seed=0):
     return root
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    threads = torch.get_num_threads()  # run.threads=1 below changes it for the process
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def source(tmp_path):
     """A 'pretrained' resnet20 (10 classes) saved as a mutualnet checkpoint."""

@@ -4,14 +4,12 @@ import pytest
 import torch
 
 import mutualnet as mn
-from deploy_helpers import one_thread, table_rows, trained_like
+from deploy_helpers import table_rows, trained_like
 from mutualnet.calibrate import calibrate
 from mutualnet.checkpoint import save_checkpoint
 from mutualnet.cli import main
 from mutualnet.deploy import AdaptiveNet
 from mutualnet.search import QueryTable
-
-_threads = pytest.fixture(autouse=True)(one_thread)
 
 
 def test_library_eval_refuses_an_uncalibrated_width_and_says_how_to_calibrate():

@@ -6,7 +6,8 @@ Where to look:
     layers/elastic.py     elastic depth: a stage runs its first d blocks
     models/               the slimmable model zoo behind one registry
     train/step.py         the sandwich step: width-resolution mutual learning
-    train/loop.py         the training loop (AMP, DDP, exact resume)
+    train/loop.py         the training loop (AMP, DDP)
+    train/runkit.py       checkpoints, metrics, exact resume: the run kit detection shares
     calibrate.py          BN post-statistics for any (width, resolution)
     search/               the query table: accuracy x cost of every configuration, budget selection
     deploy/               export one configuration, a runtime-adaptive model, released weights

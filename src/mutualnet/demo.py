@@ -53,6 +53,43 @@ class DemoResult:
         """The row of the full configuration (widest, highest resolution)."""
         return max(self.table.rows, key=lambda r: (r["width"], r["resolution"]))
 
+    def whole_run_seconds(self) -> tuple[float, float]:
+        """Seconds of training and of the search over every invocation of the run (a resumed demo's ``seconds``
+        covers only its own part): the trainer's and the search's own clocks, which survive resumes."""
+        train_s = float(load_checkpoint(self.run_dir / "last.pt").get("train_state", {}).get("elapsed_s", 0.0))
+        timing = self.table.meta.get("timing_s") or {}
+        search_s = sum(float(timing.get(k, 0.0)) for k in ("calib_s", "eval_s", "profile_s", "latency_s"))
+        return train_s, search_s
+
+    def describe(self) -> list[str]:
+        """What ``mutualnet demo`` prints when it is done: the table as a grid, the full and the cheapest
+        configuration, the frontier, where the files are, the next command, and the time."""
+        t, full = self.table, self.full
+        cheapest = min(t.rows, key=lambda r: r["macs"])
+        front = t.frontier()
+        split = t.meta.get("split", "test")
+
+        def top1(r: dict) -> str:
+            return f"top-1 {r['top1']:.2f}%" + (f" ({r['test_top1']:.2f}% on the test set)" if "test_top1" in r else "")
+
+        train_s, search_s = self.whole_run_seconds()
+        return [
+            "", format_table(t),
+            f"top-1 measured on the {'held-out training images (data.holdout)' if split == 'holdout' else 'test set'}"
+            + ("; the test set's in parentheses (reported, never selected on)"
+               if any("test_top1" in r for r in t.rows) else ""), "",
+            f"full configuration (width {full['width']:g}, {full['resolution']} px): {top1(full)}, "
+            f"{full['mflops']:.2f} MFLOPs",
+            f"cheapest configuration (width {cheapest['width']:g}, {cheapest['resolution']} px): "
+            f"{top1(cheapest)}, {cheapest['mflops']:.2f} MFLOPs",
+            f"{len(front)} of {len(t)} configurations are on the frontier; "
+            f"{len({r['resolution'] for r in front})} resolutions appear on it",
+            f"plot: {self.plot}   table: {self.search_dir / 'query_table.csv'}   "
+            f"deployable checkpoint: {self.search_dir / 'calibrated.pt'}",
+            f"pick a budget: mutualnet select --table {self.search_dir / 'query_table.json'} --max-mflops 5",
+            f"done in {self.seconds / 60:.1f} min; the whole run, resumed parts included: training "
+            f"{train_s / 60:.1f} min, search {search_s / 60:.1f} min"]
+
 
 def training_finished(ckpt_path: Path) -> bool:
     """Whether the run that wrote ``ckpt_path`` (a ``last.pt``) completed all its epochs."""

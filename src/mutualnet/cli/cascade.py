@@ -13,14 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from torch.utils.data import DataLoader
-
-from ..checkpoint import load_checkpoint, model_from_checkpoint
-from ..data.checkpoint import data_from_checkpoint
-from ..deploy.adaptive import load_query_table
-from ..deploy.cascade import MAX_STEPS, TIES_SE, fit_cascade, score_configs
-from ..errors import MutualNetError
-from ..profiling import profile, resolve_device
+from ..deploy.cascade import MAX_STEPS, TIES_SE, describe_test_report, fit_checkpoint_cascade
 from . import _args as A
 
 
@@ -55,48 +48,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _frontier(ckpt: dict, args: argparse.Namespace, model) -> list[dict]:
-    """The candidate steps: the frontier of the table, or the --steps configurations (their MFLOPs counted)."""
-    if args.steps is None:
-        return load_query_table(ckpt, args.table).frontier()
-    for w, _ in args.steps:
-        model.width_range.check(w, "--steps width")
-    return [{"width": w, "resolution": r, "mflops": profile(model, w, r).mflops} for w, r in args.steps]
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..data.datasets import random_subset  # the same seeded subset as `search --val-images`
-    from .eval import run_cascade_on
-
-    if (args.max_mflops is None) == (args.min_top1 is None):
-        raise MutualNetError("give one target: --max-mflops (average MFLOPs) or --min-top1 (top-1 %)")
-    ckpt = load_checkpoint(args.checkpoint)
-    model = model_from_checkpoint(ckpt).eval()
-    candidates = _frontier(ckpt, args, model)
-    dev = resolve_device(args.device)
-    data = data_from_checkpoint(ckpt, model, dataset=args.dataset, data_root=args.data_root, workers=args.workers)
-    crop = max([*((ckpt.get("meta") or {}).get("resolutions") or []), *(c["resolution"] for c in candidates)])
-    heldout = random_subset(data.build("holdout", crop), args.heldout_images, args.seed)
-    model.to(dev)
-    scores = score_configs(model, DataLoader(heldout, batch_size=args.batch_size, num_workers=data.workers),
-                           candidates, device=dev)
-    chains = [tuple(range(len(candidates)))] if args.steps is not None else None
-    cascade = fit_cascade(scores, max_mflops=args.max_mflops, min_top1=args.min_top1, max_steps=args.max_steps,
-                          grid=args.grid, chains=chains, ties_se=args.ties_se)
-    cascade = type(cascade)(cascade.steps, cascade.fit | {"split": "holdout", "dataset": data.info})
-    cascade.save(args.out)
-    test = None
-    if args.report_test:
-        val = random_subset(data.build("val", crop), args.val_images, args.seed)
-        test = run_cascade_on(model, cascade, val, args, data.workers, dev)
+    cascade, test = fit_checkpoint_cascade(
+        args.checkpoint, args.out, max_mflops=args.max_mflops, min_top1=args.min_top1, steps=args.steps,
+        table=args.table, max_steps=args.max_steps, grid=args.grid, ties_se=args.ties_se,
+        heldout_images=args.heldout_images, report_test=args.report_test, val_images=args.val_images,
+        batch_size=args.batch_size, device=args.device, dataset=args.dataset, data_root=args.data_root,
+        workers=args.workers, seed=args.seed)
     if args.json:
-        print(json.dumps({"cascade": cascade.to_dict(), "test": test and test["report"]}, indent=1))
+        print(json.dumps({"cascade": cascade.to_dict(), "test": test}, indent=1))
         return 0
-    for line in cascade.describe():
-        print(line)
-    if test is not None:
-        r = test["report"]
-        print(f"on {r['images']} test images: top-1 {r['top1']:.2f}%, {r['mflops']:.2f} MFLOPs on average; "
-              "stopping at each step: " + ", ".join(f"{100 * s:.1f}%" for s in r["stop_share"]))
-    print(f"wrote {args.out}")
+    print("\n".join([*cascade.describe(), *([describe_test_report(test)] if test else []), f"wrote {args.out}"]))
     return 0

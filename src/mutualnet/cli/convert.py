@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..checkpoint import atomic_save, checkpoint_dict
-from ..deploy.interop import load_torchvision_weights, released_checkpoint
-from ..errors import MutualNetError
-from ..models import create_model, model_info
+from ..deploy.interop import convert_checkpoint
 from . import _args as A
 
 
@@ -31,25 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.released:
-        ckpt = released_checkpoint(args.released, arch=args.arch, widths=args.widths)
-        meta = ckpt["meta"]
-        uncomputed = meta.get("uncomputed_widths") or []
-        have = [w for w in meta["released_widths"] if w not in uncomputed]
-        desc = f"{ckpt['model_name']} with per-width statistics for widths {have}"
-        if uncomputed:
-            desc += (f"; widths {uncomputed} were saved with BatchNorm's initial statistics (mean 0, variance 1: "
-                     "never computed) and are refused until calibrated (mutualnet calibrate, or eval --calibrate)")
-    else:
-        if not args.model:
-            raise MutualNetError("--torchvision needs --model (e.g. resnet50, mobilenet_v2, vgg16_bn)")
-        info = model_info(args.model)
-        model = create_model(args.model, width_range=(info.width_range[0], 1.0))
-        load_torchvision_weights(model, args.torchvision)
-        ckpt = checkpoint_dict(model, {"resolutions": list(info.resolutions), "mode": "torchvision",
-                                       "dataset": {"name": "imagefolder", "num_classes": model.num_classes,
-                                                   "in_chans": 3, "input_size": 224}})
-        desc = f"{args.model} (torchvision weights at width 1.0)"
-    atomic_save(ckpt, args.out)
+    desc = convert_checkpoint(args.out, released=args.released, torchvision=args.torchvision, arch=args.arch,
+                              widths=args.widths, model=args.model)
     print(f"wrote {args.out}: {desc}")
     return 0

@@ -72,8 +72,7 @@ def run_train(args: argparse.Namespace) -> int:
     from ..train import load_config
 
     if args.resume:
-        cfg = resume_config(args.resume, args.set)
-        run = train_detector(cfg, resume=args.resume)
+        run = train_detector(resume_config(args.resume, args.set), resume=args.resume)
         print(f"resumed and trained to {run / 'last.pt'}")
         return 0
     cfg = load_config(args.config, args.set, schema=DetectionConfig, annotations=args.annotations, images=args.images,
@@ -86,6 +85,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     require("coco", "detection")
+    from ..detection import describe_detection_table
     from ..detection import run_eval as evaluate_detector
 
     table, written = evaluate_detector(
@@ -93,10 +93,5 @@ def run_eval(args: argparse.Namespace) -> int:
         calibrate=not args.no_calibrate, calib_annotations=args.calib_annotations, calib_folder=args.calib_folder,
         calib_images=args.calib_images, mac_size=args.mac_size, metric=args.metric, batch_size=args.batch_size,
         device=args.device, max_size=args.max_size)
-    print(f"{'width':>6} {'scale':>5} {'box AP (%)':>10} {'mask AP (%)':>11} {'backbone MFLOPs':>15} {'MFLOPs':>10} "
-          f"{'pareto':>6}")
-    for r in table.rows:
-        print(f"{r['width']:>6.3f} {r['resolution']:>5d} {100 * r['box_ap']:>10.2f} {100 * r['mask_ap']:>11.2f} "
-              f"{r['backbone_mflops']:>15.1f} {r['mflops']:>10.1f} {'*' if r['pareto'] else '':>6}")
-    print(f"wrote {written[0]}, {written[1]} (whole detector) and {written[2]} (backbone + FPN)")
+    print("\n".join(describe_detection_table(table, written)))
     return 0

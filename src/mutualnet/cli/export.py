@@ -14,21 +14,11 @@ without mutualnet (docs/cascade.md has the snippet).
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-from ..calibrate import is_calibrated
-from ..checkpoint import load_checkpoint, model_from_checkpoint
-from ..deploy.adaptive import load_query_table
-from ..deploy.export import FORMATS, export_subnet, save_exported
+from ..deploy.cascade import export_checkpoint_cascade
+from ..deploy.export import FORMATS, export_checkpoint
 from ..errors import MutualNetError
-from ..extras import require
-from ..layers import check_depth, config_key
-from ..profiling import profile
-from ..search.run import artefact_fields
 from . import _args as A
-
-_SUFFIX = {".onnx": "onnx", ".ts": "torchscript", ".torchscript": "torchscript", ".jit": "torchscript"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,79 +43,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def choose_config(args: argparse.Namespace, ckpt: dict, model) -> tuple[float, int, dict | None]:
-    """(width, resolution, table row or None) from explicit flags or a budget."""
-    budget = args.max_mflops is not None or args.max_latency_ms is not None
-    if budget and (args.width is not None or args.resolution is not None or args.depth is not None):
-        raise MutualNetError("give either --width/--resolution/--depth or a budget (--max-mflops/--max-latency-ms), "
-                             "not both")
-    if budget:
-        row = load_query_table(ckpt, args.table).select(max_mflops=args.max_mflops, max_latency_ms=args.max_latency_ms)
-        return float(row["width"]), int(row["resolution"]), row
-    if args.table is not None:
-        raise MutualNetError("--table is used with a budget (--max-mflops / --max-latency-ms)")
-    meta = ckpt.get("meta") or {}
-    width = model.width_range[1] if args.width is None else args.width
-    res = args.resolution
-    if res is None:
-        res = int(max(meta["resolutions"])) if meta.get("resolutions") else None
-    if res is None:
-        raise MutualNetError("the checkpoint records no resolutions; pass --resolution")
-    if res < 1:
-        raise MutualNetError(f"resolution must be positive, got {res}")
-    return float(width), int(res), None
-
-
-def _export_cascade(args: argparse.Namespace) -> int:
-    from ..deploy.cascade import BUNDLE_FORMATS, Cascade, export_cascade
-
-    if any(v is not None for v in (args.width, args.resolution, args.max_mflops, args.max_latency_ms, args.table)):
-        raise MutualNetError("--cascade exports the cascade's own configurations; drop --width/--resolution/"
-                             "--max-mflops/--max-latency-ms/--table")
-    fmt = args.format or "torchscript"
-    if fmt not in BUNDLE_FORMATS:
-        raise MutualNetError(f"a cascade bundle is {' or '.join(BUNDLE_FORMATS)}, not {fmt}")
-    cascade = Cascade.load(args.cascade)
-    ckpt = load_checkpoint(args.checkpoint)
-    model = model_from_checkpoint(ckpt).eval()
-    out = export_cascade(model, cascade, args.out, class_names=ckpt["meta"].get("class_names"), fmt=fmt)
-    print(f"exported a cascade of {len(cascade.steps)} steps to {out}/ [{fmt}]: " + ", ".join(
-        f"width {s.width:g} at {s.resolution} px" for s in cascade.steps) + "; run it with docs/cascade.md's snippet")
-    return 0
-
-
 def run(args: argparse.Namespace) -> int:
     if args.cascade is not None:
-        return _export_cascade(args)
-    fmt = args.format or _SUFFIX.get("." + args.out.rsplit(".", 1)[-1].lower() if "." in args.out else "", "pt")
-    if fmt == "onnx":
-        require("onnx", "ONNX export")  # before any work
-    ckpt = load_checkpoint(args.checkpoint)
-    model = model_from_checkpoint(ckpt).eval()
-    width, res, row = choose_config(args, ckpt, model)
-    depth = row.get("depth") if row is not None else args.depth
-    model.width_range.check(width)
-    depth = check_depth(model, depth)  # None: full depth
-    if not is_calibrated(model, width, res, depth) and args.allow_uncalibrated:
-        print(f"warning: {config_key(width, res, depth)} has no calibrated BN statistics; using the shared running "
-              "statistics", file=sys.stderr)
-    # below the top width, a configuration without statistics is refused (the library's one policy)
-    net, check = export_subnet(model, width, res, fold_bn=not args.no_fold_bn,
-                               allow_uncalibrated=args.allow_uncalibrated, depth=depth)
-    meta = ckpt.get("meta") or {}
-    # an exported file travels to other machines: it names the data and the checkpoint, not where they lay here
-    info = {k: meta[k] for k in ("class_names", "mode") if k in meta}
-    if isinstance(meta.get("dataset"), dict):
-        info["dataset"] = {k: v for k, v in meta["dataset"].items() if k != "root"}
-    info |= artefact_fields(model, meta)  # preprocessing: crop at its input_size, then resize to `resolution`
-    info |= {"checkpoint": Path(args.checkpoint).name, "table_row": row}
-    checks = save_exported(net, args.out, fmt, meta=info)
-    prof = profile(model, width, res, depth=depth)
-    at = "" if depth is None else f", depth {depth}"
-    print(f"exported width {width:g} at {res} px{at} ({prof.mflops:.2f} MFLOPs, {prof.params / 1e6:.3f}M params, "
-          f"{check['folded']} BN folded) to {args.out} [{fmt}]")
-    line = f"max |logits - slimmable| = {check['max_abs_diff']:.3g}"
-    for k, v in checks.items():
-        line += f"; {k.replace('_max_abs_diff', '')} vs PyTorch = {v:.3g}"
-    print(line)
+        if any(v is not None for v in (args.width, args.resolution, args.max_mflops, args.max_latency_ms, args.table)):
+            raise MutualNetError("--cascade exports the cascade's own configurations; drop --width/--resolution/"
+                                 "--max-mflops/--max-latency-ms/--table")
+        cascade, out, fmt = export_checkpoint_cascade(args.checkpoint, args.cascade, args.out, fmt=args.format)
+        steps = ", ".join(f"width {s.width:g} at {s.resolution} px" for s in cascade.steps)
+        print(f"exported a cascade of {len(cascade.steps)} steps to {out}/ [{fmt}]: {steps}; run it with "
+              "docs/cascade.md's snippet")
+        return 0
+    done = export_checkpoint(args.checkpoint, args.out, fmt=args.format, width=args.width, resolution=args.resolution,
+                             depth=args.depth, max_mflops=args.max_mflops, max_latency_ms=args.max_latency_ms,
+                             table=args.table, fold_bn=not args.no_fold_bn, allow_uncalibrated=args.allow_uncalibrated)
+    print("\n".join(done.describe()))
     return 0

@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..deploy.adaptive import AdaptiveNet
-from ..profiling import resolve_device
-from ..search.table import config_text
+from ..deploy.adaptive import describe_predictions, predict_files
 from . import _args as A
 
 
@@ -37,43 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    resolve_device(args.device)
-    net = AdaptiveNet.from_checkpoint(args.checkpoint, args.table, device=args.device, runtime=args.runtime)
-    if args.cascade is not None:
-        return _predict_cascade(args, net)
-    budget = args.budget_mflops is not None or args.budget_latency_ms is not None
-    row = net.set_budget(mflops=args.budget_mflops, latency_ms=args.budget_latency_ms) if budget else net.config
-    preds = net.predict(args.images, topk=max(1, args.topk))
-    if args.json:
-        keys = ("width", "resolution", "depth", "mflops", "top1", "latency_ms")  # depth None: full depth
-        print(json.dumps({"config": {k: row.get(k) for k in keys},
-                          "predictions": [{"image": str(img), "top": [p.__dict__ for p in ps]}
-                                          for img, ps in zip(args.images, preds)]}, indent=1))
-        return 0
-    print(f"configuration: {config_text(row)} ({row['mflops']:.2f} MFLOPs, "
-          f"table top-1 {row['top1']:.2f}%)")
-    for img, ps in zip(args.images, preds):
-        print(f"{img}\t" + "\t".join(f"{p.label} ({p.confidence:.3f})" for p in ps))
-    return 0
-
-
-def _predict_cascade(args: argparse.Namespace, net: AdaptiveNet) -> int:
-    from ..deploy.cascade import Cascade
-    from ..errors import MutualNetError
-
-    if args.budget_mflops is not None or args.budget_latency_ms is not None:
-        raise MutualNetError("give either a budget or --cascade, not both")
-    net.set_cascade(Cascade.load(args.cascade))
-    preds = net.predict(args.images, topk=max(1, args.topk))
-    if args.json:
-        print(json.dumps({"cascade": net.cascade.to_dict(),
-                          "predictions": [{"image": str(img), "width": ps[0].width, "resolution": ps[0].resolution,
-                                           "top": [{k: getattr(p, k) for k in ("index", "label", "confidence")}
-                                                   for p in ps]} for img, ps in zip(args.images, preds)]}, indent=1))
-        return 0
-    print(f"cascade of {len(net.cascade.steps)} steps: " + ", ".join(
-        f"width {s.width:g} at {s.resolution} px ({s.mflops:.2f} MFLOPs)" for s in net.cascade.steps))
-    for img, ps in zip(args.images, preds):
-        print(f"{img}\t" + "\t".join(f"{p.label} ({p.confidence:.3f})" for p in ps)
-              + f"\twidth {ps[0].width:g} at {ps[0].resolution} px")
+    out = predict_files(args.checkpoint, args.images, table=args.table, budget_mflops=args.budget_mflops,
+                        budget_latency_ms=args.budget_latency_ms, topk=args.topk, device=args.device,
+                        runtime=args.runtime, cascade=args.cascade)
+    print(json.dumps(out, indent=1) if args.json else "\n".join(describe_predictions(out)))
     return 0

@@ -10,7 +10,6 @@ processes (``OUT/shard-k``) and merged into the same outputs by rank 0 (not with
 from __future__ import annotations
 
 import argparse
-import json
 
 from ..search.run import search_checkpoint
 from . import _args as A
@@ -59,20 +58,9 @@ def run(args: argparse.Namespace) -> int:
         args.checkpoint, args.out, dataset=args.dataset, data_root=args.data_root, workers=args.workers,
         seed=args.seed, width_step=args.width_step, widths=args.widths, resolutions=args.resolutions,
         calib_images=args.calib_images, val_images=args.val_images, halving=args.halving,
-        calib_tol=args.calib_tol,
-        batch_size=args.eval_batch_size,
-        device=args.device, latency=args.latency, latency_batch_size=args.batch_size, threads=args.threads,
+        calib_tol=args.calib_tol, batch_size=args.eval_batch_size, device=args.device, latency=args.latency,
+        latency_batch_size=args.batch_size, threads=args.threads,
         resize_then_crop=args.resize_then_crop, split=args.split, report_test=not args.no_test,
         progress=not args.no_progress)
-    table = res.table
-    cal = table.meta["calibration"]
-    best = max(table.rows, key=lambda r: r["top1"])
-    print(f"searched {len(table)} configurations ({res.num_widths} widths x {res.num_resolutions} resolutions) in "
-          f"{res.seconds:.1f}s; calibration {cal['images_per_s']} images/s, "
-          f"{100 * (cal['share_of_search_time'] or 0):.0f}% of search time")
-    split = table.meta.get("split", "test")
-    test = f" (test set: {best['test_top1']:.2f}%)" if "test_top1" in best else ""
-    print(f"best: width {best['width']:g} at {best['resolution']} px, top-1 {best['top1']:.2f}% on the {split} "
-          f"images{test}, {best['mflops']:.2f} MFLOPs; frontier: {sum(r['pareto'] for r in table.rows)} configurations")
-    print(json.dumps({"table": str(res.table_path), "csv": str(res.csv_path), "checkpoint": str(res.checkpoint_path)}))
+    print("\n".join(res.describe()))
     return 0

@@ -7,10 +7,7 @@ import json
 
 from ..errors import MutualNetError
 from ..search import QueryTable
-from ..search.table import LATENCY_DECIMALS, METRICS, MFLOPS_DECIMALS
 from . import _args as A
-
-_FRONTIER = {"mflops": "accuracy-MFLOPs", "latency": "accuracy-latency"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,16 +33,5 @@ def run(args: argparse.Namespace) -> int:
             raise MutualNetError(f"--{name.replace('_', '-')} must be positive, got {v:g}")
     table = QueryTable.load(args.table)
     row = table.select(max_mflops=args.max_mflops, max_latency_ms=args.max_latency_ms, runtime=args.runtime)
-    if args.json:
-        print(json.dumps(row, indent=2))
-        return 0
-    key = "latency_ms" if args.runtime is None else f"latency_{args.runtime}_ms"
-    where = "" if args.runtime is None else f" on {row.get('runtime', args.runtime)}"
-    lat = f", {row[key]:.{LATENCY_DECIMALS}f} ms{where}" if row.get(key) is not None else ""
-    acc = (f"top-1 {row['top1']:.2f}%, top-5 {row['top5']:.2f}%" if table.metric == "top1"
-           else f"{METRICS[table.metric]} {100 * row[table.metric]:.2f}%")  # COCO AP in [0, 1], as a percent
-    depth = f", depth {row['depth']}" if row.get("depth") is not None else ""
-    print(f"width {row['width']:g} at {row['resolution']} px{depth}: {acc}, "
-          f"{row['mflops']:.{MFLOPS_DECIMALS}f} MFLOPs, {row['params'] / 1e6:.3f}M params{lat} "
-          f"(the most accurate within the budget, on the {_FRONTIER[row['frontier']]} frontier)")
+    print(json.dumps(row, indent=2) if args.json else table.describe_selection(row, args.runtime))
     return 0

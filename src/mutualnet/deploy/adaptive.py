@@ -31,7 +31,8 @@ from ..layers import config_key, get_depth, set_config, use_config
 from .cascade import Cascade, CascadeOutput, run_cascade
 from .runtime import build_runner, check_runtime
 
-__all__ = ["AdaptiveNet", "Prediction", "load_query_table", "measure_switch_us"]
+__all__ = ["AdaptiveNet", "Prediction", "load_query_table", "measure_switch_us", "predict_files",
+           "describe_predictions"]
 
 
 @dataclass(frozen=True)
@@ -269,3 +270,51 @@ def measure_switch_us(net: AdaptiveNet, rows: list[dict] | None = None, repeats:
     times.sort()
     return times[len(times) // 2]
 
+
+
+def predict_files(checkpoint: str | os.PathLike, images: list[str], *, table: str | os.PathLike | None = None,
+                  budget_mflops: float | None = None, budget_latency_ms: float | None = None, topk: int = 1,
+                  device: str = "cpu", runtime: str = "eager", cascade: str | os.PathLike | None = None) -> dict:
+    """What ``mutualnet predict`` does: classify image files at the best configuration for a budget (default: the
+    table's top configuration), or through a cascade file (each image stops at the first step sure of it).
+
+    Returns:
+        ``{"config", "predictions"}`` (each prediction: ``image`` and its ``top`` classes), or with ``cascade``
+        ``{"cascade", "predictions"}`` (each prediction also names the ``width`` and ``resolution`` it stopped at).
+    """
+    from ..profiling import resolve_device
+
+    resolve_device(device)
+    net = AdaptiveNet.from_checkpoint(checkpoint, table, device=device, runtime=runtime)
+    budget = budget_mflops is not None or budget_latency_ms is not None
+    if cascade is not None:
+        if budget:
+            raise MutualNetError("give either a budget or --cascade, not both")
+        net.set_cascade(Cascade.load(cascade))
+    row = net.set_budget(mflops=budget_mflops, latency_ms=budget_latency_ms) if budget else net.config
+    preds = net.predict(images, topk=max(1, topk))
+    if cascade is None:
+        keys = ("width", "resolution", "depth", "mflops", "top1", "latency_ms")  # depth None: full depth
+        return {"config": {k: row.get(k) for k in keys},
+                "predictions": [{"image": str(img), "top": [p.__dict__ for p in ps]} for img, ps in zip(images, preds)]}
+    return {"cascade": net.cascade.to_dict(),
+            "predictions": [{"image": str(img), "width": ps[0].width, "resolution": ps[0].resolution,
+                             "top": [{k: getattr(p, k) for k in ("index", "label", "confidence")} for p in ps]}
+                            for img, ps in zip(images, preds)]}
+
+
+def describe_predictions(result: dict) -> list[str]:
+    """The lines ``mutualnet predict`` prints for :func:`predict_files`'s result: the configuration (or the
+    cascade's steps), then one tab-separated line per image."""
+    from ..search.table import config_text
+
+    if "cascade" in result:
+        steps = Cascade.from_dict(result["cascade"]).steps
+        head = f"cascade of {len(steps)} steps: " + ", ".join(
+            f"width {s.width:g} at {s.resolution} px ({s.mflops:.2f} MFLOPs)" for s in steps)
+    else:
+        row = result["config"]
+        head = f"configuration: {config_text(row)} ({row['mflops']:.2f} MFLOPs, table top-1 {row['top1']:.2f}%)"
+    return [head] + [f"{p['image']}\t" + "\t".join(f"{t['label']} ({t['confidence']:.3f})" for t in p["top"])
+                     + (f"\twidth {p['width']:g} at {p['resolution']} px" if "cascade" in result else "")
+                     for p in result["predictions"]]

@@ -44,7 +44,9 @@ from ..layers import use_config
 from ..validate import check_float, check_int, check_pixels, check_width
 
 __all__ = ["RULE", "CASCADE_FORMAT", "BUNDLE_FORMAT", "BUNDLE_FORMATS", "Step", "Cascade", "CascadeOutput", "Scores",
-           "score_configs", "fit_cascade", "run_cascade", "model_runner", "export_cascade"]
+           "score_configs", "fit_cascade", "run_cascade", "model_runner", "export_cascade", "evaluate_cascade",
+           "fit_checkpoint_cascade", "evaluate_checkpoint_cascade", "describe_cascade_evaluation",
+           "describe_test_report", "export_checkpoint_cascade"]
 
 RULE = "max_softmax"  # stop at a step when the maximum softmax probability is greater than its threshold
 CASCADE_FORMAT = "mutualnet-cascade"
@@ -516,3 +518,170 @@ def export_cascade(model: nn.Module, cascade: Cascade, out: str | os.PathLike, *
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+# -- a checkpoint's cascade: what `mutualnet cascade`, `eval --cascade` and `export --cascade` run -------------
+def evaluate_cascade(model: nn.Module, cascade: Cascade, dataset, *, batch_size: int = 200, num_workers: int = 0,
+                     device: str | torch.device = "cpu") -> dict:
+    """Run ``cascade`` on every image of ``dataset`` (normalised crops, labels).
+
+    Returns:
+        ``{"report": Cascade.report(...), "stop", "pred", "label"}``: the step each image stopped at, its
+        predicted class and its label, as lists in dataset order.
+    """
+    from torch.utils.data import DataLoader
+
+    run = model_runner(model)
+    stops, preds, labels = [], [], []
+    for x, y in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers):
+        out = run_cascade(cascade, x.to(device).float(), run)
+        stops.append(out.stop.cpu())
+        preds.append(out.logits.argmax(-1).cpu())
+        labels.append(torch.as_tensor(y))
+    if not stops:
+        raise MutualNetError("the validation set is empty")
+    stop, pred, label = torch.cat(stops), torch.cat(preds), torch.cat(labels)
+    return {"report": cascade.report(stop, pred == label), "stop": stop.tolist(), "pred": pred.tolist(),
+            "label": label.tolist()}
+
+
+def _crop(ckpt: dict, resolutions: Iterable[int]) -> int:
+    """The evaluation crop: the highest of the checkpoint's resolutions and the cascade's (resized on the device)."""
+    return max([*((ckpt.get("meta") or {}).get("resolutions") or []), *resolutions])
+
+
+def fit_checkpoint_cascade(checkpoint: str | os.PathLike, out: str | os.PathLike, *, max_mflops: float | None = None,
+                           min_top1: float | None = None, steps: list[tuple[float, int]] | None = None,
+                           table: str | os.PathLike | None = None, max_steps: int = 3, grid: int = 48,
+                           ties_se: float = TIES_SE, heldout_images: int | None = None, report_test: bool = False,
+                           val_images: int | None = None, batch_size: int = 200, device: str = "cpu",
+                           dataset: str | None = None, data_root: str | None = None, workers: int | None = None,
+                           seed: int = 0) -> tuple[Cascade, dict | None]:
+    """What ``mutualnet cascade`` does: fit a cascade of ``checkpoint`` on its held-out images and write it to ``out``.
+
+    The candidate steps are the frontier of the query table (``table``, else the one the checkpoint embeds), or
+    ``steps`` (cheapest first, used as given, their MFLOPs counted); ``max_steps``, ``grid``, ``ties_se``: as
+    :func:`fit_cascade` takes them. Held-out images are the checkpoint's
+    ``data.holdout`` (never trained on, never the test set), a ``heldout_images`` subset drawn with ``seed``.
+
+    Returns:
+        The cascade (its ``fit`` also names the split and the dataset) and, with ``report_test``, its report on
+        ``val_images`` test images (else None).
+    """
+    from torch.utils.data import DataLoader
+
+    from ..checkpoint import load_checkpoint, model_from_checkpoint
+    from ..data.checkpoint import data_from_checkpoint
+    from ..data.datasets import random_subset  # the same seeded subset as `search --val-images`
+    from ..profiling import profile, resolve_device
+    from .adaptive import load_query_table
+
+    if (max_mflops is None) == (min_top1 is None):
+        raise MutualNetError("give one target: --max-mflops (average MFLOPs) or --min-top1 (top-1 %)")
+    ckpt = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt).eval()
+    if steps is None:
+        candidates = load_query_table(ckpt, table).frontier()
+    else:
+        for w, _ in steps:
+            model.width_range.check(w, "--steps width")
+        candidates = [{"width": w, "resolution": r, "mflops": profile(model, w, r).mflops} for w, r in steps]
+    dev = resolve_device(device)
+    data = data_from_checkpoint(ckpt, model, dataset=dataset, data_root=data_root, workers=workers)
+    crop = _crop(ckpt, (c["resolution"] for c in candidates))
+    heldout = random_subset(data.build("holdout", crop), heldout_images, seed)
+    model.to(dev)
+    scores = score_configs(model, DataLoader(heldout, batch_size=batch_size, num_workers=data.workers), candidates,
+                           device=dev)
+    chains = [tuple(range(len(candidates)))] if steps is not None else None
+    cascade = fit_cascade(scores, max_mflops=max_mflops, min_top1=min_top1, max_steps=max_steps, grid=grid,
+                          chains=chains, ties_se=ties_se)
+    cascade = Cascade(cascade.steps, cascade.fit | {"split": "holdout", "dataset": data.info})
+    cascade.save(out)
+    if not report_test:
+        return cascade, None
+    val = random_subset(data.build("val", crop), val_images, seed)
+    return cascade, evaluate_cascade(model, cascade, val, batch_size=batch_size, num_workers=data.workers,
+                                     device=dev)["report"]
+
+
+def evaluate_checkpoint_cascade(checkpoint: str | os.PathLike, cascade: str | os.PathLike, *,
+                                val_images: int | None = None, batch_size: int = 200, device: str = "cpu",
+                                calib_images: int = 2000, per_image: bool = False, dataset: str | None = None,
+                                data_root: str | None = None, workers: int | None = None, seed: int = 0) -> dict:
+    """What ``mutualnet eval --cascade`` does: top-1, average MFLOPs and share per step of a cascade file on the
+    validation split of ``checkpoint``'s dataset (a ``val_images`` subset drawn with ``seed``).
+
+    Every step must have calibrated statistics in the checkpoint (or be the top width): a cascade fitted on
+    another checkpoint is refused. ``calib_images`` is only checked (``eval``'s flags share one rule).
+
+    Returns:
+        ``{"checkpoint", "dataset", "cascade", "report"}``, and with ``per_image`` ``"images"``: each image's
+        index, label, predicted class and the configuration it stopped at.
+    """
+    from ..calibrate import is_calibrated
+    from ..checkpoint import load_checkpoint, model_from_checkpoint
+    from ..data.checkpoint import data_from_checkpoint
+    from ..data.datasets import random_subset
+    from ..layers import config_key
+    from ..profiling import resolve_device
+
+    ckpt = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt).eval()
+    if calib_images <= 0 or batch_size <= 0 or (val_images is not None and val_images <= 0):
+        raise MutualNetError("--calib-images, --batch-size and --val-images must be positive")
+    dev = resolve_device(device)
+    casc = Cascade.load(cascade)
+    for s in casc.steps:
+        model.width_range.check(s.width, "cascade width")
+        if not (is_calibrated(model, s.width, s.resolution) or model.width_range.is_top(s.width)):
+            raise MutualNetError(f"{config_key(s.width, s.resolution)} has no calibrated BatchNorm statistics in "
+                                 f"{checkpoint}; was the cascade fitted on another checkpoint?")
+    data = data_from_checkpoint(ckpt, model, dataset=dataset, data_root=data_root, workers=workers)
+    val = random_subset(data.build("val", _crop(ckpt, (s.resolution for s in casc.steps))), val_images, seed)
+    res = evaluate_cascade(model.to(dev), casc, val, batch_size=batch_size, num_workers=data.workers, device=dev)
+    out = {"checkpoint": str(checkpoint), "dataset": data.info, "cascade": casc.to_dict(), "report": res["report"]}
+    if per_image:
+        out["images"] = [{"index": i, "label": y, "predicted": p, "width": casc.steps[k].width,
+                          "resolution": casc.steps[k].resolution}
+                         for i, (k, p, y) in enumerate(zip(res["stop"], res["pred"], res["label"]))]
+    return out
+
+
+def describe_cascade_evaluation(result: dict) -> list[str]:
+    """The lines ``mutualnet eval --cascade`` prints for :func:`evaluate_checkpoint_cascade`'s result."""
+    casc, rep, fit = Cascade.from_dict(result["cascade"]), result["report"], result["cascade"]["fit"]
+    expected = (f" (expected on {fit['images']} held-out images: top-1 {fit['top1']:.2f}%, {fit['mflops']:.2f} "
+                "MFLOPs)") if fit else ""
+    lines = [f"cascade of {len(casc.steps)} steps: top-1 {rep['top1']:.2f}% on {rep['images']} "
+             f"{result['dataset']['name']} validation images, {rep['mflops']:.2f} MFLOPs on average{expected}"]
+    lines += [f"step {k}: width {s.width:g} at {s.resolution} px ({s.mflops:.2f} MFLOPs): {100 * share:.1f}% of "
+              "images stop here" for k, (s, share) in enumerate(zip(casc.steps, rep["stop_share"]))]
+    return lines + [f"image {im['index']}: label {im['label']}, predicted {im['predicted']}, width {im['width']:g} "
+                    f"at {im['resolution']} px" for im in result.get("images", [])]
+
+
+def describe_test_report(report: dict) -> str:
+    """One line: a fitted cascade's top-1, average MFLOPs and share stopping at each step on the test set."""
+    return (f"on {report['images']} test images: top-1 {report['top1']:.2f}%, {report['mflops']:.2f} MFLOPs on "
+            "average; stopping at each step: " + ", ".join(f"{100 * s:.1f}%" for s in report["stop_share"]))
+
+
+def export_checkpoint_cascade(checkpoint: str | os.PathLike, cascade: str | os.PathLike, out: str | os.PathLike, *,
+                              fmt: str | None = None) -> tuple[Cascade, Path, str]:
+    """What ``mutualnet export --cascade`` does: :func:`export_cascade` of a cascade file on ``checkpoint``'s model,
+    with the checkpoint's preprocessing and class names. ``fmt``: torchscript (default) or onnx.
+
+    Returns:
+        The cascade, the bundle folder and its format.
+    """
+    from ..checkpoint import load_checkpoint, model_from_checkpoint
+
+    fmt = fmt or "torchscript"
+    if fmt not in BUNDLE_FORMATS:
+        raise MutualNetError(f"a cascade bundle is {' or '.join(BUNDLE_FORMATS)}, not {fmt}")
+    casc = Cascade.load(cascade)
+    ckpt = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt).eval()
+    path = export_cascade(model, casc, out, class_names=(ckpt.get("meta") or {}).get("class_names"), fmt=fmt)
+    return casc, path, fmt

@@ -47,7 +47,8 @@ from ..layers import allow_uncalibrated as _allow_uncalibrated
 from ..models import create_model
 
 __all__ = ["EXPORT_FORMAT", "FORMATS", "ExportCheck", "export_subnet",
-           "fold_batchnorm", "max_abs_diff", "save_exported", "load_exported", "check_onnx"]
+           "fold_batchnorm", "max_abs_diff", "save_exported", "load_exported", "check_onnx", "format_of",
+           "choose_config", "Exported", "export_checkpoint"]
 
 EXPORT_FORMAT = "mutualnet-export"
 FORMATS = ("pt", "torchscript", "onnx")
@@ -344,3 +345,107 @@ def load_exported(path: str | os.PathLike) -> nn.Module:
     net.export_info = {k: d[k] for k in ("width", "resolution", "folded", "depth") if k in d} | {
         "resize": d.get("resize", DEFAULT_RESIZE)}
     return net
+
+
+# -- a checkpoint's configuration: what `mutualnet export` runs -------------------------------------
+_SUFFIX = {".onnx": "onnx", ".ts": "torchscript", ".torchscript": "torchscript", ".jit": "torchscript"}
+
+
+def format_of(path: str | os.PathLike) -> str:
+    """The export format a file name asks for: ``.onnx``, ``.ts`` / ``.torchscript`` / ``.jit``, else ``pt``."""
+    name = str(path)
+    return _SUFFIX.get("." + name.rsplit(".", 1)[-1].lower() if "." in name else "", "pt")
+
+
+def choose_config(ckpt: dict, model: nn.Module, *, width: float | None = None, resolution: int | None = None,
+                  depth: int | None = None, max_mflops: float | None = None, max_latency_ms: float | None = None,
+                  table: str | os.PathLike | None = None) -> tuple[float, int, int | None, dict | None]:
+    """The configuration an export (or any one-configuration command) means: explicit, or the best within a budget.
+
+    Explicit: ``width`` (default: the top of the trained range), ``resolution`` (default: the highest trained
+    one), ``depth`` (None: full). A budget (``max_mflops`` / ``max_latency_ms``) selects the most accurate row of
+    ``table`` (default: the query table the checkpoint embeds) and cannot be combined with explicit values.
+
+    Returns:
+        ``(width, resolution, depth, table row or None)``.
+    """
+    from .adaptive import load_query_table
+
+    budget = max_mflops is not None or max_latency_ms is not None
+    if budget and (width is not None or resolution is not None or depth is not None):
+        raise MutualNetError("give either --width/--resolution/--depth or a budget (--max-mflops/--max-latency-ms), "
+                             "not both")
+    if budget:
+        row = load_query_table(ckpt, table).select(max_mflops=max_mflops, max_latency_ms=max_latency_ms)
+        return float(row["width"]), int(row["resolution"]), row.get("depth"), row
+    if table is not None:
+        raise MutualNetError("--table is used with a budget (--max-mflops / --max-latency-ms)")
+    meta = ckpt.get("meta") or {}
+    width = model.width_range[1] if width is None else width
+    if resolution is None:
+        resolution = int(max(meta["resolutions"])) if meta.get("resolutions") else None
+    if resolution is None:
+        raise MutualNetError("the checkpoint records no resolutions; pass --resolution")
+    if resolution < 1:
+        raise MutualNetError(f"resolution must be positive, got {resolution}")
+    return float(width), int(resolution), depth, None
+
+
+class Exported(dict):
+    """What :func:`export_checkpoint` wrote: ``path``, ``format``, ``width``, ``resolution``, ``depth``,
+    ``mflops``, ``params``, ``folded``, ``max_abs_diff`` (against the slimmable model), ``checks`` (the
+    runtime's own differences) and ``table_row`` (the query-table row a budget selected, else None)."""
+
+    def describe(self) -> list[str]:
+        """The two lines ``mutualnet export`` prints."""
+        at = "" if self["depth"] is None else f", depth {self['depth']}"
+        line = f"max |logits - slimmable| = {self['max_abs_diff']:.3g}" + "".join(
+            f"; {k.replace('_max_abs_diff', '')} vs PyTorch = {v:.3g}" for k, v in self["checks"].items())
+        return [f"exported width {self['width']:g} at {self['resolution']} px{at} ({self['mflops']:.2f} MFLOPs, "
+                f"{self['params'] / 1e6:.3f}M params, {self['folded']} BN folded) to {self['path']} "
+                f"[{self['format']}]", line]
+
+
+def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, fmt: str | None = None,
+                      width: float | None = None, resolution: int | None = None, depth: int | None = None,
+                      max_mflops: float | None = None, max_latency_ms: float | None = None,
+                      table: str | os.PathLike | None = None, fold_bn: bool = True,
+                      allow_uncalibrated: bool = False) -> Exported:
+    """What ``mutualnet export`` does: one configuration of ``checkpoint`` (:func:`choose_config`) as a plain
+    network in ``out`` (``fmt``: pt, torchscript or onnx; default: from ``out``'s suffix, :func:`format_of`).
+
+    The file names the data and the checkpoint (not where they lay on this machine) and carries the
+    preprocessing, so it is usable without its checkpoint. Below the top width a configuration without
+    calibrated statistics is refused unless ``allow_uncalibrated`` (a warning line on stderr then).
+    """
+    import sys
+
+    from ..checkpoint import load_checkpoint, model_from_checkpoint
+    from ..layers import check_depth
+    from ..profiling import profile
+    from ..search.run import artefact_fields
+
+    fmt = fmt or format_of(out)
+    if fmt == "onnx":
+        require("onnx", "ONNX export")  # before any work
+    ckpt = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt).eval()
+    width, res, depth, row = choose_config(ckpt, model, width=width, resolution=resolution, depth=depth,
+                                           max_mflops=max_mflops, max_latency_ms=max_latency_ms, table=table)
+    model.width_range.check(width)
+    depth = check_depth(model, depth)  # None: full depth
+    if not is_calibrated(model, width, res, depth) and allow_uncalibrated:
+        print(f"warning: {config_key(width, res, depth)} has no calibrated BN statistics; using the shared running "
+              "statistics", file=sys.stderr)
+    net, check = export_subnet(model, width, res, fold_bn=fold_bn, allow_uncalibrated=allow_uncalibrated, depth=depth)
+    meta = ckpt.get("meta") or {}
+    info = {k: meta[k] for k in ("class_names", "mode") if k in meta}
+    if isinstance(meta.get("dataset"), dict):
+        info["dataset"] = {k: v for k, v in meta["dataset"].items() if k != "root"}
+    info |= artefact_fields(model, meta)  # preprocessing: crop at its input_size, then resize to `resolution`
+    info |= {"checkpoint": Path(checkpoint).name, "table_row": row}
+    checks = save_exported(net, out, fmt, meta=info)
+    prof = profile(model, width, res, depth=depth)
+    return Exported(path=str(out), format=fmt, width=width, resolution=res, depth=depth, mflops=prof.mflops,
+                    params=prof.params, folded=check["folded"], max_abs_diff=check["max_abs_diff"], checks=checks,
+                    table_row=row)

@@ -30,7 +30,7 @@ from ..layers import SlimmableBatchNorm2d, SlimmableConv2d, SlimmableLinear, con
 from ..models import create_model
 
 __all__ = ["RELEASED_WIDTHS", "load_released", "released_checkpoint", "load_torchvision_weights",
-           "read_state_dict"]
+           "read_state_dict", "convert_checkpoint"]
 
 
 def _grid(lo: float, hi: float, step: float = 0.025) -> list[float]:
@@ -298,3 +298,38 @@ def load_torchvision_weights(model: nn.Module, state_dict_or_path: dict | str | 
     model.load_state_dict(sd, strict=False)  # drops calibrated statistics: they belonged to other weights
     set_width(model, 1.0)
     return model
+
+
+def convert_checkpoint(out: str | os.PathLike, *, released: str | os.PathLike | None = None,
+                       torchvision: str | os.PathLike | None = None, arch: str | None = None,
+                       widths: list[float] | None = None, model: str | None = None) -> str:
+    """What ``mutualnet convert`` does: write ``out``, a mutualnet checkpoint of ``released`` MutualNet / US-Net
+    weights (:func:`released_checkpoint`) or of a ``torchvision`` state dict for our model ``model`` at width 1.0.
+
+    Returns:
+        What was written, in words (for a released checkpoint: which widths hold usable statistics).
+    """
+    from ..checkpoint import atomic_save, checkpoint_dict
+    from ..models import model_info
+
+    if released:
+        ckpt = released_checkpoint(released, arch=arch, widths=widths)
+        meta = ckpt["meta"]
+        uncomputed = meta.get("uncomputed_widths") or []
+        have = [w for w in meta["released_widths"] if w not in uncomputed]
+        desc = f"{ckpt['model_name']} with per-width statistics for widths {have}"
+        if uncomputed:
+            desc += (f"; widths {uncomputed} were saved with BatchNorm's initial statistics (mean 0, variance 1: "
+                     "never computed) and are refused until calibrated (mutualnet calibrate, or eval --calibrate)")
+    else:
+        if not model:
+            raise MutualNetError("--torchvision needs --model (e.g. resnet50, mobilenet_v2, vgg16_bn)")
+        info = model_info(model)
+        net = create_model(model, width_range=(info.width_range[0], 1.0))
+        load_torchvision_weights(net, torchvision)
+        ckpt = checkpoint_dict(net, {"resolutions": list(info.resolutions), "mode": "torchvision",
+                                     "dataset": {"name": "imagefolder", "num_classes": net.num_classes,
+                                                 "in_chans": 3, "input_size": 224}})
+        desc = f"{model} (torchvision weights at width 1.0)"
+    atomic_save(ckpt, out)
+    return desc

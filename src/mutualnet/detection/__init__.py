@@ -13,6 +13,7 @@ from .evaluate import (
     calibrate_detector,
     coco_eval,
     coco_results,
+    describe_detection_table,
     detector_macs,
     evaluate_coco,
     evaluate_grid,
@@ -23,5 +24,6 @@ from .train import DetectionConfig, detection_step, resume_config, train_detecto
 
 __all__ = ["SlimmableBackboneWithFPN", "CocoDetection", "collate", "load_coco", "calibrate_detector", "coco_eval",
            "coco_results", "detector_macs", "evaluate_coco", "evaluate_grid", "run_eval",
+           "describe_detection_table",
            "SlimmableMaskRCNN", "build_detector", "detector_from_checkpoint", "load_backbone_weights",
            "DetectionConfig", "detection_step", "resume_config", "train_detector"]

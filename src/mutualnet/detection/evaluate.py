@@ -46,7 +46,7 @@ from .data import CocoDetection, collate
 from .model import SlimmableMaskRCNN, detector_from_checkpoint
 
 __all__ = ["calibrate_detector", "coco_results", "coco_eval", "evaluate_coco", "detector_macs", "evaluate_grid",
-           "active_num_params", "run_eval"]
+           "active_num_params", "run_eval", "describe_detection_table"]
 
 
 def _loader(dataset: CocoDetection, batch_size: int, num_workers: int = 0) -> DataLoader:
@@ -267,3 +267,13 @@ def run_eval(checkpoint: str | os.PathLike, annotations: str | os.PathLike, imag
                    plot_detection_table(table.rows, out / "ap_mflops.png", title=title),
                    plot_detection_table(table.rows, out / "ap_backbone_mflops.png", title=title,
                                         cost="backbone_mflops")]
+
+
+def describe_detection_table(table: QueryTable, written: list[Path]) -> list[str]:
+    """The lines ``mutualnet detect eval`` prints for :func:`run_eval`'s result: one per (width, scale), then the
+    files."""
+    return [f"{'width':>6} {'scale':>5} {'box AP (%)':>10} {'mask AP (%)':>11} {'backbone MFLOPs':>15} {'MFLOPs':>10} "
+            f"{'pareto':>6}"] + [
+        f"{r['width']:>6.3f} {r['resolution']:>5d} {100 * r['box_ap']:>10.2f} {100 * r['mask_ap']:>11.2f} "
+        f"{r['backbone_mflops']:>15.1f} {r['mflops']:>10.1f} {'*' if r['pareto'] else '':>6}" for r in table.rows] + [
+        f"wrote {written[0]}, {written[1]} (whole detector) and {written[2]} (backbone + FPN)"]

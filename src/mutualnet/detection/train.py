@@ -7,7 +7,7 @@ of Mask R-CNN's losses, no inplace distillation, as in the paper. The plan comes
 trainer's :func:`mutualnet.train.step.sample_subnets` in its ``mutual_gt`` mode, so both tasks sample alike.
 Gradients of all sub-networks accumulate and the optimiser steps once. The recipe is torchvision's detection
 reference (SGD with momentum, linear warm-up, step decay); the loop is built from the classification trainer's
-parts (:mod:`mutualnet.train.loop`): the same schedule builder, AMP, data order (``EpochSampler`` +
+parts (:mod:`mutualnet.train.runkit`): the same schedule builder, AMP, data order (``EpochSampler`` +
 ``SeededSamples``: every image's flip is a function of (seed, epoch, index)), :class:`TrainState`,
 :class:`Checkpointer` (``last.pt`` with every random state, refusing non-finite weights), :func:`restore` and
 :class:`MetricsLog`, so a run resumes exactly, mid-epoch too.
@@ -36,8 +36,8 @@ from ..profiling import resolve_device
 from ..train.config import load_config
 from ..train.distributed import DistInfo, EpochSampler, SeededSamples
 from ..train.guard import DivergenceGuard
-from ..train.loop import Checkpointer, MetricsLog, TrainState, autocast_for, optimizer_step, restore
 from ..train.optim import build_scheduler
+from ..train.runkit import Checkpointer, MetricsLog, TrainState, autocast_for, optimizer_step, restore
 from ..train.step import SubNet, sample_subnets
 from ..validate import MAX_RESOLUTION, MAX_WIDTH
 from .data import CocoDetection, collate

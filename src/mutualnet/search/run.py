@@ -41,16 +41,17 @@ from ..profiling import profile, resolve_device
 from ..train.distributed import cleanup_distributed, init_distributed
 from .build import (
     STATS_DIR,
+    SearchPlan,
     build_query_table,
     clear_search_state,
     distinct_widths,
     merge_search_states,
     val_source,
 )
-from .table import QueryTable
+from .table import QueryTable, config_text
 
 __all__ = ["SearchResult", "search_checkpoint", "calibrate_checkpoint", "evaluate_checkpoint", "checkpoint_resolutions",
-           "artefact_fields", "choose_split", "report_test_accuracy"]
+           "artefact_fields", "choose_split", "report_test_accuracy", "describe_evaluation"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,23 @@ class SearchResult:
     num_widths: int
     num_resolutions: int
     seconds: float
+
+    def describe(self) -> list[str]:
+        """What ``mutualnet search`` prints: the search's size and pace, the best row and the frontier's size, and
+        the files written (one JSON line, for scripts)."""
+        import json
+
+        table, cal = self.table, self.table.meta["calibration"]
+        best = max(table.rows, key=lambda r: r["top1"])
+        test = f" (test set: {best['test_top1']:.2f}%)" if "test_top1" in best else ""
+        return [f"searched {len(table)} configurations ({self.num_widths} widths x {self.num_resolutions} resolutions) "
+                f"in {self.seconds:.1f}s; calibration {cal['images_per_s']} images/s, "
+                f"{100 * (cal['share_of_search_time'] or 0):.0f}% of search time",
+                f"best: width {best['width']:g} at {best['resolution']} px, top-1 {best['top1']:.2f}% on the "
+                f"{table.meta.get('split', 'test')} images{test}, {best['mflops']:.2f} MFLOPs; frontier: "
+                f"{sum(r['pareto'] for r in table.rows)} configurations",
+                json.dumps({"table": str(self.table_path), "csv": str(self.csv_path),
+                            "checkpoint": str(self.checkpoint_path)})]
 
 
 def artefact_fields(model: nn.Module, meta: dict) -> dict:
@@ -174,12 +192,12 @@ def _search(checkpoint, out, dist_info, *, dataset, data_root, workers, seed, wi
     def build(state_dir: Path, shard: tuple[int, int] | None) -> QueryTable:
         for folder in (state_dir, state_dir / STATS_DIR):  # a killed search's temp files are removed
             clean_stale_temps(folder)
-        return build_query_table(
-            model, val, calib, resolutions=resolutions, widths=grid, calib_images=calib_images,
-            val_images=val_images, halving=halving, calib_tol=calib_tol, batch_size=batch_size, device=device,
-            latency=latency,
-            latency_batch_size=latency_batch_size, threads=threads, resize_then_crop=resize_then_crop,
-            state_dir=state_dir, meta=meta, num_workers=data.workers, seed=seed, progress=progress, shard=shard)
+        plan = SearchPlan.of(model, resolutions=resolutions, widths=grid, calib_images=calib_images,
+                             calib_tol=calib_tol, val_images=val_images, halving=halving, batch_size=batch_size,
+                             latency=latency, latency_batch_size=latency_batch_size,
+                             resize_then_crop=resize_then_crop, seed=seed, shard=shard)
+        return build_query_table(model, val, calib, plan, device=device, threads=threads, state_dir=state_dir,
+                                 meta=meta, num_workers=data.workers, progress=progress)
 
     shards = [out / f"shard-{k}" for k in range(dist_info.world_size)] if dist_info.enabled else []
     if dist_info.enabled:
@@ -355,3 +373,10 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, configs: Sequence[tuple] 
                         "top1": out["top1"], "top5": out["top5"], "images": out["count"],
                         "mflops": profile(model, w, r, depth=d).mflops, "bn_statistics": source})
     return {"checkpoint": str(checkpoint), "dataset": data.info, "results": results}
+
+
+def describe_evaluation(result: dict) -> list[str]:
+    """One line per configuration of :func:`evaluate_checkpoint`'s result (what ``mutualnet eval`` prints)."""
+    return [f"{config_text(row)}: top-1 {row['top1']:.2f}%, top-5 {row['top5']:.2f}% on {row['images']} "
+            f"{result['dataset']['name']} validation images ({row['mflops']:.2f} MFLOPs; BN: {row['bn_statistics']})"
+            for row in result["results"]]

@@ -324,6 +324,20 @@ class QueryTable:
         """One line for a row: its configuration, cost and accuracy."""
         return _describe(row, metric=self.metric)
 
+    def describe_selection(self, row: dict, runtime: str | None = None) -> str:
+        """The line ``mutualnet select`` prints for a row :meth:`select` returned: configuration, accuracy, cost,
+        parameters, latency on ``runtime`` when measured, and the frontier it is on."""
+        key = "latency_ms" if runtime is None else f"latency_{runtime}_ms"  # "fastest": latency_fastest_ms
+        where = "" if runtime is None else f" on {row.get('runtime', runtime)}"
+        lat = f", {row[key]:.{LATENCY_DECIMALS}f} ms{where}" if row.get(key) is not None else ""
+        acc = (f"top-1 {row['top1']:.2f}%, top-5 {row['top5']:.2f}%" if self.metric == "top1"
+               else f"{METRICS[self.metric]} {100 * row[self.metric]:.2f}%")  # COCO AP in [0, 1], as a percent
+        depth = f", depth {row['depth']}" if row.get("depth") is not None else ""
+        frontier = {"mflops": "accuracy-MFLOPs", "latency": "accuracy-latency"}[row["frontier"]]
+        return (f"width {row['width']:g} at {row['resolution']} px{depth}: {acc}, "
+                f"{row['mflops']:.{MFLOPS_DECIMALS}f} MFLOPs, {row['params'] / 1e6:.3f}M params{lat} "
+                f"(the most accurate within the budget, on the {frontier} frontier)")
+
     # -- files --------------------------------------------------------------------------------------
     def columns(self) -> list[str]:
         """The row keys written to files: :data:`ROW_KEYS` (a detection table: its AP keys its rows have), then
