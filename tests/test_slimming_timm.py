@@ -125,3 +125,30 @@ def test_timm_blur_pool_and_vgg_head_convert_exactly(tmp_path):
     assert type(dense.aa) is type(reference.aa) and dense.aa.channels == 16  # timm's layer, 16 channels
     net, _ = export_subnet(model, 0.5, 32, allow_uncalibrated=True, atol=1e-5)
     save_exported(net, tmp_path / "m.onnx", "onnx", atol=1e-5)
+
+
+def test_results_md_timm_commands_run_shrunk(tmp_path):
+    """docs/results.md's timm Fashion-MNIST commands (train, search, plot), read from the doc and run on synthetic
+    data at a few images (later --set values win), so the published run's commands stay valid."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text()
+    section = text.split("## Any CNN from timm:")[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)[1]
+    lines = [line.strip() for line in re.sub(r"\\\n\s*", " ", block).splitlines() if line.strip()]
+    assert [line.split()[1] for line in lines] == ["train", "search", "plot"]
+    shrink = {"train": ["--set", "data.name=synthetic", "--set", "data.synthetic_length=16", "--set",
+                        "data.train_subset=16", "--set", "data.batch_size=8", "--set", "train.resolutions=[28, 24]",
+                        "--set", "run.max_steps=1", "--set", "run.progress=false", "--set", "run.tensorboard=false",
+                        "--set", "run.calib_batches=1"],
+              "search": ["--width-step", "0.65", "--calib-images", "8", "--val-images", "8", "--eval-batch-size", "8",
+                         "--no-progress"], "plot": []}
+    for line in lines:
+        argv = [a.replace("runs/", f"{tmp_path}/runs/").replace("docs/img/", f"{tmp_path}/") for a in
+                shlex.split(line)[1:]]
+        assert main(argv + shrink[argv[0]]) == 0, line
+    table = json.loads((tmp_path / "runs" / "timm_mnv3" / "search" / "query_table.json").read_text())
+    assert {r["width"] for r in table["rows"]} == {0.35, 1.0} and (tmp_path / "timm_mobilenetv3_small_100_frontier.png"
+                                                                   ).stat().st_size > 1000

@@ -311,9 +311,9 @@ class _Analysis:
         if isinstance(mod, self.leaves):
             if self._keeps_channels(node, shape) and known.channel_agnostic(mod, _shape(node.args[0]) or ()):
                 return lab  # runs unchanged on the active channels: its narrower sub-network is itself
-            return self._refuse(node, f"is a {type(mod).__name__}, which timm's tracing treats as a whole and which "
-                                "does not run on fewer channels (it has per-channel parameters or state)", [lab],
-                                shape, what)
+            return self._refuse(node, f"is a {type(mod).__name__}, a layer traced as a whole (timm's no-trace registry "
+                                "or a timm layer known here) that does not run on fewer channels (it has per-channel "
+                                "parameters or state, or a fixed channel count)", [lab], shape, what)
         return self._refuse(node, f"is a {type(mod).__name__}, which has no slimmable version (it mixes or "
                             "normalises across channels or keeps per-channel state)", [lab], shape, what)
 

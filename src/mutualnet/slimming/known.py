@@ -48,7 +48,8 @@ def leaf_types() -> tuple[type, ...]:
     """Module types traced as one call: timm's no-trace registry and the timm blocks this module knows whole."""
     get = _timm_attr("timm.layers._fx", "get_notrace_modules")
     types = list(get()) if callable(get) else []
-    for name in ("EcaModule", "CecaModule", "DropPath", "BlurPool2d"):
+    # weight-standardised convolutions (NFNet, BiT): whole, so a refusal names the layer, not its weight's reshape
+    for name in ("EcaModule", "CecaModule", "DropPath", "BlurPool2d", "StdConv2d", "ScaledStdConv2d"):
         t = _timm_attr("timm.layers", name)
         if isinstance(t, type):
             types.append(t)
