@@ -292,10 +292,13 @@ def test_the_results_command_runs(calibrated, tmp_path, monkeypatch, capsys):
     argv[argv.index("--out") + 1] = str(tmp_path / "curve.png")
     front = [r["mflops"] for r in table.frontier()]
     budgets = ",".join(f"{b:.2f}" for b in (front[0] * 1.2, (front[0] + front[-1]) / 2))
-    argv += ["--budgets", budgets, "--heldout-images", "48", "--val-images", "32", "--grid", "6", "--batch-size", "16"]
+    argv += ["--budgets", budgets, "--heldout-images", "48", "--val-images", "32", "--grid", "6", "--batch-size", "16",
+             "--bootstrap", "2", "--bootstrap-budgets", budgets.split(",")[1]]
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(Path(__file__).resolve().parents[1] / argv[0]), run_name="__main__")
     out = capsys.readouterr().out
     assert re.search(r"same stopping step for [\d.]+% of test images", out) and "goal 1" in out and "goal 2" in out
     assert len([line for line in out.splitlines() if re.match(r"\| [\d.]+ \| ", line)]) >= 2
     assert (tmp_path / "curve.png").stat().st_size > 1000
+    boots = re.findall(r"bootstrap ties_se ([\d.]+), budget [\d.]+: .* goal 1 holds in (\d)/2", out)
+    assert {t for t, _ in boots} == {"0", "0.5"} and len(boots) == 4, out
