@@ -83,18 +83,13 @@ def run_smoke_data(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     require("coco", "detection")
-    from ..detection import DetectionConfig, resume_config, train_detector
-    from ..train import load_config
+    from ..detection import train_or_resume
 
-    if args.resume:
-        run = train_detector(resume_config(args.resume, args.set), resume=args.resume)
-        print(f"resumed and trained to {run / 'last.pt'}")
-        return 0
-    cfg = load_config(args.config, args.set, schema=DetectionConfig, annotations=args.annotations, images=args.images,
-                      backbone=args.backbone, out=args.out, init=args.init, epochs=args.epochs,
-                      batch_size=args.batch_size, lr=args.lr, device=args.device)
-    run = train_detector(cfg)
-    print(f"trained {cfg.backbone} Mask R-CNN, widths {list(cfg.width_range)}, scales {cfg.scales}: {run / 'last.pt'}")
+    run, cfg = train_or_resume(args.config, args.set, resume=args.resume, annotations=args.annotations,
+                               images=args.images, backbone=args.backbone, out=args.out, init=args.init,
+                               epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device)
+    print(f"resumed and trained to {run / 'last.pt'}" if args.resume else
+          f"trained {cfg.backbone} Mask R-CNN, widths {list(cfg.width_range)}, scales {cfg.scales}: {run / 'last.pt'}")
     return 0
 
 

@@ -196,6 +196,16 @@ def resume_config(path: str | Path, overrides: list[str] | None = None) -> Detec
     return load_config(None, overrides, schema=DetectionConfig, **config)
 
 
+def train_or_resume(config: str | Path | None, overrides: list[str] | None = None, *,
+                    resume: str | Path | None = None, **values: Any) -> tuple[Path, DetectionConfig]:
+    """What ``mutualnet detect train`` does: resume ``resume`` (its own config plus ``overrides``), or train the
+    recipe ``config`` with ``overrides`` and the flags' ``values`` (None: the recipe's). Returns the run folder and
+    the config it trained with."""
+    cfg = resume_config(resume, overrides) if resume else load_config(config, overrides, schema=DetectionConfig,
+                                                                        **values)
+    return train_detector(cfg, resume=resume), cfg
+
+
 def train_detector(cfg: DetectionConfig, *, resume: str | Path | None = None, progress: bool = True) -> Path:
     """Train, writing ``config.yaml``, ``metrics.jsonl`` and ``last.pt`` to ``cfg.out``; returns the run folder.
 
