@@ -2,7 +2,7 @@
 # Issue 19's comparison at a larger scale on one GPU: MutualNet, the networks trained alone, US-Net+ and US-Net on
 # the full Fashion-MNIST training set (5,000 held out, picks on them, test reported), more epochs and seeds than
 # the CPU run of docs/results.md. Every seed x arm is its own process, all at once on the one GPU (a ResNet-20 at
-# 28 px uses a sliver of it; 12 processes keep it busy), each stopped (SIGINT: saved, resumable) when the time
+# 28 px uses a sliver of it; 12 processes keep it busy), each stopped (SIGTERM: saved, resumable) when the time
 # budget ends; a rerun resumes them all, and the closing report-only pass tabulates whatever has finished.
 # Usage: bash benchmarks/gpu_compare.sh DATA_ROOT [OUT]
 #   DATA_ROOT: a Fashion-MNIST folder (the device has no internet: copy /usr/share/datasets/fashion-mnist into
@@ -21,10 +21,10 @@ BUDGET_S="${BUDGET_S:-480}"
 read -r -a EXTRA_ARGS <<< "${EXTRA:-}"
 mkdir -p "$OUT"
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-pids=()
+pids=()  # stopped with SIGTERM: a script's background jobs ignore SIGINT, mutualnet saves on either
 for seed in $SEEDS; do
   for arm in $ARMS; do
-    OMP_NUM_THREADS=1 timeout --signal=INT --kill-after=60 "$BUDGET_S" "$PY" -m mutualnet compare --out "$OUT" \
+    OMP_NUM_THREADS=1 timeout --signal=TERM --kill-after=60 "$BUDGET_S" "$PY" -m mutualnet compare --out "$OUT" \
       --data-root "$DATA" --epochs "$EPOCHS" --seeds "$seed" --arms "$arm" --threads 1 --no-progress \
       "${EXTRA_ARGS[@]}" > "$OUT/seed${seed}_${arm}.log" 2>&1 &
     pids+=($!)
