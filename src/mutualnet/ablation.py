@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .compare import _default_budgets, run_compare, seed_budgets
+from .compare import _default_budgets, _spread, run_compare, seed_budgets
 from .demo import make_recipe
 from .errors import MutualNetError
 from .io import atomic_write_text
@@ -60,11 +60,6 @@ def parse_option(text: str) -> tuple[str, list[str]]:
         raise MutualNetError(f"--option expects NAME=KEY=VALUE[,KEY=VALUE...] with a name other than {BASE!r}, "
                              f"got {text!r}")
     return name.strip(), overrides
-
-
-def _stats(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "values": values}
 
 
 def _metrics(table: QueryTable, full: tuple[float, int], narrow: tuple[float, int], budgets: list[float]) -> dict:
@@ -117,7 +112,7 @@ def run_ablation(out: str | Path = "runs/ablation", options: dict[str, list[str]
                     for s, t in r.tables.items() if t.get("MutualNet")}
         row = {"option": name, "overrides": [] if name == BASE else options[name], "seeds": sorted(per_seed)}
         if per_seed:
-            row |= {k: _stats([m[k] for m in per_seed.values()]) for k in ("full", "narrow", "frontier")}
+            row |= {k: _spread([m[k] for m in per_seed.values()]) for k in ("full", "narrow", "frontier")}
         rows.append(row)
     base = rows[0]
     for row in rows[1:]:

@@ -24,6 +24,19 @@ def _number(text: str, kind: type) -> int | float:
                                           f"got {text!r}") from None
 
 
+def library_arg(parse: Callable[[str], object]) -> Callable[[str], object]:
+    """A flag parsed by a library function: its MutualNetError becomes argparse's one-line flag error."""
+
+    def convert(text: str) -> object:
+        try:
+            return parse(text)
+        except MutualNetError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
 def int_arg(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
     """An integer flag within ``[lo, hi]``."""
 

@@ -17,22 +17,15 @@ from ..errors import MutualNetError
 from . import _args as A
 
 
-def _type(parse):
-    def convert(text: str):
-        try:
-            return parse(text)
-        except MutualNetError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-    return convert
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ablate", help="MutualNet once per training option and seed, one table",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/ablation", help="output folder (rerun with the same folder to resume)")
     p.add_argument("--epochs", type=A.positive_int, default=3, help="training epochs of every run (default: 3)")
-    p.add_argument("--seeds", type=_type(parse_seeds), default=[0, 1], help="seeds of every option (default: 0,1)")
-    p.add_argument("--option", dest="options", type=_type(parse_option), action="append", metavar="NAME=KEY=VALUE",
+    p.add_argument("--seeds", type=A.library_arg(parse_seeds), default=[0, 1],
+                   help="seeds of every option (default: 0,1)")
+    p.add_argument("--option", dest="options", type=A.library_arg(parse_option), action="append",
+                   metavar="NAME=KEY=VALUE",
                    help="an option to ablate, e.g. zi=model.zero_init_residual=true (repeatable; default: "
                         + ", ".join(f"{k}={','.join(v)}" for k, v in OPTIONS.items()) + ")")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -17,13 +17,6 @@ from ..errors import MutualNetError
 from . import _args as A
 
 
-def _seeds(s: str) -> list[int]:
-    try:
-        return parse_seeds(s)
-    except MutualNetError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
 def _arms(s: str) -> list[str]:
     arms = [a.strip() for a in s.split(",") if a.strip()]
     bad = [a for a in arms if a not in ARMS]
@@ -38,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/compare", help="output folder (rerun with the same folder to resume)")
     p.add_argument("--epochs", type=A.positive_int,
                    help=f"training epochs of every arm (default: the demo's, {DEMO_RECIPE['train']['epochs']})")
-    p.add_argument("--seeds", type=_seeds, default=[0],
+    p.add_argument("--seeds", type=A.library_arg(parse_seeds), default=[0],
                    help="run every arm once per seed, e.g. 0,1 (default: 0)")
     p.add_argument("--arms", type=_arms, help=f"arms to run, comma-separated (default: all: {','.join(ARMS)})")
     p.add_argument("--train-images", type=A.positive_int,
