@@ -20,11 +20,11 @@ from .evaluate import (
     run_eval,
 )
 from .model import SlimmableMaskRCNN, build_detector, detector_from_checkpoint, load_backbone_weights
-from .train import DetectionConfig, detection_step, resume_config, train_detector, train_or_resume
+from .train import DetectionConfig, detection_step, train_detector, train_or_resume
 
 __all__ = ["train_or_resume",
            "SlimmableBackboneWithFPN", "CocoDetection", "collate", "load_coco", "calibrate_detector", "coco_eval",
            "coco_results", "detector_macs", "evaluate_coco", "evaluate_grid", "run_eval",
            "describe_detection_table",
            "SlimmableMaskRCNN", "build_detector", "detector_from_checkpoint", "load_backbone_weights",
-           "DetectionConfig", "detection_step", "resume_config", "train_detector"]
+           "DetectionConfig", "detection_step", "train_detector"]

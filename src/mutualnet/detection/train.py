@@ -20,7 +20,7 @@ import dataclasses
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..checkpoint import CheckpointMeta, checkpoint_dict, load_checkpoint
+from ..checkpoint import CheckpointMeta, checkpoint_dict
 from ..errors import MutualNetError
 from ..io import atomic_write_text
 from ..layers import use_config
@@ -37,18 +37,35 @@ from ..train.config import load_config
 from ..train.distributed import DistInfo, EpochSampler, SeededSamples
 from ..train.guard import DivergenceGuard
 from ..train.optim import build_scheduler
-from ..train.runkit import Checkpointer, MetricsLog, TrainState, autocast_for, optimizer_step, restore
+from ..train.runfolder import ResumeRule
+from ..train.runkit import (
+    Checkpointer,
+    MetricsLog,
+    TrainState,
+    autocast_for,
+    load_train_checkpoint,
+    optimizer_step,
+    restore,
+    resume_config,
+)
 from ..train.step import SubNet, sample_subnets
 from ..validate import MAX_RESOLUTION, MAX_WIDTH
 from .data import CocoDetection, collate
 from .model import TASK, SlimmableMaskRCNN, build_detector, load_backbone_weights
 
-__all__ = ["DetectionConfig", "detection_step", "train_detector", "detector_checkpoint", "resume_config"]
+__all__ = ["DetectionConfig", "detection_step", "train_detector", "detector_checkpoint"]
 
 
 @dataclass
 class DetectionConfig:
     """Everything a detection run needs; YAML keys are these field names."""
+
+    # how its checkpoints resume (train.runkit.resume_config): the schedule, the run's length, where it runs and
+    # what it logs may change; the model, the data's sampling and the seed were fixed by the checkpoint
+    RESUME: ClassVar[ResumeRule] = ResumeRule(
+        TASK, "mutualnet detect train", "", "out",
+        ("out", "epochs", "max_iterations", "lr", "base_lr", "warmup_iters", "lr_steps", "clip_grad_norm", "device",
+         "amp", "num_workers", "log_every", "save_every", "tensorboard", "annotations", "images"))
 
     annotations: str = ""  # COCO instances JSON of the training set
     images: str = ""  # folder the JSON's file_name entries are relative to
@@ -182,27 +199,13 @@ def _plain(d: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-def _load_train_checkpoint(path: str | Path) -> dict:
-    ckpt = load_checkpoint(path)
-    if ckpt.get("task") != TASK or not isinstance(ckpt.get("config"), dict) or "train_state" not in ckpt:
-        raise MutualNetError(f"{path} is not a detection training checkpoint (written by `mutualnet detect train`)")
-    return ckpt
-
-
-def resume_config(path: str | Path, overrides: list[str] | None = None) -> DetectionConfig:
-    """The config a detection checkpoint was trained with, with ``key=value`` overrides (e.g. ``epochs=36``)."""
-    ckpt = _load_train_checkpoint(path)
-    config = {"width_range": ckpt["model_args"]["width_range"], **ckpt["config"]}
-    return load_config(None, overrides, schema=DetectionConfig, **config)
-
-
 def train_or_resume(config: str | Path | None, overrides: list[str] | None = None, *,
                     resume: str | Path | None = None, **values: Any) -> tuple[Path, DetectionConfig]:
     """What ``mutualnet detect train`` does: resume ``resume`` (its own config plus ``overrides``), or train the
     recipe ``config`` with ``overrides`` and the flags' ``values`` (None: the recipe's). Returns the run folder and
     the config it trained with."""
-    cfg = resume_config(resume, overrides) if resume else load_config(config, overrides, schema=DetectionConfig,
-                                                                        **values)
+    cfg = (resume_config(resume, overrides, schema=DetectionConfig) if resume
+           else load_config(config, overrides, schema=DetectionConfig, **values))
     return train_detector(cfg, resume=resume), cfg
 
 
@@ -219,7 +222,7 @@ def train_detector(cfg: DetectionConfig, *, resume: str | Path | None = None, pr
     if resume is None and (out / "last.pt").exists():
         raise MutualNetError(f"{out} already holds a run (last.pt); resume it with --resume {out / 'last.pt'} or "
                              "choose another --out")
-    ckpt = _load_train_checkpoint(resume) if resume is not None else None
+    ckpt = load_train_checkpoint(resume, DetectionConfig) if resume is not None else None
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)

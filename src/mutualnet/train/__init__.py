@@ -5,9 +5,10 @@ Start with :func:`mutualnet.train.step.train_step`, the one function that is Mut
 """
 
 from .config import MODES, TrainConfig, apply_overrides, config_from_dict, config_to_dict, load_config, resolve
-from .loop import evaluate, resume_config, train
+from .loop import evaluate, train
 from .objects import fit
 from .optim import build_optimizer, build_scheduler, param_groups
+from .runkit import resume_config
 from .step import SubNet, alpha_divergence, distill_loss, resize, sample_subnets, train_step
 
 __all__ = ["MODES", "TrainConfig", "load_config", "apply_overrides", "config_from_dict", "config_to_dict", "resolve",

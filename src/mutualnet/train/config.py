@@ -16,7 +16,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -24,6 +24,7 @@ from ..data.transforms import PADDING_MODES, RESIZE_MODES
 from ..errors import MutualNetError
 from ..io import atomic_write_text, available_cores, read_text
 from ..validate import MAX_CLASSES, MAX_IN_CHANS, MAX_RESOLUTION, MAX_THREADS, MAX_WIDTH, check_float, check_int
+from .runfolder import RESUMABLE, ResumeRule
 
 if typing.TYPE_CHECKING:
     from ..models import ModelInfo
@@ -145,6 +146,7 @@ class RunConfig:
 
 @dataclass
 class TrainConfig:
+    RESUME: ClassVar[ResumeRule] = RESUMABLE  # how its checkpoints resume (train.runkit.resume_config)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: MethodConfig = field(default_factory=MethodConfig)

@@ -16,7 +16,6 @@ that was never interrupted.
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import random
 import sys
@@ -31,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..calibrate import calibrate
-from ..checkpoint import CheckpointMeta, built_in_python, load_checkpoint, python_built_error
+from ..checkpoint import CheckpointMeta, built_in_python, python_built_error
 from ..data.datasets import DatasetInfo, random_subset
 from ..errors import MutualNetError
 from ..evaluate import evaluate
@@ -43,9 +42,7 @@ from .compiled import AutoCompile, CompiledModel
 from .config import (
     SINGLE_NETWORK_MODES,
     TrainConfig,
-    apply_overrides,
     config_to_dict,
-    load_config,
     resolve,
     save_config,
 )
@@ -64,12 +61,22 @@ from .distributed import (
 from .guard import DivergenceGuard
 from .objects import ObjectData, resolve_objects
 from .optim import build_optimizer, build_scheduler
-from .runfolder import apply_lr, carry_metrics, check_resume_changes, open_run_folder
-from .runkit import Checkpointer, MetricsLog, RunClock, TrainState, autocast_for, epoch_line, optimizer_step, restore
+from .runfolder import apply_lr, carry_metrics, open_run_folder
+from .runkit import (
+    Checkpointer,
+    MetricsLog,
+    RunClock,
+    TrainState,
+    autocast_for,
+    epoch_line,
+    load_train_checkpoint,
+    optimizer_step,
+    restore,
+)
 from .step import alpha_divergence, dropout_modules, sample_subnets, train_step
 from .transfer import adopt_init, describe_init, load_pretrained
 
-__all__ = ["train", "build_data", "build_model", "train_one_epoch", "validate", "evaluate", "resume_config",
+__all__ = ["train", "build_data", "build_model", "train_one_epoch", "validate", "evaluate",
            "TrainData", "EpochResult"]
 
 
@@ -191,34 +198,6 @@ def _device(name: str, info: DistInfo) -> torch.device:
     if name != "cpu":
         raise MutualNetError(f"unknown run.device {name!r}; use auto, cpu, cuda or cuda:N")
     return torch.device("cpu")
-
-
-def resume_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """The config stored in a training checkpoint, with ``--set`` overrides applied.
-
-    Only the settings in :data:`~mutualnet.train.runfolder.RESUMABLE` may change (``run.*``, the learning
-    rate and its schedule, epochs, the data location); they are applied, with a line saying so. Any other
-    change is refused: the checkpoint's optimizer state, data order and model were made under the old values.
-    """
-    ckpt = _load_train_checkpoint(path)
-    saved = ckpt["config"]
-    saved.setdefault("model", {}).setdefault("width_range", list(ckpt["model_args"]["width_range"]))  # stored once
-    if ckpt["model_args"].get("depth_range") is not None:
-        saved["model"].setdefault("depth_range", list(ckpt["model_args"]["depth_range"]))
-    saved["run"]["out"] = str(Path(path).parent)  # where the run is now (the folder may have moved)
-    data = apply_overrides(copy.deepcopy(saved), overrides)
-    changes = check_resume_changes(saved, data)
-    if changes:
-        print("resuming with changed settings: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
-    return load_config(None, None, **data)  # the one loader: checked as a fresh recipe is
-
-
-def _load_train_checkpoint(path: str | Path) -> dict:
-    ckpt = load_checkpoint(path)
-    if "train_state" not in ckpt or "config" not in ckpt:
-        raise MutualNetError(f"{path} holds model weights but no training state (was it written by "
-                             "`mutualnet train`?); it cannot be resumed")
-    return ckpt
 
 
 @dataclass
@@ -359,7 +338,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, *, model: nn.Modul
     if (model is None) != (data is None):
         raise MutualNetError("train: give a model object and dataset objects together (mutualnet.train.fit), "
                              "or neither")
-    ckpt = _load_train_checkpoint(resume) if resume is not None else None
+    ckpt = load_train_checkpoint(resume) if resume is not None else None
     if ckpt is not None and model is None and built_in_python(ckpt):
         raise python_built_error(ckpt, resume)
     if model is not None:  # objects: what the registry and the data folder would say comes from them

@@ -180,7 +180,8 @@ def fit(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset | 
     Returns:
         The run folder (``run.out``).
     """
-    from .loop import resume_config, train
+    from .loop import train
+    from .runkit import resume_config
 
     train_ds, train_settings = _dataset_of(train_data, "train_data")
     val_ds, val_settings = _dataset_of(val_data, "val_data")

@@ -16,6 +16,7 @@ Small functions the training loop calls at its edges:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from ..errors import MutualNetError
 from ..io import FolderLock, atomic_write_bytes, clean_stale_temps, folder_lock, read_bytes, read_jsonl
 
 __all__ = ["open_run_folder", "nonfinite_tensors", "check_finite", "save_order", "read_metrics", "config_changes",
-           "check_resume_changes", "apply_lr", "carry_metrics", "RESUMABLE"]
+           "check_resume_changes", "apply_lr", "carry_metrics", "ResumeRule", "RESUMABLE"]
 
 
 def open_run_folder(run_dir: str | Path) -> FolderLock:
@@ -79,11 +80,24 @@ def carry_metrics(src_dir: Path, dst_dir: Path) -> None:
         atomic_write_bytes(dst, read_bytes(src, "metrics log"))
 
 
-# Settings a resumed run honours; any other change is refused (the checkpoint's optimizer state, data order and
-# model were made under the old values, so applying them silently would be a lie and ignoring them a worse one).
-RESUMABLE = ("run.", "optim.lr", "optim.min_lr", "optim.warmup_epochs", "train.epochs", "data.root", "data.workers",
-             "data.val_batch_size")
-_NOT_RESUMABLE = ("run.seed",)
+@dataclass(frozen=True)
+class ResumeRule:
+    """How a task's training checkpoint resumes (:func:`mutualnet.train.runkit.resume_config` reads it from the
+    config schema's ``RESUME``). Only the ``resumable`` settings may change: the checkpoint's optimizer state, data
+    order and model were made under the old values, so applying another change silently would be a lie and
+    ignoring it a worse one."""
+
+    task: str  # the checkpoint's task (classification, detection)
+    command: str  # what writes such checkpoints, for the error that names it
+    ranges: str  # where the stored config holds the model's trained ranges: its section ("model.") or "" (flat)
+    out: str  # the dotted key of the run folder: where the checkpoint now is (the folder may have moved)
+    resumable: tuple[str, ...]  # settings a resume may change ("run." covers a section)
+    fixed: tuple[str, ...] = ()  # settings of a resumable section that may not change
+
+
+RESUMABLE = ResumeRule("classification", "mutualnet train", "model.", "run.out",
+                       ("run.", "optim.lr", "optim.min_lr", "optim.warmup_epochs", "train.epochs", "data.root",
+                        "data.workers", "data.val_batch_size"), fixed=("run.seed",))
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -106,15 +120,15 @@ def config_changes(saved: dict, new: dict) -> dict[str, tuple[Any, Any]]:
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if not same(a.get(k), b.get(k))}
 
 
-def check_resume_changes(saved: dict, new: dict) -> dict[str, tuple[Any, Any]]:
+def check_resume_changes(saved: dict, new: dict, rule: ResumeRule = RESUMABLE) -> dict[str, tuple[Any, Any]]:
     """The changes a resume applies; raises naming the first setting that cannot change on resume."""
     changes = config_changes(saved, new)
     for key, (old, value) in changes.items():
-        if key in _NOT_RESUMABLE or not any(key == r or (r.endswith(".") and key.startswith(r)) for r in RESUMABLE):
+        if key in rule.fixed or not any(key == r or (r.endswith(".") and key.startswith(r)) for r in rule.resumable):
             raise MutualNetError(
                 f"--resume cannot change {key} ({old!r} -> {value!r}): the checkpoint was trained with the old "
-                f"value. Start a new run (--config, another run.out) to change it; on resume only "
-                f"{', '.join(r.rstrip('.') + ('.*' if r.endswith('.') else '') for r in RESUMABLE)} can change")
+                f"value. Start a new run (--config, another {rule.out}) to change it; on resume only "
+                f"{', '.join(r.rstrip('.') + ('.*' if r.endswith('.') else '') for r in rule.resumable)} can change")
     return changes
 
 

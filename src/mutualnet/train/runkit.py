@@ -12,6 +12,7 @@ and :mod:`mutualnet.detection.train` both build their runs from these parts, so 
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import dataclasses
 import json
@@ -27,15 +28,16 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..checkpoint import CheckpointMeta, atomic_save, checkpoint_dict
+from ..checkpoint import CheckpointMeta, atomic_save, checkpoint_dict, load_checkpoint
 from ..errors import MutualNetError
 from ..extras import missing
 from ..io import atomic_write_text
+from .config import TrainConfig, apply_overrides, load_config
 from .distributed import DistInfo
-from .runfolder import check_finite, read_metrics, save_order
+from .runfolder import check_finite, check_resume_changes, read_metrics, save_order
 
 __all__ = ["TrainState", "RunClock", "epoch_line", "Checkpointer", "restore", "MetricsLog", "optimizer_step",
-           "autocast_for"]
+           "autocast_for", "load_train_checkpoint", "resume_config"]
 
 
 # -- metrics ----------------------------------------------------------------------------------------
@@ -274,3 +276,42 @@ def epoch_line(epoch: int, epochs: int, loss: list, row: dict | None, clock: Run
     if finished and eta:
         parts.append(f"ETA {_duration(eta)}")
     return f"{head}: " + ", ".join(parts)
+
+
+# -- resume -----------------------------------------------------------------------------------------
+def load_train_checkpoint(path: str | Path, schema: type = TrainConfig) -> dict:
+    """A training checkpoint of ``schema``'s task (weights, stored config, training state), or one clear error."""
+    rule = schema.RESUME
+    ckpt = load_checkpoint(path)
+    if ckpt.get("task", "classification") != rule.task or not isinstance(ckpt.get("config"), dict) \
+            or "train_state" not in ckpt:
+        raise MutualNetError(f"{path} holds no training state of `{rule.command}` (a {rule.task} run); it cannot be "
+                             "resumed")
+    return ckpt
+
+
+def resume_config(path: str | Path, overrides: list[str] | None = None, *, schema: type = TrainConfig) -> Any:
+    """The config a training checkpoint was trained with, to continue it exactly: the one reader of a resumed
+    run's config, for classification (``schema`` :class:`~mutualnet.train.config.TrainConfig`) and detection
+    (``DetectionConfig``).
+
+    The stored config gets back the model's trained ranges (stored once, in the model's arguments) and the run
+    folder where the checkpoint now is; then ``key=value`` overrides. Only the settings the schema's ``RESUME``
+    rule names may change (:class:`~mutualnet.train.runfolder.ResumeRule`; classification: ``run.*``, the learning
+    rate and its schedule, epochs, the data location); each change is printed, any other is refused. The result is
+    checked by :func:`~mutualnet.train.config.load_config` as a fresh recipe is.
+    """
+    rule = schema.RESUME
+    ckpt = load_train_checkpoint(path, schema)
+    saved = copy.deepcopy(ckpt["config"])
+    ranges = saved.setdefault(rule.ranges.rstrip("."), {}) if rule.ranges else saved
+    for name in ("width_range", "depth_range"):  # stored once, in the model's arguments
+        if ckpt["model_args"].get(name) is not None:
+            ranges.setdefault(name, list(ckpt["model_args"][name]))
+    *section, key = rule.out.split(".")
+    (saved.setdefault(section[0], {}) if section else saved)[key] = str(Path(path).parent)
+    data = apply_overrides(copy.deepcopy(saved), overrides)
+    changes = check_resume_changes(saved, data, rule)
+    if changes:
+        print("resuming with changed settings: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
+    return load_config(None, None, schema=schema, **data)
