@@ -8,6 +8,8 @@ import torch
 from torchvision.models import segmentation
 
 import mutualnet as mn
+from mutualnet.calibrate import calibrate
+from mutualnet.cli import main
 from mutualnet.data.preprocess import model_preprocessing
 from mutualnet.data.transforms import resize_batch
 from mutualnet.deploy.export import export_subnet, save_exported
@@ -61,7 +63,7 @@ def test_mean_iou_counts_labelled_pixels_and_skips_absent_classes():
         segmentation_scores(confusion_matrix(pred, torch.full_like(target, 255), 4))
 
 
-def test_torchvision_segmentation_model_trains_searches_and_exports(tmp_path):
+def test_torchvision_segmentation_model_trains_searches_and_exports(tmp_path, capsys):
     torch.manual_seed(0)
     net = segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=3)
     model = mn.slim(net, (0.5, 1.0), input_size=48, output="out")
@@ -92,8 +94,13 @@ def test_torchvision_segmentation_model_trains_searches_and_exports(tmp_path):
     assert saved.metric == "miou" and [r["miou"] for r in saved.rows] == [r["miou"] for r in table.rows]
     assert json.loads((tmp_path / "query_table.json").read_text())["metric"] == "miou"
     assert (tmp_path / "miou_mflops.png").stat().st_size > 0
-    best = table.select(max_mflops=table.find(0.75, 32)["mflops"])
-    assert "mean IoU" in table.describe_selection(best)
+    budget = table.find(0.75, 32)["mflops"]
+    best = table.select(max_mflops=budget)
+    assert best["mflops"] <= budget and best["miou"] == max(r["miou"] for r in table.rows if r["mflops"] <= budget)
+    assert main(["select", "--table", str(tmp_path), "--max-mflops", f"{budget:.2f}"]) == 0  # the commands read it
+    assert capsys.readouterr().out.startswith(f"width {best['width']:g} at {best['resolution']} px: mean IoU "
+                                              f"{100 * best['miou']:.2f}%")
+    assert main(["plot", str(tmp_path / "query_table.json"), "--out", str(tmp_path / "again.png")]) == 0
 
     net_, check = export_subnet(model, 0.5, 32)  # calibrated by the search; checked against the slimmable model
     assert check["folded"] > 0
@@ -120,3 +127,24 @@ def test_segmentation_search_refuses_bad_data_in_one_line():
     with pytest.raises(mn.MutualNetError, match=r"a pixel is labelled 9"):
         search_segmentation(model, (x, y.masked_fill(y == 1, 9)), x, resolutions=[32], widths=[1.0],
                             calib_images=4)
+
+
+@pytest.mark.parametrize("name", ["deeplabv3_mobilenet_v3_large", "fcn_resnet50", "deeplabv3_resnet50"])
+def test_torchvision_segmentation_models_convert_train_calibrate_and_export(name):
+    """The other torchvision segmentation families (ASPP, dilated ResNet-50, auxiliary heads): the converted network
+    is the original at the top width, a sandwich step trains it, and a narrow configuration is scored and exported."""
+    torch.manual_seed(0)
+    net = getattr(segmentation, name)(weights=None, weights_backbone=None, num_classes=3, aux_loss=True).eval()
+    x, y = shapes(8, size=32)
+    with torch.no_grad():
+        want = net(x)["out"]
+    model = mn.slim(net, (0.5, 1.0), input_size=32, output="out")
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), want)
+    losses = train_step(model.train(), x, y, [SubNet(1.0, 32, "labels"), SubNet(0.5, 24, "teacher")])
+    assert torch.isfinite(losses).all() and losses[1] < 10  # the distillation is a per-pixel mean
+    model.zero_grad()
+    calibrate(model, x, 0.5, 24, num_images=8, batch_size=8)
+    scores = evaluate_segmentation(model, x, y, 0.5, 24, batch_size=8)
+    assert 0 <= scores["miou"] <= 1 and int(scores["confusion"].sum()) == int((y != IGNORE_INDEX).sum())
+    export_subnet(model, 0.5, 24)  # materialised and BN folded, checked against the slimmable model
