@@ -10,7 +10,8 @@ import pytest
 API = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 PACKAGES = ["mutualnet", "mutualnet.models", "mutualnet.data", "mutualnet.train", "mutualnet.calibrate",
             "mutualnet.evaluate", "mutualnet.search", "mutualnet.profiling", "mutualnet.checkpoint",
-            "mutualnet.deploy", "mutualnet.detection", "mutualnet.threads", "mutualnet.compare", "mutualnet.ablation"]
+            "mutualnet.deploy", "mutualnet.detection", "mutualnet.segmentation", "mutualnet.threads",
+            "mutualnet.compare", "mutualnet.ablation"]
 
 
 @pytest.mark.parametrize("package", PACKAGES)

@@ -12,8 +12,8 @@ model with elastic depth has a ``depth`` column too (blocks per stage; the full 
 others); a row without one is at full depth, so tables written before depth existed read as they were.
 
 The accuracy a table ranks by is its ``metric``: ``top1`` for classification, ``box_ap`` or ``mask_ap`` for
-detection tables (whose rows carry COCO AP in [0, 1] instead of top-1/top-5), so selection, frontiers and
-plots work the same on both.
+detection tables (whose rows carry COCO AP in [0, 1] instead of top-1/top-5), ``miou`` for segmentation tables
+(mean IoU in [0, 1], :mod:`mutualnet.segmentation`), so selection, frontiers and plots work the same on all.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from ..errors import MutualNetError
 from ..io import MAX_JSON_DEPTH, atomic_write_text, json_depth, read_json
 from ..validate import check_float, check_int, check_pixels, check_width
 
-__all__ = ["QueryTable", "config_of", "config_text", "ROW_KEYS", "OPTIONAL_KEYS", "DETECTION_KEYS", "METRICS",
-           "RUNTIMES", "TABLE_FORMAT", "FASTEST", "latency_column", "pareto_frontier", "atomic_write_text",
-           "fits_budget", "MFLOPS_DECIMALS", "LATENCY_DECIMALS"]
+__all__ = ["QueryTable", "config_of", "config_text", "ROW_KEYS", "OPTIONAL_KEYS", "DETECTION_KEYS",
+           "SEGMENTATION_KEYS", "METRICS", "RUNTIMES", "TABLE_FORMAT", "FASTEST", "latency_column", "pareto_frontier",
+           "atomic_write_text", "fits_budget", "MFLOPS_DECIMALS", "LATENCY_DECIMALS"]
 
 TABLE_FORMAT = "mutualnet-query-table"
 ROW_KEYS = ("width", "resolution", "top1", "top5", "macs", "params", "mflops", "latency_ms", "pareto")
@@ -72,13 +72,16 @@ _COSTS = {"macs": "macs", "mflops": "macs", "latency_ms": "latency_ms", "latency
 # a detection table's rows: ROW_KEYS without top-1/top-5, with COCO AP (in [0, 1]) and how it was measured
 DETECTION_KEYS = ("box_ap", "mask_ap", "box_ap50", "mask_ap50", "num_detections", "backbone_macs", "backbone_mflops",
                   "pareto_backbone", "mac_input_size", "calibrated")
-METRICS = {"top1": "top-1 (%)", "box_ap": "box AP", "mask_ap": "mask AP"}  # higher is better
+# a segmentation table's rows (mutualnet.segmentation): mean IoU and pixel accuracy (in [0, 1]) in place of top-1
+SEGMENTATION_KEYS = ("miou", "pixel_acc", "calibrated")
+METRICS = {"top1": "top-1 (%)", "box_ap": "box AP", "mask_ap": "mask AP", "miou": "mean IoU"}  # higher is better
 
 
 def _row_keys(metric: str) -> tuple[str, ...]:
     if metric == "top1":
         return ROW_KEYS
-    return tuple(k for k in ROW_KEYS if k not in ("top1", "top5")) + DETECTION_KEYS
+    extra = SEGMENTATION_KEYS if metric == "miou" else DETECTION_KEYS
+    return tuple(k for k in ROW_KEYS if k not in ("top1", "top5")) + extra
 
 
 def pareto_frontier(rows: list[dict], cost: str = "macs", metric: str = "top1") -> list[dict]:

@@ -128,8 +128,12 @@ def one_output(out: object) -> Tensor:
                          f"converting, mutualnet.slim(model, output={example}) (a key or a position)")
 
 
+IGNORE_INDEX = 255  # a pixel labelled so is trained and scored by nothing (borders, "void"): torchvision's references
+
+
 def _dense_labels(labels: Tensor, logits: Tensor) -> Tensor:
-    """Per-pixel labels ``(N, H, W)`` at the size of a per-pixel output (nearest: classes are not averaged)."""
+    """Per-pixel labels ``(N, H, W)`` at the size of a per-pixel output (nearest: classes are not averaged); pixels
+    labelled :data:`IGNORE_INDEX` take no part in the loss."""
     if logits.dim() > 2 and labels.dim() == logits.dim() - 1 and labels.shape[1:] != logits.shape[2:]:
         return F.interpolate(labels[:, None].float(), size=logits.shape[2:], mode="nearest")[:, 0].long()
     return labels
@@ -231,7 +235,9 @@ def train_step(model: nn.Module, images: Tensor, labels: Tensor, subnets: list[S
               _dropout(model, on=i == 0 or regularize == "all")):
             logits = one_output(model(x))
         if net.target == "labels":
-            loss = F.cross_entropy(logits.float(), _dense_labels(labels, logits), label_smoothing=label_smoothing)
+            target = _dense_labels(labels, logits)
+            loss = F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing,
+                                   ignore_index=IGNORE_INDEX if target.dim() > 1 else -100)
         else:
             loss = distill(logits, teacher) if distill is not None else distill_loss(logits, teacher, temperature)
         (scaler.scale(loss) if scaler is not None else loss).backward()
