@@ -28,7 +28,7 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..checkpoint import CheckpointMeta, checkpoint_dict
+from ..checkpoint import CheckpointMeta
 from ..errors import MutualNetError
 from ..io import atomic_write_text
 from ..layers import use_config
@@ -53,7 +53,7 @@ from ..validate import MAX_RESOLUTION, MAX_WIDTH
 from .data import CocoDetection, collate
 from .model import TASK, SlimmableMaskRCNN, build_detector, load_backbone_weights
 
-__all__ = ["DetectionConfig", "detection_step", "train_detector", "detector_checkpoint"]
+__all__ = ["DetectionConfig", "detection_step", "train_detector"]
 
 
 @dataclass
@@ -176,11 +176,6 @@ def detection_step(model: SlimmableMaskRCNN, images: list, targets: list, subnet
         total += loss.item()
     logs["loss"] = total / len(subnets)
     return logs
-
-
-def detector_checkpoint(model: SlimmableMaskRCNN, cfg: DetectionConfig, dataset: CocoDetection, **extra: Any) -> dict:
-    """Self-describing detection checkpoint (mutualnet format, ``task: detection``)."""
-    return checkpoint_dict(model, _meta(cfg, dataset), config=_config(cfg), **extra)
 
 
 def _meta(cfg: DetectionConfig, dataset: CocoDetection) -> CheckpointMeta:

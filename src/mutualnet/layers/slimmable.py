@@ -404,9 +404,6 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d, _Slimmable):
         self.calibrated[key] = (acc.mean.to(self.weight.dtype), acc.variance().to(self.weight.dtype))
         return key
 
-    def clear_calibration(self) -> None:
-        self.calibrated.clear()
-
     # -- state dict: calibrated statistics travel with the weights ----------------------------------
     def _save_to_state_dict(self, destination, prefix, keep_vars):  # noqa: ANN001
         super()._save_to_state_dict(destination, prefix, keep_vars)

@@ -128,105 +128,95 @@ def search_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
     # gloo: the barriers only carry a token, whatever ``device`` is; the first waits for the slowest shard
     dist_info = init_distributed("cpu", timeout=timedelta(days=7))
     try:
-        return _search(checkpoint, out, dist_info, dataset=dataset, data_root=data_root, workers=workers,
-                       seed=seed, width_step=width_step, widths=widths, resolutions=resolutions,
-                       calib_images=calib_images, val_images=val_images, halving=halving, calib_tol=calib_tol,
-                       batch_size=batch_size,
-                       device=device, latency=latency, latency_batch_size=latency_batch_size, threads=threads,
-                       resize_then_crop=resize_then_crop, split=split, report_test=report_test, progress=progress)
+        if dist_info.enabled and halving is not None:
+            raise MutualNetError("--halving cannot be combined with torchrun; run a halving search in one process")
+        if dist_info.enabled and device.startswith("cuda") and ":" not in device:
+            device = f"cuda:{dist_info.local_rank}"
+        for name, v in (("calib-images", calib_images), ("eval-batch-size", batch_size),
+                        ("batch-size", latency_batch_size)):
+            if v <= 0:
+                raise MutualNetError(f"--{name} must be positive")
+        if val_images is not None and val_images <= 0:
+            raise MutualNetError("--val-images must be positive")
+        ckpt = load_checkpoint(checkpoint)
+        model = model_from_checkpoint(ckpt).eval()
+        rng = model.width_range
+        if widths:
+            if not (rng.contains(widths[0]) and rng.contains(widths[1]) and widths[0] <= widths[1]):
+                raise MutualNetError(f"--widths {widths[0]:g},{widths[1]:g} is outside the trained range "
+                                     f"[{rng.lo:g}, {rng.hi:g}]")
+            rng = WidthRange(float(widths[0]), float(widths[1]))
+        grid = rng.grid(width_step)
+        resolutions = checkpoint_resolutions(ckpt, resolutions)
+        data = data_from_checkpoint(ckpt, model, dataset=dataset, data_root=data_root, workers=workers)
+        out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise MutualNetError(f"--out {out} exists and is not a folder")
+        split = choose_split(split, data.info)
+        source = "holdout" if split == "holdout" else "val"
+        if resize_then_crop:
+            val, calib = (lambda r: data.build(source, r)), (lambda r: data.build("train", r))
+        else:
+            val, calib = data.build(source, resolutions[0]), data.build("train", resolutions[0])
+        ckpt_meta = dict(ckpt.get("meta") or {})
+        meta = {"model": ckpt["model_name"], "model_args": ckpt["model_args"],
+                "checkpoint": os.path.abspath(checkpoint), "mode": ckpt_meta.get("mode"), "dataset": data.info,
+                "split": split, **artefact_fields(model, ckpt_meta)}
+        t0 = time.perf_counter()
+
+        def build(state_dir: Path, shard: tuple[int, int] | None) -> QueryTable:
+            for folder in (state_dir, state_dir / STATS_DIR):  # a killed search's temp files are removed
+                clean_stale_temps(folder)
+            plan = SearchPlan.of(model, resolutions=resolutions, widths=grid, calib_images=calib_images,
+                                 calib_tol=calib_tol, val_images=val_images, halving=halving, batch_size=batch_size,
+                                 latency=latency, latency_batch_size=latency_batch_size,
+                                 resize_then_crop=resize_then_crop, seed=seed, shard=shard)
+            return build_query_table(model, val, calib, plan, device=device, threads=threads, state_dir=state_dir,
+                                     meta=meta, num_workers=data.workers, progress=progress)
+
+        shards = [out / f"shard-{k}" for k in range(dist_info.world_size)] if dist_info.enabled else []
+        if dist_info.enabled:
+            mine = shards[dist_info.rank]
+            with folder_lock(mine, "search shard folder"):
+                build(mine, (dist_info.rank, dist_info.world_size))
+            dist.barrier()  # every shard finished (a failed rank makes torchrun stop the others)
+            if not dist_info.is_main:
+                dist.barrier()  # rank 0 has written the outputs
+                table_path = out / "query_table.json"
+                return SearchResult(QueryTable.load(table_path), table_path, out / "query_table.csv",
+                                    out / "calibrated.pt", len(grid), len(resolutions), time.perf_counter() - t0)
+        with folder_lock(out, "search folder"), contextlib.ExitStack() as held:  # one search per folder
+            if not dist_info.enabled:  # shards of a torchrun search interrupted here: their work is taken, then removed
+                shards = sorted(p for p in out.glob("shard-*") if p.is_dir() and p.name[len("shard-"):].isdigit())
+                for shard in shards:  # refused while a torchrun search still computes into them
+                    held.enter_context(folder_lock(shard, "search shard folder"))
+            if shards:
+                merge_search_states(shards if dist_info.enabled else [*shards, out], out)
+            table = build(out, None)  # single process: the search; sharded: restores the merged rows
+            if split == "holdout" and report_test:
+                test = data.build("val", resolutions[0])
+                if resize_then_crop:
+                    test = {r: data.build("val", r) for r in resolutions}
+                report_test_accuracy(model, table, test, batch_size=batch_size, device=device,
+                                     num_workers=data.workers, progress=progress)
+            table_path = table.save(out / "query_table.json")
+            model.to("cpu")
+            ckpt_path = save_checkpoint(out / "calibrated.pt", model, meta=ckpt_meta | {"calibrated": True},
+                                        query_table=table.to_dict())
+            clear_search_state(out)
+            for shard in shards:
+                clear_search_state(shard)
+                (shard / LOCK_NAME).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    shard.rmdir()
+        if dist_info.enabled:
+            dist.barrier()
+        return SearchResult(table, Path(table_path), out / "query_table.csv", Path(ckpt_path), len(grid),
+                            len(resolutions), time.perf_counter() - t0)
+
     finally:
         if owned:
             cleanup_distributed(dist_info)
-
-
-def _search(checkpoint, out, dist_info, *, dataset, data_root, workers, seed, width_step, widths, resolutions,
-            calib_images, val_images, halving, calib_tol, batch_size, device, latency, latency_batch_size, threads,
-            resize_then_crop, split, report_test, progress) -> SearchResult:
-    if dist_info.enabled and halving is not None:
-        raise MutualNetError("--halving cannot be combined with torchrun; run a halving search in one process")
-    if dist_info.enabled and device.startswith("cuda") and ":" not in device:
-        device = f"cuda:{dist_info.local_rank}"
-    for name, v in (("calib-images", calib_images), ("eval-batch-size", batch_size),
-                    ("batch-size", latency_batch_size)):
-        if v <= 0:
-            raise MutualNetError(f"--{name} must be positive")
-    if val_images is not None and val_images <= 0:
-        raise MutualNetError("--val-images must be positive")
-    ckpt = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(ckpt).eval()
-    rng = model.width_range
-    if widths:
-        if not (rng.contains(widths[0]) and rng.contains(widths[1]) and widths[0] <= widths[1]):
-            raise MutualNetError(f"--widths {widths[0]:g},{widths[1]:g} is outside the trained range "
-                                 f"[{rng.lo:g}, {rng.hi:g}]")
-        rng = WidthRange(float(widths[0]), float(widths[1]))
-    grid = rng.grid(width_step)
-    resolutions = checkpoint_resolutions(ckpt, resolutions)
-    data = data_from_checkpoint(ckpt, model, dataset=dataset, data_root=data_root, workers=workers)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise MutualNetError(f"--out {out} exists and is not a folder")
-    split = choose_split(split, data.info)
-    source = "holdout" if split == "holdout" else "val"
-    if resize_then_crop:
-        val, calib = (lambda r: data.build(source, r)), (lambda r: data.build("train", r))
-    else:
-        val, calib = data.build(source, resolutions[0]), data.build("train", resolutions[0])
-    ckpt_meta = dict(ckpt.get("meta") or {})
-    meta = {"model": ckpt["model_name"], "model_args": ckpt["model_args"], "checkpoint": os.path.abspath(checkpoint),
-            "mode": ckpt_meta.get("mode"), "dataset": data.info, "split": split,
-            **artefact_fields(model, ckpt_meta)}
-    t0 = time.perf_counter()
-
-    def build(state_dir: Path, shard: tuple[int, int] | None) -> QueryTable:
-        for folder in (state_dir, state_dir / STATS_DIR):  # a killed search's temp files are removed
-            clean_stale_temps(folder)
-        plan = SearchPlan.of(model, resolutions=resolutions, widths=grid, calib_images=calib_images,
-                             calib_tol=calib_tol, val_images=val_images, halving=halving, batch_size=batch_size,
-                             latency=latency, latency_batch_size=latency_batch_size,
-                             resize_then_crop=resize_then_crop, seed=seed, shard=shard)
-        return build_query_table(model, val, calib, plan, device=device, threads=threads, state_dir=state_dir,
-                                 meta=meta, num_workers=data.workers, progress=progress)
-
-    shards = [out / f"shard-{k}" for k in range(dist_info.world_size)] if dist_info.enabled else []
-    if dist_info.enabled:
-        mine = shards[dist_info.rank]
-        with folder_lock(mine, "search shard folder"):
-            build(mine, (dist_info.rank, dist_info.world_size))
-        dist.barrier()  # every shard finished (a failed rank makes torchrun stop the others)
-        if not dist_info.is_main:
-            dist.barrier()  # rank 0 has written the outputs
-            table_path = out / "query_table.json"
-            return SearchResult(QueryTable.load(table_path), table_path, out / "query_table.csv",
-                                out / "calibrated.pt", len(grid), len(resolutions), time.perf_counter() - t0)
-    with folder_lock(out, "search folder"), contextlib.ExitStack() as held:  # one search per folder
-        if not dist_info.enabled:  # shards of a torchrun search interrupted here: their work is taken, then removed
-            shards = sorted(p for p in out.glob("shard-*") if p.is_dir() and p.name[len("shard-"):].isdigit())
-            for shard in shards:  # refused while a torchrun search still computes into them
-                held.enter_context(folder_lock(shard, "search shard folder"))
-        if shards:
-            merge_search_states(shards if dist_info.enabled else [*shards, out], out)
-        table = build(out, None)  # single process: the search; sharded: restores the merged rows
-        if split == "holdout" and report_test:
-            test = data.build("val", resolutions[0])
-            if resize_then_crop:
-                test = {r: data.build("val", r) for r in resolutions}
-            report_test_accuracy(model, table, test, batch_size=batch_size, device=device,
-                                 num_workers=data.workers, progress=progress)
-        table_path = table.save(out / "query_table.json")
-        model.to("cpu")
-        ckpt_path = save_checkpoint(out / "calibrated.pt", model, meta=ckpt_meta | {"calibrated": True},
-                                    query_table=table.to_dict())
-        clear_search_state(out)
-        for shard in shards:
-            clear_search_state(shard)
-            (shard / LOCK_NAME).unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                shard.rmdir()
-    if dist_info.enabled:
-        dist.barrier()
-    return SearchResult(table, Path(table_path), out / "query_table.csv", Path(ckpt_path), len(grid),
-                        len(resolutions), time.perf_counter() - t0)
 
 
 def calibrate_checkpoint(checkpoint: str | os.PathLike, width: float, resolution: int, out: str | os.PathLike, *,

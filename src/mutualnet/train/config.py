@@ -30,7 +30,7 @@ if typing.TYPE_CHECKING:
     from ..models import ModelInfo
 
 __all__ = ["MODES", "ModelConfig", "DataConfig", "MethodConfig", "OptimConfig", "RunConfig", "TrainConfig",
-           "load_config", "read_yaml_mapping", "apply_overrides", "config_from_dict", "build_dataclass",
+           "load_config", "read_yaml_mapping", "apply_overrides", "config_from_dict",
            "config_to_dict", "resolve", "save_config", "adopt_dataset"]
 
 # mutual: the paper. usnet: sandwich + inplace distillation at the highest resolution. usnet_msaug: usnet
@@ -289,12 +289,6 @@ def _build(cls: type, data: dict, where: str) -> Any:
         kwargs[name] = _build(tp, value, key) if dataclasses.is_dataclass(tp) else _coerce(value, tp, key)
         _check_bounds(key, kwargs[name])
     return cls(**kwargs)
-
-
-def build_dataclass(cls: type, data: dict, where: str = "") -> Any:
-    """An instance of the dataclass ``cls`` from a dict, every value type-checked (and finite) against the
-    field annotations; errors name the key (``where.key``)."""
-    return _build(cls, data, where)
 
 
 def config_from_dict(data: dict) -> TrainConfig:
