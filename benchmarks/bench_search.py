@@ -27,8 +27,8 @@ import torch
 from _common import header, ratio_text, rounds
 
 import mutualnet as mn
-from mutualnet.calibrate import calibrate, load_images
-from mutualnet.data import build_dataset
+from mutualnet.calibrate import calibrate
+from mutualnet.data import build_dataset, load_images
 from mutualnet.data.transforms import resize_batch
 from mutualnet.search import build_query_table
 

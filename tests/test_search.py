@@ -5,10 +5,10 @@ import pytest
 import torch
 
 import mutualnet as mn
-from mutualnet.calibrate import calibrate, load_images
+from mutualnet.calibrate import calibrate
 from mutualnet.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from mutualnet.cli import main
-from mutualnet.data import build_dataset
+from mutualnet.data import build_dataset, load_images
 from mutualnet.evaluate import evaluate
 from mutualnet.layers import SlimmableBatchNorm2d, config_key
 from mutualnet.search import QueryTable, SearchPlan, build_query_table

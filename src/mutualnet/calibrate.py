@@ -7,7 +7,7 @@ evaluation transform, no augmentation) through the network at that configuration
 mean and unbiased variance of every BN input under the configuration's key. Eval mode at that
 (width, resolution) then uses them, and they travel in the state dict, so it is calibrated once.
 
-The images are decoded once (:func:`load_images`) and reused for every configuration; each batch is
+The images are decoded once (:func:`mutualnet.data.load_images`) and reused for every configuration; each batch is
 resized to the target resolution on the device, so calibration cost is the forward passes.
 """
 
@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from .data.datasets import random_subset
+from .data.datasets import load_images
 from .data.preprocess import model_preprocessing
 from .data.transforms import resize_batch
 from .errors import MutualNetError
@@ -36,7 +36,7 @@ from .layers import (
     use_config,
 )
 
-__all__ = ["CalibrationResult", "calibrate", "calibrate_batches", "load_images", "calibrated_configs", "is_calibrated"]
+__all__ = ["CalibrationResult", "calibrate", "calibrate_batches", "calibrated_configs", "is_calibrated"]
 
 
 @dataclass(frozen=True)
@@ -60,34 +60,6 @@ def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def load_images(dataset: Dataset, num_images: int | None = None, *, seed: int = 0, batch_size: int = 256,
-                num_workers: int = 0, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
-    """Decode ``num_images`` samples (a seeded random subset; all when None) into one tensor, once.
-
-    Returns ``(images, labels)``. Images are kept in float32 when they fit in 512 MB, else float16 (its
-    precision, ~1e-3 on normalised values, is finer than the uint8 pixels they were decoded from).
-    """
-    n_total = len(dataset)
-    if n_total == 0:
-        raise MutualNetError("the dataset is empty")
-    n = n_total if num_images is None else min(int(num_images), n_total)
-    if n <= 0:
-        raise MutualNetError(f"number of images must be positive, got {num_images}")
-    if n < n_total:
-        dataset = random_subset(dataset, n, seed)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    images, labels, pos = None, torch.empty(n, dtype=torch.int64), 0
-    for x, y in loader:
-        if images is None:
-            if dtype is None:
-                dtype = torch.float32 if n * x[0].numel() * 4 <= 512 * 2**20 else torch.float16
-            images = torch.empty(n, *x.shape[1:], dtype=dtype)
-        images[pos:pos + len(x)] = x
-        labels[pos:pos + len(x)] = torch.as_tensor(y)
-        pos += len(x)
-    return images, labels
-
-
 @torch.no_grad()
 def calibrate(model: nn.Module, dataset: Dataset | Tensor, width: float, resolution: int, num_images: int = 2000,
               batch_size: int = 200, device: str | torch.device | None = None, resize_from: int | None = None,
@@ -97,8 +69,8 @@ def calibrate(model: nn.Module, dataset: Dataset | Tensor, width: float, resolut
 
     Args:
         model: a slimmable model (its width and train/eval mode are restored afterwards).
-        dataset: training images with the evaluation transform, or an image tensor from :func:`load_images`
-            (decode once, calibrate many configurations).
+        dataset: training images with the evaluation transform, or an image tensor from
+            :func:`~mutualnet.data.load_images` (decode once, calibrate many configurations).
         width: any width in the model's range.
         resolution: input side; batches of another size are resized to it on the device, as the model's
             preprocessing record says (statistics are of the inputs it was trained on).

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from .data.preprocess import model_preprocessing
 from .data.transforms import resize_batch
@@ -19,19 +19,37 @@ from .layers import Resolution, use_config
 __all__ = ["evaluate", "hits"]
 
 
+def _batches(data: tuple[Tensor, Tensor] | Iterable, batch_size: int, start: int = 0, stop: int | None = None):
+    """Batches of images ``start:stop`` of in-memory ``(images, labels)`` or of a loader's dataset (any other
+    iterable of batches: as it is)."""
+    if isinstance(data, tuple):
+        images, labels = data
+        stop = len(images) if stop is None else stop
+        return ((images[i:min(i + batch_size, stop)], labels[i:min(i + batch_size, stop)])
+                for i in range(start, stop, batch_size))
+    if start == 0 and stop is None:
+        return data
+    stop = len(data.dataset) if stop is None else stop
+    return DataLoader(Subset(data.dataset, range(start, stop)), batch_size=batch_size, shuffle=False,
+                      num_workers=data.num_workers)
+
+
 @torch.no_grad()
-def hits(model: nn.Module, batches: Iterable, width: float, resolution: Resolution, *,
-         device: torch.device | str | None = None, autocast: contextlib.AbstractContextManager | None = None,
-         max_batches: int | None = None, channels_last: bool = False,
-         depth: int | None = None) -> tuple[Tensor, Tensor, float]:
+def hits(model: nn.Module, data: tuple[Tensor, Tensor] | Iterable, width: float, resolution: Resolution, *,
+         batch_size: int = 200, start: int = 0, stop: int | None = None, device: torch.device | str | None = None,
+         autocast: contextlib.AbstractContextManager | None = None, max_batches: int | None = None,
+         channels_last: bool = False, depth: int | None = None) -> tuple[Tensor, Tensor, float]:
     """The one evaluation loop: per-image top-1 and top-5 hits (bool, in order) and the summed cross-entropy.
 
-    Each batch ``(images, labels)`` is resized to ``resolution`` on the device (the paper's test-time
-    recipe, in the resize mode of the model's preprocessing record) and run at (``width``, ``resolution``,
-    ``depth``: None is the full depth); the model's configuration and mode are restored after.
-    :func:`evaluate` sums them; the search's successive halving compares configurations image by image.
+    ``data``: in-memory ``(images, labels)`` (split into ``batch_size`` batches), a loader, or any iterable of
+    batches; ``start``/``stop``: only those images (of the tensors or of the loader's dataset; successive halving
+    validates a configuration on the images it has not seen yet). Each batch is resized to ``resolution`` on the
+    device (the paper's test-time recipe, in the resize mode of the model's preprocessing record) and run at
+    (``width``, ``resolution``, ``depth``: None is the full depth); the model's configuration and mode are restored
+    after. :func:`evaluate` sums them; the search's successive halving compares configurations image by image.
     """
     dev = torch.device(device) if device is not None else next(model.parameters()).device
+    batches = _batches(data, batch_size, start, stop)
     mode = model_preprocessing(model).resize
     was_training = model.training
     model.eval()
@@ -78,13 +96,8 @@ def evaluate(model: nn.Module, data: tuple[Tensor, Tensor] | DataLoader, width: 
         ``{"top1", "top5", "loss", "count"}``.
     """
     dev = torch.device(device) if device is not None else next(model.parameters()).device
-    if isinstance(data, tuple):
-        images, labels = data
-        batches = ((images[i:i + batch_size], labels[i:i + batch_size]) for i in range(0, len(images), batch_size))
-    else:
-        batches = data
-    h1, h5, loss = hits(model, batches, width, resolution, device=dev, autocast=autocast, max_batches=max_batches,
-                        channels_last=channels_last, depth=depth)
+    h1, h5, loss = hits(model, data, width, resolution, batch_size=batch_size, device=dev, autocast=autocast,
+                        max_batches=max_batches, channels_last=channels_last, depth=depth)
     sums = torch.tensor([float(h1.sum()), float(h5.sum()), loss, float(len(h1))], dtype=torch.float64, device=dev)
     if distributed and dist.is_available() and dist.is_initialized():
         dist.all_reduce(sums)

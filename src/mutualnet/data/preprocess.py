@@ -23,7 +23,7 @@ from ..validate import check_float, check_pixels
 from .transforms import DEFAULT_RESIZE, IMAGENET_MEAN, IMAGENET_STD, check_resize, eval_transform
 
 __all__ = ["Preprocessing", "DATASET_STATS", "GIVEN", "preprocessing_for", "model_preprocessing", "class_names_of",
-           "normalisation_of"]
+           "normalisation_of", "artefact_fields"]
 
 GIVEN = "python"  # the dataset name of datasets given as objects (mutualnet.train.fit): their own transforms
 
@@ -137,3 +137,12 @@ def normalisation_of(dataset: Any, in_chans: int) -> tuple[tuple[float, ...], tu
             return tuple(mean * in_chans if len(mean) == 1 else mean), tuple(std * in_chans if len(std) == 1 else std)
         todo += list(getattr(t, "transforms", None) or [])
     return (0.0,) * in_chans, (1.0,) * in_chans
+
+
+def artefact_fields(model: object, meta: dict) -> dict:
+    """The model's preprocessing record and the checkpoint's class names for a table or export, so it can be
+    used without its checkpoint."""
+    fields = {"preprocessing": model_preprocessing(model).to_dict()}
+    if meta.get("class_names"):
+        fields["class_names"] = list(meta["class_names"])
+    return fields

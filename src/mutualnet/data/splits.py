@@ -15,7 +15,7 @@ from torch.utils.data import Dataset, Subset
 
 from ..errors import MutualNetError
 
-__all__ = ["HOLDOUT_SEED", "SPLITS", "holdout_indices", "split_holdout"]
+__all__ = ["HOLDOUT_SEED", "SPLITS", "holdout_indices", "split_holdout", "choose_split"]
 
 HOLDOUT_SEED = 2020  # the same held-out images for every run, whatever its run.seed
 SPLITS = ("holdout", "test")  # where a query table's accuracies come from
@@ -52,3 +52,15 @@ def split_holdout(train_set: Dataset, holdout: int | None, eval_set: Dataset | N
                              f"not {len(train_set)}")
     train, held = holdout_indices(len(train_set), holdout)
     return Subset(train_set, train), Subset(eval_set if eval_set is not None else train_set, held)
+
+
+def choose_split(split: str | None, data_info: dict) -> str:
+    """The split a table is measured on: ``split`` checked, or ``holdout`` when the data has held-out images."""
+    if split is None:
+        return "holdout" if data_info.get("holdout") else "test"
+    if split not in SPLITS:
+        raise MutualNetError(f"unknown split {split!r}; choose {' or '.join(SPLITS)}")
+    if split == "holdout" and not data_info.get("holdout"):
+        raise MutualNetError("the checkpoint was trained without held-out images (data.holdout); "
+                             "search it on the test set (--split test)")
+    return split

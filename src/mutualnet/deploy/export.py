@@ -421,9 +421,9 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
     import sys
 
     from ..checkpoint import load_checkpoint, model_from_checkpoint
+    from ..data.preprocess import artefact_fields
     from ..layers import check_depth
     from ..profiling import profile
-    from ..search.run import artefact_fields
 
     fmt = fmt or format_of(out)
     if fmt == "onnx":

@@ -1,14 +1,20 @@
 """The query table: every width x resolution, its accuracy and cost, and budget selection."""
 
-from .build import SearchPlan, build_query_table, clear_search_state, measure_config, model_fingerprint
+from ..data.splits import choose_split
+from .build import (
+    SearchPlan,
+    build_query_table,
+    clear_search_state,
+    measure_config,
+    model_fingerprint,
+    report_test_accuracy,
+)
 from .grid import width_grid
 from .plot import plot_detection_table, plot_learning_curves, plot_tables
 from .run import (
     SearchResult,
-    choose_split,
     describe_evaluation,
     evaluate_checkpoint,
-    report_test_accuracy,
     search_checkpoint,
 )
 from .table import ROW_KEYS, QueryTable, pareto_frontier

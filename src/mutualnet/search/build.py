@@ -28,15 +28,15 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..calibrate import calibrate, load_images
+from ..calibrate import calibrate
 from ..checkpoint import atomic_save
-from ..data.datasets import random_subset
+from ..data.datasets import cached_subset, image_count, load_images
 from ..data.preprocess import model_preprocessing
 from ..errors import MutualNetError
-from ..evaluate import hits
+from ..evaluate import evaluate, hits
 from ..io import read_json, read_torch_file
 from ..layers import (
     SlimmableBatchNorm2d,
@@ -50,8 +50,8 @@ from ..layers import (
 from ..profiling import measure_latency, profile, resolve_device
 from .table import QueryTable, atomic_write_text, config_of
 
-__all__ = ["SearchPlan", "build_query_table", "measure_config", "distinct_widths", "can_reach_frontier",
-           "model_fingerprint", "clear_search_state", "merge_search_states", "STATE_FILE"]
+__all__ = ["SearchPlan", "build_query_table", "measure_config", "report_test_accuracy", "distinct_widths",
+           "can_reach_frontier", "model_fingerprint", "clear_search_state", "merge_search_states", "STATE_FILE"]
 
 STATE_FILE = "query_table.partial.json"
 STATS_DIR = "partial_stats"
@@ -74,20 +74,6 @@ def _file_key(row: dict) -> str:
     """The name a row's statistics are saved under in a partial search: its configuration, depth included as
     the table writes it (no model needed to read it back)."""
     return config_key(row["width"], row["resolution"], row.get("depth"))
-
-
-def _batches(data: tuple[Tensor, Tensor] | DataLoader, batch_size: int, start: int = 0, stop: int | None = None):
-    """Batches of images ``start:stop`` of in-memory ``(images, labels)`` or of a loader's dataset."""
-    if isinstance(data, tuple):
-        images, labels = data
-        stop = len(images) if stop is None else stop
-        return ((images[i:min(i + batch_size, stop)], labels[i:min(i + batch_size, stop)])
-                for i in range(start, stop, batch_size))
-    if start == 0 and stop is None:
-        return data
-    stop = len(data.dataset) if stop is None else stop
-    return DataLoader(Subset(data.dataset, range(start, stop)), batch_size=batch_size, shuffle=False,
-                      num_workers=data.num_workers)
 
 
 def distinct_widths(model: nn.Module, widths: Sequence[float]) -> dict[float, float]:
@@ -361,23 +347,6 @@ def _resolve(spec: DataSpec, resolution: int) -> Dataset:
     return spec(resolution) if callable(spec) and not isinstance(spec, Dataset) else spec
 
 
-def val_source(ds: Dataset, n: int | None, seed: int, batch_size: int, num_workers: int,
-               cache_bytes: int = 2 * 2**30, shuffle: bool = False) -> tuple[Tensor, Tensor] | DataLoader:
-    """``n`` images of ``ds`` (a seeded subset; None: all) decoded into memory when they fit ``cache_bytes``
-    (float16), else a loader over them; ``shuffle``: in a seeded random order."""
-    ds = random_subset(ds, n, seed)
-    if shuffle:  # a random order, so that every prefix is a random sample (class-sorted folders are common)
-        ds = Subset(ds, torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed + 1)).tolist())
-    x0, _ = ds[0]
-    if len(ds) * x0.numel() * 2 <= cache_bytes:
-        return load_images(ds, None, batch_size=batch_size, num_workers=num_workers)
-    return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-
-
-def _num_images(val: tuple[Tensor, Tensor] | DataLoader) -> int:
-    return len(val[0]) if isinstance(val, tuple) else len(val.dataset)
-
-
 class _Images:
     """Calibration and validation images, decoded once per source resolution (once in all, by default)."""
 
@@ -396,7 +365,7 @@ class _Images:
             self.calib = self.val = None
             self.calib, _ = load_images(_resolve(self.calib_data, src_res), p.calib_images, seed=p.seed,
                                         batch_size=p.calib_batch_size, num_workers=self.num_workers)
-            self.val = val_source(_resolve(self.val_data, src_res), p.val_images, p.seed, p.batch_size,
+            self.val = cached_subset(_resolve(self.val_data, src_res), p.val_images, p.seed, p.batch_size,
                                   self.num_workers, self.cache_bytes, shuffle=p.halving is not None)
             self.state.timing["calib_images_per_config"] = min(p.calib_images, len(self.calib))  # what existed
             if isinstance(self.calib, Tensor) and self.device.type == "cuda":
@@ -416,7 +385,7 @@ def measure_config(model: nn.Module, plan: SearchPlan, config: tuple[float, int,
     """
     w, r, d = config
     calib, val = images.at(r)
-    n_all = _num_images(val)
+    n_all = image_count(val)
     upto = n_all if upto is None else min(upto, n_all)
     row, key, timing = state.table.find(w, r, d), _bn_key(model, w, r, d), state.timing
     if row is not None and row.get("val_images", n_all) >= upto:
@@ -441,7 +410,7 @@ def measure_config(model: nn.Module, plan: SearchPlan, config: tuple[float, int,
             row["depth"] = d
     have = state.hits.get(config, (torch.zeros(0, dtype=torch.bool),) * 2)
     t0 = time.perf_counter()
-    more = hits(model, _batches(val, plan.batch_size, len(have[0]), upto), w, r, device=device, depth=d)
+    more = hits(model, val, w, r, batch_size=plan.batch_size, start=len(have[0]), stop=upto, device=device, depth=d)
     timing["eval_s"] += time.perf_counter() - t0
     timing["val_images_evaluated"] += len(more[0])
     h1, h5 = torch.cat([have[0], more[0]]), torch.cat([have[1], more[1]])
@@ -551,7 +520,7 @@ def build_query_table(model: nn.Module, val_data: DataSpec, calib_data: DataSpec
             for c in distinct:
                 measure(c, None)
         else:
-            _halve(p, distinct, state, _num_images(images.at(p.resolutions[0])[1]), measure)
+            _halve(p, distinct, state, image_count(images.at(p.resolutions[0])[1]), measure)
         for w, r, d in ((w, r, d) for r in p.resolutions for d in p.levels for w in p.widths
                         if same[w] != w and (same[w], r, d) in mine and table.find(w, r, d) is None):
             src = table.find(same[w], r, d)
@@ -584,6 +553,32 @@ def build_query_table(model: nn.Module, val_data: DataSpec, calib_data: DataSpec
                     if p.latency else None),
     })
     return table
+
+
+def report_test_accuracy(model, table: QueryTable, test, *, batch_size: int = 200, device: str = "cpu",
+                         num_workers: int = 0, progress: bool = True) -> None:
+    """Add ``test_top1`` / ``test_top5`` to every row: the test-set accuracy of a table measured on held-out images.
+
+    The model must hold each row's calibrated BN statistics (as :func:`build_query_table` leaves it). Widths that
+    are the same network are evaluated once. ``test``: the test set at the evaluation crop, or a dict
+    resolution -> dataset (``resize_then_crop``).
+    """
+    from tqdm.auto import tqdm
+
+    dev = resolve_device(device)
+    same = distinct_widths(model, sorted({r["width"] for r in table.rows}))
+    loaded: tuple = (None, None)  # (dataset, its decoded images): one resolution's test set at a time
+    done: dict[tuple, tuple[float, float]] = {}
+    for row in tqdm(table.rows, desc="test set", unit="cfg", disable=not progress, dynamic_ncols=True):
+        key = (same.get(row["width"], row["width"]), row["resolution"], row.get("depth"))  # depth: its own network
+        if key not in done:
+            ds = test[row["resolution"]] if isinstance(test, dict) else test
+            if loaded[0] is not ds:
+                loaded = (ds, cached_subset(ds, None, 0, batch_size, num_workers))
+            res = evaluate(model, loaded[1], row["width"], row["resolution"], dev, batch_size=batch_size,
+                           depth=row.get("depth"))
+            done[key] = (res["top1"], res["top5"])
+        row["test_top1"], row["test_top5"] = done[key]
 
 
 _ROW_FIELDS = ("width", "resolution", "top1", "top5", "macs", "params", "latency_ms")

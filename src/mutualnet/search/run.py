@@ -17,7 +17,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import torch.distributed as dist
-from torch import nn
 from torch.utils.data import DataLoader
 
 from ..calibrate import CalibrationResult, calibrate, is_calibrated
@@ -28,10 +27,10 @@ from ..checkpoint import (
     model_from_checkpoint,
     save_checkpoint,
 )
-from ..data import model_preprocessing
 from ..data.checkpoint import data_from_checkpoint
 from ..data.datasets import random_subset
-from ..data.splits import SPLITS
+from ..data.preprocess import artefact_fields
+from ..data.splits import choose_split
 from ..errors import MutualNetError
 from ..evaluate import evaluate
 from ..io import LOCK_NAME, clean_stale_temps, folder_lock
@@ -44,14 +43,13 @@ from .build import (
     SearchPlan,
     build_query_table,
     clear_search_state,
-    distinct_widths,
     merge_search_states,
-    val_source,
+    report_test_accuracy,
 )
 from .table import QueryTable, config_text
 
 __all__ = ["SearchResult", "search_checkpoint", "calibrate_checkpoint", "evaluate_checkpoint", "checkpoint_resolutions",
-           "artefact_fields", "choose_split", "report_test_accuracy", "describe_evaluation"]
+           "describe_evaluation"]
 
 
 @dataclass(frozen=True)
@@ -82,15 +80,6 @@ class SearchResult:
                 f"{sum(r['pareto'] for r in table.rows)} configurations",
                 json.dumps({"table": str(self.table_path), "csv": str(self.csv_path),
                             "checkpoint": str(self.checkpoint_path)})]
-
-
-def artefact_fields(model: nn.Module, meta: dict) -> dict:
-    """The model's preprocessing record and the checkpoint's class names for a table or export, so it can be
-    used without its checkpoint."""
-    fields = {"preprocessing": model_preprocessing(model).to_dict()}
-    if meta.get("class_names"):
-        fields["class_names"] = list(meta["class_names"])
-    return fields
 
 
 def checkpoint_resolutions(ckpt: dict, resolutions: list[int] | None = None) -> list[int]:
@@ -238,44 +227,6 @@ def _search(checkpoint, out, dist_info, *, dataset, data_root, workers, seed, wi
         dist.barrier()
     return SearchResult(table, Path(table_path), out / "query_table.csv", Path(ckpt_path), len(grid),
                         len(resolutions), time.perf_counter() - t0)
-
-
-def choose_split(split: str | None, data_info: dict) -> str:
-    """The split a table is measured on: ``split`` checked, or ``holdout`` when the data has held-out images."""
-    if split is None:
-        return "holdout" if data_info.get("holdout") else "test"
-    if split not in SPLITS:
-        raise MutualNetError(f"unknown split {split!r}; choose {' or '.join(SPLITS)}")
-    if split == "holdout" and not data_info.get("holdout"):
-        raise MutualNetError("the checkpoint was trained without held-out images (data.holdout); "
-                             "search it on the test set (--split test)")
-    return split
-
-
-def report_test_accuracy(model, table: QueryTable, test, *, batch_size: int = 200, device: str = "cpu",
-                         num_workers: int = 0, progress: bool = True) -> None:
-    """Add ``test_top1`` / ``test_top5`` to every row: the test-set accuracy of a table measured on held-out images.
-
-    The model must hold each row's calibrated BN statistics (as :func:`build_query_table` leaves it). Widths that
-    are the same network are evaluated once. ``test``: the test set at the evaluation crop, or a dict
-    resolution -> dataset (``resize_then_crop``).
-    """
-    from tqdm.auto import tqdm
-
-    dev = resolve_device(device)
-    same = distinct_widths(model, sorted({r["width"] for r in table.rows}))
-    loaded: tuple = (None, None)  # (dataset, its decoded images): one resolution's test set at a time
-    done: dict[tuple, tuple[float, float]] = {}
-    for row in tqdm(table.rows, desc="test set", unit="cfg", disable=not progress, dynamic_ncols=True):
-        key = (same.get(row["width"], row["width"]), row["resolution"], row.get("depth"))  # depth: its own network
-        if key not in done:
-            ds = test[row["resolution"]] if isinstance(test, dict) else test
-            if loaded[0] is not ds:
-                loaded = (ds, val_source(ds, None, 0, batch_size, num_workers))
-            res = evaluate(model, loaded[1], row["width"], row["resolution"], dev, batch_size=batch_size,
-                           depth=row.get("depth"))
-            done[key] = (res["top1"], res["top5"])
-        row["test_top1"], row["test_top5"] = done[key]
 
 
 def calibrate_checkpoint(checkpoint: str | os.PathLike, width: float, resolution: int, out: str | os.PathLike, *,
