@@ -163,10 +163,27 @@ class _Scale(nn.Module):
         return self.head(self.conv(x) * self.gamma).mean((2, 3))
 
 
+class _RadixSum(nn.Module):
+    """Split attention's pattern without its softmax: a convolution's output cut into 2 blocks (a new dimension 1)
+    and summed over them."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        b, c, h, w = y.shape
+        return self.head(y.reshape(b, 2, c // 2, h, w).sum(dim=1)).mean((2, 3))
+
+
 @pytest.mark.parametrize("net,match", [
     (lambda: torchvision.models.shufflenet_v2_x0_5(),
      r"cannot slim ShuffleNetV2: node 'view' \(\.view\(\), in stage2\.0 \(InvertedResidual\)\) splits 48 channels "
-     r"into 2 groups of 24 \(a channel shuffle\)"),
+     r"into 2 groups of 24 \(a channel shuffle\): at narrower widths the groups would hold other channels$"),
+    (_RadixSum, r"node 'reshape' \(\.reshape\(\)\) splits 16 channels into 2 groups of 8 \(summed over the groups, as "
+                r"split attention does\): at narrower widths the groups would hold other channels$"),
     (lambda: torchvision.models.convnext_tiny(), r"cannot slim ConvNeXt: node 'permute' \(\.permute\(\), in "
                                                  r"features\.0\.1 \(LayerNorm2d\)\) moves the channel dimension"),
     (_Split, r"node 'split' \(\.split\(\)\) splits the channels at sizes fixed in the code \(8, 8\): at a "

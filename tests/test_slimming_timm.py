@@ -52,6 +52,12 @@ def test_timm_refusals_are_one_accurate_line():
                                                 r"how to slim") as e:
         mn.create_model("timm/skresnet18", num_classes=5)
     assert "\n" not in str(e.value)
+    # ResNeSt: the reshape into radix groups, summed and softmax-weighted (split attention), is no channel shuffle
+    resnest = (r"^cannot slim ResNet: node 'reshape' \(\.reshape\(\), in layer1\.0\.conv2 \(SplitAttn\)\) splits 128 "
+               r"channels into 2 groups of 64 \(split attention's radix groups, as in ResNeSt: summed over the groups, "
+               r"each weighted by a softmax across them\): at narrower widths the groups would hold other channels$")
+    with pytest.raises(mn.MutualNetError, match=resnest):
+        mn.create_model("timm/resnest14d", num_classes=5)
     with pytest.raises(mn.MutualNetError, match=r"unknown model 'timm/resnet19'"):
         mn.create_model("timm/resnet19")
 

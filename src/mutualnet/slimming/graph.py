@@ -391,8 +391,9 @@ class _Analysis:
             mult = math.prod(in_shape[2:])
             return tuple(Seg(s.group, s.mult * mult) for s in lab)
         if len(shape) == len(in_shape) + 1 and shape[0] == in_shape[0] and shape[1] * shape[2] == in_shape[1]:
-            return self._refuse(node, f"splits {in_shape[1]} channels into {shape[1]} groups of {shape[2]} (a channel "
-                                "shuffle): at narrower widths the groups would hold other channels", [lab], shape)
+            return self._refuse(node, f"splits {in_shape[1]} channels into {shape[1]} groups of {shape[2]} "
+                                f"({_group_split_use(node)}): at narrower widths the groups would hold other "
+                                "channels", [lab], shape)
         return self._refuse(node, f"reshapes {list(in_shape)} to {list(shape)}, which moves the channel dimension "
                             "(only flattening (N, C, H, W) to (N, C*H*W) keeps channels in order)", [lab], shape)
 
@@ -622,6 +623,39 @@ class _Analysis:
                     made.setdefault(self.find(g), []).append(g in exp)
             self._producers = made
         return not all(self._producers.get(root, [True]))
+
+
+def _op_name(node: fx.Node) -> str:
+    """``transpose`` for ``x.transpose(...)``, ``torch.transpose(x, ...)`` and ``F.softmax`` alike."""
+    return str(node.target) if node.op == "call_method" else getattr(node.target, "__name__", str(node.target))
+
+
+def _reduces_dim1(node: fx.Node) -> bool:
+    dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+    return _op_name(node) in ("sum", "mean") and dim in (1, (1,), [1])
+
+
+def _group_split_use(node: fx.Node) -> str:
+    """What a reshape splitting the channels into groups (a new dimension 1) is for, read from how the graph uses
+    it: a transpose of the groups is a channel shuffle (ShuffleNet); a sum over them, directly or after a product
+    with weights made by a softmax, is split attention's radix groups (ResNeSt's ``SplitAttn``)."""
+    users = list(node.users)
+    if any(_op_name(u) in ("transpose", "permute") for u in users):
+        return "a channel shuffle"
+    products = [u for u in users if _op_name(u) in ("mul", "__mul__")]
+    if not any(_reduces_dim1(u) for u in users + [v for p in products for v in p.users]):
+        return "channel groups in a new dimension"
+    todo = [a for p in products for a in p.args if isinstance(a, fx.Node) and a is not node]
+    seen = set(todo)
+    i = 0
+    while i < min(len(todo), 32):  # the weights' recent history, nearest first: a softmax across the groups?
+        if _op_name(todo[i]) == "softmax":
+            return ("split attention's radix groups, as in ResNeSt: summed over the groups, each weighted by a "
+                    "softmax across them")
+        todo += [a for a in todo[i].all_input_nodes if a not in seen]
+        seen.update(todo[i].all_input_nodes)
+        i += 1
+    return "summed over the groups, as split attention does"
 
 
 def _literal_channel_size(node: fx.Node) -> int | None:
