@@ -9,12 +9,14 @@ TorchScript and ONNX export of the width-0.5 sub-network (checked against the mo
 
 Checks run at small inputs (64 px, or the smallest a network accepts) to keep this CPU-friendly; MACs are
 counted at the model's ImageNet input size on the meta device (shapes only, no arithmetic). Networks over 150M
-parameters are converted and profiled on the meta device only; export is checked up to 40M parameters. Results
-are kept in a JSON file, so an interrupted run resumes::
+parameters are converted and profiled on the meta device only; export is checked up to 40M parameters
+(``--large`` lifts both caps, and timm's 30M one, for the ``--models`` named). Results are kept in a JSON file, so
+an interrupted run resumes::
 
     nice -n 10 python scripts/slim_coverage.py                 # all models, then rewrite the doc's table
     python scripts/slim_coverage.py --models resnet18,alexnet  # some models (the doc keeps the others' rows)
     nice -n 10 python scripts/slim_coverage.py --zoo timm      # one model (or a few) per timm CNN family
+    python scripts/slim_coverage.py --models vgg11 --large --redo  # every check on a large model too
 
 For timm (``--zoo timm``), ``TIMM_FAMILIES`` lists timm's convolutional families (its model modules without
 attention blocks) with their smallest model first, and a few variants the issue named. A family counts as
@@ -66,8 +68,8 @@ def _first_line(e: BaseException) -> str:
     return (text[0] if text else type(e).__name__)[:300]
 
 
-def check(name: str) -> dict:
-    """Every guarantee for ``tv/<name>`` (see the module docstring)."""
+def check(name: str, large: bool = False) -> dict:
+    """Every guarantee for ``tv/<name>`` (see the module docstring); ``large`` lifts the parameter caps."""
     row: dict = {"model": name}
     info = mn.model_info(f"tv/{name}")
     size = info.input_size
@@ -92,7 +94,7 @@ def check(name: str) -> dict:
         with torch.device("meta"):
             ref = WIDTH_MULT[name]()
         row["tv_width_mult_0.5_mmacs"] = count_macs(ref, torch.zeros(1, 3, size, size, device="meta")) / 1e6
-    if sum(p.numel() for p in meta.parameters()) > MAX_REAL_PARAMS:
+    if not large and sum(p.numel() for p in meta.parameters()) > MAX_REAL_PARAMS:
         row["checks"] = "not run (over 150M parameters)"
         return row
     del meta
@@ -124,7 +126,7 @@ def check(name: str) -> dict:
         del dense
     row["narrow_ok"] = narrow
     model.set_width(1.0)
-    if row["params_m"] > MAX_EXPORT_PARAMS / 1e6:
+    if not large and row["params_m"] > MAX_EXPORT_PARAMS / 1e6:
         row["export_torchscript"] = row["export_onnx"] = "not run (over 40M parameters)"
         row["check_s"] = round(time.perf_counter() - t0, 1)
         return row
@@ -166,8 +168,9 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max()) / max(float(b.abs().max()), 1e-12)
 
 
-def check_timm(name: str) -> dict:
-    """The guarantees for ``timm/<name>`` against timm's own model (see the module docstring)."""
+def check_timm(name: str, large: bool = False) -> dict:
+    """The guarantees for ``timm/<name>`` against timm's own model (see the module docstring); ``large`` lifts the
+    parameter cap."""
     import timm
 
     row: dict = {"model": name}
@@ -183,7 +186,7 @@ def check_timm(name: str) -> dict:
     row["macs_monotone"] = all(a <= b for a, b in zip(macs, macs[1:]))
     row["mmacs_0.25"], row["mmacs_0.5"], row["mmacs_1.0"] = macs[0] / 1e6, mn.profile(meta, 0.5, size).macs / 1e6, \
         macs[-1] / 1e6
-    if row["params_m"] * 1e6 > TIMM_MAX_REAL_PARAMS:
+    if not large and row["params_m"] * 1e6 > TIMM_MAX_REAL_PARAMS:
         row["checks"] = "not run (over 30M parameters)"
         return row
     del meta
@@ -279,7 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--doc", default=str(ROOT / "docs" / "slimming.md"), help="markdown file with the table markers")
     p.add_argument("--redo", action="store_true", help="check again models already in the JSON file")
     p.add_argument("--zoo", choices=("tv", "timm"), default="tv", help="torchvision's zoo or timm's CNN families")
+    p.add_argument("--large", action="store_true",
+                   help="run every check on the --models named, whatever their size (the parameter caps skip them)")
     args = p.parse_args(argv)
+    if args.large and not args.models:
+        p.error("--large needs --models (the caps keep a whole-zoo run within hours on 2 cores)")
     torch.set_num_threads(1)
     if args.zoo == "timm":
         return main_timm(args)
@@ -292,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         if name in results and not args.redo:
             continue
         try:
-            results[name] = check(name)
+            results[name] = check(name, args.large)
         except Exception as e:  # noqa: BLE001 - a crash is a finding, recorded in the table
             results[name] = {"model": name, "status": "refused", "reason": f"check crashed: {_first_line(e)}"}
         r = results[name]
@@ -325,7 +332,7 @@ def main_timm(args: argparse.Namespace) -> int:
         if name in results and not args.redo:
             continue
         try:
-            results[name] = check_timm(name)
+            results[name] = check_timm(name, args.large)
         except Exception as e:  # noqa: BLE001 - a crash is a finding, recorded in the table
             results[name] = {"model": name, "status": "refused", "reason": f"check crashed: {_first_line(e)}"}
         r = results[name]

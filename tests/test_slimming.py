@@ -280,6 +280,25 @@ def test_slimming_doc_commands_and_coverage_script(tmp_path, capsys):
     assert "| shufflenet_v2_x0_5 | refused: node 'view' (.view(), in stage2.0 (InvertedResidual)) splits" in text
 
 
+def test_coverage_script_large_lifts_the_caps(tmp_path, monkeypatch):
+    """``--large`` runs the checks the parameter caps skip, on the models named only; without it they are skipped."""
+    spec = importlib.util.spec_from_file_location("slim_coverage", Path(__file__).parent.parent / "scripts"
+                                                  / "slim_coverage.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(script, "MAX_EXPORT_PARAMS", 1000)  # squeezenet1_1 (1.2M parameters) counts as large
+    doc, store = tmp_path / "slimming.md", str(tmp_path / "c.json")
+    doc.write_text(f"{script.BEGIN}\n{script.END}\n")
+    assert script.main(["--models", "squeezenet1_1", "--json", store, "--doc", str(doc)]) == 0
+    assert "| squeezenet1_1 | converted | yes | yes |" in doc.read_text()
+    assert "| not run (over 40M parameters) |" in doc.read_text()
+    assert script.main(["--models", "squeezenet1_1", "--large", "--redo", "--json", store, "--doc", str(doc)]) == 0
+    assert "| squeezenet1_1 | converted | yes | yes |" in doc.read_text() and "| ok / ok |" in doc.read_text()
+    with pytest.raises(SystemExit) as e:  # a whole zoo without caps: refused by argparse (exit status 2)
+        script.main(["--large", "--json", store, "--doc", str(doc)])
+    assert e.value.code == 2
+
+
 # -- sound analysis: the user's attributes, fixed sizes, layers that keep channel order, exports at any scale ---
 class _OwnSurface(nn.Module):
     """A model with its own ``width`` attribute, ``forward_features`` / ``forward_head`` and ``feature_info``."""
