@@ -76,7 +76,7 @@ from .runkit import (
 from .step import alpha_divergence, dropout_modules, sample_subnets, train_step
 from .transfer import adopt_init, describe_init, load_pretrained
 
-__all__ = ["train", "build_data", "build_model", "train_one_epoch", "validate", "evaluate",
+__all__ = ["train", "build_data", "build_model", "train_one_epoch", "validate",
            "TrainData", "EpochResult"]
 
 
