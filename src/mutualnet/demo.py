@@ -3,7 +3,7 @@
 ``mutualnet demo`` trains a small slimmable ResNet over widths [0.5, 1.0] x resolutions {28, 24, 20, 16}
 with width-resolution mutual learning, re-estimates BatchNorm statistics for every configuration, builds
 the query table (top-1 and MFLOPs of every width in steps of 0.05 x every resolution), prints it and draws
-the accuracy-MFLOPs frontier. It took 6.4 min on 2 CPU cores with nothing else running (docs/results.md).
+the accuracy-MFLOPs frontier. It took 24.7 min on the 2 CPU cores of the CI machine (docs/results.md).
 
 Nothing is lost when it is interrupted: run it again with the same ``--out`` and training resumes from
 its last checkpoint, the search continues where it stopped.
@@ -75,8 +75,9 @@ class DemoResult:
         train_s, search_s = self.whole_run_seconds()
         return [
             "", format_table(t),
-            f"top-1 measured on the {'held-out training images (data.holdout)' if split == 'holdout' else 'test set'}"
-            + ("; the test set's in parentheses (reported, never selected on)"
+            f"top-1 (MFLOPs): top-1 measured on the "
+            f"{'held-out training images (data.holdout)' if split == 'holdout' else 'test set'}"
+            + ("; the test set's top-1 is given below, beside the held-out one (reported, never selected on)"
                if any("test_top1" in r for r in t.rows) else ""), "",
             f"full configuration (width {full['width']:g}, {full['resolution']} px): {top1(full)}, "
             f"{full['mflops']:.2f} MFLOPs",

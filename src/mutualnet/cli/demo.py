@@ -10,7 +10,7 @@ from . import _args as A
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", description=__doc__,
-                       help="the main job: MutualNet on Fashion-MNIST end to end (6.4 min on 2 idle CPU cores)")
+                       help="the main job: MutualNet on Fashion-MNIST end to end (about 25 min on 2 CPU cores)")
     p.add_argument("--out", default="runs/demo", help="output folder (rerun with the same folder to resume)")
     p.add_argument("--epochs", type=A.positive_int, help="training epochs (default 3)")
     p.add_argument("--data-root", help="Fashion-MNIST folder (default: Debian's /usr/share/datasets/fashion-mnist)")
