@@ -70,6 +70,50 @@ def test_the_table_gives_gains_over_the_baseline_and_adopts_only_beyond_twice_th
     assert "| good |" in capsys.readouterr().out and "| noisy |" not in (tmp_path / "ablation.md").read_text()
 
 
+def test_a_failing_option_is_recorded_and_the_other_runs_go_on(tmp_path, monkeypatch, capsys):
+    """A run whose loss diverges (alpha, seed 1, in the lead's ablation) no longer stops the queue: it is recorded,
+    tabulated as failed, the command exits 1 after every other run, and a rerun tries it again."""
+    import mutualnet.ablation as ablation
+
+    real, trained, fail = ablation.run_compare, [], {("alpha", 1)}
+
+    def fake(out, *, seeds, report_only=False, **kw):  # training: "finishes" a run, or diverges
+        if report_only:
+            return real(out, seeds=seeds, report_only=True, **kw)
+        key = (out.name, seeds[0])
+        trained.append(key)
+        if key in fail:
+            raise MutualNetError("loss became nan at iteration 39 (epoch 1); training stopped")
+        _finished(tmp_path, out.name, seeds[0], _acc(90 + seeds[0], 70))
+
+    monkeypatch.setattr(ablation, "run_compare", fake)
+    argv = ["ablate", "--out", str(tmp_path), "--epochs", "1", "--seeds", "0,1",
+            "--option", "alpha=train.distill=alpha", "--option", "clip=optim.clip_grad_value=1.0"]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert trained == [("base", 0), ("base", 1), ("alpha", 0), ("alpha", 1), ("clip", 0), ("clip", 1)]
+    assert "option alpha, seed 1 failed: loss became nan at iteration 39" in captured.out
+    assert captured.err.startswith("error: 1 run(s) failed") and captured.err.count("\n") == 1
+    rows = {r["option"]: r for r in json.loads((tmp_path / "ablation.json").read_text())["rows"]}
+    assert rows["alpha"]["seeds"] == [0] and "nan" in rows["alpha"]["failed"]["1"] and rows["clip"]["seeds"] == [0, 1]
+    assert "Failed runs (rerun the same command to try them again): alpha seed 1: loss became nan" in (
+        tmp_path / "ablation.md").read_text()
+    fail.clear()  # the cause is fixed: the rerun trains the failed run and forgets its failure
+    trained.clear()
+    for option, seed in [("base", 0), ("base", 1), ("alpha", 0), ("clip", 0), ("clip", 1)]:
+        folder = tmp_path / option / f"seed{seed}"  # finished runs: compare skips them (here: the fake, by hand)
+        assert (folder / "mutualnet" / "search" / "calibrated.pt").exists()
+    monkeypatch.setattr(ablation, "run_compare", lambda out, *, seeds, report_only=False, **kw: (
+        real(out, seeds=seeds, report_only=True, **kw) if report_only else
+        (trained.append((out.name, seeds[0])),
+         None if (out / f"seed{seeds[0]}" / "mutualnet" / "search").exists()
+         else _finished(tmp_path, out.name, seeds[0], _acc(91, 71)))))
+    assert main(argv) == 0
+    rows = {r["option"]: r for r in json.loads((tmp_path / "ablation.json").read_text())["rows"]}
+    assert rows["alpha"]["seeds"] == [0, 1] and "failed" not in rows["alpha"]
+    assert not (tmp_path / "alpha" / "seed1" / "mutualnet" / "failed.txt").exists()
+
+
 def test_parse_option_and_bad_flags_are_one_line(tmp_path, capsys):
     assert parse_option("zi=model.zero_init_residual=true") == ("zi", ["model.zero_init_residual=true"])
     assert parse_option("two=a.b=1,c.d=2") == ("two", ["a.b=1", "c.d=2"])

@@ -82,6 +82,9 @@ def run_ablation(out: str | Path = "runs/ablation", options: dict[str, list[str]
         options: Option name -> ``key=value`` overrides (default: :data:`OPTIONS`); the baseline runs first.
         epochs, seeds: Every run's training length and seeds (equal iterations for every option).
         report_only: Train nothing; tabulate what has finished (every number says over how many seeds).
+            An option's run that fails (a diverging loss, say) is recorded in ``<option>/seed<S>/mutualnet/
+            failed.txt``, listed under the table and in the row's ``failed``; the other runs go on, and a rerun
+            tries it again. The baseline's failure stops the ablation.
         **compare_kw: Passed to :func:`mutualnet.compare.run_compare` (``overrides`` apply to every option,
             ``train_images``, ``val_images``, ``calib_images``, ``width_step``, ``threads``, ``progress``...).
     """
@@ -92,12 +95,15 @@ def run_ablation(out: str | Path = "runs/ablation", options: dict[str, list[str]
     for sets in options.values():  # a bad option fails now, not after hours of the runs before it
         config_from_dict(apply_overrides(make_recipe(compare_kw.get("recipe"), epochs=epochs), shared + sets))
     out = Path(out)
-    results = {}
-    for name, sets in {BASE: [], **options}.items():
-        if not report_only:
+    runs = {BASE: [], **options}
+    if not report_only:
+        for name, sets in runs.items():
             print(f"==== ablation: {name} {' '.join(sets)}", flush=True)
-        results[name] = run_compare(out / name, epochs=epochs, seeds=seeds, arms=["mutualnet"],
-                                    overrides=shared + sets, report_only=report_only, **compare_kw)
+            for seed in seeds:
+                _train_one(out / name, seed, name == BASE, epochs=epochs, overrides=shared + sets, **compare_kw)
+    compare_kw.pop("progress", None)
+    results = {name: run_compare(out / name, epochs=epochs, seeds=seeds, arms=["mutualnet"], overrides=shared + sets,
+                                 report_only=True, progress=False, **compare_kw) for name, sets in runs.items()}
     base_tables = [t["MutualNet"] for t in results[BASE].tables.values() if t.get("MutualNet")]
     if not base_tables:
         raise MutualNetError(f"no baseline run has finished in {out / BASE}; nothing to compare with")
@@ -111,6 +117,9 @@ def run_ablation(out: str | Path = "runs/ablation", options: dict[str, list[str]
         per_seed = {s: _metrics(t["MutualNet"], full, narrow, budgets)
                     for s, t in r.tables.items() if t.get("MutualNet")}
         row = {"option": name, "overrides": [] if name == BASE else options[name], "seeds": sorted(per_seed)}
+        failed = {s: _failure(out / name, s) for s in seeds if s not in per_seed}
+        if any(failed.values()):
+            row["failed"] = {s: msg for s, msg in failed.items() if msg}
         if per_seed:
             row |= {k: _spread([m[k] for m in per_seed.values()]) for k in ("full", "narrow", "frontier")}
         rows.append(row)
@@ -136,6 +145,31 @@ def _cell(s: dict | None, gain: bool = False) -> str:
     return text + (f" ({s['gain']:+.2f})" if gain and "gain" in s else "")
 
 
+def _failure_file(option_dir: Path, seed: int) -> Path:
+    return option_dir / f"seed{seed}" / "mutualnet" / "failed.txt"
+
+
+def _failure(option_dir: Path, seed: int) -> str | None:
+    """Why ``seed``'s run of this option stopped, as its last attempt recorded it (``None``: it did not fail)."""
+    f = _failure_file(option_dir, seed)
+    return f.read_text().strip() if f.is_file() else None
+
+
+def _train_one(option_dir: Path, seed: int, is_base: bool, **compare_kw) -> None:
+    """One option's run for one seed. An option whose training fails (a diverging loss, say) is recorded as failed
+    and the queue goes on with the next run: hours of other options are not lost to one. The baseline's failure
+    stops everything, as nothing could be compared with it. A rerun tries a failed run again."""
+    try:
+        run_compare(option_dir, seeds=[seed], arms=["mutualnet"], **compare_kw)
+    except MutualNetError as e:
+        if is_base:
+            raise
+        atomic_write_text(_failure_file(option_dir, seed), f"{e}\n")
+        print(f"option {option_dir.name}, seed {seed} failed: {e} -- the other runs go on", flush=True)
+    else:
+        _failure_file(option_dir, seed).unlink(missing_ok=True)
+
+
 def _write(res: AblationResult, full: tuple[float, int], narrow: tuple[float, int], epochs: int,
            seeds: Sequence[int]) -> None:
     text = [f"Test top-1 (%) of MutualNet trained with each option, {epochs} epochs, mean ± sample sd over the seeds "
@@ -150,6 +184,9 @@ def _write(res: AblationResult, full: tuple[float, int], narrow: tuple[float, in
         text.append(f"| {row['option']} | {' '.join(row['overrides']) or '—'} | "
                     f"{', '.join(map(str, row['seeds'])) or 'none yet'} | {_cell(row.get('full'), True)} | "
                     f"{_cell(row.get('narrow'), True)} | {_cell(row.get('frontier'), True)} | {verdict} |")
+    failed = [f"{r['option']} seed {s}: {msg}" for r in res.rows for s, msg in r.get("failed", {}).items()]
+    if failed:
+        text += ["", "Failed runs (rerun the same command to try them again): " + "; ".join(failed)]
     missing = [r["option"] for r in res.rows if len(r["seeds"]) < len(seeds)]
     if missing:
         text += ["", f"Not finished for every seed ({', '.join(map(str, seeds))}): {', '.join(missing)}; "

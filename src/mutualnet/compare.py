@@ -485,7 +485,9 @@ def _write(res: CompareResult, recipe: dict, budgets: list[float], singles: list
              f"{len(done)} seed{'s' if len(done) != 1 else ''}")
     if curves:
         held = all("test_top1" in r for t in curves.values() for r in t.rows)  # chosen on held-out, test drawn
-        plot_tables(list(curves.values()), list(curves), out / "compare.png", title=title,
+        labels = [n if len(res.seeds_of(n)) == len(done) else  # an arm behind the others says so in the legend
+                  f"{n} ({len(res.seeds_of(n))} seed{'s' if len(res.seeds_of(n)) != 1 else ''})" for n in names]
+        plot_tables(list(curves.values()), labels, out / "compare.png", title=title,
                     shown="test_top1" if held else None)
     lc = learning_curves(out, seeds, [(recipe["model"]["width_range"][1], max(recipe["train"]["resolutions"])),
                                       (recipe["model"]["width_range"][0], min(recipe["train"]["resolutions"]))])

@@ -10,6 +10,7 @@ option and whether it clears twice the seed spread. Default options: the lineage
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..ablation import OPTIONS, parse_option, run_ablation
 from ..compare import parse_seeds
@@ -52,4 +53,9 @@ def run(args: argparse.Namespace) -> int:
                        progress=not args.no_progress)
     print((res.out / "ablation.md").read_text())
     print(f"table: {res.out / 'ablation.md'}; summary: {res.out / 'ablation.json'}")
+    failed = sum(len(r.get("failed", {})) for r in res.rows)
+    if failed:
+        print(f"error: {failed} run(s) failed (the table says which and why); the others finished -- rerun the same "
+              "command to try the failed ones again", file=sys.stderr)
+        return 1
     return 0

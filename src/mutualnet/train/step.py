@@ -144,18 +144,21 @@ def _alpha_side(log_q: Tensor, log_p: Tensor, alpha: float, clip: float) -> tupl
     ``w = (p/q)^alpha / alpha`` (``p/q`` at alpha = 1, ``log(p/q)`` at alpha = 0; a constant added to ``w``
     changes nothing, as ``sum_c q_c grad log q_c = 0``). ``(p/q)^alpha`` (alpha = 0: ``p/q``) is clipped at
     ``clip`` so that a class the student all but rules out cannot blow the step up; the KL side (alpha = 1) is
-    left unclipped, as in AlphaNet's code, so that it stays the paper's loss.
+    left unclipped, as in AlphaNet's code, so that it stays the paper's loss. On that side ``q w`` is ``p`` itself:
+    formed as ``q * (p/q)`` it is ``0 * inf = nan`` where the student's probability underflows (a logit gap above
+    ~100, met early in training), while the paper's loss stays finite there.
     """
     q, log_r = log_q.exp().detach(), (log_p - log_q).detach()
     if abs(alpha - 1) < 1e-3:  # KL(p || q), unclipped: the paper's loss
-        div, w = (log_p.exp() * log_r).sum(1), log_r.exp()
+        p = log_p.exp()
+        div, qw = (p * log_r).sum(1), p
     elif abs(alpha) < 1e-3:  # KL(q || p)
         log_r = log_r.clamp(max=math.log(clip))
-        div, w = -(q * log_r).sum(1), log_r
+        div, qw = -(q * log_r).sum(1), q * log_r
     else:
         r_alpha = (alpha * log_r).exp().clamp(max=clip)
-        div, w = (q * (r_alpha - 1)).sum(1) / (alpha * (alpha - 1)), r_alpha / alpha
-    return div, -(q * w * log_q).sum(1)
+        div, qw = (q * (r_alpha - 1)).sum(1) / (alpha * (alpha - 1)), q * r_alpha / alpha
+    return div, -(qw * log_q).sum(1)
 
 
 def alpha_divergence(logits: Tensor, teacher: Tensor, alpha_min: float = -1.0, alpha_max: float = 1.0,
