@@ -22,8 +22,9 @@ import torch.nn.functional as F
 from _common import device_sync, header
 
 import mutualnet as mn
+from mutualnet.data import resize_batch
 from mutualnet.train.compiled import CompiledModel
-from mutualnet.train.step import SubNet, distill_loss, resize, train_step
+from mutualnet.train.step import SubNet, distill_loss, train_step
 
 
 def main() -> None:
@@ -72,7 +73,7 @@ def main() -> None:
         for net, sub in zip(dense, plan):
             net.zero_grad(set_to_none=True)
             with autocast():
-                logits = net(resize(x, sub.resolution))
+                logits = net(resize_batch(x, sub.resolution))
             loss = F.cross_entropy(logits.float(), y) if teacher is None else distill_loss(logits, teacher)
             loss.backward()
             if teacher is None:

@@ -30,8 +30,9 @@ from _common import load_text
 from torch.nn.parallel import DistributedDataParallel
 
 import mutualnet as mn
+from mutualnet.data import resize_batch
 from mutualnet.train.distributed import all_reduce_gradients
-from mutualnet.train.step import SubNet, distill_loss, resize
+from mutualnet.train.step import SubNet, distill_loss
 
 
 def step(model, forward, x, y, plan, sync) -> None:
@@ -39,7 +40,7 @@ def step(model, forward, x, y, plan, sync) -> None:
     teacher = None
     for i, sub in enumerate(plan):
         with mn.use_config(model, sub.width, sub.resolution), sync(i):
-            logits = forward(resize(x, sub.resolution))
+            logits = forward(resize_batch(x, sub.resolution))
             loss = F.cross_entropy(logits, y) if teacher is None else distill_loss(logits, teacher)
             loss.backward()
         if teacher is None:

@@ -28,8 +28,7 @@ from _common import header, ratio_text, rounds
 
 import mutualnet as mn
 from mutualnet.calibrate import calibrate
-from mutualnet.data import build_dataset, load_images
-from mutualnet.data.transforms import resize_batch
+from mutualnet.data import build_dataset, load_images, resize_batch
 from mutualnet.search import build_query_table
 
 

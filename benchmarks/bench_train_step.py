@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from _common import Timing, device_sync, header, ratio_text
 
 import mutualnet as mn
-from mutualnet.train.step import SubNet, distill_loss, resize, train_step
+from mutualnet.data import resize_batch
+from mutualnet.train.step import SubNet, distill_loss, train_step
 
 
 class Marks:
@@ -87,7 +88,7 @@ def main() -> None:
         for net, sub in zip(dense, plan):
             net.zero_grad(set_to_none=True)
             with autocast:
-                logits = net(resize(x, sub.resolution))
+                logits = net(resize_batch(x, sub.resolution))
             loss = F.cross_entropy(logits.float(), y) if teacher is None else distill_loss(logits, teacher)
             loss.backward()
             if teacher is None:

@@ -100,6 +100,7 @@ def test_search_ranks_on_held_out_images_and_reports_the_test_set_exactly(traine
     assert all("test_top1" in r and "test_top5" in r for r in held.rows)
     assert "test_top1" in (tmp_path / "held" / "query_table.csv").read_text().splitlines()[0]
     assert all(r.get("val_images", 16) == 16 for r in held.rows)
+    assert held.meta["timing_s"]["test_eval_s"] > 0  # the test-set pass counts in the search's time
 
     assert main(["search", *common, "--out", str(tmp_path / "test"), "--split", "test"]) == 0
     test = QueryTable.load(tmp_path / "test")

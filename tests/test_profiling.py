@@ -5,7 +5,7 @@ import torch
 
 import mutualnet as mn
 from mutualnet.cli import main
-from mutualnet.search import width_grid
+from mutualnet.layers import WidthRange
 
 
 def test_profile_restores_width_and_counts_active_params():
@@ -24,9 +24,9 @@ def test_latency_is_measured():
 
 
 def test_width_grid():
-    assert width_grid(0.25, 1.0) == [round(0.25 + 0.05 * i, 4) for i in range(16)]
-    assert width_grid(0.9, 1.0) == [0.9, 0.95, 1.0]
-    assert width_grid(0.7, 1.0, 0.2) == [0.7, 0.9, 1.0]
+    assert WidthRange(0.25, 1.0).grid(0.05) == [round(0.25 + 0.05 * i, 4) for i in range(16)]
+    assert WidthRange(0.9, 1.0).grid(0.05) == [0.9, 0.95, 1.0]
+    assert WidthRange(0.7, 1.0).grid(0.2) == [0.7, 0.9, 1.0]
 
 
 def test_cli_profile_json_and_grid(capsys):

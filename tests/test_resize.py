@@ -8,8 +8,8 @@ import torch.nn.functional as F
 import mutualnet as mn
 from mutualnet.calibrate import calibrate
 from mutualnet.checkpoint import VERSION, checkpoint_dict, load_checkpoint, model_from_checkpoint, save_checkpoint
+from mutualnet.data import IMAGENET_MEAN, IMAGENET_STD, RESIZE_MODES, resize_batch
 from mutualnet.data.preprocess import DATASET_STATS, Preprocessing
-from mutualnet.data.transforms import IMAGENET_MEAN, IMAGENET_STD, RESIZE_MODES, resize_batch
 from mutualnet.deploy import export_subnet, load_exported, save_exported
 from mutualnet.evaluate import evaluate
 from mutualnet.search import build_query_table

@@ -10,8 +10,8 @@ from torchvision.models import segmentation
 import mutualnet as mn
 from mutualnet.calibrate import calibrate
 from mutualnet.cli import main
+from mutualnet.data import resize_batch
 from mutualnet.data.preprocess import model_preprocessing
-from mutualnet.data.transforms import resize_batch
 from mutualnet.deploy.export import export_subnet, save_exported
 from mutualnet.search import QueryTable
 from mutualnet.segmentation import (

@@ -14,14 +14,12 @@ from conftest import read_metrics
 from mutualnet import create_model
 from mutualnet.checkpoint import load_checkpoint
 from mutualnet.data import TensorImages
-from mutualnet.layers import SlimmableBatchNorm2d
+from mutualnet.layers import SlimmableBatchNorm2d, SyncSlimmableBatchNorm2d, convert_sync_batchnorm
 from mutualnet.train import SubNet, config_from_dict, train, train_step
 from mutualnet.train.distributed import (
     EpochSampler,
     SeededSamples,
-    SyncSlimmableBatchNorm2d,
     all_reduce_gradients,
-    convert_sync_batchnorm,
 )
 
 

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from mutualnet import create_model
-from mutualnet.train import SubNet, distill_loss, resize, sample_subnets, train_step
+from mutualnet.data import resize_batch
+from mutualnet.train import SubNet, distill_loss, sample_subnets, train_step
 
 RES = [32, 24, 16]
 
@@ -51,10 +52,10 @@ def test_same_seed_same_plan():  # every process of a distributed run must draw 
 
 def test_resize_on_device():
     x = torch.randn(2, 3, 32, 32)
-    assert resize(x, 32) is x
-    y = resize(x, 20)
+    assert resize_batch(x, 32) is x
+    y = resize_batch(x, 20)
     assert y.shape == (2, 3, 20, 20) and y.device == x.device
-    torch.testing.assert_close(resize(torch.ones(1, 1, 32, 32), 16), torch.ones(1, 1, 16, 16))
+    torch.testing.assert_close(resize_batch(torch.ones(1, 1, 32, 32), 16), torch.ones(1, 1, 16, 16))
 
 
 def test_distill_loss_is_kl_to_the_teacher():

@@ -23,8 +23,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from .data.datasets import load_images
-from .data.preprocess import model_preprocessing
-from .data.transforms import resize_batch
+from .data.preprocess import model_preprocessing, resize_batch
 from .errors import MutualNetError
 from .layers import (
     Resolution,

@@ -31,8 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data.preprocess import Preprocessing, preprocessing_for
-from .data.transforms import DEFAULT_RESIZE
+from .data.preprocess import DEFAULT_RESIZE, Preprocessing, preprocessing_for
 from .errors import MutualNetError
 from .io import atomic_save, read_torch_file
 from .models import create_model

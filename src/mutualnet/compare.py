@@ -40,10 +40,10 @@ from pathlib import Path
 from .demo import make_recipe, run_pipeline
 from .errors import MutualNetError
 from .io import atomic_write_text
-from .layers import config_key
+from .layers import WidthRange, config_key
 from .models import create_model
 from .profiling import profile
-from .search import QueryTable, width_grid
+from .search import QueryTable
 from .search.plot import plot_learning_curves, plot_tables
 from .train.config import apply_overrides, load_config
 
@@ -89,7 +89,7 @@ def usnet_lower_width(recipe: dict, step: float = 0.05) -> float:
     lo, hi = m["width_range"]
     model = create_model(m["name"], num_classes=m.get("num_classes"), width_range=(step, hi), **m.get("args", {}))
     target = profile(model, lo, min(res)).macs
-    costs = {w: profile(model, w, max(res)).macs for w in width_grid(step, lo, step)}
+    costs = {w: profile(model, w, max(res)).macs for w in WidthRange(step, lo).grid(step)}
     fitting = [w for w, c in costs.items() if c <= target]
     if fitting:
         return max(fitting)

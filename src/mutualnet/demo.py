@@ -58,7 +58,8 @@ class DemoResult:
         covers only its own part): the trainer's and the search's own clocks, which survive resumes."""
         train_s = float(load_checkpoint(self.run_dir / "last.pt").get("train_state", {}).get("elapsed_s", 0.0))
         timing = self.table.meta.get("timing_s") or {}
-        search_s = sum(float(timing.get(k, 0.0)) for k in ("calib_s", "eval_s", "profile_s", "latency_s"))
+        search_s = sum(float(timing.get(k, 0.0)) for k in ("calib_s", "eval_s", "profile_s", "latency_s",
+                                                            "test_eval_s"))
         return train_s, search_s
 
     def describe(self) -> list[str]:

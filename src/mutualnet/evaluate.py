@@ -11,8 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
-from .data.preprocess import model_preprocessing
-from .data.transforms import resize_batch
+from .data.preprocess import model_preprocessing, resize_batch
 from .errors import MutualNetError
 from .layers import Resolution, use_config
 

@@ -26,8 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .calibrate import calibrate
-from .data.preprocess import model_preprocessing
-from .data.transforms import resize_batch
+from .data.preprocess import model_preprocessing, resize_batch
 from .errors import MutualNetError
 from .layers import SlimmableBatchNorm2d, check_resolution, config_key, use_config
 from .profiling import measure_latency, profile

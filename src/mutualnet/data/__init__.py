@@ -9,18 +9,16 @@ from .datasets import (
     load_images,
     random_subset,
 )
-from .preprocess import Preprocessing, model_preprocessing, preprocessing_for
-from .synthetic import SyntheticImages
-from .transforms import (
+from .preprocess import (
     DEFAULT_RESIZE,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     RESIZE_MODES,
-    TensorImages,
-    eval_transform,
+    Preprocessing,
+    model_preprocessing,
+    preprocessing_for,
     resize_batch,
-    train_transform,
 )
+from .synthetic import SyntheticImages
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, TensorImages, eval_transform, train_transform
 
 __all__ = ["DATASETS", "FASHION_MNIST_ROOT", "DatasetInfo", "build_dataset", "dataset_info", "random_subset",
            "load_images",

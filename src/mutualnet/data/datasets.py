@@ -4,6 +4,8 @@ Names: ``imagefolder`` (``root/train`` and ``root/val`` in torchvision ``ImageFo
 ``cifar10`` / ``cifar100`` (the python pickle batches, never downloaded), ``fashion_mnist`` (the idx
 files, gzipped or not; default: the Debian package's ``/usr/share/datasets/fashion-mnist``) and
 ``synthetic``. Every dataset yields ``(normalised float tensor C x H x W at input_size, int label)``.
+Calibration, search and ``eval`` read them through one seeded subset (:func:`random_subset`), decoded once
+(:func:`load_images`, :func:`cached_subset`).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ resolution by resizing one crop, so calibration, evaluation, search and deployme
 training did. :class:`Preprocessing` is that record (as timm's ``pretrained_cfg`` is): the model carries it
 as ``model.preprocessing`` (set by the trainer, :func:`mutualnet.checkpoint.model_from_checkpoint` and the
 released-weight converter), a checkpoint stores it once as ``meta["preprocessing"]``, and every stage reads
-the resize mode and input size from it (:func:`model_preprocessing`) rather than taking them as arguments.
+the resize mode and input size from it (:func:`model_preprocessing`) rather than taking them as arguments;
+:func:`resize_batch` is the one function that makes a lower resolution in that mode.
 """
 
 from __future__ import annotations
@@ -16,15 +17,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import MutualNetError
 from ..validate import check_float, check_pixels
-from .transforms import DEFAULT_RESIZE, IMAGENET_MEAN, IMAGENET_STD, check_resize, eval_transform
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 
-__all__ = ["Preprocessing", "DATASET_STATS", "GIVEN", "preprocessing_for", "model_preprocessing", "class_names_of",
-           "normalisation_of", "artefact_fields"]
+__all__ = ["Preprocessing", "RESIZE_MODES", "DEFAULT_RESIZE", "check_resize", "resize_batch", "DATASET_STATS", "GIVEN",
+           "preprocessing_for", "model_preprocessing", "class_names_of", "normalisation_of", "artefact_fields"]
 
+# how lower resolutions are made from a batch (see resize_batch); checkpoints without a record were trained
+# with "antialias", the only mode before the setting existed
+RESIZE_MODES = ("antialias", "official")
+DEFAULT_RESIZE = "antialias"
 GIVEN = "python"  # the dataset name of datasets given as objects (mutualnet.train.fit): their own transforms
 
 # per-channel statistics of the training sets (uint8 / 255); ImageNet's for image folders
@@ -34,6 +40,35 @@ DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "fashion_mnist": ((0.2860,), (0.3530,)),
     "imagefolder": (IMAGENET_MEAN, IMAGENET_STD),
 }
+
+
+def check_resize(mode: str) -> str:
+    """``mode`` if it is one of :data:`RESIZE_MODES`, else a :class:`MutualNetError` listing them."""
+    if mode not in RESIZE_MODES:
+        raise MutualNetError(f"unknown resize mode {mode!r}; choose one of {', '.join(RESIZE_MODES)} "
+                             "(data.resize / the checkpoint's meta 'preprocessing')")
+    return mode
+
+
+def resize_batch(images: Tensor, resolution: int, mode: str = DEFAULT_RESIZE) -> Tensor:
+    """A batch at ``resolution`` x ``resolution``, made on the batch's device.
+
+    MutualNet makes every lower resolution from the same crop by resizing tensors, in training, in BN
+    post-statistics and at test time, so every stage must resize the same way; this is the one function
+    that does it, and ``mode`` (the ``resize`` of the model's :class:`~mutualnet.data.Preprocessing`) says how:
+
+    * ``"antialias"``: bilinear, ``align_corners=False``, antialiased (filters before downsampling, so a
+      128 px input carries no aliasing). mutualnet's default for new training.
+    * ``"official"``: bilinear, ``align_corners=True``, no antialiasing: what the original MutualNet code
+      does everywhere (its ``InputList``, ``ComputePostBN`` and test loop); use it for released weights.
+    """
+    if images.shape[-1] == resolution and images.shape[-2] == resolution:
+        return images
+    if check_resize(mode) == "official":
+        return F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=True,
+                             antialias=False)
+    return F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=False,
+                         antialias=True)
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,7 @@ from torchvision.transforms import v2
 from ..errors import MutualNetError
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "IMAGENET_PCA_EIGVAL", "IMAGENET_PCA_EIGVEC", "Lighting",
-           "train_transform", "eval_transform", "TensorImages", "resize_uint8", "resize_batch", "RESIZE_MODES",
-           "DEFAULT_RESIZE", "PADDING_MODES", "check_resize"]
+           "train_transform", "eval_transform", "TensorImages", "resize_uint8", "PADDING_MODES"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -31,10 +30,6 @@ IMAGENET_PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009),
                        (-0.5836, -0.6948, 0.4203))
 PADDING_MODES = ("zeros", "reflect")
 
-# how lower resolutions are made from a batch (see resize_batch); checkpoints without a record were trained
-# with "antialias", the only mode before the setting existed
-RESIZE_MODES = ("antialias", "official")
-DEFAULT_RESIZE = "antialias"
 
 
 class Lighting(torch.nn.Module):
@@ -186,32 +181,3 @@ class TensorImages(Dataset):
             cols = torch.where(torch.rand(n, 1) < 0.5, cols.flip(-1), cols)
         pixel = (rows[:, :, None] * images.shape[-1] + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
         return images.flatten(2).gather(2, pixel).view(n, c, h, w)
-
-
-def check_resize(mode: str) -> str:
-    """``mode`` if it is one of :data:`RESIZE_MODES`, else a :class:`MutualNetError` listing them."""
-    if mode not in RESIZE_MODES:
-        raise MutualNetError(f"unknown resize mode {mode!r}; choose one of {', '.join(RESIZE_MODES)} "
-                             "(data.resize / the checkpoint's meta 'preprocessing')")
-    return mode
-
-
-def resize_batch(images: Tensor, resolution: int, mode: str = DEFAULT_RESIZE) -> Tensor:
-    """A batch at ``resolution`` x ``resolution``, made on the batch's device.
-
-    MutualNet makes every lower resolution from the same crop by resizing tensors, in training, in BN
-    post-statistics and at test time, so every stage must resize the same way; this is the one function
-    that does it, and ``mode`` (the ``resize`` of the model's :class:`~mutualnet.data.Preprocessing`) says how:
-
-    * ``"antialias"``: bilinear, ``align_corners=False``, antialiased (filters before downsampling, so a
-      128 px input carries no aliasing). mutualnet's default for new training.
-    * ``"official"``: bilinear, ``align_corners=True``, no antialiasing: what the original MutualNet code
-      does everywhere (its ``InputList``, ``ComputePostBN`` and test loop); use it for released weights.
-    """
-    if images.shape[-1] == resolution and images.shape[-2] == resolution:
-        return images
-    if check_resize(mode) == "official":
-        return F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=True,
-                             antialias=False)
-    return F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=False,
-                         antialias=True)

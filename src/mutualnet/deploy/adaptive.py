@@ -23,8 +23,7 @@ from torch import Tensor, nn
 
 from ..calibrate import is_calibrated
 from ..checkpoint import load_checkpoint, model_from_checkpoint
-from ..data.preprocess import model_preprocessing
-from ..data.transforms import resize_batch
+from ..data.preprocess import model_preprocessing, resize_batch
 from ..errors import MutualNetError
 from ..io import read_image
 from ..layers import config_key, get_depth, set_config, use_config

@@ -36,8 +36,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..data.preprocess import model_preprocessing
-from ..data.transforms import resize_batch
+from ..data.preprocess import model_preprocessing, resize_batch
 from ..errors import MutualNetError
 from ..io import MAX_JSON_DEPTH, atomic_write_text, json_depth, read_json
 from ..layers import use_config

@@ -37,8 +37,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..calibrate import calibrated_configs, is_calibrated
 from ..checkpoint import read_torch_file
-from ..data.preprocess import model_preprocessing
-from ..data.transforms import DEFAULT_RESIZE
+from ..data.preprocess import DEFAULT_RESIZE, model_preprocessing
 from ..errors import MutualNetError
 from ..extras import require
 from ..io import atomic_write_bytes

@@ -2,31 +2,36 @@
 active configuration (width, resolution, depth) with its one writer (:mod:`.config`)."""
 
 from .blocks import ConvBNAct, init_weights, zero_init_residual
-from .config import DepthRange, check_depth, depth_range_of, get_depth
-from .elastic import ElasticSequential, full_depth, mark_stage, runs_at, skipped_blocks
-from .helpers import make_divisible, slim_channels, width_key
-from .slimmable import (
+from .config import (
+    DepthRange,
     Resolution,
-    SlimmableBatchNorm2d,
-    SlimmableConv2d,
-    SlimmableLinear,
     SlimState,
     WidthRange,
-    active_num_params,
-    allow_uncalibrated,
     bind_state,
-    channel_config,
+    check_depth,
     check_resolution,
     config_key,
+    depth_range_of,
     get_config,
+    get_depth,
     get_width,
-    is_slimmable,
-    materialize,
     set_config,
     set_width,
     use_config,
     use_width,
     width_range_of,
+)
+from .elastic import ElasticSequential, full_depth, mark_stage, runs_at, skipped_blocks
+from .helpers import make_divisible, slim_channels, width_key
+from .slimmable import (
+    SlimmableBatchNorm2d,
+    SlimmableConv2d,
+    SlimmableLinear,
+    active_num_params,
+    allow_uncalibrated,
+    channel_config,
+    is_slimmable,
+    materialize,
 )
 from .sync_bn import SyncSlimmableBatchNorm2d, convert_sync_batchnorm
 

@@ -22,46 +22,18 @@ from ..errors import MutualNetError
 from .config import (
     Resolution,
     SlimState,
-    WidthRange,
-    bind_state,
-    check_resolution,
     config_key,
     get_config,
     get_depth,
-    get_width,
     set_config,
-    set_width,
     use_config,
     use_width,
-    width_range_of,
 )
 from .elastic import ElasticSequential, skipped_blocks
 from .helpers import slim_channels
 
-__all__ = [  # the configuration names are re-exported from .config, where they live
-    "SlimState",
-    "WidthRange",
-    "Resolution",
-    "SlimmableConv2d",
-    "SlimmableLinear",
-    "SlimmableBatchNorm2d",
-    "CalibrationMoments",
-    "is_slimmable",
-    "active_num_params",
-    "set_width",
-    "get_width",
-    "use_width",
-    "set_config",
-    "get_config",
-    "use_config",
-    "check_resolution",
-    "width_range_of",
-    "bind_state",
-    "channel_config",
-    "config_key",
-    "materialize",
-    "allow_uncalibrated",
-]
+__all__ = ["SlimmableConv2d", "SlimmableLinear", "SlimmableBatchNorm2d", "CalibrationMoments", "is_slimmable",
+           "active_num_params", "channel_config", "materialize", "allow_uncalibrated"]  # the configuration: .config
 
 
 class _Slimmable:

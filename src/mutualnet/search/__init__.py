@@ -9,7 +9,6 @@ from .build import (
     model_fingerprint,
     report_test_accuracy,
 )
-from .grid import width_grid
 from .plot import plot_detection_table, plot_learning_curves, plot_tables
 from .run import (
     SearchResult,
@@ -19,7 +18,7 @@ from .run import (
 )
 from .table import ROW_KEYS, QueryTable, pareto_frontier
 
-__all__ = ["width_grid", "QueryTable", "ROW_KEYS", "pareto_frontier", "build_query_table",
+__all__ = ["QueryTable", "ROW_KEYS", "pareto_frontier", "build_query_table",
            "model_fingerprint", "clear_search_state", "plot_tables", "plot_detection_table",
            "plot_learning_curves", "search_checkpoint", "SearchResult", "evaluate_checkpoint",
            "choose_split", "report_test_accuracy", "describe_evaluation", "SearchPlan", "measure_config"]

@@ -37,7 +37,7 @@ from ..data.datasets import cached_subset, image_count, load_images
 from ..data.preprocess import model_preprocessing
 from ..errors import MutualNetError
 from ..evaluate import evaluate, hits
-from ..io import read_json, read_torch_file
+from ..io import atomic_write_text, read_json, read_torch_file
 from ..layers import (
     SlimmableBatchNorm2d,
     channel_config,
@@ -48,7 +48,7 @@ from ..layers import (
     width_range_of,
 )
 from ..profiling import measure_latency, profile, resolve_device
-from .table import QueryTable, atomic_write_text, config_of
+from .table import QueryTable, config_of
 
 __all__ = ["SearchPlan", "build_query_table", "measure_config", "report_test_accuracy", "distinct_widths",
            "can_reach_frontier", "model_fingerprint", "clear_search_state", "merge_search_states", "STATE_FILE"]
@@ -241,7 +241,7 @@ class SearchPlan:
            batch_size: int = 200, halving: float | None = None, z: float = 3.0, latency: bool = False,
            latency_batch_size: int = 1,
            resize_then_crop: bool = False, seed: int = 0, shard: tuple[int, int] | None = None) -> SearchPlan:
-        """The plan for ``model``, checked: ``widths`` default to ``width_grid(*model.width_range, width_step)``,
+        """The plan for ``model``, checked: ``widths`` default to ``model.width_range.grid(width_step)``,
         ``depths`` to every depth of its trained ``depth_range``; ``calib_batch_size`` to ``batch_size``."""
         if not resolutions:
             raise MutualNetError("no resolutions to search")
@@ -332,8 +332,8 @@ class _State:
         self.rows.append(row)
         if self.dir is None:
             return
-        # statistics first: a persisted row always has its statistics
-        atomic_save(stats, self.stats_path(_file_key(row)))
+        path = self.stats_path(_file_key(row))
+        atomic_save(stats, path)  # statistics first: a persisted row always has its statistics
         atomic_write_text(self.dir / STATE_FILE, json.dumps(
             {"signature": self.signature, "rows": self.rows, "timing": self.timing}, indent=1))
 

@@ -5,12 +5,12 @@ Start with :func:`mutualnet.train.step.train_step`, the one function that is Mut
 """
 
 from .config import MODES, TrainConfig, apply_overrides, config_from_dict, config_to_dict, load_config, resolve
-from .loop import evaluate, train
+from .loop import train
 from .objects import fit
 from .optim import build_optimizer, build_scheduler, param_groups
 from .runkit import resume_config
-from .step import SubNet, alpha_divergence, distill_loss, resize, sample_subnets, train_step
+from .step import SubNet, alpha_divergence, distill_loss, sample_subnets, train_step
 
 __all__ = ["MODES", "TrainConfig", "load_config", "apply_overrides", "config_from_dict", "config_to_dict", "resolve",
-           "train", "fit", "evaluate", "resume_config", "build_optimizer", "build_scheduler", "param_groups", "SubNet",
-           "sample_subnets", "train_step", "distill_loss", "alpha_divergence", "resize"]
+           "train", "fit", "resume_config", "build_optimizer", "build_scheduler", "param_groups", "SubNet",
+           "sample_subnets", "train_step", "distill_loss", "alpha_divergence"]

@@ -20,7 +20,8 @@ from typing import Any, ClassVar
 
 import yaml
 
-from ..data.transforms import PADDING_MODES, RESIZE_MODES
+from ..data.preprocess import RESIZE_MODES
+from ..data.transforms import PADDING_MODES
 from ..errors import MutualNetError
 from ..io import atomic_write_text, available_cores, read_text
 from ..validate import MAX_CLASSES, MAX_IN_CHANS, MAX_RESOLUTION, MAX_THREADS, MAX_WIDTH, check_float, check_int

@@ -28,11 +28,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Sampler
 
-from ..layers import SyncSlimmableBatchNorm2d, convert_sync_batchnorm  # re-exported: sync BN is a layer
-
 __all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "broadcast_model", "all_reduce_gradients",
-           "all_reduce_mean", "EpochSampler", "ShardSampler", "SeededSamples", "SyncSlimmableBatchNorm2d",
-           "convert_sync_batchnorm"]
+           "all_reduce_mean", "EpochSampler", "ShardSampler", "SeededSamples"]
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from ..checkpoint import CheckpointMeta, built_in_python, python_built_error
 from ..data.datasets import DatasetInfo, random_subset
 from ..errors import MutualNetError
 from ..evaluate import evaluate
-from ..layers import SlimmableBatchNorm2d, check_depth, config_key, zero_init_residual
+from ..layers import SlimmableBatchNorm2d, check_depth, config_key, convert_sync_batchnorm, zero_init_residual
 from ..models import create_model
 from ..models.tv import small_input_hint
 from ..threads import training_threads
@@ -55,7 +55,6 @@ from .distributed import (
     all_reduce_mean,
     broadcast_model,
     cleanup_distributed,
-    convert_sync_batchnorm,
     init_distributed,
 )
 from .guard import DivergenceGuard
@@ -76,7 +75,7 @@ from .runkit import (
 from .step import alpha_divergence, dropout_modules, sample_subnets, train_step
 from .transfer import adopt_init, describe_init, load_pretrained
 
-__all__ = ["train", "build_data", "build_model", "train_one_epoch", "validate", "evaluate",
+__all__ = ["train", "build_data", "build_model", "train_one_epoch", "validate",
            "TrainData", "EpochResult"]
 
 

@@ -24,13 +24,11 @@ from torch import Tensor, nn
 
 # lower resolutions are made from the batch on the training device: one function (and one recorded mode,
 # "antialias" or "official") for training, calibration, search and deployment, so every stage sees the same pixels
-from ..data.transforms import DEFAULT_RESIZE, resize_batch
+from ..data.preprocess import DEFAULT_RESIZE, resize_batch
 from ..errors import MutualNetError
 from ..layers import use_config
 
-resize = resize_batch  # re-exported under its training-side name
-
-__all__ = ["SubNet", "sample_subnets", "train_step", "distill_loss", "alpha_divergence", "dropout_modules", "resize"]
+__all__ = ["SubNet", "sample_subnets", "train_step", "distill_loss", "alpha_divergence", "dropout_modules"]
 
 
 @dataclass(frozen=True)
@@ -220,7 +218,7 @@ def train_step(model: nn.Module, images: Tensor, labels: Tensor, subnets: list[S
     detached prediction is the teacher of the others.
 
     ``resize`` is how each sub-network's input is made from ``images`` (see
-    :func:`mutualnet.data.transforms.resize_batch`): ``"antialias"`` or ``"official"`` (the original code's
+    :func:`mutualnet.data.preprocess.resize_batch`): ``"antialias"`` or ``"official"`` (the original code's
     ``align_corners=True`` bilinear).
 
     ``distill(student_logits, teacher_logits)`` is the loss of the ``"teacher"`` targets (None: :func:`distill_loss`
